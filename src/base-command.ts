@@ -1,0 +1,64 @@
+/**
+ * What every tbmesh command shares: `--home` (env `TBMESH_HOME`), `--json`, and error reporting — one line with the fix
+ * for anything the user can fix, a non-zero exit, and no stack trace unless `DEBUG` is set.
+ */
+import {Command, Flags, type Interfaces} from '@oclif/core'
+
+import {ExternalError, UserError} from './errors.js'
+import {Home} from './state.js'
+
+export type TbmeshFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof TbmeshCommand)['baseFlags'] & T['flags']>
+
+/** Base class of every command. */
+export abstract class TbmeshCommand extends Command {
+  static override enableJsonFlag = true
+
+  static override baseFlags = {
+    home: Flags.directory({
+      description: 'network state directory (default: the tbmesh config directory, e.g. ~/.config/tbmesh)',
+      env: 'TBMESH_HOME',
+      helpGroup: 'GLOBAL',
+    }),
+  }
+
+  /** The home directory: `--home`, `TBMESH_HOME`, or oclif's config dir. */
+  protected homeDir(flags: {home?: string}): string {
+    return flags.home ?? this.config.configDir
+  }
+
+  /** Opens the home named by the flags. Throws UserError when there is none. */
+  protected openHome(flags: {home?: string}): Promise<Home> {
+    return Home.open(this.homeDir(flags))
+  }
+
+  protected override async catch(error: Error & {oclif?: {exit?: number}; parse?: unknown}): Promise<unknown> {
+    const failure = userFacing(error)
+    if (!failure) return super.catch(error)
+    process.exitCode = failure.exit
+    if (this.jsonEnabled()) {
+      this.logJson({error: {name: error.name, message: failure.line, exit: failure.exit}})
+      return undefined
+    }
+    process.stderr.write(`Error: ${failure.line}\n`)
+    if (process.env.DEBUG && error.stack) process.stderr.write(`${error.stack}\n`)
+    this.exit(failure.exit)
+  }
+}
+
+/** The one line and exit code for an error the user can act on, or undefined for a bug. */
+function userFacing(error: Error & {oclif?: {exit?: number}; parse?: unknown}): {line: string; exit: number} | undefined {
+  if (error instanceof UserError) return {line: error.line, exit: error.exit}
+  if (error instanceof ExternalError) {
+    const detail = error.stderr.trim().split('\n').at(-1) ?? ''
+    return {line: `${error.message} (\`${error.command}\` exited ${error.exitCode ?? 'abnormally'}${detail ? `: ${detail}` : ''})`, exit: 1}
+  }
+  // oclif's own parse errors (missing or unknown flags, bad values) carry `parse`: exit 2, folded into one line.
+  if ('parse' in error && error.oclif?.exit !== undefined) {
+    const parts = error.message
+      .split('\n')
+      .map((l) => l.trim().replace(/\bflags? ([a-z][\w-]*)/g, (_m, name: string) => `flag --${name}`))
+      .filter((l) => l && !l.startsWith('See more help') && !l.endsWith(':'))
+    return {line: `${parts.join('; ')} (see --help)`, exit: error.oclif.exit}
+  }
+  return undefined
+}

@@ -1,0 +1,688 @@
+/**
+ * The join package ("bundle") a network's operator hands to an organization's admin: a gzip-compressed tar archive
+ * (ustar, written and read with node-tar) holding everything one node needs to join the Nebula overlay, plus a
+ * `manifest.json` naming the node and giving the SHA-256 of every other file.
+ *
+ * - {@link writeBundle} builds it in memory (deterministic: fixed entry order, mtime = the manifest's `createdAt`, no
+ *   owner ids or names) and writes it atomically with mode 0600.
+ * - {@link readBundle} stream-parses it without extracting anything to disk and refuses anything but the exact
+ *   {@link BUNDLE_LAYOUT}: odd paths, links, devices, duplicates, oversize members, unlisted or tampered files.
+ * - {@link installBundle} verifies it, stages the files beside the target directory, points `nebula/config.yml` at the
+ *   installed certificate files, swaps the directory into place, and runs `nebula -test` when nebula is installed.
+ *
+ * Rendering the files is not this module's business (see `src/render/`).
+ */
+
+import {createHash, randomBytes} from 'node:crypto'
+import {constants as fsConstants, createReadStream} from 'node:fs'
+import {access, chmod, link, lstat, mkdir, mkdtemp, open, readdir, rename, rm, stat, unlink, writeFile} from 'node:fs/promises'
+import path from 'node:path'
+import zlib from 'node:zlib'
+
+import {execa} from 'execa'
+import yaml from 'js-yaml'
+import {Header, Pack, Parser, ReadEntry} from 'tar'
+
+import {UserError} from './errors.js'
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Layout and manifest
+
+/** One entry a bundle may hold: a regular file, or a directory (which holds files and is written before them). */
+export interface BundleEntrySpec {
+  /** Path inside the archive, `/`-separated, relative; a directory's ends with `/`. */
+  readonly path: string
+  readonly type: 'file' | 'directory'
+  /** Whether a bundle without it is refused (always false for directories: tar needs no directory entries). */
+  readonly required: boolean
+  /**
+   * Whether `manifest.files` lists it with its SHA-256. False for directories and for the manifest itself (and,
+   * later, for a detached signature of the manifest).
+   */
+  readonly listed: boolean
+  /** Permission bits recorded in the archive. */
+  readonly archiveMode: number
+  /** Permission bits the file or directory gets when installed. */
+  readonly installMode: number
+  /** What it is, for humans. */
+  readonly description: string
+}
+
+const fileEntry = <P extends string>(p: P, required: boolean, modes: [archive: number, install: number], description: string, listed = true) =>
+  ({path: p, type: 'file', required, listed, archiveMode: modes[0], installMode: modes[1], description}) as const
+const dirEntry = <P extends `${string}/`>(p: P, installMode: number, description: string) =>
+  ({path: p, type: 'directory', required: false, listed: false, archiveMode: 0o755, installMode, description}) as const
+
+/**
+ * Everything a bundle may hold, in archive order; anything else in an archive is refused. A directory entry is
+ * written (and created on install) when a file below it is present. To add entries later (a detached
+ * `manifest.sig`, unit files under `systemd/`, compose files under `docker/`), add them here, directories before
+ * their files.
+ */
+export const BUNDLE_LAYOUT = [
+  fileEntry('manifest.json', true, [0o644, 0o644], 'node, overlay IP, CA fingerprint and the SHA-256 of every other file', false),
+  dirEntry('nebula/', 0o700, 'Nebula certificates, key and configuration'),
+  fileEntry('nebula/ca.crt', true, [0o644, 0o644], "the network's CA certificate (PEM)"),
+  fileEntry('nebula/host.crt', true, [0o644, 0o644], "the node's Nebula certificate (PEM)"),
+  // Optional: a node whose key the joining organization generated itself gets a bundle without it.
+  fileEntry('nebula/host.key', false, [0o600, 0o600], "the node's private key (PEM)"),
+  fileEntry('nebula/config.yml', true, [0o644, 0o644], 'Nebula configuration'),
+  dirEntry('multichain/', 0o700, 'MultiChain settings'),
+  fileEntry('multichain/multichain.conf', true, [0o644, 0o600], 'MultiChain settings (holds the RPC password)'),
+  dirEntry('trubudget/', 0o700, 'TruBudget settings'),
+  fileEntry('trubudget/blockchain.env', true, [0o644, 0o600], "TruBudget blockchain container's environment (holds the RPC password)"),
+  fileEntry('README.md', true, [0o644, 0o644], "what the package holds and what the organization's admin does"),
+] as const satisfies readonly BundleEntrySpec[]
+
+/** The path of a file (not a directory) in {@link BUNDLE_LAYOUT}. */
+export type BundlePath = Extract<(typeof BUNDLE_LAYOUT)[number], {type: 'file'}>['path']
+
+/** Mode of the installed directory itself (its secrets live in 0700 subdirectories or 0600 files). */
+const INSTALL_ROOT_MODE = 0o755
+
+/** Default upper limit for one archive member, in bytes (1 MiB). Rendered files are a few KiB. */
+export const DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
+
+/** The only `schemaVersion` this tbmesh reads and writes. */
+export const BUNDLE_SCHEMA_VERSION = 1
+
+/**
+ * `manifest.json`, the first entry of every bundle (JSON, UTF-8, two-space indent, keys in this order).
+ *
+ * Readers refuse unknown fields (fail closed): fields planned for later versions — `signature` (or a detached
+ * `manifest.sig`), `expiresAt`, `nonce`, `sequence` — come with a reader that understands them, and where old readers
+ * must not accept such bundles, with a new `schemaVersion`.
+ */
+export interface BundleManifest {
+  /** Format version, {@link BUNDLE_SCHEMA_VERSION}. */
+  schemaVersion: 1
+  /** What the bundle is for: joining one node to a network. */
+  kind: 'join'
+  /** Network (and CA) name. */
+  network: string
+  /** Node name. */
+  node: string
+  /** Organization running the node (TruBudget's `ORGANIZATION`). */
+  organization: string
+  /** The node's overlay IP, dotted IPv4. */
+  overlayIp: string
+  /** Fingerprint of the network's CA certificate: lowercase hex SHA-256, as `nebula-cert print` shows it. */
+  caFingerprint: string
+  /** When the bundle was made, ISO 8601 with a time zone (e.g. `2025-01-31T12:00:00.000Z`). */
+  createdAt: string
+  /** Every listed file of the bundle (all but the manifest) → lowercase hex SHA-256 of its bytes. */
+  files: Record<string, string>
+}
+
+/** What the caller of {@link writeBundle} supplies: the manifest without what tbmesh fills in itself. */
+export type BundleMeta = Omit<BundleManifest, 'files' | 'schemaVersion' | 'kind'>
+
+const MANIFEST = 'manifest.json'
+const LAYOUT: ReadonlyMap<string, BundleEntrySpec> = new Map(BUNDLE_LAYOUT.map((e) => [e.path, e]))
+const FILES: readonly BundleEntrySpec[] = BUNDLE_LAYOUT.filter((e) => e.type === 'file')
+const MANIFEST_KEYS = ['schemaVersion', 'kind', 'network', 'node', 'organization', 'overlayIp', 'caFingerprint', 'createdAt', 'files']
+const HEX256 = /^[0-9a-f]{64}$/
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
+const ISO8601 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/
+
+const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex')
+/** Whether any of `paths` lies below the directory `dir` (which ends with `/`). */
+const holdsAny = (dir: string, paths: Iterable<string>): boolean => [...paths].some((p) => p.startsWith(dir))
+/** A name safe to show on one line: JSON-quoted, control characters escaped, long names cut. */
+const show = (name: string): string => {
+  const q = JSON.stringify(name.length > 120 ? `${name.slice(0, 117)}...` : name)
+  return q.replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
+
+/** The reason `value` is not a valid manifest, or undefined. Version problems are reported by the caller. */
+function manifestProblem(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a JSON object'
+  const m = value as Record<string, unknown>
+  for (const key of Object.keys(m)) if (!MANIFEST_KEYS.includes(key)) return `unknown field ${show(key)}`
+  if (m.kind !== 'join') return 'kind is not "join"'
+  for (const key of ['network', 'node', 'organization'] as const) {
+    const v = m[key]
+    if (typeof v !== 'string' || v === '' || v.length > 256 || /[\u0000-\u001f\u007f]/.test(v)) return `${key} is not a name`
+  }
+  if (typeof m.overlayIp !== 'string' || !IPV4.test(m.overlayIp)) return 'overlayIp is not an IPv4 address'
+  if (typeof m.caFingerprint !== 'string' || !HEX256.test(m.caFingerprint)) return 'caFingerprint is not a hex SHA-256'
+  if (typeof m.createdAt !== 'string' || !ISO8601.test(m.createdAt) || Number.isNaN(Date.parse(m.createdAt))) {
+    return 'createdAt is not an ISO 8601 time'
+  }
+  if (typeof m.files !== 'object' || m.files === null || Array.isArray(m.files)) return 'files is not an object'
+  for (const [file, hash] of Object.entries(m.files)) {
+    if (typeof hash !== 'string' || !HEX256.test(hash)) return `files[${show(file)}] is not a hex SHA-256`
+  }
+  return undefined
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Writing
+
+/** What {@link writeBundle} returns. */
+export interface WriteBundleResult {
+  /** Absolute path of the written bundle. */
+  path: string
+  /** The manifest stored in it. */
+  manifest: BundleManifest
+  /** Size of the bundle file in bytes. */
+  bytes: number
+}
+
+/**
+ * Build the bundle for one node and write it to `outFile`.
+ *
+ * @param outFile where to write (conventionally `*.tar.gz`); its directory must exist.
+ * @param meta the manifest's facts; `schemaVersion`, `kind` and `files` are filled in here.
+ * @param files the content of every listed {@link BUNDLE_LAYOUT} entry (all but `manifest.json`), by path; strings are
+ *   written as UTF-8. `nebula/host.key` may be left out.
+ * @param opts.force replace an existing `outFile`.
+ *
+ * The archive is gzip-compressed ustar with `manifest.json` first, then the layout's order with each directory before
+ * its first file; files have mtime `meta.createdAt` (directories none), modes from the layout, no uid/gid/owner names. The file is
+ * written to a temporary file in the same directory with mode 0600 (it holds a private key), flushed, and then linked
+ * (without `force`, so an existing file is never replaced) or renamed (with `force`) into place.
+ *
+ * @throws UserError when `outFile` exists and `force` is not set, is a directory, or its directory is missing or not
+ *   writable.
+ * @throws Error (a bug in the caller) when `files` lacks a required entry, holds one outside the layout or larger
+ *   than {@link DEFAULT_MAX_ENTRY_BYTES}, or `meta` is not a valid manifest.
+ */
+export async function writeBundle(
+  outFile: string,
+  meta: BundleMeta,
+  files: Readonly<Record<string, Buffer | string>>,
+  opts: {force?: boolean} = {},
+): Promise<WriteBundleResult> {
+  const contents = new Map<string, Buffer>()
+  for (const [file, data] of Object.entries(files)) {
+    const spec = LAYOUT.get(file)
+    if (!spec || spec.type !== 'file' || !spec.listed) throw new Error(`writeBundle: ${show(file)} is not a listed entry of the bundle layout`)
+    const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data
+    if (buf.length > DEFAULT_MAX_ENTRY_BYTES) throw new Error(`writeBundle: ${file} is larger than ${DEFAULT_MAX_ENTRY_BYTES} bytes`)
+    contents.set(file, buf)
+  }
+  for (const spec of FILES) {
+    if (spec.required && spec.listed && !contents.has(spec.path)) throw new Error(`writeBundle: required entry ${spec.path} is missing`)
+  }
+
+  const hashes: Record<string, string> = {}
+  for (const spec of FILES) {
+    const buf = contents.get(spec.path)
+    if (buf) hashes[spec.path] = sha256(buf)
+  }
+  const manifest: BundleManifest = {
+    schemaVersion: BUNDLE_SCHEMA_VERSION,
+    kind: 'join',
+    network: meta.network,
+    node: meta.node,
+    organization: meta.organization,
+    overlayIp: meta.overlayIp,
+    caFingerprint: meta.caFingerprint,
+    createdAt: meta.createdAt,
+    files: hashes,
+  }
+  const problem = manifestProblem(manifest)
+  if (problem) throw new Error(`writeBundle: invalid manifest: ${problem}`)
+  contents.set(MANIFEST, Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`, 'utf8'))
+
+  const archive = await packArchive(contents, new Date(manifest.createdAt))
+  const target = path.resolve(outFile)
+  await writeNewFile(target, archive, opts.force ?? false)
+  return {path: target, manifest, bytes: archive.length}
+}
+
+/** The gzip-compressed tar of `contents` (layout paths → bytes), in layout order, built in memory with node-tar. */
+async function packArchive(contents: ReadonlyMap<string, Buffer>, mtime: Date): Promise<Buffer> {
+  const pack = new Pack({gzip: {level: 9}, portable: true, noPax: true})
+  const done = pack.concat()
+  const add = (header: Header, data?: Buffer): void => {
+    const entry = new ReadEntry(header)
+    if (data) entry.write(data)
+    entry.end()
+    pack.add(entry)
+  }
+  for (const spec of BUNDLE_LAYOUT) {
+    if (spec.type === 'directory') {
+      if (holdsAny(spec.path, contents.keys())) add(new Header({path: spec.path, type: 'Directory', mode: spec.archiveMode, size: 0, mtime}))
+      continue
+    }
+    const data = contents.get(spec.path)
+    if (data) add(new Header({path: spec.path, type: 'File', mode: spec.archiveMode, size: data.length, mtime}), data)
+  }
+  pack.end()
+  return done
+}
+
+/**
+ * Write `data` to `target` atomically with mode 0600: a temporary file in the same directory, flushed, then linked
+ * into place (refusing an existing target) or, with `force`, renamed over it.
+ */
+async function writeNewFile(target: string, data: Buffer, force: boolean): Promise<void> {
+  const dir = path.dirname(target)
+  const existing = await lstat(target).catch(() => undefined)
+  if (existing?.isDirectory()) throw new UserError(`${target} is a directory`, {fix: 'give a file name for the bundle'})
+  if (existing && !force) throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
+  const dirStat = await stat(dir).catch(() => undefined)
+  if (!dirStat?.isDirectory()) throw new UserError(`Directory ${dir} does not exist`, {fix: 'create it or write the bundle elsewhere'})
+
+  const tmp = path.join(dir, `.${path.basename(target)}.${randomBytes(6).toString('hex')}.tmp`)
+  let handle
+  try {
+    handle = await open(tmp, 'wx', 0o600)
+  } catch (error) {
+    throw fsUserError(error, `Cannot write to ${dir}`, 'choose a directory you can write to')
+  }
+  try {
+    await handle.chmod(0o600)
+    await handle.writeFile(data)
+    await handle.sync()
+    await handle.close()
+    handle = undefined
+    if (force) {
+      await rename(tmp, target)
+    } else {
+      try {
+        await link(tmp, target)
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code
+        if (code === 'EEXIST') throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
+        // Filesystems without hard links: fall back to a (racy) check and rename.
+        if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EMLINK'].includes(code ?? '')) throw error
+        if (await lstat(target).catch(() => undefined)) throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
+        await rename(tmp, target)
+      }
+    }
+    await fsyncDir(dir)
+  } finally {
+    await handle?.close().catch(() => {})
+    await unlink(tmp).catch(() => {})
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const h = await open(dir, 'r').catch(() => undefined)
+  if (!h) return
+  await h.sync().catch(() => {})
+  await h.close().catch(() => {})
+}
+
+function fsUserError(error: unknown, message: string, fix: string): Error {
+  const code = (error as NodeJS.ErrnoException).code
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return new UserError(`${message} (${code})`, {fix, cause: error})
+  return error as Error
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Reading
+
+/** Options of {@link readBundle}. */
+export interface ReadBundleOptions {
+  /** Largest accepted archive member in bytes; default {@link DEFAULT_MAX_ENTRY_BYTES} (1 MiB). */
+  maxEntryBytes?: number
+}
+
+/** What {@link readBundle} returns. */
+export interface ReadBundleResult {
+  /** The parsed, validated manifest. */
+  manifest: BundleManifest
+  /** Every file of the archive (including `manifest.json`'s raw bytes), by layout path, in archive order. */
+  files: Map<string, Buffer>
+}
+
+/**
+ * Read and verify a bundle without writing anything to disk.
+ *
+ * The archive is gunzipped and stream-parsed with node-tar's `Parser`; every member is checked as it arrives.
+ * Accepted: regular files and directories at their {@link BUNDLE_LAYOUT} paths (a directory with or without its
+ * trailing `/`), each once.
+ * Then `manifest.json` must be a valid {@link BundleManifest}, every required entry present, and the listed files
+ * exactly the present ones, each matching its SHA-256.
+ *
+ * @throws UserError — one line that names the offending entry — for: a missing or unreadable file; something that is
+ *   not gzip/tar or is truncated; an absolute path, a `..` segment, a name outside the layout; a symbolic link, hard
+ *   link, device, FIFO or other special entry; a duplicate; a member over `maxEntryBytes`; a missing required entry;
+ *   a manifest that is not JSON of the right shape or has another `schemaVersion`; a file not listed in the manifest,
+ *   listed but absent, or whose SHA-256 differs.
+ */
+export async function readBundle(file: string, opts: ReadBundleOptions = {}): Promise<ReadBundleResult> {
+  const maxEntryBytes = opts.maxEntryBytes ?? DEFAULT_MAX_ENTRY_BYTES
+  const st = await stat(file).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') throw new UserError(`Bundle ${file} does not exist`, {fix: 'check the path'})
+    throw fsUserError(error, `Cannot read bundle ${file}`, 'check its permissions')
+  })
+  if (!st.isFile()) throw new UserError(`Bundle ${file} is not a file`, {fix: 'give the path of the .tar.gz package'})
+  const files = await parseArchive(file, maxEntryBytes)
+  return {manifest: verifyContents(file, files), files}
+}
+
+function refusal(file: string, what: string): UserError {
+  return new UserError(`Refusing bundle ${path.basename(file)}: ${what}`, {
+    fix: "ask the network's operator for a new bundle",
+  })
+}
+
+/** Why an archive entry is not acceptable, or undefined. */
+function entryProblem(entry: ReadEntry): string | undefined {
+  const name = entry.path
+  if (name === '' || /[\u0000-\u001f\u007f]/.test(name)) return 'has an invalid name'
+  if (name.startsWith('/') || name.startsWith('\\') || /^[A-Za-z]:/.test(name)) return 'has an absolute path'
+  if (name.split(/[/\\]/).includes('..')) return 'has a ".." path segment'
+  switch (entry.type) {
+    case 'File':
+    case 'OldFile':
+      return LAYOUT.get(name)?.type === 'file' ? undefined : 'is not part of the bundle layout'
+    case 'Directory':
+      return LAYOUT.get(name.endsWith('/') ? name : `${name}/`)?.type === 'directory' ? undefined : 'is not part of the bundle layout'
+    case 'SymbolicLink':
+      return 'is a symbolic link'
+    case 'Link':
+      return 'is a hard link'
+    case 'CharacterDevice':
+    case 'BlockDevice':
+      return 'is a device file'
+    case 'FIFO':
+      return 'is a FIFO'
+    default:
+      return `has unsupported type ${entry.type}`
+  }
+}
+
+/** Gunzip and parse `file`, returning its files; rejects with a refusal on the first problem. */
+function parseArchive(file: string, maxEntryBytes: number): Promise<Map<string, Buffer>> {
+  // Hard cap on the uncompressed size: every layout entry at the limit plus generous room for headers.
+  const maxTotal = BUNDLE_LAYOUT.length * (maxEntryBytes + 4096) + 65_536
+  return new Promise((resolve, reject) => {
+    const files = new Map<string, Buffer>()
+    const seen = new Set<string>()
+    let failed = false
+    let sawEof = false
+    let total = 0
+
+    const input = createReadStream(file)
+    const gunzip = zlib.createGunzip()
+    const parser = new Parser({strict: true, maxMetaEntrySize: 64 * 1024})
+
+    const fail = (error: Error): void => {
+      if (failed) return
+      failed = true
+      input.destroy()
+      gunzip.destroy()
+      reject(error)
+    }
+    const corrupt = (why: string): void =>
+      fail(refusal(file, `not a tbmesh bundle, or truncated (${why.replace(/\s+/g, ' ').trim()})`))
+
+    input.on('error', (error) => fail(fsUserError(error, `Cannot read bundle ${file}`, 'check its permissions')))
+    gunzip.on('error', (error) => corrupt(`gzip: ${error.message}`))
+    gunzip.on('data', (chunk: Buffer) => {
+      if (failed) return
+      total += chunk.length
+      if (total > maxTotal) return fail(refusal(file, `it is larger than a bundle can be (over ${maxTotal} bytes uncompressed)`))
+      // Past the end-of-archive marker tar ignores the rest; keep reading only to let gzip check its trailer.
+      if (!sawEof) parser.write(chunk)
+    })
+    gunzip.on('end', () => {
+      if (!failed) parser.end()
+    })
+    parser.on('error', (error: Error) => corrupt(`tar: ${error.message}`))
+    parser.on('eof', () => {
+      sawEof = true
+    })
+    parser.on('ignoredEntry', (entry: ReadEntry) => {
+      if (!failed) fail(refusal(file, `entry ${show(entry.path)} has unsupported type ${entry.type}`))
+    })
+    parser.on('entry', (entry: ReadEntry) => {
+      if (failed) return void entry.resume()
+      const name = entry.path
+      const problem = entryProblem(entry)
+      if (problem) {
+        entry.resume()
+        return fail(refusal(file, `entry ${show(name)} ${problem}`))
+      }
+      const key = entry.type === 'Directory' && !name.endsWith('/') ? `${name}/` : name
+      if (seen.has(key)) {
+        entry.resume()
+        return fail(refusal(file, `entry ${show(name)} appears more than once`))
+      }
+      seen.add(key)
+      if (entry.type === 'Directory') return void entry.resume()
+      if (entry.size > maxEntryBytes) {
+        entry.resume()
+        return fail(refusal(file, `entry ${show(name)} is larger than ${maxEntryBytes} bytes`))
+      }
+      const chunks: Buffer[] = []
+      let size = 0
+      entry.on('data', (chunk: Buffer) => {
+        size += chunk.length
+        if (size <= maxEntryBytes) chunks.push(chunk)
+      })
+      entry.on('end', () => {
+        if (failed) return
+        if (size > maxEntryBytes) return fail(refusal(file, `entry ${show(name)} is larger than ${maxEntryBytes} bytes`))
+        files.set(name, Buffer.concat(chunks))
+      })
+    })
+    parser.on('end', () => {
+      if (failed) return
+      if (!sawEof) return corrupt('tar: no end-of-archive marker')
+      resolve(files)
+    })
+    input.pipe(gunzip)
+  })
+}
+
+/** Check the manifest against the files; returns the manifest. */
+function verifyContents(file: string, files: ReadonlyMap<string, Buffer>): BundleManifest {
+  const raw = files.get(MANIFEST)
+  if (!raw) throw refusal(file, `required entry ${show(MANIFEST)} is missing`)
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(raw.toString('utf8'))
+  } catch {
+    throw refusal(file, `entry ${show(MANIFEST)} is not valid JSON`)
+  }
+  const version = (parsed as {schemaVersion?: unknown} | null)?.schemaVersion
+  if (typeof parsed === 'object' && parsed !== null && version !== BUNDLE_SCHEMA_VERSION) {
+    if (typeof version === 'number' && Number.isInteger(version) && version > BUNDLE_SCHEMA_VERSION) {
+      throw new UserError(
+        `Refusing bundle ${path.basename(file)}: entry ${show(MANIFEST)} has schemaVersion ${version}, this tbmesh reads ${BUNDLE_SCHEMA_VERSION}`,
+        {fix: 'upgrade tbmesh'},
+      )
+    }
+    throw refusal(file, `entry ${show(MANIFEST)} has no valid schemaVersion`)
+  }
+  const problem = manifestProblem(parsed)
+  if (problem) throw refusal(file, `entry ${show(MANIFEST)} is not a tbmesh join manifest (${problem})`)
+  const manifest = parsed as BundleManifest
+
+  for (const spec of FILES) {
+    if (spec.required && !files.has(spec.path)) throw refusal(file, `required entry ${show(spec.path)} is missing`)
+  }
+  for (const listed of Object.keys(manifest.files)) {
+    if (!LAYOUT.get(listed)?.listed) throw refusal(file, `${MANIFEST} lists ${show(listed)}, which is not part of the bundle layout`)
+  }
+  for (const [name, data] of files) {
+    if (!LAYOUT.get(name)!.listed) continue
+    const expected = manifest.files[name]
+    if (expected === undefined) throw refusal(file, `entry ${show(name)} is not listed in ${MANIFEST}`)
+    if (sha256(data) !== expected) throw refusal(file, `entry ${show(name)} does not match its SHA-256 in ${MANIFEST}`)
+  }
+  for (const listed of Object.keys(manifest.files)) {
+    if (!files.has(listed)) throw refusal(file, `entry ${show(listed)} is listed in ${MANIFEST} but missing`)
+  }
+  return manifest
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Installing
+
+/** Verdict of `nebula -test` on the installed configuration. */
+export interface NebulaTestResult {
+  /** False when `nebula` is not on PATH (nothing was checked). */
+  ran: boolean
+  /** Exit code 0. */
+  ok?: boolean
+  /** Combined stdout and stderr, at most the last 8 KiB. */
+  output?: string
+}
+
+/** What {@link installBundle} returns. */
+export interface InstallResult {
+  /** Absolute path of the installed directory. */
+  dir: string
+  /** The verified manifest. */
+  manifest: BundleManifest
+  /** Installed files (not directories), relative to `dir`, in layout order. */
+  files: string[]
+  /** Whether `nebula -test` ran on the installed config and what it said. */
+  nebulaTest: NebulaTestResult
+}
+
+/**
+ * Verify a bundle ({@link readBundle}) and install its files into `dir`:
+ *
+ * - `dir/nebula/{ca.crt,host.crt,host.key,config.yml}`, `dir/multichain/multichain.conf`,
+ *   `dir/trubudget/blockchain.env`, `dir/manifest.json`, `dir/README.md`;
+ * - `nebula/config.yml`'s `pki.ca`, `pki.cert`, `pki.key` rewritten to the absolute paths of those files in `dir`
+ *   (so `nebula -config DIR/nebula/config.yml` works from any working directory; `pki.key` points at
+ *   `nebula/host.key` even when the bundle has none, for the key its owner holds);
+ * - modes: the key, `multichain.conf` and `blockchain.env` 0600, other files 0644, subdirectories 0700, `dir` 0755.
+ *
+ * Files are staged in a fresh directory beside `dir` (same parent, created when missing) and renamed into place;
+ * with `force`, an existing `dir` is first moved aside, and restored if the rename fails, else removed. Any failure
+ * before the rename leaves `dir` as it was and removes the staging directory.
+ *
+ * Afterwards, when `nebula` is on PATH, runs `nebula -test -config DIR/nebula/config.yml` (30 s limit) and reports
+ * the verdict; a failing test does not undo the installation.
+ *
+ * @throws UserError for every refusal of {@link readBundle}; when `dir` exists and is not empty and `force` is not
+ *   set; when `dir` is not a directory or is a symbolic link; when `nebula/config.yml` is not a YAML mapping with a
+ *   `pki` mapping; when the parent directory is not writable.
+ */
+export async function installBundle(file: string, dir: string, opts: {force?: boolean} = {}): Promise<InstallResult> {
+  const {manifest, files} = await readBundle(file)
+  const target = path.resolve(dir)
+  const parent = path.dirname(target)
+  const base = path.basename(target)
+
+  const existing = await lstat(target).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined
+    throw fsUserError(error, `Cannot inspect ${target}`, 'check its permissions')
+  })
+  if (existing?.isSymbolicLink()) throw new UserError(`${target} is a symbolic link`, {fix: 'pass the real directory as --dir'})
+  if (existing && !existing.isDirectory()) throw new UserError(`${target} exists and is not a directory`, {fix: 'choose another --dir'})
+  const nonEmpty = existing ? (await readdir(target)).length > 0 : false
+  if (nonEmpty && !opts.force) {
+    throw new UserError(`${target} already exists and is not empty`, {fix: 'pass --force to replace it'})
+  }
+
+  const config = rewriteConfig(file, files.get('nebula/config.yml')!, target)
+
+  try {
+    await mkdir(parent, {recursive: true})
+  } catch (error) {
+    throw fsUserError(error, `Cannot create ${parent}`, 'run as a user who may write there, or choose another --dir')
+  }
+  let staging: string
+  try {
+    staging = await mkdtemp(path.join(parent, `.${base}.tbmesh-staging-`))
+  } catch (error) {
+    throw fsUserError(error, `Cannot write to ${parent}`, 'run as a user who may write there, or choose another --dir')
+  }
+
+  const installed: string[] = []
+  try {
+    for (const spec of BUNDLE_LAYOUT) {
+      const dest = path.join(staging, ...spec.path.split('/'))
+      if (spec.type === 'directory') {
+        if (!holdsAny(spec.path, files.keys())) continue
+        await mkdir(dest, {mode: spec.installMode})
+        await chmod(dest, spec.installMode)
+        continue
+      }
+      const data = spec.path === 'nebula/config.yml' ? config : files.get(spec.path)
+      if (!data) continue
+      await writeFile(dest, data, {mode: spec.installMode, flag: 'wx'})
+      await chmod(dest, spec.installMode)
+      installed.push(spec.path)
+    }
+    await chmod(staging, INSTALL_ROOT_MODE)
+    await swapIntoPlace(staging, target, nonEmpty)
+  } catch (error) {
+    await rm(staging, {recursive: true, force: true}).catch(() => {})
+    if (error instanceof UserError) throw error
+    throw fsUserError(error, `Cannot install into ${target}`, 'check permissions and free space')
+  }
+
+  return {dir: target, manifest, files: installed, nebulaTest: await nebulaTest(path.join(target, 'nebula', 'config.yml'))}
+}
+
+/** `config.yml` with `pki.ca/cert/key` pointing into `target`, keeping its leading comment and saying so. */
+function rewriteConfig(file: string, raw: Buffer, target: string): Buffer {
+  const text = raw.toString('utf8')
+  let doc: unknown
+  try {
+    doc = yaml.load(text)
+  } catch {
+    throw refusal(file, 'entry "nebula/config.yml" is not valid YAML')
+  }
+  const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+  if (!isMap(doc) || !isMap(doc.pki)) throw refusal(file, 'entry "nebula/config.yml" has no pki section')
+  doc.pki.ca = path.join(target, 'nebula', 'ca.crt')
+  doc.pki.cert = path.join(target, 'nebula', 'host.crt')
+  doc.pki.key = path.join(target, 'nebula', 'host.key')
+  const lines = text.split('\n')
+  const header = lines.slice(0, Math.max(0, lines.findIndex((line) => !line.startsWith('#'))))
+  header.push('# Installed by tbmesh install: pki paths point at the files installed beside this one.')
+  return Buffer.from(`${header.join('\n')}\n${yaml.dump(doc, {lineWidth: -1, noRefs: true, quotingType: '"'})}`, 'utf8')
+}
+
+/** Rename `staging` to `target`; with `replace`, move the old `target` aside first and restore it on failure. */
+async function swapIntoPlace(staging: string, target: string, replace: boolean): Promise<void> {
+  if (!replace) {
+    try {
+      await rename(staging, target) // also replaces an empty directory
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code
+      if (code === 'ENOTEMPTY' || code === 'EEXIST') {
+        throw new UserError(`${target} already exists and is not empty`, {fix: 'pass --force to replace it'})
+      }
+      throw error
+    }
+    return
+  }
+  const aside = path.join(path.dirname(target), `.${path.basename(target)}.tbmesh-old-${randomBytes(6).toString('hex')}`)
+  await rename(target, aside)
+  try {
+    await rename(staging, target)
+  } catch (error) {
+    await rename(aside, target)
+    throw error
+  }
+  await rm(aside, {recursive: true, force: true}).catch(() => {})
+}
+
+/** The first executable `name` on PATH, or undefined. */
+async function onPath(name: string): Promise<string | undefined> {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (!dir) continue
+    const candidate = path.join(dir, name)
+    try {
+      await access(candidate, fsConstants.X_OK)
+      if ((await stat(candidate)).isFile()) return candidate
+    } catch {
+      // not here
+    }
+  }
+  return undefined
+}
+
+async function nebulaTest(config: string): Promise<NebulaTestResult> {
+  const nebula = await onPath('nebula')
+  if (!nebula) return {ran: false}
+  const result = await execa(nebula, ['-test', '-config', config], {reject: false, all: true, stdin: 'ignore', timeout: 30_000})
+  const all = typeof result.all === 'string' ? result.all : ''
+  const output = result.timedOut ? `${all}\nnebula -test timed out after 30 s` : all || (result.failed ? (result.message ?? '') : '')
+  return {ran: true, ok: result.exitCode === 0, output: output.length > 8192 ? output.slice(-8192) : output}
+}

@@ -1,0 +1,54 @@
+import {Flags} from '@oclif/core'
+
+import {TbmeshCommand} from '../base-command.js'
+import {parseDuration} from '../duration.js'
+import {DEFAULTS, initCa, type InitCaResult} from '../network.js'
+import {resolvePassphrase} from '../passphrase.js'
+
+export default class InitCa extends TbmeshCommand {
+  static override summary = 'Create a network: its CA, overlay CIDR, RPC secret and state.'
+
+  static override description = `Creates the network's Certificate Authority (an Ed25519 Nebula CA named after the network and constrained to the overlay CIDR), a MultiChain RPC password shared by every node, and the state in --home.
+
+The CA key is stored encrypted (Argon2id + AES-256-GCM, nebula-cert's format). The passphrase comes from --passphrase-file, TBMESH_CA_PASSPHRASE, or a prompt on a terminal (asked twice); --no-passphrase stores the key unencrypted.
+
+A CA that expires breaks every tunnel of the network at once, so the default lifetime is ten years.`
+
+  static override examples = [
+    {description: 'Create a network on 10.42.0.0/16, asking for the CA passphrase', command: '<%= config.bin %> <%= command.id %> --network trubudget-prod --cidr 10.42.0.0/16'},
+    {description: 'Scripted, with the passphrase in a file and a 5-year CA', command: '<%= config.bin %> <%= command.id %> --network tb --cidr 10.42.0.0/16 --duration 5y --passphrase-file ca.pass'},
+    {description: 'Organizations get /20 blocks instead of /24', command: '<%= config.bin %> <%= command.id %> --network tb --cidr 10.0.0.0/12 --org-prefix 20'},
+  ]
+
+  static override flags = {
+    network: Flags.string({char: 'n', description: 'network name (also the CA name)', required: true}),
+    cidr: Flags.string({description: 'overlay network, IPv4 CIDR', required: true}),
+    duration: Flags.string({description: 'CA lifetime (e.g. 10y, 3650d, 87600h)', default: '10y'}),
+    'org-prefix': Flags.integer({description: 'prefix length of each organization\'s block', default: DEFAULTS.orgPrefix}),
+    'passphrase-file': Flags.file({description: 'file holding the CA passphrase (or set TBMESH_CA_PASSPHRASE)', exists: false, exclusive: ['no-passphrase']}),
+    'no-passphrase': Flags.boolean({description: 'store the CA key unencrypted (not recommended)'}),
+    force: Flags.boolean({char: 'f', description: 'destroy an existing network in --home and start over'}),
+  }
+
+  async run(): Promise<InitCaResult> {
+    const {flags} = await this.parse(InitCa)
+    const durationSeconds = parseDuration(flags.duration)
+    const passphrase = flags['no-passphrase']
+      ? null
+      : await resolvePassphrase({file: flags['passphrase-file'], fileFlag: '--passphrase-file', env: 'TBMESH_CA_PASSPHRASE', purpose: 'CA key', confirm: true, alternatives: ['--no-passphrase']})
+    if (!passphrase) this.warn('the CA key is stored unencrypted: anyone who can read it can add nodes to the network')
+    const result = await initCa(this.homeDir(flags), {
+      network: flags.network,
+      cidr: flags.cidr,
+      durationSeconds,
+      orgPrefix: flags['org-prefix'],
+      passphrase,
+      force: flags.force,
+    })
+    this.log(`Created network ${result.network} (${result.cidr}, /${result.orgPrefix} per organization) in ${result.home}`)
+    this.log(`CA fingerprint: ${result.caFingerprint}`)
+    this.log(`CA valid until: ${result.caNotAfter} (${result.caLifetime})${result.keyEncrypted ? '' : ' — key NOT encrypted'}`)
+    this.log('Next: tbmesh add-node --org ORG --origin --lighthouse --endpoint HOST:4242')
+    return result
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * IPv4 arithmetic for the overlay: CIDR parsing, organization blocks and overlay-IP allocation.
+ * Addresses are handled as unsigned 32-bit numbers; CIDRs as `a.b.c.d/n` strings.
+ */
+import {UsageError, UserError} from './errors.js'
+
+/** A parsed IPv4 network: `base` is the network address (host bits cleared), `prefix` 0..32. */
+export interface Ipv4Network {
+  base: number
+  prefix: number
+}
+
+const DOTTED = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
+
+/** Parses a dotted IPv4 address into an unsigned 32-bit number. Throws UsageError (naming `what`) otherwise. */
+export function parseIp(text: string, what = 'IP address'): number {
+  if (text.includes(':')) throw new UsageError(`${what} "${text}" is IPv6`, {fix: 'tbmesh needs an IPv4 address'})
+  const m = DOTTED.exec(text)
+  if (!m) throw new UsageError(`${what} "${text}" is not an IPv4 address`, {fix: 'write it as a.b.c.d'})
+  const parts = m.slice(1).map(Number)
+  if (parts.some((p, i) => p > 255 || (m[i + 1].length > 1 && m[i + 1].startsWith('0')))) {
+    throw new UsageError(`${what} "${text}" is not an IPv4 address`, {fix: 'each part is 0-255, without leading zeros'})
+  }
+  return ((parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3]) >>> 0
+}
+
+/** Formats an unsigned 32-bit number as a dotted IPv4 address. */
+export function formatIp(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.')
+}
+
+/** The netmask of a prefix length, as an unsigned 32-bit number. */
+export function maskOf(prefix: number): number {
+  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0
+}
+
+/**
+ * Parses a CIDR `a.b.c.d/n`. With `strict` (the default), host bits must be zero (`10.42.0.0/16`, not `10.42.1.0/16`).
+ * Throws UsageError naming `what` for IPv6, a missing or bad prefix, or host bits set.
+ */
+export function parseCidr(text: string, what = 'CIDR', strict = true): Ipv4Network {
+  const [addr, len, ...rest] = text.split('/')
+  if (addr.includes(':')) throw new UsageError(`${what} "${text}" is IPv6`, {fix: 'Nebula 1.6 overlays are IPv4: use e.g. 10.42.0.0/16'})
+  if (len === undefined || rest.length > 0 || !/^\d{1,2}$/.test(len) || Number(len) > 32) {
+    throw new UsageError(`${what} "${text}" is not a CIDR`, {fix: 'write it as a.b.c.d/n, e.g. 10.42.0.0/16'})
+  }
+  const ip = parseIp(addr, what)
+  const prefix = Number(len)
+  const base = (ip & maskOf(prefix)) >>> 0
+  if (strict && base !== ip) {
+    throw new UsageError(`${what} "${text}" has host bits set`, {fix: `did you mean ${formatIp(base)}/${prefix}?`})
+  }
+  return {base, prefix}
+}
+
+/** Formats a network as `a.b.c.d/n`. */
+export function formatCidr(net: Ipv4Network): string {
+  return `${formatIp(net.base)}/${net.prefix}`
+}
+
+/** Number of addresses in a network (2^(32-prefix)). */
+export function sizeOf(net: Ipv4Network): number {
+  return 2 ** (32 - net.prefix)
+}
+
+/** True when `ip` lies inside `net`. */
+export function contains(net: Ipv4Network, ip: number): boolean {
+  return ((ip & maskOf(net.prefix)) >>> 0) === net.base
+}
+
+/** True when the two networks share at least one address. */
+export function overlaps(a: Ipv4Network, b: Ipv4Network): boolean {
+  const prefix = Math.min(a.prefix, b.prefix)
+  return ((a.base & maskOf(prefix)) >>> 0) === ((b.base & maskOf(prefix)) >>> 0)
+}
+
+/**
+ * The first block of length `prefix` inside `network` that overlaps none of `taken`.
+ * Throws UserError when the network is full.
+ */
+export function nextFreeBlock(network: Ipv4Network, prefix: number, taken: Ipv4Network[]): Ipv4Network {
+  const step = 2 ** (32 - prefix)
+  const count = sizeOf(network) / step
+  for (let i = 0; i < count; i++) {
+    const candidate = {base: (network.base + i * step) >>> 0, prefix}
+    if (!taken.some((t) => overlaps(t, candidate))) return candidate
+  }
+  throw new UserError(`the overlay network ${formatCidr(network)} has no free /${prefix} block left`, {
+    fix: 'create a network with a larger --cidr or a longer --org-prefix',
+  })
+}
+
+/**
+ * The host addresses of a block that may be handed out: every address but the block's first (network) and last
+ * (broadcast). A /31 or /32 block has none.
+ */
+export function usableRange(block: Ipv4Network): {first: number; last: number} | undefined {
+  const size = sizeOf(block)
+  if (size < 4) return undefined
+  return {first: block.base + 1, last: block.base + size - 2}
+}
+
+/**
+ * The lowest usable address of `block` not in `used`. Runs in O(|used|) plus the scan; `used` holds unsigned 32-bit
+ * addresses. Throws UserError when the block is full.
+ */
+export function nextFreeIp(block: Ipv4Network, used: ReadonlySet<number>, blockOwner: string): number {
+  const range = usableRange(block)
+  if (range) {
+    for (let ip = range.first; ip <= range.last; ip++) if (!used.has(ip)) return ip
+  }
+  throw new UserError(`the block ${formatCidr(block)} of ${blockOwner} is full`, {
+    fix: 'revoke unused nodes, or create the network with a shorter --org-prefix',
+  })
+}
+
+/**
+ * Checks that `ip` may be given to a node of `block`: inside it, not its first or last address, not in `used`.
+ * Throws UsageError naming the problem.
+ */
+export function checkRequestedIp(block: Ipv4Network, ip: number, used: ReadonlySet<number>, blockOwner: string): void {
+  const text = formatIp(ip)
+  if (!contains(block, ip)) {
+    throw new UsageError(`--ip ${text} is outside ${blockOwner}'s block ${formatCidr(block)}`, {fix: 'pick an address inside the block, or omit --ip'})
+  }
+  const range = usableRange(block)
+  if (!range || ip < range.first || ip > range.last) {
+    throw new UsageError(`--ip ${text} is the first or last address of ${formatCidr(block)}`, {fix: 'pick another address, or omit --ip'})
+  }
+  if (used.has(ip)) throw new UsageError(`--ip ${text} is already used`, {fix: 'pick another address, or omit --ip'})
+}

@@ -1,0 +1,83 @@
+/**
+ * The Nebula certificate format (v1, `cert/cert.proto` in slackhq/nebula), its keys and PEM files: marshal,
+ * unmarshal, PEM, fingerprint, sign, verify. Pure functions on `node:crypto` and `argon2`; no I/O, no CLI.
+ * Errors are the classes of `./errors.js`; callers map them to user errors.
+ */
+
+export {
+  CertificateFormatError,
+  CertificateVerifyError,
+  KeyFormatError,
+  NebulaError,
+  NebulaFormatError,
+  PassphraseRequiredError,
+  WrongPassphraseError,
+  type CertificateVerifyReason,
+} from './errors.js'
+export {
+  CERTIFICATE_BANNER,
+  CERTIFICATE_V2_BANNER,
+  ECDSA_P256_ENCRYPTED_PRIVATE_KEY_BANNER,
+  ECDSA_P256_PRIVATE_KEY_BANNER,
+  ED25519_ENCRYPTED_PRIVATE_KEY_BANNER,
+  ED25519_PRIVATE_KEY_BANNER,
+  ED25519_PUBLIC_KEY_BANNER,
+  P256_PRIVATE_KEY_BANNER,
+  P256_PUBLIC_KEY_BANNER,
+  X25519_PRIVATE_KEY_BANNER,
+  X25519_PUBLIC_KEY_BANNER,
+  decodePemBlocks,
+  encodePem,
+  type PemBlock,
+} from './pem.js'
+export {
+  certificateFromPem,
+  certificateToPem,
+  certificatesFromPem,
+  checkSignature,
+  fingerprint,
+  marshalCertificate,
+  marshalDetails,
+  signCertificate,
+  toPrintJson,
+  unmarshalCertificate,
+  verifyCertificate,
+  type CertificateDetails,
+  type CertificatePrintJson,
+  type Curve,
+  type NebulaCertificate,
+  type VerifyOptions,
+} from './cert.js'
+export {
+  CA_PRIVATE_KEY_LENGTH,
+  KEY_LENGTH,
+  assertCaPrivateKey,
+  caPrivateKeyFromPem,
+  caPrivateKeyMatchesCertificate,
+  caPrivateKeyToPem,
+  caPublicKeyFromPem,
+  caPublicKeyToPem,
+  ed25519PublicKeyFromSeed,
+  ed25519Sign,
+  ed25519Verify,
+  generateCaKeyPair,
+  generateHostKeyPair,
+  hostKeyMatchesCertificate,
+  hostPrivateKeyFromPem,
+  hostPrivateKeyToPem,
+  hostPublicKeyFromPem,
+  hostPublicKeyFromPrivate,
+  hostPublicKeyToPem,
+  type CaKeyPair,
+  type HostKeyPair,
+} from './keys.js'
+export {
+  DEFAULT_ARGON2_PARAMETERS,
+  decryptCaKey,
+  encryptCaKey,
+  isEncryptedCaKey,
+  readArgon2Parameters,
+  readCaPrivateKey,
+  type Argon2Parameters,
+  type EncryptedKeyParameters,
+} from './encrypted-key.js'

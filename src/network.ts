@@ -1,0 +1,503 @@
+/**
+ * The CA's work on a network: create it, add nodes (allocate overlay IPs, sign host certificates), describe a node for
+ * the renderers, and export its join bundle. Commands call these functions; tests call them directly.
+ */
+import {randomBytes} from 'node:crypto'
+import {resolve} from 'node:path'
+
+import {writeBundle, type BundleManifest} from './bundle.js'
+import {formatDuration} from './duration.js'
+import {UsageError, UserError} from './errors.js'
+import {checkRequestedIp, formatCidr, formatIp, nextFreeBlock, nextFreeIp, parseCidr, parseIp} from './ip.js'
+import {
+  certificateFromPem,
+  caPrivateKeyToPem,
+  certificateToPem,
+  encryptCaKey,
+  fingerprint,
+  generateCaKeyPair,
+  generateHostKeyPair,
+  hostPrivateKeyToPem,
+  readCaPrivateKey,
+  signCertificate,
+  WrongPassphraseError,
+  type Argon2Parameters,
+} from './nebula/index.js'
+import {renderBlockchainEnv} from './render/blockchain-env.js'
+import {renderBundleReadme} from './render/bundle-readme.js'
+import {renderMultichainConf} from './render/multichain-conf.js'
+import {renderNebulaConfig} from './render/nebula-config.js'
+import type {NodeProfile} from './render/profile.js'
+import {Home, SCHEMA_VERSION, type CertificateRecord, type NetworkState, type NodeRecord} from './state.js'
+
+/** Default ports and device settings of a new network. */
+export const DEFAULTS = {
+  caDurationSeconds: 10 * 365 * 86_400,
+  hostDurationSeconds: 365 * 86_400,
+  orgPrefix: 24,
+  ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080},
+  tun: {dev: 'nebula1', mtu: 1300},
+  rpcUser: 'multichainrpc',
+} as const
+
+/** Certificates are backdated this many seconds to tolerate clock skew between organizations' machines. */
+const BACKDATE_SECONDS = 60
+
+const DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
+
+/** Options of {@link initCa}. Durations in seconds. */
+export interface InitCaOptions {
+  /** Network name; also the CA certificate's name. */
+  network: string
+  /** Overlay network, IPv4 CIDR, e.g. `10.42.0.0/16`. */
+  cidr: string
+  durationSeconds?: number
+  /** Prefix length of each organization's block. */
+  orgPrefix?: number
+  /** Passphrase for the CA key; null stores it unencrypted. */
+  passphrase: Buffer | null
+  force?: boolean
+  /** Argon2id parameters for the CA key (defaults: 64 MiB, 3 iterations, parallelism 4). */
+  argon2?: Argon2Parameters
+  /** Current time, Unix seconds (tests). */
+  now?: number
+}
+
+/** What `tbmesh init-ca` reports. Times ISO 8601. */
+export interface InitCaResult {
+  home: string
+  network: string
+  cidr: string
+  orgPrefix: number
+  caFingerprint: string
+  caNotBefore: string
+  caNotAfter: string
+  /** The CA lifetime in people's units, e.g. `3650d`. */
+  caLifetime: string
+  keyEncrypted: boolean
+}
+
+/**
+ * Creates a network in `homeDir`: an Ed25519 CA constrained to the overlay CIDR, the RPC password, and the state.
+ * Throws UsageError for a bad name, CIDR or prefix; UserError when the home exists and `force` is not set.
+ */
+export async function initCa(homeDir: string, opts: InitCaOptions): Promise<InitCaResult> {
+  const name = checkNetworkName(opts.network)
+  const net = parseCidr(opts.cidr, '--cidr')
+  const orgPrefix = opts.orgPrefix ?? DEFAULTS.orgPrefix
+  if (!Number.isInteger(orgPrefix) || orgPrefix < net.prefix || orgPrefix > 30) {
+    throw new UsageError(`--org-prefix ${orgPrefix} does not fit in ${opts.cidr}`, {
+      fix: `use a prefix between ${net.prefix} and 30`,
+    })
+  }
+  if (net.prefix > 30) throw new UsageError(`--cidr ${opts.cidr} is too small for a network`, {fix: 'use a /30 or larger, e.g. 10.42.0.0/16'})
+  const now = opts.now ?? Math.floor(Date.now() / 1000)
+  const duration = opts.durationSeconds ?? DEFAULTS.caDurationSeconds
+  const keys = generateCaKeyPair()
+  const ca = signCertificate(
+    {
+      name,
+      ips: [formatCidr(net)],
+      subnets: [],
+      groups: [],
+      notBefore: now - BACKDATE_SECONDS,
+      notAfter: now + duration,
+      publicKey: keys.publicKey,
+      isCA: true,
+      issuer: '',
+      curve: 'CURVE25519',
+    },
+    keys.privateKey,
+  )
+  const id = fingerprint(ca)
+  const keyPem = opts.passphrase ? await encryptCaKey(keys.privateKey, opts.passphrase, opts.argon2) : caPrivateKeyToPem(keys.privateKey)
+  const createdAt = iso(now)
+  const state: NetworkState = {
+    schemaVersion: SCHEMA_VERSION,
+    network: {name, cidr: formatCidr(net), orgPrefix, createdAt, ports: {...DEFAULTS.ports}, tun: {...DEFAULTS.tun}},
+    cas: [
+      {
+        id,
+        name,
+        notBefore: iso(ca.details.notBefore),
+        notAfter: iso(ca.details.notAfter),
+        encrypted: opts.passphrase !== null,
+        organization: null,
+        status: 'active',
+      },
+    ],
+    organizations: [],
+    nodes: [],
+    certificates: [],
+  }
+  // base64url of 33 random bytes: 44 characters, no characters that need quoting in env or conf files
+  const rpcPassword = randomBytes(33).toString('base64url')
+  const home = await Home.create(
+    homeDir,
+    {
+      state,
+      secrets: {schemaVersion: SCHEMA_VERSION, rpcUser: DEFAULTS.rpcUser, rpcPassword},
+      caCertificatePem: certificateToPem(ca),
+      caKeyPem: keyPem,
+    },
+    {force: opts.force},
+  )
+  return {
+    home: resolve(home.dir),
+    network: name,
+    cidr: state.network.cidr,
+    orgPrefix,
+    caFingerprint: id,
+    caNotBefore: state.cas[0].notBefore,
+    caNotAfter: state.cas[0].notAfter,
+    caLifetime: formatDuration(duration),
+    keyEncrypted: opts.passphrase !== null,
+  }
+}
+
+/**
+ * Loads the active CA's private key (64 bytes, Nebula Ed25519), decrypting it with `passphrase` when it is encrypted.
+ * Throws UserError for a wrong or missing passphrase.
+ */
+export async function unlockCaKey(home: Home, passphrase: Buffer | null): Promise<Buffer> {
+  const ca = home.activeCa()
+  const pem = await home.readCaKey(ca)
+  if (ca.encrypted && !passphrase) {
+    throw new UserError('the CA key is encrypted and no passphrase was given', {
+      fix: 'pass --passphrase-file FILE or set TBMESH_CA_PASSPHRASE',
+    })
+  }
+  try {
+    return await readCaPrivateKey(pem, passphrase ?? undefined)
+  } catch (error) {
+    if (error instanceof WrongPassphraseError) {
+      throw new UserError('wrong CA passphrase', {fix: 'check --passphrase-file / TBMESH_CA_PASSPHRASE'})
+    }
+    throw error
+  }
+}
+
+/** Options of {@link addNode}. */
+export interface AddNodeOptions {
+  /** Organization name as TruBudget knows it, e.g. `ACME`. */
+  org: string
+  /** Node name (DNS label); default `<org-slug>-<n>`. */
+  name?: string
+  /** Requested overlay IP (dotted IPv4) inside the organization's block. */
+  ip?: string
+  lighthouse?: boolean
+  /** Public underlay `host:port`; required for a lighthouse. */
+  endpoint?: string
+  origin?: boolean
+  /** Extra certificate groups. */
+  groups?: string[]
+  /** Certificate lifetime in seconds; default one year, capped at the CA's expiry. */
+  durationSeconds?: number
+  now?: number
+}
+
+/** What `tbmesh add-node` reports. Times ISO 8601. */
+export interface AddNodeResult {
+  name: string
+  organization: string
+  overlayIp: string
+  groups: string[]
+  fingerprint: string
+  notBefore: string
+  notAfter: string
+  lighthouse: boolean
+  origin: boolean
+  endpoint?: string
+}
+
+/**
+ * Adds a node: gives a new organization the next free block, allocates an overlay IP, generates the host key pair and
+ * signs its certificate with the active CA (`caKey`, 64 bytes). The key is written before, the certificate after the
+ * ledger commit. Throws UsageError for bad values and UserError for conflicts (name taken, full block, second origin).
+ */
+export async function addNode(home: Home, caKey: Buffer, opts: AddNodeOptions): Promise<AddNodeResult> {
+  const orgName = checkOrganizationName(opts.org)
+  const slug = slugify(orgName)
+  if (opts.name !== undefined) checkNodeName(opts.name)
+  if (opts.lighthouse && !opts.endpoint) {
+    throw new UsageError('--lighthouse needs --endpoint', {fix: 'give the public underlay address, e.g. --endpoint 203.0.113.7:4242'})
+  }
+  const endpoint = opts.endpoint === undefined ? undefined : checkEndpoint(opts.endpoint)
+  const extraGroups = checkGroups(opts.groups ?? [])
+  const requestedIp = opts.ip === undefined ? undefined : parseIp(opts.ip, '--ip')
+  const caRecord = home.activeCa()
+  const caCert = certificateFromPem(await home.readCaCertificate(caRecord))
+  const now = opts.now ?? Math.floor(Date.now() / 1000)
+  const notBefore = Math.max(now - BACKDATE_SECONDS, caCert.details.notBefore)
+  const caLeft = caCert.details.notAfter - now
+  if (caLeft <= 1) throw new UserError(`the CA expired on ${iso(caCert.details.notAfter)}`, {fix: 'rotate the CA'})
+  if (opts.durationSeconds !== undefined && now + opts.durationSeconds > caCert.details.notAfter) {
+    throw new UsageError(`--duration ${formatDuration(opts.durationSeconds)} goes past the CA's expiry (${iso(caCert.details.notAfter)})`, {
+      fix: `use at most ${formatDuration(caLeft - 1)}`,
+    })
+  }
+  const notAfter = Math.min(now + (opts.durationSeconds ?? DEFAULTS.hostDurationSeconds), caCert.details.notAfter - 1)
+  const keys = generateHostKeyPair()
+
+  return home.transaction(async (tx) => {
+    const {state} = tx
+    const net = parseCidr(state.network.cidr)
+    let org = state.organizations.find((o) => o.slug === slug)
+    if (!org) {
+      const block = nextFreeBlock(net, state.network.orgPrefix, state.organizations.map((o) => parseCidr(o.block)))
+      org = {name: orgName, slug, block: formatCidr(block), createdAt: iso(now)}
+      state.organizations.push(org)
+    }
+    const name = opts.name ?? defaultNodeName(state, slug)
+    if (state.nodes.some((n) => n.name === name)) throw new UserError(`node name ${name} is taken`, {fix: 'choose another --name'})
+    if (opts.origin) {
+      const origin = state.nodes.find((n) => n.origin)
+      if (origin) throw new UserError(`the network already has an origin node (${origin.name})`, {fix: 'drop --origin'})
+    }
+    const block = parseCidr(org.block)
+    const used = new Set(state.nodes.map((n) => parseIp(n.overlayIp)))
+    const owner = `organization ${org.name}`
+    let ip: number
+    if (requestedIp === undefined) ip = nextFreeIp(block, used, owner)
+    else {
+      checkRequestedIp(block, requestedIp, used, owner)
+      ip = requestedIp
+    }
+    const overlayIp = formatIp(ip)
+    const groups = [`org:${slug}`, ...(opts.lighthouse ? ['role:lighthouse'] : []), ...(opts.origin ? ['role:origin'] : []), ...extraGroups]
+    const cert = signCertificate(
+      {
+        name,
+        ips: [`${overlayIp}/${net.prefix}`],
+        subnets: [],
+        groups,
+        notBefore,
+        notAfter,
+        publicKey: keys.publicKey,
+        isCA: false,
+        issuer: caRecord.id,
+        curve: 'CURVE25519',
+      },
+      caKey,
+    )
+    const fp = fingerprint(cert)
+    const node: NodeRecord = {
+      name,
+      organization: slug,
+      overlayIp,
+      lighthouse: Boolean(opts.lighthouse),
+      origin: Boolean(opts.origin),
+      ...(endpoint ? {endpoint} : {}),
+      groups: extraGroups,
+      createdAt: iso(now),
+    }
+    const row: CertificateRecord = {
+      fingerprint: fp,
+      name,
+      organization: slug,
+      overlayIp,
+      groups,
+      roles: roles(node),
+      notBefore: iso(notBefore),
+      notAfter: iso(notAfter),
+      issuer: caRecord.id,
+      issuedAt: new Date().toISOString(),
+      keyInHome: true,
+    }
+    await tx.writeHostKey(name, hostPrivateKeyToPem(keys.privateKey))
+    state.nodes.push(node)
+    state.certificates.push(row)
+    tx.addCertificate(fp, certificateToPem(cert))
+    return {
+      name,
+      organization: org.name,
+      overlayIp,
+      groups,
+      fingerprint: fp,
+      notBefore: row.notBefore,
+      notAfter: row.notAfter,
+      lighthouse: node.lighthouse,
+      origin: node.origin,
+      ...(endpoint ? {endpoint} : {}),
+    }
+  })
+}
+
+/** Where the rendered config.yml expects the PKI files (Debian's and Nebula's customary /etc/nebula). */
+export const BUNDLE_PKI = {ca: '/etc/nebula/ca.crt', cert: '/etc/nebula/host.crt', key: '/etc/nebula/host.key'} as const
+
+/**
+ * Describes a node for the renderers. Throws UserError for an unknown node.
+ */
+export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: string; password: string}, pki: NodeProfile['pki'] = BUNDLE_PKI): NodeProfile {
+  const node = findNode(state, nodeName)
+  const org = state.organizations.find((o) => o.slug === node.organization)!
+  const origin = state.nodes.find((n) => n.origin)
+  return {
+    network: {name: state.network.name, cidr: state.network.cidr},
+    node: {
+      name: node.name,
+      organization: org.name,
+      overlayIp: node.overlayIp,
+      lighthouse: node.lighthouse,
+      origin: node.origin,
+      ...(node.endpoint ? {endpoint: node.endpoint} : {}),
+    },
+    ports: {...state.network.ports},
+    lighthouses: state.nodes.filter((n) => n.lighthouse && n.endpoint).map((n) => ({overlayIp: n.overlayIp, endpoint: n.endpoint!})),
+    ...(origin ? {originOverlayIp: origin.overlayIp} : {}),
+    rpc,
+    tun: {...state.network.tun},
+    pki,
+    blocklist: [],
+  }
+}
+
+/** What `tbmesh export-bundle` reports. */
+export interface ExportBundleResult {
+  /** Absolute path of the written bundle. */
+  path: string
+  /** Size in bytes. */
+  bytes: number
+  manifest: BundleManifest
+}
+
+/**
+ * Renders a node's files and writes its join bundle (tar.gz) to `out`. Refuses to overwrite `out` without `force`.
+ * Throws UserError for an unknown node, a node whose key is not held here, or a network without an origin node.
+ */
+export async function exportBundle(home: Home, nodeName: string, out: string, opts: {force?: boolean} = {}): Promise<ExportBundleResult> {
+  const {state} = home
+  const node = findNode(state, nodeName)
+  const cert = home.currentCertificate(node.name)
+  if (!cert) throw new UserError(`node ${node.name} has no certificate`, {fix: 'add it again with `tbmesh add-node`'})
+  if (!state.nodes.some((n) => n.lighthouse)) {
+    throw new UserError('the network has no lighthouse yet', {fix: 'add one with `tbmesh add-node --lighthouse --endpoint HOST:PORT`'})
+  }
+  if (!node.origin && !state.nodes.some((n) => n.origin)) {
+    throw new UserError('the network has no origin node yet', {fix: 'add one with `tbmesh add-node --origin`'})
+  }
+  const secrets = await home.readSecrets()
+  const profile = nodeProfile(state, node.name, {user: secrets.rpcUser, password: secrets.rpcPassword})
+  const caPems = await Promise.all(state.cas.map((ca) => home.readCaCertificate(ca)))
+  const files: Record<string, string> = {
+    'nebula/ca.crt': caPems.join(''),
+    'nebula/host.crt': await home.readCertificate(cert.fingerprint),
+    'nebula/host.key': await home.readHostKey(node.name),
+    'nebula/config.yml': renderNebulaConfig(profile),
+    'multichain/multichain.conf': renderMultichainConf(profile),
+    'trubudget/blockchain.env': renderBlockchainEnv(profile),
+    'README.md': renderBundleReadme(profile),
+  }
+  const written = await writeBundle(
+    out,
+    {
+      network: state.network.name,
+      node: node.name,
+      organization: profile.node.organization,
+      overlayIp: node.overlayIp,
+      caFingerprint: home.activeCa().id,
+      createdAt: new Date().toISOString(),
+    },
+    files,
+    {force: opts.force},
+  )
+  return {path: resolve(written.path), bytes: written.bytes, manifest: written.manifest}
+}
+
+/** The node named `name`; throws UserError naming the known nodes when there is none. */
+export function findNode(state: NetworkState, name: string): NodeRecord {
+  const node = state.nodes.find((n) => n.name === name)
+  if (!node) {
+    const known = state.nodes.map((n) => n.name)
+    throw new UserError(`no node named ${name}`, {
+      fix: known.length > 0 ? `known nodes: ${known.slice(0, 10).join(', ')}${known.length > 10 ? ', …' : ''}` : 'add one with `tbmesh add-node`',
+    })
+  }
+  return node
+}
+
+/** The DNS-label form of an organization name: `ACME Corp.` → `acme-corp`. */
+export function slugify(name: string): string {
+  return name
+    .normalize('NFKD')
+    .replaceAll(/[\u0300-\u036F]/g, '')
+    .toLowerCase()
+    .replaceAll(/[^a-z0-9]+/g, '-')
+    .replaceAll(/^-+|-+$/g, '')
+    .slice(0, 63)
+    .replace(/-+$/, '')
+}
+
+function defaultNodeName(state: NetworkState, slug: string): string {
+  const taken = new Set(state.nodes.map((n) => n.name))
+  for (let i = 1; ; i++) {
+    const name = `${slug}-${i}`.length > 63 ? `${slug.slice(0, 63 - String(i).length - 1)}-${i}` : `${slug}-${i}`
+    if (!taken.has(name)) return name
+  }
+}
+
+function roles(node: NodeRecord): string[] {
+  return [...(node.lighthouse ? ['lighthouse'] : []), ...(node.origin ? ['origin'] : [])]
+}
+
+function checkNetworkName(name: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/.test(name)) {
+    throw new UsageError(`--network "${name}" is not a valid network name`, {fix: 'use 1-64 letters, digits, spaces, dots, dashes or underscores'})
+  }
+  return name
+}
+
+function checkOrganizationName(name: string): string {
+  const trimmed = name.trim()
+  if (trimmed.length === 0 || trimmed.length > 100 || /[\u0000-\u001F\u007F"\\]/.test(trimmed) || slugify(trimmed) === '') {
+    throw new UsageError(`--org "${name}" is not a valid organization name`, {fix: 'use 1-100 characters with at least one letter or digit, no quotes or control characters'})
+  }
+  return trimmed
+}
+
+/** Throws UsageError unless `name` is a lowercase DNS label. */
+export function checkNodeName(name: string): void {
+  if (!DNS_LABEL.test(name)) {
+    throw new UsageError(`--name "${name}" is not a lowercase DNS label`, {fix: 'use a-z, 0-9 and inner dashes, at most 63 characters, e.g. acme-1'})
+  }
+}
+
+/**
+ * Checks an underlay endpoint `host:port` (IPv4, DNS name or `[IPv6]`; port 1-65535) and returns it.
+ * Throws UsageError.
+ */
+export function checkEndpoint(text: string): string {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text)
+  const fix = 'write HOST:PORT with a port from 1 to 65535, e.g. 203.0.113.7:4242'
+  if (!m) throw new UsageError(`--endpoint "${text}" is not HOST:PORT`, {fix})
+  const port = Number(m[2])
+  if (port < 1 || port > 65_535) throw new UsageError(`--endpoint "${text}" has port ${port}`, {fix})
+  const host = m[1]
+  if (!host.startsWith('[') && !/^\d+(\.\d+){3}$/.test(host) && !host.split('.').every((l) => /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(l))) {
+    throw new UsageError(`--endpoint "${text}" has an invalid host name`, {fix})
+  }
+  if (/^\d+(\.\d+){3}$/.test(host)) parseIp(host, '--endpoint host')
+  return text
+}
+
+const RESERVED_GROUP_PREFIXES = ['org:', 'role:', 'access:']
+
+function checkGroups(groups: string[]): string[] {
+  const out: string[] = []
+  for (const group of groups) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9:._-]{0,63}$/.test(group)) {
+      throw new UsageError(`--groups "${group}" is not a valid group name`, {fix: 'use letters, digits, ":", ".", "_" and "-"'})
+    }
+    if (RESERVED_GROUP_PREFIXES.some((p) => group.startsWith(p))) {
+      throw new UsageError(`--groups "${group}" uses a prefix tbmesh sets itself`, {fix: 'org:, role: and access: groups come from --org, --lighthouse, --origin'})
+    }
+    if (!out.includes(group)) out.push(group)
+  }
+  return out
+}
+
+function iso(unixSeconds: number): string {
+  return new Date(unixSeconds * 1000).toISOString().replace('.000Z', 'Z')
+}
+

@@ -1,0 +1,139 @@
+/**
+ * The CLI as users run it: real processes through bin/run.js on a real home, certificates checked by nebula-cert.
+ */
+import {readFile, stat, writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {certificateFromPem, fingerprint} from '../src/nebula/index.js'
+import {NEBULA_CERT, nebulaCertCheck, removeDir, snapshot, tbmesh, tbmeshJson, tempDir} from './helpers.js'
+
+let dir: string
+let home: string
+let passFile: string
+
+beforeAll(async () => {
+  dir = await tempDir()
+  home = join(dir, 'home')
+  passFile = join(dir, 'ca.pass')
+  await writeFile(passFile, 'correct horse battery staple\n', {mode: 0o600})
+})
+afterAll(async () => removeDir(dir))
+
+const h = () => ['--home', home]
+const pass = () => ['--passphrase-file', passFile]
+
+describe('init-ca → add-node → export-bundle → install', () => {
+  let init: Record<string, any>
+  const nodes: Record<string, Record<string, any>> = {}
+
+  it('init-ca creates an encrypted CA and a private home', async () => {
+    init = await tbmeshJson(['init-ca', ...h(), '--network', 'demo', '--cidr', '10.42.0.0/16', ...pass()])
+    expect(init).toMatchObject({network: 'demo', cidr: '10.42.0.0/16', orgPrefix: 24, keyEncrypted: true, caLifetime: '3650d'})
+    expect(init.caFingerprint).toMatch(/^[0-9a-f]{64}$/)
+    expect((await stat(home)).mode & 0o777).toBe(0o700)
+    expect((await stat(join(home, 'secrets.json'))).mode & 0o777).toBe(0o600)
+    const keyFile = join(home, 'ca', `${init.caFingerprint}.key`)
+    expect((await stat(keyFile)).mode & 0o777).toBe(0o600)
+    expect(await readFile(keyFile, 'utf8')).toContain('NEBULA ED25519 ENCRYPTED PRIVATE KEY')
+    const ca = certificateFromPem(await readFile(join(home, 'ca', `${init.caFingerprint}.crt`), 'utf8'))
+    expect(fingerprint(ca)).toBe(init.caFingerprint)
+    expect(ca.details).toMatchObject({name: 'demo', isCA: true, ips: ['10.42.0.0/16']})
+    const secrets = JSON.parse(await readFile(join(home, 'secrets.json'), 'utf8'))
+    expect(secrets.rpcPassword.length).toBeGreaterThanOrEqual(32)
+  })
+
+  it('add-node gives each organization its own block and each node a signed certificate', async () => {
+    nodes.origin = await tbmeshJson(['add-node', ...h(), ...pass(), '--org', 'ACME', '--origin', '--lighthouse', '--endpoint', '192.0.2.10:4242'])
+    nodes.umbrella = await tbmeshJson(['add-node', ...h(), '--org', 'Umbrella Bank'], {env: {TBMESH_CA_PASSPHRASE: 'correct horse battery staple'}})
+    nodes.acme2 = await tbmeshJson(['add-node', ...h(), ...pass(), '--org', 'acme', '--groups', 'backup,monitoring', '--duration', '30d'])
+    nodes.fixed = await tbmeshJson(['add-node', ...h(), ...pass(), '--org', 'Umbrella Bank', '--name', 'umbrella-berlin', '--ip', '10.42.1.77'])
+
+    expect(nodes.origin).toMatchObject({name: 'acme-1', organization: 'ACME', overlayIp: '10.42.0.1', lighthouse: true, origin: true, groups: ['org:acme', 'role:lighthouse', 'role:origin']})
+    expect(nodes.umbrella).toMatchObject({name: 'umbrella-bank-1', overlayIp: '10.42.1.1', lighthouse: false, origin: false, groups: ['org:umbrella-bank']})
+    expect(nodes.acme2).toMatchObject({name: 'acme-2', organization: 'ACME', overlayIp: '10.42.0.2', groups: ['org:acme', 'backup', 'monitoring']})
+    expect(nodes.fixed).toMatchObject({name: 'umbrella-berlin', overlayIp: '10.42.1.77'})
+    const days = (Date.parse(nodes.acme2.notAfter) - Date.now()) / 86_400_000
+    expect(days).toBeGreaterThan(29.9)
+    expect(days).toBeLessThan(30.1)
+
+    const state = JSON.parse(await readFile(join(home, 'state.json'), 'utf8'))
+    expect(state.organizations.map((o: any) => [o.slug, o.block])).toEqual([['acme', '10.42.0.0/24'], ['umbrella-bank', '10.42.1.0/24']])
+    expect(state.certificates).toHaveLength(4)
+    expect((await stat(join(home, 'keys', 'acme-1.key'))).mode & 0o777).toBe(0o600)
+  })
+
+  it.runIf(NEBULA_CERT)('every issued certificate passes nebula-cert verify, with the same fields', async () => {
+    const caPem = await readFile(join(home, 'ca', `${init.caFingerprint}.crt`), 'utf8')
+    for (const node of Object.values(nodes)) {
+      const printed = await nebulaCertCheck(caPem, await readFile(join(home, 'certs', `${node.fingerprint}.crt`), 'utf8'))
+      expect(printed.fingerprint).toBe(node.fingerprint)
+      expect(printed.details.name).toBe(node.name)
+      expect(printed.details.ips).toEqual([`${node.overlayIp}/16`])
+      expect(printed.details.groups).toEqual(node.groups)
+      expect(printed.details.issuer).toBe(init.caFingerprint)
+      expect(Date.parse(printed.details.notAfter)).toBe(Date.parse(node.notAfter))
+    }
+  })
+
+  it('export-bundle writes a 0600 bundle and install lays it out so that nebula -test passes', async () => {
+    const bundle = join(dir, 'umbrella.tar.gz')
+    const exported = await tbmeshJson<any>(['export-bundle', ...h(), 'umbrella-bank-1', '--out', bundle])
+    expect(exported.manifest).toMatchObject({network: 'demo', node: 'umbrella-bank-1', organization: 'Umbrella Bank', overlayIp: '10.42.1.1', caFingerprint: init.caFingerprint})
+    expect(Object.keys(exported.manifest.files).sort()).toEqual(['README.md', 'multichain/multichain.conf', 'nebula/ca.crt', 'nebula/config.yml', 'nebula/host.crt', 'nebula/host.key', 'trubudget/blockchain.env'])
+    expect((await stat(bundle)).mode & 0o777).toBe(0o600)
+
+    const again = await tbmesh(['export-bundle', ...h(), 'umbrella-bank-1', '--out', bundle])
+    expect(again.exitCode).not.toBe(0)
+    expect(again.stderr).toContain('--force')
+
+    const target = join(dir, 'node-umbrella')
+    const installed = await tbmeshJson<any>(['install', bundle, '--dir', target])
+    expect(installed.manifest.node).toBe('umbrella-bank-1')
+    const env = await readFile(join(target, 'trubudget', 'blockchain.env'), 'utf8')
+    expect(env).toMatch(/^P2P_HOST=10\.42\.0\.1$/m)
+    expect(env).toMatch(/^EXTERNAL_IP=10\.42\.1\.1$/m)
+    const conf = await readFile(join(target, 'multichain', 'multichain.conf'), 'utf8')
+    expect(conf).toMatch(/^bind=10\.42\.1\.1$/m)
+    if (NEBULA_CERT) expect(installed.nebulaTest).toMatchObject({ran: true, ok: true})
+  })
+})
+
+describe('errors are one line with the fix, a non-zero exit, and change nothing', () => {
+  it.each([
+    ['init-ca again without --force', () => ['init-ca', ...h(), '--network', 'x', '--cidr', '10.9.0.0/16', ...pass()], 1, '--force'],
+    ['a CIDR with host bits', () => ['init-ca', '--home', join(dir, 'new'), '--network', 'x', '--cidr', '10.9.1.0/16', ...pass()], 2, 'host bits'],
+    ['an IPv6 CIDR', () => ['init-ca', '--home', join(dir, 'new'), '--network', 'x', '--cidr', 'fd00::/64', ...pass()], 2, 'IPv6'],
+    ['a lighthouse without endpoint', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--lighthouse'], 2, 'endpoint'],
+    ['a bad endpoint port', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--endpoint', '1.2.3.4:70000'], 2, 'port'],
+    ['a second origin', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--origin'], 1, 'origin'],
+    ['a taken name', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--name', 'acme-1'], 1, 'taken'],
+    ['a name that is not a DNS label', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--name', 'Bad_Name'], 2, 'DNS label'],
+    ['an IP outside the block', () => ['add-node', ...h(), ...pass(), '--org', 'ACME', '--ip', '10.42.9.9'], 2, 'outside'],
+    ['a used IP', () => ['add-node', ...h(), ...pass(), '--org', 'ACME', '--ip', '10.42.0.1'], 2, 'already used'],
+    ['a duration past the CA', () => ['add-node', ...h(), ...pass(), '--org', 'ACME', '--duration', '20y'], 2, 'CA'],
+    ['a negative duration', () => ['add-node', ...h(), ...pass(), '--org', 'ACME', '--duration', '-5d'], 2, 'negative'],
+    ['a wrong passphrase', () => ['add-node', ...h(), '--passphrase-file', join(dir, 'wrong.pass'), '--org', 'ACME'], 1, 'wrong CA passphrase'],
+    ['no passphrase and no TTY', () => ['add-node', ...h(), '--org', 'ACME'], 1, '--passphrase-file'],
+    ['a missing home', () => ['add-node', '--home', join(dir, 'nope'), ...pass(), '--org', 'ACME'], 1, 'init-ca'],
+    ['an unknown node', () => ['export-bundle', ...h(), 'nobody'], 1, 'known nodes'],
+    ['a missing required flag', () => ['add-node', ...h()], 2, '--org'],
+    ['an unknown flag', () => ['add-node', ...h(), '--org', 'X', '--frobnicate'], 2, 'frobnicate'],
+  ])('%s', async (_label, args, exit, needle) => {
+    await writeFile(join(dir, 'wrong.pass'), 'not it\n')
+    const before = await snapshot(home)
+    const result = await tbmesh(args())
+    expect(result.exitCode).toBe(exit)
+    const lines = String(result.stderr).trim().split('\n')
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toContain(needle)
+    expect(String(result.stderr)).not.toMatch(/^\s+at /m)
+    expect(await snapshot(home)).toEqual(before)
+  })
+
+  it('--json reports the error as JSON on stdout', async () => {
+    const result = await tbmesh(['export-bundle', ...h(), 'nobody', '--json'])
+    expect(result.exitCode).toBe(1)
+    expect(JSON.parse(String(result.stdout)).error.message).toContain('no node named nobody')
+  })
+})

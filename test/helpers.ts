@@ -1,0 +1,87 @@
+/**
+ * Shared test helpers: run the built CLI as a real process, make temp dirs, and check certificates with the real
+ * nebula-cert (required when CI is set).
+ */
+import {execa, type Result} from 'execa'
+import {mkdtemp, readFile, readdir, rm, stat, writeFile} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join, resolve} from 'node:path'
+import {spawnSync} from 'node:child_process'
+
+export const ROOT = resolve(import.meta.dirname, '..')
+export const BIN = join(ROOT, 'bin', 'run.js')
+
+/** True when `cmd` is on PATH. */
+export function have(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
+}
+
+/** nebula-cert is required in CI; locally, tests that need it are skipped when it is absent. */
+export const NEBULA_CERT = have('nebula-cert')
+if (process.env.CI && !NEBULA_CERT) throw new Error('nebula-cert is required in CI (apt-get install -y nebula)')
+
+/** A fresh temp dir, removed by the returned cleanup. */
+export async function tempDir(prefix = 'tbmesh-test-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix))
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, {recursive: true, force: true})
+}
+
+/**
+ * Runs `tbmesh ARGS` as a real process (never rejects). The environment is cleaned of TBMESH_* and CI-agnostic:
+ * pass `env` to set variables. stdin is closed (no TTY).
+ */
+export async function tbmesh(args: string[], opts: {env?: Record<string, string>; cwd?: string} = {}): Promise<Result> {
+  const env: Record<string, string | undefined> = {...process.env, TBMESH_HOME: undefined, TBMESH_CA_PASSPHRASE: undefined, TBMESH_BUNDLE_PASSPHRASE: undefined, DEBUG: undefined, ...opts.env}
+  return execa('node', [BIN, ...args], {env, extendEnv: false, reject: false, stdin: 'ignore', cwd: opts.cwd ?? ROOT, timeout: 60_000})
+}
+
+/** Runs tbmesh with --json, expects success, and returns the parsed result. */
+export async function tbmeshJson<T = Record<string, unknown>>(args: string[], opts: {env?: Record<string, string>; cwd?: string} = {}): Promise<T> {
+  const result = await tbmesh([...args, '--json'], opts)
+  if (result.exitCode !== 0) throw new Error(`tbmesh ${args.join(' ')} exited ${result.exitCode}: ${result.stderr}\n${result.stdout}`)
+  return JSON.parse(String(result.stdout)) as T
+}
+
+/**
+ * Checks a certificate with the real nebula-cert: `verify -ca` must pass and `print -json` must be returned.
+ * Throws with nebula-cert's output when verify fails.
+ */
+export async function nebulaCertCheck(caPem: string, certPem: string): Promise<Record<string, any>> {
+  const dir = await tempDir('tbmesh-verify-')
+  try {
+    await writeFile(join(dir, 'ca.crt'), caPem)
+    await writeFile(join(dir, 'host.crt'), certPem)
+    const verify = await execa('nebula-cert', ['verify', '-ca', join(dir, 'ca.crt'), '-crt', join(dir, 'host.crt')], {reject: false})
+    if (verify.exitCode !== 0) throw new Error(`nebula-cert verify failed: ${verify.stdout} ${verify.stderr}`)
+    const printed = await execa('nebula-cert', ['print', '-json', '-path', join(dir, 'host.crt')])
+    return JSON.parse(String(printed.stdout))
+  } finally {
+    await removeDir(dir)
+  }
+}
+
+/** A map path → bytes (hex) + mode of every file below `dir`, to prove a command changed nothing. */
+export async function snapshot(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {}
+  async function walk(d: string): Promise<void> {
+    let entries
+    try {
+      entries = await readdir(d, {withFileTypes: true})
+    } catch {
+      return
+    }
+    for (const e of entries) {
+      const p = join(d, e.name)
+      const s = await stat(p)
+      if (e.isDirectory()) {
+        out[`${p.slice(dir.length)}/`] = (s.mode & 0o7777).toString(8)
+        await walk(p)
+      } else out[p.slice(dir.length)] = `${(s.mode & 0o7777).toString(8)}:${(await readFile(p)).toString('hex')}`
+    }
+  }
+  await walk(dir)
+  return out
+}
