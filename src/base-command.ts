@@ -5,7 +5,15 @@
 import {Command, Flags, type Interfaces} from '@oclif/core'
 
 import {ExternalError, UserError} from './errors.js'
+import {unlockCaKey} from './network.js'
+import {resolvePassphrase} from './passphrase.js'
 import {Home} from './state.js'
+
+/** `--passphrase-file` for the CA key, shared by every command that signs. */
+export const caPassphraseFlag = Flags.file({description: 'file holding the CA key passphrase (or set TBMESH_CA_PASSPHRASE)'})
+
+/** `--bundle-passphrase-file` for encrypted bundles, shared by export and install. */
+export const bundlePassphraseFlag = Flags.file({description: 'file holding the bundle passphrase (or set TBMESH_BUNDLE_PASSPHRASE)'})
 
 export type TbmeshFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof TbmeshCommand)['baseFlags'] & T['flags']>
 
@@ -31,6 +39,17 @@ export abstract class TbmeshCommand extends Command {
     return Home.open(this.homeDir(flags))
   }
 
+  /**
+   * The active CA's private key (64 bytes), asking for its passphrase (file → TBMESH_CA_PASSPHRASE → TTY prompt)
+   * only when the key is encrypted.
+   */
+  protected async unlockCa(home: Home, passphraseFile: string | undefined): Promise<Buffer> {
+    const passphrase = home.activeCa().encrypted
+      ? await resolvePassphrase({file: passphraseFile, fileFlag: '--passphrase-file', env: 'TBMESH_CA_PASSPHRASE', purpose: 'CA key'})
+      : null
+    return unlockCaKey(home, passphrase)
+  }
+
   protected override async catch(error: Error & {oclif?: {exit?: number}; parse?: unknown}): Promise<unknown> {
     const failure = userFacing(error)
     if (!failure) return super.catch(error)
@@ -52,9 +71,11 @@ function userFacing(error: Error & {oclif?: {exit?: number}; parse?: unknown}): 
     const detail = error.stderr.trim().split('\n').at(-1) ?? ''
     return {line: `${error.message} (\`${error.command}\` exited ${error.exitCode ?? 'abnormally'}${detail ? `: ${detail}` : ''})`, exit: 1}
   }
-  // oclif's own parse errors (missing or unknown flags, bad values) carry `parse`: exit 2, folded into one line.
-  if ('parse' in error && error.oclif?.exit !== undefined) {
+  // oclif's own parse errors (missing or unknown flags, bad values) carry `parse`, or, when a flag's own parser
+  // refused the value (`Flags.integer`), start with `Parsing --flag`: exit 2, folded into one line.
+  if (('parse' in error || error.message.startsWith('Parsing --')) && error.oclif?.exit !== undefined) {
     const parts = error.message
+      .replace(/^Parsing (--[\w-]+) *\n\s*/, '$1: ')
       .split('\n')
       .map((l) => l.trim().replace(/\bflags? ([a-z][\w-]*)/g, (_m, name: string) => `flag --${name}`))
       .filter((l) => l && !l.startsWith('See more help') && !l.endsWith(':'))

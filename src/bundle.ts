@@ -14,9 +14,10 @@
  */
 
 import {createHash, randomBytes} from 'node:crypto'
-import {constants as fsConstants, createReadStream} from 'node:fs'
-import {access, chmod, link, lstat, mkdir, mkdtemp, open, readdir, rename, rm, stat, unlink, writeFile} from 'node:fs/promises'
+import {constants as fsConstants} from 'node:fs'
+import {access, chmod, lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
+import {Readable} from 'node:stream'
 import zlib from 'node:zlib'
 
 import {execa} from 'execa'
@@ -24,6 +25,20 @@ import yaml from 'js-yaml'
 import {Header, Pack, Parser, ReadEntry} from 'tar'
 
 import {UserError} from './errors.js'
+import {fsUserError, fsyncDir, writeNewFile} from './files.js'
+import {
+  CertificateVerifyError,
+  NebulaFormatError,
+  certificateFromPem,
+  certificatesFromPem,
+  checkSignature,
+  ed25519Verify,
+  fingerprint,
+  hostKeyMatchesCertificate,
+  hostPrivateKeyFromPem,
+  verifyCertificate,
+  type NebulaCertificate,
+} from './nebula/index.js'
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Layout and manifest
@@ -60,7 +75,8 @@ const dirEntry = <P extends `${string}/`>(p: P, installMode: number, description
  * their files.
  */
 export const BUNDLE_LAYOUT = [
-  fileEntry('manifest.json', true, [0o644, 0o644], 'node, overlay IP, CA fingerprint and the SHA-256 of every other file', false),
+  fileEntry('manifest.json', true, [0o644, 0o644], 'node, overlay IP, CA fingerprint, expiry and the SHA-256 of every other file', false),
+  fileEntry('manifest.sig', true, [0o644, 0o644], "the CA's Ed25519 signature of manifest.json (base64)", false),
   dirEntry('nebula/', 0o700, 'Nebula certificates, key and configuration'),
   fileEntry('nebula/ca.crt', true, [0o644, 0o644], "the network's CA certificate (PEM)"),
   fileEntry('nebula/host.crt', true, [0o644, 0o644], "the node's Nebula certificate (PEM)"),
@@ -110,6 +126,10 @@ export interface BundleManifest {
   caFingerprint: string
   /** When the bundle was made, ISO 8601 with a time zone (e.g. `2025-01-31T12:00:00.000Z`). */
   createdAt: string
+  /** After this time (ISO 8601) `install` refuses the bundle. */
+  expiresAt: string
+  /** Nonce (32 hex digits) of the join request this bundle answers; the joiner's key is looked up by it. */
+  nonce?: string
   /** Every listed file of the bundle (all but the manifest) → lowercase hex SHA-256 of its bytes. */
   files: Record<string, string>
 }
@@ -118,9 +138,14 @@ export interface BundleManifest {
 export type BundleMeta = Omit<BundleManifest, 'files' | 'schemaVersion' | 'kind'>
 
 const MANIFEST = 'manifest.json'
+const SIGNATURE = 'manifest.sig'
+/** The first line of every file in the age format (age-encryption.org/v1). */
+const AGE_HEADER = 'age-encryption.org/v1\n'
+/** Largest bundle file read, in bytes (encrypted or not). */
+const MAX_BUNDLE_BYTES = 32 * 1024 * 1024
 const LAYOUT: ReadonlyMap<string, BundleEntrySpec> = new Map(BUNDLE_LAYOUT.map((e) => [e.path, e]))
 const FILES: readonly BundleEntrySpec[] = BUNDLE_LAYOUT.filter((e) => e.type === 'file')
-const MANIFEST_KEYS = ['schemaVersion', 'kind', 'network', 'node', 'organization', 'overlayIp', 'caFingerprint', 'createdAt', 'files']
+const MANIFEST_KEYS = ['schemaVersion', 'kind', 'network', 'node', 'organization', 'overlayIp', 'caFingerprint', 'createdAt', 'expiresAt', 'nonce', 'files']
 const HEX256 = /^[0-9a-f]{64}$/
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
 const ISO8601 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/
@@ -149,6 +174,10 @@ function manifestProblem(value: unknown): string | undefined {
   if (typeof m.createdAt !== 'string' || !ISO8601.test(m.createdAt) || Number.isNaN(Date.parse(m.createdAt))) {
     return 'createdAt is not an ISO 8601 time'
   }
+  if (typeof m.expiresAt !== 'string' || !ISO8601.test(m.expiresAt) || Number.isNaN(Date.parse(m.expiresAt))) {
+    return 'expiresAt is not an ISO 8601 time'
+  }
+  if (m.nonce !== undefined && (typeof m.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(m.nonce))) return 'nonce is not 32 hex digits'
   if (typeof m.files !== 'object' || m.files === null || Array.isArray(m.files)) return 'files is not an object'
   for (const [file, hash] of Object.entries(m.files)) {
     if (typeof hash !== 'string' || !HEX256.test(hash)) return `files[${show(file)}] is not a hex SHA-256`
@@ -167,6 +196,29 @@ export interface WriteBundleResult {
   manifest: BundleManifest
   /** Size of the bundle file in bytes. */
   bytes: number
+  /** Whether the file is encrypted (age format, passphrase). */
+  encrypted: boolean
+}
+
+/** Options of {@link writeBundle}. */
+export interface WriteBundleOptions {
+  /** Replace an existing file. */
+  force?: boolean
+  /** Signs the exact bytes of manifest.json with the CA key: returns the 64-byte Ed25519 signature. */
+  sign: (manifest: Buffer) => Buffer
+  /** Encrypt the whole file in the age format (scrypt recipient) with this passphrase; null or absent: plain tar.gz. */
+  passphrase?: Buffer | null
+  /** age scrypt work factor (log2 N); default 18, as the age CLI uses. */
+  scryptWorkFactor?: number
+}
+
+/** The age format (age-encryption.org/v1) with a passphrase (scrypt recipient), readable by `age -d`. */
+async function encryptWithPassphrase(data: Buffer, passphrase: Buffer, workFactor = 18): Promise<Buffer> {
+  const {Encrypter} = await import('age-encryption')
+  const encrypter = new Encrypter()
+  encrypter.setPassphrase(passphrase.toString('utf8'))
+  encrypter.setScryptWorkFactor(workFactor)
+  return Buffer.from(await encrypter.encrypt(data))
 }
 
 /**
@@ -192,7 +244,7 @@ export async function writeBundle(
   outFile: string,
   meta: BundleMeta,
   files: Readonly<Record<string, Buffer | string>>,
-  opts: {force?: boolean} = {},
+  opts: WriteBundleOptions,
 ): Promise<WriteBundleResult> {
   const contents = new Map<string, Buffer>()
   for (const [file, data] of Object.entries(files)) {
@@ -220,16 +272,21 @@ export async function writeBundle(
     overlayIp: meta.overlayIp,
     caFingerprint: meta.caFingerprint,
     createdAt: meta.createdAt,
+    expiresAt: meta.expiresAt,
+    ...(meta.nonce ? {nonce: meta.nonce} : {}),
     files: hashes,
   }
   const problem = manifestProblem(manifest)
   if (problem) throw new Error(`writeBundle: invalid manifest: ${problem}`)
-  contents.set(MANIFEST, Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`, 'utf8'))
+  const manifestBytes = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`, 'utf8')
+  contents.set(MANIFEST, manifestBytes)
+  contents.set(SIGNATURE, Buffer.from(`${opts.sign(manifestBytes).toString('base64')}\n`, 'utf8'))
 
-  const archive = await packArchive(contents, new Date(manifest.createdAt))
+  let archive = await packArchive(contents, new Date(manifest.createdAt))
+  if (opts.passphrase) archive = await encryptWithPassphrase(archive, opts.passphrase, opts.scryptWorkFactor)
   const target = path.resolve(outFile)
-  await writeNewFile(target, archive, opts.force ?? false)
-  return {path: target, manifest, bytes: archive.length}
+  await writeNewFile(target, archive, {force: opts.force, mode: 0o600, what: 'the bundle'})
+  return {path: target, manifest, bytes: archive.length, encrypted: Boolean(opts.passphrase)}
 }
 
 /** The gzip-compressed tar of `contents` (layout paths → bytes), in layout order, built in memory with node-tar. */
@@ -254,65 +311,6 @@ async function packArchive(contents: ReadonlyMap<string, Buffer>, mtime: Date): 
   return done
 }
 
-/**
- * Write `data` to `target` atomically with mode 0600: a temporary file in the same directory, flushed, then linked
- * into place (refusing an existing target) or, with `force`, renamed over it.
- */
-async function writeNewFile(target: string, data: Buffer, force: boolean): Promise<void> {
-  const dir = path.dirname(target)
-  const existing = await lstat(target).catch(() => undefined)
-  if (existing?.isDirectory()) throw new UserError(`${target} is a directory`, {fix: 'give a file name for the bundle'})
-  if (existing && !force) throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
-  const dirStat = await stat(dir).catch(() => undefined)
-  if (!dirStat?.isDirectory()) throw new UserError(`Directory ${dir} does not exist`, {fix: 'create it or write the bundle elsewhere'})
-
-  const tmp = path.join(dir, `.${path.basename(target)}.${randomBytes(6).toString('hex')}.tmp`)
-  let handle
-  try {
-    handle = await open(tmp, 'wx', 0o600)
-  } catch (error) {
-    throw fsUserError(error, `Cannot write to ${dir}`, 'choose a directory you can write to')
-  }
-  try {
-    await handle.chmod(0o600)
-    await handle.writeFile(data)
-    await handle.sync()
-    await handle.close()
-    handle = undefined
-    if (force) {
-      await rename(tmp, target)
-    } else {
-      try {
-        await link(tmp, target)
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code
-        if (code === 'EEXIST') throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
-        // Filesystems without hard links: fall back to a (racy) check and rename.
-        if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EMLINK'].includes(code ?? '')) throw error
-        if (await lstat(target).catch(() => undefined)) throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
-        await rename(tmp, target)
-      }
-    }
-    await fsyncDir(dir)
-  } finally {
-    await handle?.close().catch(() => {})
-    await unlink(tmp).catch(() => {})
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const h = await open(dir, 'r').catch(() => undefined)
-  if (!h) return
-  await h.sync().catch(() => {})
-  await h.close().catch(() => {})
-}
-
-function fsUserError(error: unknown, message: string, fix: string): Error {
-  const code = (error as NodeJS.ErrnoException).code
-  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return new UserError(`${message} (${code})`, {fix, cause: error})
-  return error as Error
-}
-
 // ---------------------------------------------------------------------------------------------------------------------
 // Reading
 
@@ -320,6 +318,8 @@ function fsUserError(error: unknown, message: string, fix: string): Error {
 export interface ReadBundleOptions {
   /** Largest accepted archive member in bytes; default {@link DEFAULT_MAX_ENTRY_BYTES} (1 MiB). */
   maxEntryBytes?: number
+  /** Called only when the file is encrypted (age format): returns the bundle passphrase. */
+  passphrase?: () => Promise<Buffer>
 }
 
 /** What {@link readBundle} returns. */
@@ -328,6 +328,8 @@ export interface ReadBundleResult {
   manifest: BundleManifest
   /** Every file of the archive (including `manifest.json`'s raw bytes), by layout path, in archive order. */
   files: Map<string, Buffer>
+  /** Whether the file was encrypted (age format). */
+  encrypted: boolean
 }
 
 /**
@@ -352,8 +354,32 @@ export async function readBundle(file: string, opts: ReadBundleOptions = {}): Pr
     throw fsUserError(error, `Cannot read bundle ${file}`, 'check its permissions')
   })
   if (!st.isFile()) throw new UserError(`Bundle ${file} is not a file`, {fix: 'give the path of the .tar.gz package'})
-  const files = await parseArchive(file, maxEntryBytes)
-  return {manifest: verifyContents(file, files), files}
+  if (st.size > MAX_BUNDLE_BYTES) throw refusal(file, `it is larger than a bundle can be (${st.size} bytes)`)
+  let data: Buffer = await readFile(file).catch((error: unknown) => {
+    throw fsUserError(error, `Cannot read bundle ${file}`, 'check its permissions')
+  })
+  const encrypted = data.subarray(0, AGE_HEADER.length).toString('latin1') === AGE_HEADER
+  if (encrypted) {
+    if (!opts.passphrase) throw new UserError(`Bundle ${path.basename(file)} is encrypted`, {fix: 'give its passphrase'})
+    data = await decryptWithPassphrase(file, data, await opts.passphrase())
+  }
+  const files = await parseArchive(file, data, maxEntryBytes)
+  return {manifest: verifyContents(file, files), files, encrypted}
+}
+
+async function decryptWithPassphrase(file: string, data: Buffer, passphrase: Buffer): Promise<Buffer> {
+  const {Decrypter} = await import('age-encryption')
+  const decrypter = new Decrypter()
+  decrypter.addPassphrase(passphrase.toString('utf8'))
+  try {
+    return Buffer.from(await decrypter.decrypt(data))
+  } catch (error) {
+    const message = (error as Error).message
+    if (/incorrect passphrase|no identity matched|failed to decrypt file key/i.test(message)) {
+      throw new UserError(`wrong passphrase for bundle ${path.basename(file)}`, {fix: 'check --bundle-passphrase-file / TBMESH_BUNDLE_PASSPHRASE'})
+    }
+    throw refusal(file, `it is not a valid age file (${message.replace(/\s+/g, ' ')})`)
+  }
 }
 
 function refusal(file: string, what: string): UserError {
@@ -388,8 +414,8 @@ function entryProblem(entry: ReadEntry): string | undefined {
   }
 }
 
-/** Gunzip and parse `file`, returning its files; rejects with a refusal on the first problem. */
-function parseArchive(file: string, maxEntryBytes: number): Promise<Map<string, Buffer>> {
+/** Gunzip and parse `data` (the bytes of `file`), returning its files; rejects with a refusal on the first problem. */
+function parseArchive(file: string, data: Buffer, maxEntryBytes: number): Promise<Map<string, Buffer>> {
   // Hard cap on the uncompressed size: every layout entry at the limit plus generous room for headers.
   const maxTotal = BUNDLE_LAYOUT.length * (maxEntryBytes + 4096) + 65_536
   return new Promise((resolve, reject) => {
@@ -399,7 +425,7 @@ function parseArchive(file: string, maxEntryBytes: number): Promise<Map<string, 
     let sawEof = false
     let total = 0
 
-    const input = createReadStream(file)
+    const input = Readable.from([data])
     const gunzip = zlib.createGunzip()
     const parser = new Parser({strict: true, maxMetaEntrySize: 64 * 1024})
 
@@ -515,6 +541,116 @@ function verifyContents(file: string, files: ReadonlyMap<string, Buffer>): Bundl
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
+// Trust: signature, pinned CA, certificate, key, expiry
+
+/** How {@link verifyBundleTrust} decides whom to trust and where the joiner's key is. */
+export interface TrustOptions {
+  /** The CA fingerprint the installer expects (hex SHA-256; `:` separators and case are ignored). */
+  pin?: string
+  /** Called when no pin is given: show the bundle's CA fingerprint and return whether the user trusts it. */
+  confirmCa?: (caFingerprint: string, manifest: BundleManifest) => Promise<boolean>
+  /** The joiner's host private key (PEM) for a request it made, by the request's nonce; undefined when unknown. */
+  joinerKey?: (nonce: string) => Promise<string | undefined>
+  /** Current time in ms since the epoch (tests). */
+  now?: number
+}
+
+/** What {@link verifyBundleTrust} established. */
+export interface TrustedBundle {
+  ca: NebulaCertificate
+  host: NebulaCertificate
+  /** The host private key PEM: from the bundle, or from the joiner's home. */
+  hostKeyPem: string
+  /** True when the key came from the joiner's home (the bundle carried none). */
+  keyFromJoiner: boolean
+}
+
+/**
+ * Checks that a bundle (already read by {@link readBundle}: layout and hashes verified) comes from the pinned CA and is
+ * fit to install: the manifest's Ed25519 signature by the CA in `nebula/ca.crt` whose fingerprint the manifest names;
+ * that fingerprint equals the pin (or the user confirmed it); the CA certificate is self-signed and valid; the host
+ * certificate passes every Nebula rule against the bundle's CAs and names the manifest's node and overlay IP; the
+ * private key (the bundle's, or the joiner's own for the request whose nonce the manifest carries) matches the
+ * certificate; and the bundle has not expired.
+ * @throws UserError, one line naming what failed.
+ */
+export async function verifyBundleTrust(file: string, read: ReadBundleResult, opts: TrustOptions): Promise<TrustedBundle> {
+  const {manifest, files} = read
+  const now = opts.now ?? Date.now()
+  let cas: NebulaCertificate[]
+  let host: NebulaCertificate
+  try {
+    cas = certificatesFromPem(files.get('nebula/ca.crt')!)
+    host = certificateFromPem(files.get('nebula/host.crt')!)
+  } catch (error) {
+    if (error instanceof NebulaFormatError) throw refusal(file, `a certificate does not parse (${error.message})`)
+    throw error
+  }
+  const ca = cas.find((c) => fingerprint(c) === manifest.caFingerprint)
+  if (!ca) throw refusal(file, `nebula/ca.crt does not hold the CA ${manifest.caFingerprint} named in ${MANIFEST}`)
+  const signature = Buffer.from(files.get(SIGNATURE)!.toString('utf8').trim(), 'base64')
+  if (signature.length !== 64 || !ed25519Verify(ca.details.publicKey, files.get(MANIFEST)!, signature)) {
+    throw refusal(file, `${SIGNATURE} is not a valid signature of ${MANIFEST} by its CA`)
+  }
+
+  if (opts.pin === undefined) {
+    if (!opts.confirmCa || !(await opts.confirmCa(manifest.caFingerprint, manifest))) {
+      throw new UserError(`bundle ${path.basename(file)} is signed by CA ${manifest.caFingerprint}, which you have not confirmed`, {
+        fix: 'check the fingerprint with the network operator and pass --ca-fingerprint HEX',
+      })
+    }
+  } else if (normalizeFingerprint(opts.pin) !== manifest.caFingerprint) {
+    throw new UserError(`bundle ${path.basename(file)} is signed by CA ${manifest.caFingerprint}, not the pinned ${normalizeFingerprint(opts.pin)}`, {
+      fix: 'do not install it; ask the network operator for a bundle from the right CA',
+    })
+  }
+
+  const nowSeconds = Math.floor(now / 1000)
+  if (!ca.details.isCA || !checkSignature(ca, ca.details.publicKey)) throw refusal(file, `the CA certificate ${manifest.caFingerprint} is not a valid self-signed CA`)
+  if (nowSeconds > ca.details.notAfter) throw refusal(file, `the CA certificate expired on ${new Date(ca.details.notAfter * 1000).toISOString()}`)
+  try {
+    verifyCertificate(host, {trusted: cas, now: nowSeconds})
+  } catch (error) {
+    if (error instanceof CertificateVerifyError) throw refusal(file, `the host certificate is not valid (${error.message})`)
+    throw error
+  }
+  if (host.details.name !== manifest.node || !host.details.ips.some((ip) => ip.split('/')[0] === manifest.overlayIp)) {
+    throw refusal(file, `the host certificate is for ${host.details.name} (${host.details.ips.join(', ')}), not ${manifest.node} (${manifest.overlayIp})`)
+  }
+
+  let hostKeyPem = files.get('nebula/host.key')?.toString('utf8')
+  const keyFromJoiner = hostKeyPem === undefined
+  if (hostKeyPem === undefined) {
+    if (!manifest.nonce) throw refusal(file, 'it carries no host key and answers no join request')
+    hostKeyPem = await opts.joinerKey?.(manifest.nonce)
+    if (hostKeyPem === undefined) {
+      throw new UserError(`bundle ${path.basename(file)} answers join request ${manifest.nonce}, which this machine did not make`, {
+        fix: 'install it with the --home of the machine that ran `tbmesh join-request`',
+      })
+    }
+  }
+  let key: Buffer
+  try {
+    key = hostPrivateKeyFromPem(hostKeyPem)
+  } catch (error) {
+    if (error instanceof NebulaFormatError) throw refusal(file, `the host key does not parse (${error.message})`)
+    throw error
+  }
+  if (!hostKeyMatchesCertificate(key, host)) {
+    throw refusal(file, `the host certificate does not match the ${keyFromJoiner ? "join request's private key" : "bundle's private key"}`)
+  }
+  if (now > Date.parse(manifest.expiresAt)) {
+    throw new UserError(`bundle ${path.basename(file)} expired on ${manifest.expiresAt}`, {fix: 'ask the network operator to export a new one'})
+  }
+  return {ca, host, hostKeyPem, keyFromJoiner}
+}
+
+/** A fingerprint as tbmesh compares it: lowercase hex without separators. */
+export function normalizeFingerprint(text: string): string {
+  return text.trim().toLowerCase().replaceAll(':', '')
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
 // Installing
 
 /** Verdict of `nebula -test` on the installed configuration. */
@@ -527,6 +663,14 @@ export interface NebulaTestResult {
   output?: string
 }
 
+/** Options of {@link installBundle}. */
+export interface InstallOptions extends TrustOptions {
+  /** Replace an existing, non-empty installation. */
+  force?: boolean
+  /** Called only for an encrypted bundle: returns its passphrase. */
+  passphrase?: () => Promise<Buffer>
+}
+
 /** What {@link installBundle} returns. */
 export interface InstallResult {
   /** Absolute path of the installed directory. */
@@ -537,6 +681,10 @@ export interface InstallResult {
   files: string[]
   /** Whether `nebula -test` ran on the installed config and what it said. */
   nebulaTest: NebulaTestResult
+  /** Whether the bundle was encrypted. */
+  encrypted: boolean
+  /** True when the host key came from this machine's join request rather than from the bundle. */
+  keyFromJoiner: boolean
 }
 
 /**
@@ -560,8 +708,12 @@ export interface InstallResult {
  *   set; when `dir` is not a directory or is a symbolic link; when `nebula/config.yml` is not a YAML mapping with a
  *   `pki` mapping; when the parent directory is not writable.
  */
-export async function installBundle(file: string, dir: string, opts: {force?: boolean} = {}): Promise<InstallResult> {
-  const {manifest, files} = await readBundle(file)
+export async function installBundle(file: string, dir: string, opts: InstallOptions = {}): Promise<InstallResult> {
+  const read = await readBundle(file, {passphrase: opts.passphrase})
+  const trusted = await verifyBundleTrust(file, read, opts)
+  const {manifest} = read
+  const files = new Map(read.files)
+  files.set('nebula/host.key', Buffer.from(trusted.hostKeyPem, 'utf8'))
   const target = path.resolve(dir)
   const parent = path.dirname(target)
   const base = path.basename(target)
@@ -615,7 +767,14 @@ export async function installBundle(file: string, dir: string, opts: {force?: bo
     throw fsUserError(error, `Cannot install into ${target}`, 'check permissions and free space')
   }
 
-  return {dir: target, manifest, files: installed, nebulaTest: await nebulaTest(path.join(target, 'nebula', 'config.yml'))}
+  return {
+    dir: target,
+    manifest,
+    files: installed,
+    nebulaTest: await nebulaTest(path.join(target, 'nebula', 'config.yml')),
+    encrypted: read.encrypted,
+    keyFromJoiner: trusted.keyFromJoiner,
+  }
 }
 
 /** `config.yml` with `pki.ca/cert/key` pointing into `target`, keeping its leading comment and saying so. */

@@ -21,9 +21,10 @@ export class UserError extends Error {
     this.fix = options.fix
   }
 
-  /** The single line shown to the user: message and fix. */
+  /** The single line shown to the user: message and fix, with line breaks and other control characters escaped. */
   get line(): string {
-    return this.fix ? `${this.message}: ${this.fix}` : this.message
+    const text = this.fix ? `${this.message}: ${this.fix}` : this.message
+    return text.replace(/[\u0000-\u001F\u007F-\u009F\u2028\u2029]/g, (c) => (c === '\t' ? ' ' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`))
   }
 }
 

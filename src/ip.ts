@@ -129,3 +129,18 @@ export function checkRequestedIp(block: Ipv4Network, ip: number, used: ReadonlyS
   }
   if (used.has(ip)) throw new UsageError(`--ip ${text} is already used`, {fix: 'pick another address, or omit --ip'})
 }
+
+/** Special-purpose IPv4 ranges (RFC 6890) an overlay cannot use: its addresses never reach a tun device. */
+const SPECIAL_RANGES: ReadonlyArray<readonly [string, string]> = [
+  ['0.0.0.0/8', '"this network"'],
+  ['127.0.0.0/8', 'loopback'],
+  ['169.254.0.0/16', 'link-local'],
+  ['224.0.0.0/4', 'multicast'],
+  ['240.0.0.0/4', 'reserved'],
+]
+
+/** The special-purpose range `net` overlaps, as `loopback range 127.0.0.0/8`, or undefined. */
+export function specialRangeOverlap(net: Ipv4Network): string | undefined {
+  for (const [cidr, name] of SPECIAL_RANGES) if (overlaps(net, parseCidr(cidr))) return `${name} range ${cidr}`
+  return undefined
+}

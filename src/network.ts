@@ -8,11 +8,12 @@ import {resolve} from 'node:path'
 import {writeBundle, type BundleManifest} from './bundle.js'
 import {formatDuration} from './duration.js'
 import {UsageError, UserError} from './errors.js'
-import {checkRequestedIp, formatCidr, formatIp, nextFreeBlock, nextFreeIp, parseCidr, parseIp} from './ip.js'
+import {checkRequestedIp, formatCidr, formatIp, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap} from './ip.js'
 import {
   certificateFromPem,
   caPrivateKeyToPem,
   certificateToPem,
+  ed25519Sign,
   encryptCaKey,
   fingerprint,
   generateCaKeyPair,
@@ -28,7 +29,7 @@ import {renderBundleReadme} from './render/bundle-readme.js'
 import {renderMultichainConf} from './render/multichain-conf.js'
 import {renderNebulaConfig} from './render/nebula-config.js'
 import type {NodeProfile} from './render/profile.js'
-import {Home, SCHEMA_VERSION, type CertificateRecord, type NetworkState, type NodeRecord} from './state.js'
+import {Home, SCHEMA_VERSION, type AccessLevel, type CertificateRecord, type NetworkState, type NodeRecord} from './state.js'
 
 /** Default ports and device settings of a new network. */
 export const DEFAULTS = {
@@ -84,13 +85,18 @@ export interface InitCaResult {
 export async function initCa(homeDir: string, opts: InitCaOptions): Promise<InitCaResult> {
   const name = checkNetworkName(opts.network)
   const net = parseCidr(opts.cidr, '--cidr')
+  const special = specialRangeOverlap(net)
+  if (special) throw new UsageError(`--cidr ${opts.cidr} overlaps the ${special}`, {fix: 'use a private range, e.g. 10.42.0.0/16'})
+  if (net.prefix > 30) throw new UsageError(`--cidr ${opts.cidr} is too small for a network`, {fix: 'use a /30 or larger, e.g. 10.42.0.0/16'})
   const orgPrefix = opts.orgPrefix ?? DEFAULTS.orgPrefix
-  if (!Number.isInteger(orgPrefix) || orgPrefix < net.prefix || orgPrefix > 30) {
-    throw new UsageError(`--org-prefix ${orgPrefix} does not fit in ${opts.cidr}`, {
-      fix: `use a prefix between ${net.prefix} and 30`,
+  if (Number.isInteger(orgPrefix) && orgPrefix < net.prefix) {
+    throw new UsageError(`--cidr ${opts.cidr} is too small for /${orgPrefix} organization blocks`, {
+      fix: `use a /${orgPrefix} or larger --cidr, or an --org-prefix between ${net.prefix} and 30`,
     })
   }
-  if (net.prefix > 30) throw new UsageError(`--cidr ${opts.cidr} is too small for a network`, {fix: 'use a /30 or larger, e.g. 10.42.0.0/16'})
+  if (!Number.isInteger(orgPrefix) || orgPrefix > 30) {
+    throw new UsageError(`--org-prefix ${orgPrefix} leaves no room for nodes`, {fix: `use a prefix between ${net.prefix} and 30`})
+  }
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const duration = opts.durationSeconds ?? DEFAULTS.caDurationSeconds
   const keys = generateCaKeyPair()
@@ -193,6 +199,15 @@ export interface AddNodeOptions {
   groups?: string[]
   /** Certificate lifetime in seconds; default one year, capped at the CA's expiry. */
   durationSeconds?: number
+  /** TruBudget access level (group `access:<level>`); default `trusted` for the origin, `managed` otherwise. */
+  access?: AccessLevel
+  /**
+   * The joiner's X25519 public key (32 bytes) when the joiner holds the private key (join request or --pubkey);
+   * otherwise tbmesh generates the key pair and keeps the private key in the home.
+   */
+  publicKey?: Buffer
+  /** Nonce of the join request being answered (hex), recorded in the ledger and the bundle manifest. */
+  requestNonce?: string
   now?: number
 }
 
@@ -207,6 +222,9 @@ export interface AddNodeResult {
   notAfter: string
   lighthouse: boolean
   origin: boolean
+  access: AccessLevel
+  /** False when the joiner holds the private key: its bundle carries none. */
+  keyInHome: boolean
   endpoint?: string
 }
 
@@ -237,7 +255,8 @@ export async function addNode(home: Home, caKey: Buffer, opts: AddNodeOptions): 
     })
   }
   const notAfter = Math.min(now + (opts.durationSeconds ?? DEFAULTS.hostDurationSeconds), caCert.details.notAfter - 1)
-  const keys = generateHostKeyPair()
+  const keys = opts.publicKey ? undefined : generateHostKeyPair()
+  const access: AccessLevel = opts.access ?? (opts.origin ? 'trusted' : 'managed')
 
   return home.transaction(async (tx) => {
     const {state} = tx
@@ -264,7 +283,7 @@ export async function addNode(home: Home, caKey: Buffer, opts: AddNodeOptions): 
       ip = requestedIp
     }
     const overlayIp = formatIp(ip)
-    const groups = [`org:${slug}`, ...(opts.lighthouse ? ['role:lighthouse'] : []), ...(opts.origin ? ['role:origin'] : []), ...extraGroups]
+    const groups = [`org:${slug}`, `access:${access}`, ...(opts.lighthouse ? ['role:lighthouse'] : []), ...(opts.origin ? ['role:origin'] : []), ...extraGroups]
     const cert = signCertificate(
       {
         name,
@@ -273,7 +292,7 @@ export async function addNode(home: Home, caKey: Buffer, opts: AddNodeOptions): 
         groups,
         notBefore,
         notAfter,
-        publicKey: keys.publicKey,
+        publicKey: keys?.publicKey ?? opts.publicKey!,
         isCA: false,
         issuer: caRecord.id,
         curve: 'CURVE25519',
@@ -289,6 +308,7 @@ export async function addNode(home: Home, caKey: Buffer, opts: AddNodeOptions): 
       origin: Boolean(opts.origin),
       ...(endpoint ? {endpoint} : {}),
       groups: extraGroups,
+      access,
       createdAt: iso(now),
     }
     const row: CertificateRecord = {
@@ -302,9 +322,10 @@ export async function addNode(home: Home, caKey: Buffer, opts: AddNodeOptions): 
       notAfter: iso(notAfter),
       issuer: caRecord.id,
       issuedAt: new Date().toISOString(),
-      keyInHome: true,
+      keyInHome: keys !== undefined,
+      ...(opts.requestNonce ? {requestNonce: opts.requestNonce} : {}),
     }
-    await tx.writeHostKey(name, hostPrivateKeyToPem(keys.privateKey))
+    if (keys) await tx.writeHostKey(name, hostPrivateKeyToPem(keys.privateKey))
     state.nodes.push(node)
     state.certificates.push(row)
     tx.addCertificate(fp, certificateToPem(cert))
@@ -318,6 +339,8 @@ export async function addNode(home: Home, caKey: Buffer, opts: AddNodeOptions): 
       notAfter: row.notAfter,
       lighthouse: node.lighthouse,
       origin: node.origin,
+      access,
+      keyInHome: row.keyInHome,
       ...(endpoint ? {endpoint} : {}),
     }
   })
@@ -353,20 +376,40 @@ export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: s
   }
 }
 
-/** What `tbmesh export-bundle` reports. */
+/** What `tbmesh export-bundle` reports. No secret is in it. */
 export interface ExportBundleResult {
   /** Absolute path of the written bundle. */
   path: string
   /** Size in bytes. */
   bytes: number
+  /** Whether the file is encrypted (age format, passphrase). */
+  encrypted: boolean
+  /** Whether the bundle carries the host private key (false when the joiner holds it). */
+  containsPrivateKey: boolean
   manifest: BundleManifest
 }
+
+/** Options of {@link exportBundle}. */
+export interface ExportBundleOptions {
+  /** The active CA's private key (64 bytes): signs the manifest. */
+  caKey: Buffer
+  /** Encrypts the bundle (age format, scrypt) with this passphrase; null writes it in the clear. */
+  passphrase: Buffer | null
+  /** How long the bundle may be installed, in seconds; default 14 days. */
+  expiresInSeconds?: number
+  force?: boolean
+  /** age scrypt work factor (log2 N), default 18; tests use less. */
+  scryptWorkFactor?: number
+}
+
+/** Default lifetime of a bundle: 14 days. */
+export const BUNDLE_LIFETIME_SECONDS = 14 * 86_400
 
 /**
  * Renders a node's files and writes its join bundle (tar.gz) to `out`. Refuses to overwrite `out` without `force`.
  * Throws UserError for an unknown node, a node whose key is not held here, or a network without an origin node.
  */
-export async function exportBundle(home: Home, nodeName: string, out: string, opts: {force?: boolean} = {}): Promise<ExportBundleResult> {
+export async function exportBundle(home: Home, nodeName: string, out: string, opts: ExportBundleOptions): Promise<ExportBundleResult> {
   const {state} = home
   const node = findNode(state, nodeName)
   const cert = home.currentCertificate(node.name)
@@ -378,12 +421,13 @@ export async function exportBundle(home: Home, nodeName: string, out: string, op
     throw new UserError('the network has no origin node yet', {fix: 'add one with `tbmesh add-node --origin`'})
   }
   const secrets = await home.readSecrets()
+  const now = Date.now()
   const profile = nodeProfile(state, node.name, {user: secrets.rpcUser, password: secrets.rpcPassword})
   const caPems = await Promise.all(state.cas.map((ca) => home.readCaCertificate(ca)))
   const files: Record<string, string> = {
     'nebula/ca.crt': caPems.join(''),
     'nebula/host.crt': await home.readCertificate(cert.fingerprint),
-    'nebula/host.key': await home.readHostKey(node.name),
+    ...(cert.keyInHome ? {'nebula/host.key': await home.readHostKey(node.name)} : {}),
     'nebula/config.yml': renderNebulaConfig(profile),
     'multichain/multichain.conf': renderMultichainConf(profile),
     'trubudget/blockchain.env': renderBlockchainEnv(profile),
@@ -397,12 +441,20 @@ export async function exportBundle(home: Home, nodeName: string, out: string, op
       organization: profile.node.organization,
       overlayIp: node.overlayIp,
       caFingerprint: home.activeCa().id,
-      createdAt: new Date().toISOString(),
+      createdAt: new Date(now).toISOString(),
+      expiresAt: new Date(now + (opts.expiresInSeconds ?? BUNDLE_LIFETIME_SECONDS) * 1000).toISOString(),
+      ...(cert.requestNonce ? {nonce: cert.requestNonce} : {}),
     },
     files,
-    {force: opts.force},
+    {force: opts.force, sign: (manifest) => ed25519Sign(opts.caKey, manifest), passphrase: opts.passphrase, scryptWorkFactor: opts.scryptWorkFactor},
   )
-  return {path: resolve(written.path), bytes: written.bytes, manifest: written.manifest}
+  return {
+    path: resolve(written.path),
+    bytes: written.bytes,
+    encrypted: written.encrypted,
+    containsPrivateKey: cert.keyInHome,
+    manifest: written.manifest,
+  }
 }
 
 /** The node named `name`; throws UserError naming the known nodes when there is none. */
@@ -448,7 +500,8 @@ function checkNetworkName(name: string): string {
   return name
 }
 
-function checkOrganizationName(name: string): string {
+/** Checks an organization name (1-100 characters, at least one letter or digit) and returns it trimmed. Throws UsageError. */
+export function checkOrganizationName(name: string): string {
   const trimmed = name.trim()
   if (trimmed.length === 0 || trimmed.length > 100 || /[\u0000-\u001F\u007F"\\]/.test(trimmed) || slugify(trimmed) === '') {
     throw new UsageError(`--org "${name}" is not a valid organization name`, {fix: 'use 1-100 characters with at least one letter or digit, no quotes or control characters'})

@@ -9,20 +9,24 @@
  *   Several CAs fit (rotation, one CA per organization) without a change of layout.
  * - `certs/<fingerprint>.crt`: every certificate issued, named by its fingerprint.
  * - `keys/<node>.key` (0600): host private keys generated on the CA side.
- * - `state.lock`: the inter-process lock (proper-lockfile).
+ * - `state.lock`: the inter-process lock (proper-lockfile), holding an empty `holder-<pid>-<start>-<machine>` file.
  *
  * Guarantees: every write is atomic (temporary file in the same directory, fsync, rename, fsync of the directory);
- * every read-modify-write runs under the inter-process lock on a freshly loaded state; a certificate file is written
- * only after the ledger row naming it is committed, and a host key before, so a crash at any point leaves a state that
- * loads and in which every certificate file is in the ledger.
+ * every read-modify-write runs under the inter-process lock on a freshly loaded state. A transaction writes its host
+ * keys and its certificates (as `certs/<fingerprint>.crt.pending`) first, then commits `state.json`, then renames the
+ * certificates into place; the next transaction finishes or removes what a killed one left (pending certificates,
+ * temporary files, keys of nodes that were never committed). So a crash at any point leaves a state that loads, in
+ * which every certificate file is in the ledger and every ledger row's certificate is on disk (at worst still pending).
  */
-import {constants as fsConstants} from 'node:fs'
-import {mkdir, open, readFile, readdir, rm, stat} from 'node:fs/promises'
-import {join} from 'node:path'
+import fs, {constants as fsConstants} from 'node:fs'
+import {createHash} from 'node:crypto'
+import {mkdir, open, readFile, readdir, rename, rm, stat} from 'node:fs/promises'
+import {hostname} from 'node:os'
+import {dirname, join} from 'node:path'
 import lockfile from 'proper-lockfile'
 import writeFileAtomic from 'write-file-atomic'
 
-import {UserError} from './errors.js'
+import {UsageError, UserError} from './errors.js'
 import {contains, formatCidr, overlaps, parseCidr, parseIp} from './ip.js'
 
 /** The state file's schema version this build reads and writes. */
@@ -78,8 +82,13 @@ export interface NodeRecord {
   endpoint?: string
   /** Extra certificate groups given with --groups. */
   groups: string[]
+  /** TruBudget access level: `trusted` (admin rights) or `managed` (basic rights); the certificate group `access:<level>`. */
+  access: AccessLevel
   createdAt: string
 }
+
+/** TruBudget's access levels for an approved organization: trusted = admin rights, managed = basic rights. */
+export type AccessLevel = 'trusted' | 'managed'
 
 /** One ledger row: a certificate as issued. Times are ISO 8601. */
 export interface CertificateRecord {
@@ -97,8 +106,10 @@ export interface CertificateRecord {
   /** Fingerprint of the issuing CA. */
   issuer: string
   issuedAt: string
-  /** True when the host private key is held in this home (`keys/<name>.key`). */
+  /** True when the host private key is held in this home (`keys/<name>.key`); false when the joiner holds it. */
   keyInHome: boolean
+  /** Nonce of the join request this certificate answers (hex), when it was signed from one. */
+  requestNonce?: string
 }
 
 /** Everything in `state.json`. */
@@ -160,8 +171,10 @@ export class Home {
    * in which case the old CA, ledger and keys are removed first. Throws UserError.
    */
   static async create(dir: string, files: NewHome, opts: {force?: boolean} = {}): Promise<Home> {
-    await mkdir(dir, {recursive: true, mode: 0o700})
-    return withLock(dir, async () => {
+    await mkdir(dir, {recursive: true, mode: 0o700}).catch((error: unknown) => {
+      throw fileError(error, `cannot create ${dir}`)
+    })
+    return withLock(dir, async (assertHeld) => {
       if (await exists(join(dir, STATE_FILE))) {
         if (!opts.force) {
           throw new UserError(`${dir} already holds a tbmesh network`, {
@@ -176,6 +189,7 @@ export class Home {
       await writeAtomic(join(dir, 'ca', `${caId}.crt`), files.caCertificatePem, 0o644)
       await writeAtomic(join(dir, SECRETS_FILE), json(files.secrets), 0o600)
       // state.json last: a home without it is not a home, so a crash before this point leaves nothing half-made.
+      assertHeld()
       await writeAtomic(join(dir, STATE_FILE), json(files.state), 0o644)
       return new Home(dir, files.state)
     })
@@ -183,7 +197,10 @@ export class Home {
 
   /** Opens an existing home and loads its state. Throws UserError when it is missing or the state is invalid. */
   static async open(dir: string): Promise<Home> {
-    const s = await stat(dir).catch(() => undefined)
+    const s = await stat(dir).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'EACCES' || error.code === 'EPERM') throw fileError(error, `cannot read ${dir}`)
+      return undefined
+    })
     if (!s?.isDirectory() || !(await exists(join(dir, STATE_FILE)))) {
       throw new UserError(`no tbmesh network in ${dir}`, {fix: 'run `tbmesh init-ca` first, or point --home / TBMESH_HOME at your network'})
     }
@@ -191,25 +208,50 @@ export class Home {
   }
 
   /**
-   * Runs `fn` under the inter-process lock on a freshly loaded state, then validates and commits the state atomically
-   * and writes the queued certificate files. If `fn` throws, nothing is committed.
-   * Throws UserError when the lock cannot be had (another tbmesh process holds it).
+   * Runs `fn` under the inter-process lock on a freshly loaded state (after finishing or undoing what a killed process
+   * left, see {@link recover}), then validates and commits the state atomically. Order: host keys (during `fn`),
+   * certificates as `certs/<fingerprint>.crt.pending`, `state.json` (the commit), then the certificates renamed into
+   * place. If `fn` or the commit fails, nothing is committed and the files written for it are removed.
+   * Throws UserError when the lock cannot be had (another tbmesh process holds it) or a file cannot be written.
    */
   async transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
-    return withLock(this.dir, async () => {
+    return withLock(this.dir, async (assertHeld) => {
       const state = await loadState(this.dir)
+      await recover(this.dir, state)
       const certificates: Array<[string, string]> = []
+      const written: string[] = [] // new files of this transaction, removed unless it commits
       const tx: Transaction = {
         state,
-        writeHostKey: (node, pem) => writeAtomic(join(this.dir, 'keys', `${node}.key`), pem, 0o600),
+        writeHostKey: async (node, pem) => {
+          const file = join(this.dir, 'keys', `${node}.key`)
+          const existed = await exists(file)
+          await writeAtomic(file, pem, 0o600)
+          if (!existed) written.push(file)
+        },
         addCertificate: (fingerprint, pem) => void certificates.push([fingerprint, pem]),
       }
-      const result = await fn(tx)
-      validateState(state, join(this.dir, STATE_FILE))
-      await writeAtomic(join(this.dir, STATE_FILE), json(state), 0o644)
-      for (const [fingerprint, pem] of certificates) await writeAtomic(this.certificatePath(fingerprint), pem, 0o644)
-      this.state = state
-      return result
+      let committed = false
+      try {
+        const result = await fn(tx)
+        validateState(state, join(this.dir, STATE_FILE))
+        for (const [fingerprint, pem] of certificates) {
+          const pending = this.certificatePath(fingerprint) + PENDING
+          written.push(pending)
+          await writeAtomic(pending, pem, 0o644)
+        }
+        assertHeld()
+        await writeAtomic(join(this.dir, STATE_FILE), json(state), 0o644)
+        committed = true
+        this.state = state
+        // Committed: from here on a failure is not the caller's; the next transaction renames what is left.
+        try {
+          for (const [fingerprint] of certificates) await rename(this.certificatePath(fingerprint) + PENDING, this.certificatePath(fingerprint))
+          if (certificates.length > 0) await fsyncDir(join(this.dir, 'certs'))
+        } catch {}
+        return result
+      } finally {
+        if (!committed) for (const file of written) await rm(file, {force: true}).catch(() => {})
+      }
     })
   }
 
@@ -245,9 +287,13 @@ export class Home {
     return readText(join(this.dir, 'keys', `${node}.key`))
   }
 
-  /** PEM text of an issued certificate. */
-  readCertificate(fingerprint: string): Promise<string> {
-    return readText(this.certificatePath(fingerprint))
+  /** PEM text of an issued certificate (also one whose ledger row is committed but that a killed process left pending). */
+  async readCertificate(fingerprint: string): Promise<string> {
+    const file = this.certificatePath(fingerprint)
+    if (this.state.certificates.some((c) => c.fingerprint === fingerprint) && !(await exists(file)) && (await exists(file + PENDING))) {
+      return readText(file + PENDING)
+    }
+    return readText(file)
   }
 
   /** The current (newest) ledger row of a node, or undefined. */
@@ -280,9 +326,28 @@ async function readText(file: string): Promise<string> {
   try {
     return await readFile(file, 'utf8')
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    throw new UserError(`cannot read ${file} (${code ?? 'error'})`, {fix: code === 'EACCES' ? 'run tbmesh as the home\'s owner' : 'restore it from a backup'})
+    throw fileError(error, `cannot read ${file}`, 'restore it from a backup')
   }
+}
+
+/**
+ * A UserError for a failed file operation: `what (CODE)` and a fix that fits the code (`fallback` for codes that mean
+ * the file itself is missing or wrong). Errors without an errno code (bugs) are returned unchanged.
+ */
+function fileError(error: unknown, what: string, fallback = 'check the disk and run the command again'): Error {
+  const code = (error as NodeJS.ErrnoException)?.code
+  if (typeof code !== 'string') return error as Error
+  const fix =
+    code === 'ENOSPC' || code === 'EDQUOT'
+      ? 'free some disk space and run the command again'
+      : code === 'EACCES' || code === 'EPERM'
+        ? "check the permissions, or run tbmesh as the home's owner"
+        : code === 'EROFS'
+          ? 'the file system is read-only: use a writable --home'
+          : code === 'ENOTDIR'
+            ? 'a part of the path is not a directory: choose another path'
+            : fallback
+  return new UserError(`${what} (${code})`, {fix, cause: error})
 }
 
 function parseJsonFile(text: string, file: string): unknown {
@@ -302,8 +367,9 @@ async function loadState(dir: string): Promise<NetworkState> {
 
 /**
  * Checks the shape and the invariants of a state: schema version, one IP per node, every node inside its
- * organization's block, blocks inside the network and disjoint, unique names, at most one origin.
- * Throws UserError naming `file` and the first problem found.
+ * organization's block, blocks inside the network and disjoint, unique names (DNS labels, as they name key files),
+ * fingerprints that are SHA-256 hex (they name certificate files), at most one origin.
+ * Throws UserError naming `file` and the first problem found, and nothing else, whatever `state` holds.
  */
 export function validateState(state: NetworkState, file: string): void {
   const bad = (problem: string): never => {
@@ -311,15 +377,27 @@ export function validateState(state: NetworkState, file: string): void {
   }
   if (typeof state !== 'object' || state === null || Array.isArray(state)) bad('not a tbmesh state')
   if (state.schemaVersion !== SCHEMA_VERSION) {
-    bad(`schema version ${JSON.stringify(state.schemaVersion)} is not supported (this tbmesh reads ${SCHEMA_VERSION})`)
+    const newer = typeof state.schemaVersion === 'number' && state.schemaVersion > SCHEMA_VERSION
+    throw new UserError(`${file}: schema version ${JSON.stringify(state.schemaVersion) ?? 'missing'} is not supported (this tbmesh reads ${SCHEMA_VERSION})`, {
+      fix: newer ? 'a newer tbmesh wrote it: upgrade tbmesh' : 'restore it from a backup or undo the hand edit',
+    })
   }
   const {network} = state
   if (typeof network !== 'object' || network === null || typeof network.name !== 'string') bad('"network" is missing')
+  if (typeof network.cidr !== 'string') bad('"network.cidr" is not a string')
   for (const key of ['cas', 'organizations', 'nodes', 'certificates'] as const) if (!Array.isArray(state[key])) bad(`"${key}" is not a list`)
   const net = guard(() => parseCidr(network.cidr, 'network.cidr'), bad)
+  if (!Number.isInteger(network.orgPrefix) || network.orgPrefix < net.prefix || network.orgPrefix > 30) bad(`"network.orgPrefix" does not fit ${network.cidr}`)
+  const fingerprints = new Set<string>()
+  for (const ca of state.cas) {
+    if (typeof ca?.id !== 'string' || !SHA256_HEX.test(ca.id)) bad('a CA has no valid id (SHA-256 hex)')
+    if (fingerprints.has(ca.id)) bad(`CA ${ca.id} is listed twice`)
+    fingerprints.add(ca.id)
+  }
   const blocks = new Map<string, ReturnType<typeof parseCidr>>()
   for (const org of state.organizations) {
-    if (typeof org?.slug !== 'string') bad('an organization has no slug')
+    if (typeof org?.slug !== 'string' || !DNS_LABEL.test(org.slug)) bad('an organization has no valid slug')
+    if (typeof org.block !== 'string') bad(`the block of ${org.slug} is not a string`)
     const block = guard(() => parseCidr(org.block, `block of ${org.slug}`), bad)
     if (!contains(net, block.base) || block.prefix < net.prefix) bad(`block ${org.block} of ${org.slug} lies outside ${network.cidr}`)
     for (const [other, b] of blocks) if (overlaps(b, block)) bad(`blocks of ${other} and ${org.slug} overlap`)
@@ -330,11 +408,12 @@ export function validateState(state: NetworkState, file: string): void {
   const ips = new Map<number, string>()
   let origins = 0
   for (const node of state.nodes) {
-    if (typeof node?.name !== 'string') bad('a node has no name')
+    if (typeof node?.name !== 'string' || !DNS_LABEL.test(node.name)) bad('a node has no valid name (a DNS label)')
     if (names.has(node.name)) bad(`node ${node.name} is listed twice`)
     names.add(node.name)
     const block = blocks.get(node.organization)
-    if (!block) bad(`node ${node.name} belongs to unknown organization ${node.organization}`)
+    if (!block) bad(`node ${node.name} belongs to unknown organization ${JSON.stringify(node.organization)}`)
+    if (typeof node.overlayIp !== 'string') bad(`the overlay IP of ${node.name} is not a string`)
     const ip = guard(() => parseIp(node.overlayIp, `overlay IP of ${node.name}`), bad)
     if (!contains(block!, ip)) bad(`node ${node.name} (${node.overlayIp}) lies outside its organization's block ${formatCidr(block!)}`)
     const holder = ips.get(ip)
@@ -344,9 +423,15 @@ export function validateState(state: NetworkState, file: string): void {
   }
   if (origins > 1) bad('more than one origin node')
   for (const cert of state.certificates) {
-    if (typeof cert?.fingerprint !== 'string' || !names.has(cert.name)) bad(`ledger row ${cert?.fingerprint ?? '?'} names no known node`)
+    if (typeof cert?.fingerprint !== 'string' || !SHA256_HEX.test(cert.fingerprint)) bad('a ledger row has no valid fingerprint (SHA-256 hex)')
+    if (fingerprints.has(cert.fingerprint)) bad(`fingerprint ${cert.fingerprint} is listed twice`)
+    fingerprints.add(cert.fingerprint)
+    if (typeof cert.name !== 'string' || !names.has(cert.name)) bad(`ledger row ${cert.fingerprint} names no known node`)
   }
 }
+
+const SHA256_HEX = /^[0-9a-f]{64}$/
+const DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
 
 function guard<T>(fn: () => T, bad: (problem: string) => never): T {
   try {
@@ -362,8 +447,17 @@ function guard<T>(fn: () => T, bad: (problem: string) => never): T {
  */
 async function writeAtomic(file: string, data: string | Buffer, mode: number): Promise<void> {
   const dir = file.slice(0, file.lastIndexOf('/'))
-  await mkdir(dir, {recursive: true, mode: 0o700})
-  await writeFileAtomic(file, data, {mode, fsync: true})
+  try {
+    const created = await mkdir(dir, {recursive: true, mode: 0o700})
+    if (created) await fsyncDir(dirname(created)) // the new directory's entry, too
+    await writeFileAtomic(file, data, {mode, fsync: true})
+    await fsyncDir(dir)
+  } catch (error) {
+    throw fileError(error, `cannot write ${file}`)
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
   const handle = await open(dir, fsConstants.O_RDONLY)
   try {
     await handle.sync()
@@ -372,30 +466,235 @@ async function writeAtomic(file: string, data: string | Buffer, mode: number): P
   }
 }
 
-async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+/** Suffix of a certificate written before the commit of its ledger row (see {@link Home.transaction}). */
+const PENDING = '.pending'
+/** A temporary file of write-file-atomic (`<name>.<uint32>`) for one of the home's files. */
+const TEMP_FILE = /\.(?:json|crt|key|pending)\.\d+$/
+
+/**
+ * Finishes or undoes, under the lock, what a process killed in the middle of a transaction left behind: pending
+ * certificates whose ledger row was committed are renamed into place, the others removed; temporary files of
+ * interrupted atomic writes are removed, and so are host keys of nodes that were never committed. A no-op on a clean
+ * home.
+ */
+async function recover(dir: string, state: NetworkState): Promise<void> {
+  const inLedger = new Set(state.certificates.map((c) => c.fingerprint))
+  const nodes = new Set(state.nodes.map((n) => n.name))
+  const list = (sub: string) => readdir(join(dir, sub)).catch(() => [] as string[])
+  const changed = new Set<string>()
+  const remove = async (sub: string, name: string) => {
+    await rm(join(dir, sub, name), {force: true})
+    changed.add(sub)
+  }
+  for (const sub of ['.', 'ca']) for (const name of await list(sub)) if (TEMP_FILE.test(name)) await remove(sub, name)
+  for (const name of await list('certs')) {
+    if (TEMP_FILE.test(name)) await remove('certs', name)
+    else if (name.endsWith(`.crt${PENDING}`)) {
+      const fingerprint = name.slice(0, -`.crt${PENDING}`.length)
+      const final = join(dir, 'certs', `${fingerprint}.crt`)
+      if (inLedger.has(fingerprint) && !(await exists(final))) {
+        await rename(join(dir, 'certs', name), final)
+        changed.add('certs')
+      } else await remove('certs', name)
+    }
+  }
+  for (const name of await list('keys')) {
+    if (TEMP_FILE.test(name) || (name.endsWith('.key') && !nodes.has(name.slice(0, -4)))) await remove('keys', name)
+  }
+  for (const sub of changed) await fsyncDir(join(dir, sub))
+}
+
+/** Environment variable: how long to wait for another tbmesh process's lock on the home, in seconds (default 30). */
+const LOCK_TIMEOUT_ENV = 'TBMESH_LOCK_TIMEOUT'
+
+function lockWaitMs(): number {
+  const text = process.env[LOCK_TIMEOUT_ENV]
+  if (text === undefined || text === '') return 30_000
+  if (!/^\d+(\.\d+)?$/.test(text)) throw new UsageError(`${LOCK_TIMEOUT_ENV}=${text} is not a number of seconds`, {fix: 'set it to e.g. 30, or unset it'})
+  return Math.round(Number(text) * 1000)
+}
+
+/**
+ * Runs `fn` holding the inter-process lock on the home (proper-lockfile: the directory `state.lock`, refreshed while
+ * held, taken over when stale). `fn` gets `assertHeld`, to call right before committing: it throws if the lock was
+ * lost meanwhile (the process stalled past the stale time and another took over), so that nothing is committed then.
+ * Waits up to TBMESH_LOCK_TIMEOUT seconds (default 30) for another process; then throws a UserError naming it.
+ */
+async function withLock<T>(dir: string, fn: (assertHeld: () => void) => Promise<T>): Promise<T> {
+  const lockDir = join(dir, LOCK_FILE)
+  const waitMs = lockWaitMs()
   let compromised: Error | undefined
   let release: () => Promise<void>
   try {
     release = await lockfile.lock(dir, {
-      lockfilePath: join(dir, LOCK_FILE),
+      lockfilePath: lockDir,
       realpath: false,
       stale: LOCK_STALE_MS,
-      retries: {retries: 40, factor: 1.2, minTimeout: 25, maxTimeout: 1000, randomize: true},
+      retries: waitMs > 0 ? {retries: 10_000, factor: 1.2, minTimeout: 20, maxTimeout: 500, randomize: true, maxRetryTime: waitMs} : 0,
+      fs: lockFs(),
       onCompromised: (error) => {
         compromised = error
       },
     })
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ELOCKED') {
-      throw new UserError(`another tbmesh process is changing ${dir}`, {fix: 'wait for it to finish and run the command again'})
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ELOCKED' || code === 'ENOTEMPTY') {
+      const holder = parseHolder(listHolders(lockDir)[0] ?? '')
+      const who = holder ? ` (pid ${holder.pid}${holder.machine === machine() ? '' : ' on another machine'})` : ''
+      throw new UserError(`another tbmesh process${who} is changing ${dir}`, {
+        fix: `wait for it to finish and run the command again (waited ${waitMs / 1000} s; set ${LOCK_TIMEOUT_ENV} to wait longer)`,
+      })
     }
-    throw new UserError(`cannot lock ${dir} (${(error as Error).message})`, {fix: 'check that the home exists and is writable'})
+    throw fileError(error, `cannot lock ${dir}`, 'check that the home exists and is writable')
+  }
+  const assertHeld = () => {
+    if (compromised) throw new UserError(`lost the lock on ${dir} (${compromised.message})`, {fix: 'nothing was changed: run the command again'})
   }
   try {
-    const result = await fn()
-    if (compromised) throw new UserError(`lost the lock on ${dir} (${compromised.message})`, {fix: 'check the state with `tbmesh list` and retry'})
-    return result
+    return await fn(assertHeld)
   } finally {
     await release().catch(() => {})
   }
+}
+
+// The lock's holder. proper-lockfile alone knows a lock is stale only when its mtime is LOCK_STALE_MS old, so a tbmesh
+// killed with SIGKILL (OOM killer, CI timeout, `kill -9`) would block every other one for seconds. The holder therefore
+// names itself with an empty file in the lock directory, `holder-<pid>-<start>-<machine>` (process id, its start time
+// from /proc or 0, and a hash of the host name and PID namespace, within which process ids mean something). A waiter on
+// the same machine that finds every holder gone reports the lock as stale to proper-lockfile at once, which then takes
+// it over its usual way. Holders on other machines (a home on a network file system) and directories without a holder
+// file fall back to the mtime. This goes through proper-lockfile's `fs` option, so its locking, refreshing and
+// compromise detection are unchanged.
+
+const HOLDER = /^holder-(\d+)-(\d+)-([0-9a-f]{8})$/
+
+let machineId: string | undefined
+/** This host and PID namespace, 8 hex digits. */
+function machine(): string {
+  if (machineId === undefined) {
+    let ns = ''
+    try {
+      ns = fs.readlinkSync('/proc/self/ns/pid')
+    } catch {}
+    machineId = createHash('sha256').update(`${hostname()}\0${ns}`).digest('hex').slice(0, 8)
+  }
+  return machineId
+}
+
+/** A process's start time since boot in clock ticks (Linux), `0` when unknown, `Z` for a zombie. */
+function processStart(pid: number): string {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return fields[0] === 'Z' ? 'Z' : /^\d+$/.test(fields[19] ?? '') ? fields[19] : '0'
+  } catch {
+    return '0'
+  }
+}
+
+function parseHolder(name: string): {pid: number; start: string; machine: string} | undefined {
+  const m = HOLDER.exec(name)
+  return m ? {pid: Number(m[1]), start: m[2], machine: m[3]} : undefined
+}
+
+/** True when the holder is known to be gone: same machine, and no such process (or a zombie, or another process since). */
+function holderGone(name: string): boolean {
+  const holder = parseHolder(name)
+  if (!holder || holder.machine !== machine()) return false
+  try {
+    process.kill(holder.pid, 0)
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH'
+  }
+  const start = processStart(holder.pid)
+  return start === 'Z' || (start !== '0' && holder.start !== '0' && start !== holder.start)
+}
+
+function listHolders(lockDir: string): string[] {
+  try {
+    return fs.readdirSync(lockDir)
+  } catch {
+    return []
+  }
+}
+
+/** The `fs` proper-lockfile locks with: names the holder in the lock directory and sees a gone holder's lock as stale. */
+function lockFs() {
+  const own = `holder-${process.pid}-${processStart(process.pid).replace('Z', '0')}-${machine()}`
+  let stale: string[] = [] // holder files of a stale lock, removed together with it
+  type Callback = (error: NodeJS.ErrnoException | null) => void
+  return {
+    realpath: fs.realpath,
+    utimes: fs.utimes,
+    mkdir(path: string, callback: Callback) {
+      fs.mkdir(path, (error) => {
+        if (error) return callback(error)
+        // Name the holder before proper-lockfile reads the directory's mtime (creating the file changes it).
+        fs.writeFile(join(path, own), '', {flag: 'wx'}, (error) => {
+          if (error) {
+            // ENOENT: a waiter that found the previous holder gone removed this directory in between: not ours.
+            if (error.code !== 'ENOENT') fs.rmdir(path, () => callback(error))
+            else callback(error)
+            return
+          }
+          const holders = listHolders(path)
+          if (holders.length === 1) return callback(null)
+          // Two processes made it into one directory through a takeover race: neither may hold the lock.
+          fs.unlink(join(path, own), () => callback(Object.assign(new Error('Lock file is already being held'), {code: 'ELOCKED'})))
+        })
+      })
+    },
+    stat(path: string, callback: (error: NodeJS.ErrnoException | null, stats?: fs.Stats) => void) {
+      fs.stat(path, (error, stats) => {
+        if (error) return callback(error)
+        const holders = listHolders(path)
+        if (stats.mtimeMs < Date.now() - LOCK_STALE_MS) {
+          stale = holders.filter((h) => h !== own)
+          return callback(null, stats)
+        }
+        if (holders.length > 0 && !holders.includes(own) && holders.every(holderGone)) {
+          stale = holders
+          return callback(null, Object.assign(Object.create(Object.getPrototypeOf(stats)), stats, {mtime: new Date(0), mtimeMs: 0}))
+        }
+        callback(null, stats)
+      })
+    },
+    rmdir(path: string, callback: Callback) {
+      for (const name of new Set([own, ...stale])) {
+        try {
+          fs.unlinkSync(join(path, name))
+        } catch {}
+      }
+      stale = []
+      fs.rmdir(path, callback)
+    },
+    rmdirSync(path: string) {
+      try {
+        fs.unlinkSync(join(path, own))
+      } catch {}
+      fs.rmdirSync(path)
+    },
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Join requests made on this machine (the joiner's side). They need no network state: `requests/<nonce>.json` holds the
+// request as sent, `requests/<nonce>.key` (0600) the host private key that never leaves this machine.
+
+const REQUESTS_DIR = 'requests'
+
+/** Stores a join request and its private key in the joiner's home (created 0700 if missing). */
+export async function saveJoinRequest(homeDir: string, nonce: string, requestText: string, keyPem: string): Promise<void> {
+  await mkdir(homeDir, {recursive: true, mode: 0o700})
+  await writeAtomic(join(homeDir, REQUESTS_DIR, `${nonce}.key`), keyPem, 0o600)
+  await writeAtomic(join(homeDir, REQUESTS_DIR, `${nonce}.json`), requestText, 0o644)
+}
+
+/** A pending join request of this machine: the request text and the host private key PEM; undefined when unknown. */
+export async function loadJoinRequest(homeDir: string, nonce: string): Promise<{requestText: string; keyPem: string} | undefined> {
+  if (!/^[0-9a-f]{32}$/.test(nonce)) return undefined
+  const dir = join(homeDir, REQUESTS_DIR)
+  const keyPem = await readFile(join(dir, `${nonce}.key`), 'utf8').catch(() => undefined)
+  const requestText = await readFile(join(dir, `${nonce}.json`), 'utf8').catch(() => undefined)
+  return keyPem === undefined || requestText === undefined ? undefined : {requestText, keyPem}
 }

@@ -1,6 +1,8 @@
 /**
- * Join bundles: write → read round trip, install + real `nebula -test`, and refusals of archives crafted for real
- * with node-tar, each leaving the target directory exactly as it was.
+ * Join bundles, through the module: write → read round trip, install + real `nebula -test`, trust (signature, pin,
+ * host certificate, key, expiry, encryption), and refusals of archives crafted for real with node-tar — otherwise
+ * valid and signed by the CA, so that each is refused for the intended reason — each leaving the target directory
+ * exactly as it was. The CLI side of the same checks is in join-security.test.ts.
  */
 import {createHash} from 'node:crypto'
 import {spawnSync} from 'node:child_process'
@@ -24,6 +26,16 @@ import {
   writeBundle,
 } from '../src/bundle.js'
 import {UserError} from '../src/errors.js'
+import {
+  certificateToPem,
+  ed25519Sign,
+  ed25519Verify,
+  fingerprint,
+  generateCaKeyPair,
+  generateHostKeyPair,
+  hostPrivateKeyToPem,
+  signCertificate,
+} from '../src/nebula/index.js'
 import {renderBlockchainEnv} from '../src/render/blockchain-env.js'
 import {renderBundleReadme} from '../src/render/bundle-readme.js'
 import {renderMultichainConf} from '../src/render/multichain-conf.js'
@@ -32,7 +44,6 @@ import type {NodeProfile} from '../src/render/profile.js'
 
 const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
 const NEBULA = have('nebula')
-if (!have('nebula-cert')) throw new Error('these tests make certificates with nebula-cert: install nebula')
 const requireNebula = (): void => {
   if (!NEBULA && process.env.CI) throw new Error('nebula is required when CI is set')
 }
@@ -56,6 +67,37 @@ let meta: BundleMeta
 let good: string
 
 const sha256 = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex')
+
+const NOW = Math.floor(Date.now() / 1000)
+/** `text` as a literal inside a RegExp. */
+const re = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
+
+/** A Nebula CA made with the codec: its 64-byte Ed25519 key, PEM and fingerprint. */
+function makeCa(name: string): {key: Buffer; publicKey: Buffer; pem: string; fingerprint: string} {
+  const keys = generateCaKeyPair()
+  const cert = signCertificate(
+    {name, ips: ['10.42.0.0/16'], subnets: [], groups: [], notBefore: NOW - 3600, notAfter: NOW + 10 * 365 * 86_400, publicKey: keys.publicKey, isCA: true, issuer: '', curve: 'CURVE25519'},
+    keys.privateKey,
+  )
+  return {key: keys.privateKey, publicKey: keys.publicKey, pem: certificateToPem(cert), fingerprint: fingerprint(cert)}
+}
+
+/** A host certificate for `name`/`ip` signed by `ca`, for `keys` (default: a fresh key pair); PEMs. */
+function makeHost(ca: ReturnType<typeof makeCa>, name: string, ip: string, keys = generateHostKeyPair()): {cert: string; key: string} {
+  const cert = signCertificate(
+    {name, ips: [`${ip}/16`], subnets: [], groups: ['org:umbrella', 'access:managed'], notBefore: NOW - 60, notAfter: NOW + 365 * 86_400, publicKey: keys.publicKey, isCA: false, issuer: ca.fingerprint, curve: 'CURVE25519'},
+    ca.key,
+  )
+  return {cert: certificateToPem(cert), key: hostPrivateKeyToPem(keys.privateKey)}
+}
+
+/** The network's CA, and another one with the same name (what an impostor would make). */
+let ca: ReturnType<typeof makeCa>
+let otherCa: ReturnType<typeof makeCa>
+/** Signs with the network's CA key, as export-bundle does. */
+const sign = (manifest: Buffer): Buffer => ed25519Sign(ca.key, manifest)
+/** installBundle's options with the right pin. */
+const pinned = (extra: Parameters<typeof installBundle>[2] = {}): Parameters<typeof installBundle>[2] => ({pin: ca.fingerprint, ...extra})
 
 /** path → mode and content hash of everything below `dir` (directories included); {} when it does not exist. */
 async function snapshot(dir: string): Promise<Record<string, string>> {
@@ -118,12 +160,19 @@ function manifestFor(content: Record<string, Buffer | string>, overrides: Partia
     files: Object.fromEntries(Object.entries(content).map(([p, d]) => [p, sha256(d)])),
     ...overrides,
   }
-  return JSON.stringify(m, null, 2)
+  return `${JSON.stringify(m, null, 2)}\n`
 }
 
-/** Valid bundle entries (manifest first) for `content`, optionally with another manifest text. */
-function entriesFor(content: Record<string, Buffer | string>, manifest = manifestFor(content)): Crafted[] {
-  return [{path: 'manifest.json', data: manifest}, ...Object.entries(content).map(([path, data]) => ({path, data}))]
+/**
+ * Bundle entries (manifest and its signature first) for `content`, optionally with another manifest text, signed
+ * with `signer` (default: the network's CA key).
+ */
+function entriesFor(content: Record<string, Buffer | string>, manifest = manifestFor(content), signer: Buffer = ca.key): Crafted[] {
+  return [
+    {path: 'manifest.json', data: manifest},
+    {path: 'manifest.sig', data: `${ed25519Sign(signer, Buffer.from(manifest)).toString('base64')}\n`},
+    ...Object.entries(content).map(([path, data]) => ({path, data})),
+  ]
 }
 
 let counter = 0
@@ -131,23 +180,23 @@ const craftedPath = (): string => join(work, `crafted-${++counter}.tar.gz`)
 
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'tbmesh-bundle-'))
-  const pki = join(work, 'pki')
-  await mkdir(pki)
-  await execa('nebula-cert', ['ca', '-name', 'tb-prod', '-out-crt', join(pki, 'ca.crt'), '-out-key', join(pki, 'ca.key')])
-  await execa('nebula-cert', ['sign', '-ca-crt', join(pki, 'ca.crt'), '-ca-key', join(pki, 'ca.key'), '-name', 'umbrella-1', '-ip', '10.42.1.1/16', '-out-crt', join(pki, 'host.crt'), '-out-key', join(pki, 'host.key')])
-  const printed = JSON.parse(String((await execa('nebula-cert', ['print', '-json', '-path', join(pki, 'ca.crt')])).stdout)) as {fingerprint: string}
-  meta = {network: 'tb-prod', node: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', caFingerprint: printed.fingerprint, createdAt: '2025-01-31T12:00:00.000Z'}
+  ca = makeCa('tb-prod')
+  otherCa = makeCa('tb-prod')
+  const host = makeHost(ca, 'umbrella-1', '10.42.1.1')
+  // createdAt is fixed (it is the archive members' mtime); expiresAt lies ahead so that the bundle installs today.
+  const expiresAt = new Date((NOW + 14 * 86_400) * 1000).toISOString()
+  meta = {network: 'tb-prod', node: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', caFingerprint: ca.fingerprint, createdAt: '2025-01-31T12:00:00.000Z', expiresAt}
   files = {
-    'nebula/ca.crt': await readFile(join(pki, 'ca.crt'), 'utf8'),
-    'nebula/host.crt': await readFile(join(pki, 'host.crt'), 'utf8'),
-    'nebula/host.key': await readFile(join(pki, 'host.key'), 'utf8'),
+    'nebula/ca.crt': ca.pem,
+    'nebula/host.crt': host.cert,
+    'nebula/host.key': host.key,
     'nebula/config.yml': renderNebulaConfig(profile),
     'multichain/multichain.conf': renderMultichainConf(profile),
     'trubudget/blockchain.env': renderBlockchainEnv(profile),
     'README.md': renderBundleReadme(profile, {createdAt: meta.createdAt, caFingerprint: meta.caFingerprint}),
   }
   good = join(work, 'umbrella-1.tbmesh.tar.gz')
-  await writeBundle(good, meta, files)
+  await writeBundle(good, meta, files, {sign})
 })
 
 afterAll(async () => {
@@ -157,9 +206,10 @@ afterAll(async () => {
 describe('writeBundle', () => {
   it('writes the layout, deterministically, mode 0600, refusing to overwrite without force', async () => {
     const out = join(work, 'w.tar.gz')
-    const result = await writeBundle(out, meta, files)
+    const result = await writeBundle(out, meta, files, {sign})
     expect(result.path).toBe(out)
     expect(result.bytes).toBe((await stat(out)).size)
+    expect(result.encrypted).toBe(false)
     expect((await stat(out)).mode & 0o777).toBe(0o600)
     expect(result.manifest).toEqual({schemaVersion: 1, kind: 'join', ...meta, files: Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha256(d)]))})
 
@@ -167,6 +217,7 @@ describe('writeBundle', () => {
     await list({file: out, onReadEntry: (e) => listed.push({path: e.path, type: e.type, mode: e.mode!, uid: e.uid, uname: e.uname, mtime: e.mtime})})
     expect(listed.map((e) => e.path)).toEqual([
       'manifest.json',
+      'manifest.sig',
       'nebula/',
       'nebula/ca.crt',
       'nebula/host.crt',
@@ -185,14 +236,21 @@ describe('writeBundle', () => {
       if (e.type === 'File') expect(e.mtime?.toISOString()).toBe('2025-01-31T12:00:00.000Z')
     }
 
+    // manifest.sig: the CA's Ed25519 signature of the exact bytes of manifest.json, base64.
+    const read = await readBundle(out)
+    const signature = Buffer.from(read.files.get('manifest.sig')!.toString('utf8').trim(), 'base64')
+    expect(signature).toHaveLength(64)
+    expect(ed25519Verify(ca.publicKey, read.files.get('manifest.json')!, signature)).toBe(true)
+    expect(ed25519Verify(otherCa.publicKey, read.files.get('manifest.json')!, signature)).toBe(false)
+
     const before = await readFile(out)
-    await expect(writeBundle(out, meta, files)).rejects.toThrow(/already exists/)
-    await writeBundle(out, meta, files).catch((error: UserError) => {
+    await expect(writeBundle(out, meta, files, {sign})).rejects.toThrow(/already exists/)
+    await writeBundle(out, meta, files, {sign}).catch((error: UserError) => {
       expect(error).toBeInstanceOf(UserError)
       expect(error.line).toMatch(/--force/)
     })
     expect(await readFile(out)).toEqual(before)
-    await writeBundle(out, meta, files, {force: true})
+    await writeBundle(out, meta, files, {sign, force: true})
     expect(await readFile(out)).toEqual(before) // same input, same bytes
     expect((await readdir(work)).filter((f) => f.endsWith('.tmp'))).toEqual([])
   })
@@ -200,17 +258,21 @@ describe('writeBundle', () => {
   it('leaves host.key out when it is not given', async () => {
     const {['nebula/host.key']: _key, ...rest} = files
     const out = join(work, 'nokey.tar.gz')
-    const result = await writeBundle(out, meta, rest)
+    const result = await writeBundle(out, meta, rest, {sign})
     expect(Object.keys(result.manifest.files)).not.toContain('nebula/host.key')
     const read = await readBundle(out)
     expect(read.files.has('nebula/host.key')).toBe(false)
   })
 
   it('throws on entries outside the layout or a missing required one', async () => {
-    await expect(writeBundle(join(work, 'x.tar.gz'), meta, {...files, 'extra.txt': 'x'})).rejects.toThrow(/not a listed entry/)
+    await expect(writeBundle(join(work, 'x.tar.gz'), meta, {...files, 'extra.txt': 'x'}, {sign})).rejects.toThrow(/not a listed entry/)
+    await expect(writeBundle(join(work, 'x.tar.gz'), meta, {...files, 'manifest.sig': 'x'}, {sign})).rejects.toThrow(/not a listed entry/)
     const {'README.md': _readme, ...rest} = files
-    await expect(writeBundle(join(work, 'x.tar.gz'), meta, rest)).rejects.toThrow(/README.md is missing/)
-    await expect(writeBundle(join(work, 'x.tar.gz'), {...meta, createdAt: 'yesterday'}, files)).rejects.toThrow(/createdAt/)
+    await expect(writeBundle(join(work, 'x.tar.gz'), meta, rest, {sign})).rejects.toThrow(/README.md is missing/)
+    await expect(writeBundle(join(work, 'x.tar.gz'), {...meta, createdAt: 'yesterday'}, files, {sign})).rejects.toThrow(/createdAt/)
+    await expect(writeBundle(join(work, 'x.tar.gz'), {...meta, expiresAt: 'in two weeks'}, files, {sign})).rejects.toThrow(/expiresAt/)
+    await expect(writeBundle(join(work, 'x.tar.gz'), {...meta, nonce: 'abc'}, files, {sign})).rejects.toThrow(/nonce/)
+    expect(await readdir(work)).not.toContain('x.tar.gz')
   })
 })
 
@@ -234,8 +296,10 @@ describe('installBundle', () => {
   it('installs with absolute pki paths, private modes, and nebula -test passes', async () => {
     requireNebula()
     const dir = join(parent, 'tbmesh')
-    const result = await installBundle(good, dir)
+    const result = await installBundle(good, dir, pinned())
     expect(result.dir).toBe(dir)
+    expect(result.keyFromJoiner).toBe(false)
+    expect(result.encrypted).toBe(false)
     expect(result.files).toEqual(BUNDLE_LAYOUT.filter((e) => e.type === 'file').map((e) => e.path))
     expect(await readdir(parent)).toEqual(['tbmesh'])
 
@@ -263,7 +327,7 @@ describe('installBundle', () => {
       // From any working directory.
       const again = await execa('nebula', ['-test', '-config', join(dir, 'nebula', 'config.yml')], {cwd: '/', reject: false, all: true})
       expect(again.exitCode, String(again.all)).toBe(0)
-    } else {
+    } else if (!have('nebula')) {
       expect(result.nebulaTest).toEqual({ran: false})
     }
   })
@@ -272,7 +336,7 @@ describe('installBundle', () => {
     const path = process.env.PATH
     process.env.PATH = join(work, 'no-such-bin')
     try {
-      const result = await installBundle(good, join(parent, 'nopath'))
+      const result = await installBundle(good, join(parent, 'nopath'), pinned())
       expect(result.nebulaTest).toEqual({ran: false})
     } finally {
       process.env.PATH = path
@@ -282,7 +346,7 @@ describe('installBundle', () => {
   it('installs into an existing empty directory', async () => {
     const dir = join(parent, 'empty')
     await mkdir(dir)
-    const result = await installBundle(good, dir)
+    const result = await installBundle(good, dir, pinned())
     expect(result.files).toContain('nebula/config.yml')
   })
 
@@ -291,31 +355,59 @@ describe('installBundle', () => {
     await mkdir(dir)
     await writeFile(join(dir, 'keep.txt'), 'old installation')
     const before = await snapshot(parent)
-    const error = await installBundle(good, dir).catch((e: unknown) => e)
+    const error = await installBundle(good, dir, pinned()).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(UserError)
     expect((error as UserError).line).toMatch(/not empty.*--force/)
     expect(await snapshot(parent)).toEqual(before)
 
-    await installBundle(good, dir, {force: true})
+    await installBundle(good, dir, pinned({force: true}))
     expect(await readdir(parent)).toEqual(['old'])
-    expect((await readdir(dir)).sort()).toEqual(['README.md', 'manifest.json', 'multichain', 'nebula', 'trubudget'])
+    expect((await readdir(dir)).sort()).toEqual(['README.md', 'manifest.json', 'manifest.sig', 'multichain', 'nebula', 'trubudget'])
   })
 
   it('refuses a file or a symbolic link as DIR', async () => {
     const file = join(parent, 'file')
     await writeFile(file, 'x')
-    await expect(installBundle(good, file, {force: true})).rejects.toThrow(/not a directory/)
+    await expect(installBundle(good, file, pinned({force: true}))).rejects.toThrow(/not a directory/)
     const real = join(parent, 'real')
     await mkdir(real)
     await symlink(real, join(parent, 'link'))
-    await expect(installBundle(good, join(parent, 'link'), {force: true})).rejects.toThrow(/symbolic link/)
+    await expect(installBundle(good, join(parent, 'link'), pinned({force: true}))).rejects.toThrow(/symbolic link/)
     expect(await readdir(real)).toEqual([])
   })
 })
 
 describe('refusals', () => {
-  /** Each case: the archive's entries (or a way to make the file) and what the one-line message must say. */
-  const cases: Array<{name: string; make: (file: string) => Promise<string>; message: RegExp}> = [
+  /**
+   * `files` with `changes` (undefined removes an entry), listed in a manifest with `manifest` overrides and signed with
+   * `signer` (default: the network's CA key): what a CA key holder could write.
+   */
+  const signed = (
+    f: string,
+    changes: Record<string, Buffer | string | undefined>,
+    opts: {manifest?: Partial<BundleManifest>; signer?: Buffer} = {},
+  ): Promise<string> => {
+    const content: Record<string, Buffer | string> = {...files}
+    for (const [path, data] of Object.entries(changes)) {
+      if (data === undefined) delete content[path]
+      else content[path] = data
+    }
+    return craft(f, entriesFor(content, manifestFor(content, opts.manifest), opts.signer))
+  }
+  /** Valid entries, then `edit` applied to the (already signed) entry at `path`. */
+  const editedAfterSigning = (f: string, path: string, edit: (data: Buffer) => Buffer): Promise<string> =>
+    craft(f, entriesFor(files).map((e) => (e.path === path ? {...e, data: edit(Buffer.from(e.data!))} : e)))
+  const flipMiddleByte = (data: Buffer): Buffer => {
+    const edited = Buffer.from(data)
+    edited[Math.floor(edited.length / 2)] ^= 0x01
+    return edited
+  }
+
+  /**
+   * Each case: how to make the file, what the one-line message must say, and which step refuses it: `read` (layout and
+   * hashes, readBundle), `trust` (signature, pin, certificate, key, expiry: before install looks at DIR) or `install`.
+   */
+  const cases: Array<{name: string; make: (file: string) => Promise<string>; message: RegExp | (() => RegExp); stage?: 'read' | 'trust' | 'install'}> = [
     {name: '../x', make: (f) => craft(f, [...entriesFor(files), {path: '../x', data: 'x'}]), message: /entry "\.\.\/x" has a "\.\." path segment/},
     {name: 'nebula/../../x', make: (f) => craft(f, [{path: 'nebula/../../x', data: 'x'}, ...entriesFor(files)]), message: /entry "nebula\/\.\.\/\.\.\/x" has a "\.\." path segment/},
     {name: '/etc/x', make: (f) => craft(f, [...entriesFor(files), {path: '/etc/x', data: 'x'}]), message: /entry "\/etc\/x" has an absolute path/},
@@ -332,6 +424,11 @@ describe('refusals', () => {
     {name: 'fifo', make: (f) => craft(f, [{path: 'nebula/host.key', type: 'FIFO'}, ...entriesFor(files)]), message: /entry "nebula\/host.key" is a FIFO/},
     {name: 'device', make: (f) => craft(f, [{path: 'nebula/host.key', type: 'CharacterDevice'}, ...entriesFor(files)]), message: /entry "nebula\/host.key" is a device file/},
     {name: 'duplicate', make: (f) => craft(f, [...entriesFor(files), {path: 'README.md', data: files['README.md']!}]), message: /entry "README.md" appears more than once/},
+    {
+      name: 'duplicate manifest (a second, unsigned one appended)',
+      make: (f) => craft(f, [...entriesFor(files), {path: 'manifest.json', data: manifestFor(files, {node: 'acme-1'})}]),
+      message: /entry "manifest.json" appears more than once/,
+    },
     {name: 'duplicate directory', make: (f) => craft(f, [{path: 'nebula/', type: 'Directory'}, {path: 'nebula', type: 'Directory'}, ...entriesFor(files)]), message: /entry "nebula" appears more than once/},
     {name: 'unknown entry', make: (f) => craft(f, [...entriesFor(files), {path: 'extra.sh', data: 'rm -rf /'}]), message: /entry "extra.sh" is not part of the bundle layout/},
     {name: 'unknown directory', make: (f) => craft(f, [...entriesFor(files), {path: 'systemd/', type: 'Directory'}]), message: /entry "systemd\/" is not part of the bundle layout/},
@@ -367,9 +464,11 @@ describe('refusals', () => {
       message: /larger than a bundle can be/,
     },
     {name: 'no manifest', make: (f) => craft(f, entriesFor(files).slice(1)), message: /required entry "manifest.json" is missing/},
+    {name: 'no signature', make: (f) => craft(f, entriesFor(files).filter((e) => e.path !== 'manifest.sig')), message: /required entry "manifest.sig" is missing/},
     {name: 'manifest not JSON', make: (f) => craft(f, entriesFor(files, '{"schemaVersion": 1,')), message: /entry "manifest.json" is not valid JSON/},
     {name: 'manifest wrong shape', make: (f) => craft(f, entriesFor(files, manifestFor(files, {caFingerprint: 'nope'}))), message: /entry "manifest.json" is not a tbmesh join manifest \(caFingerprint/},
-    {name: 'manifest unknown field', make: (f) => craft(f, entriesFor(files, JSON.stringify({...JSON.parse(manifestFor(files)), expiresAt: 'x'}))), message: /unknown field "expiresAt"/},
+    {name: 'manifest unknown field', make: (f) => craft(f, entriesFor(files, JSON.stringify({...JSON.parse(manifestFor(files)), sequence: 1}))), message: /unknown field "sequence"/},
+    {name: 'manifest without expiry', make: (f) => craft(f, entriesFor(files, JSON.stringify({...JSON.parse(manifestFor(files)), expiresAt: undefined}))), message: /\(expiresAt is not an ISO 8601 time\)/},
     {name: 'manifest schemaVersion 2', make: (f) => craft(f, entriesFor(files, manifestFor(files, {schemaVersion: 2 as 1}))), message: /schemaVersion 2.*upgrade tbmesh/},
     {
       name: 'missing required entry',
@@ -392,44 +491,101 @@ describe('refusals', () => {
       },
       message: /entry "nebula\/host.key" is not listed in manifest.json/,
     },
+    // An edited byte in each listed file (after signing): the manifest names it.
+    ...['nebula/ca.crt', 'nebula/host.crt', 'nebula/host.key', 'nebula/config.yml', 'multichain/multichain.conf', 'trubudget/blockchain.env', 'README.md'].map((target) => ({
+      name: `edited byte in ${target}`,
+      make: (f: string) => editedAfterSigning(f, target, flipMiddleByte),
+      message: new RegExp(`entry "${re(target)}" does not match its SHA-256 in manifest.json`),
+    })),
+
+    // Trust: the archive is well-formed and its hashes match; who signed it, and what it certifies, is wrong.
+    {
+      name: 'edited byte in manifest.json',
+      make: (f) => editedAfterSigning(f, 'manifest.json', (d) => Buffer.from(d.toString('utf8').replace('"network": "tb-prod"', '"network": "tb-prud"'))),
+      message: /manifest\.sig is not a valid signature of manifest\.json by its CA/,
+      stage: 'trust',
+    },
+    {
+      name: 'edited byte in manifest.sig',
+      make: (f) => editedAfterSigning(f, 'manifest.sig', (d) => Buffer.from(d.toString('utf8').replace(/^(.{10})(.)/, (_m, head: string, c: string) => head + (c === 'A' ? 'B' : 'A')))),
+      message: /manifest\.sig is not a valid signature of manifest\.json by its CA/,
+      stage: 'trust',
+    },
+    {
+      name: 'manifest signed with another CA key',
+      make: (f) => signed(f, {}, {signer: otherCa.key}),
+      message: /manifest\.sig is not a valid signature of manifest\.json by its CA/,
+      stage: 'trust',
+    },
+    {
+      name: 'manifest names a CA that ca.crt does not hold',
+      make: (f) => signed(f, {}, {manifest: {caFingerprint: otherCa.fingerprint}, signer: otherCa.key}),
+      message: () => new RegExp(`nebula/ca\\.crt does not hold the CA ${otherCa.fingerprint} named in manifest\\.json`),
+      stage: 'trust',
+    },
+    {
+      name: 'a whole bundle from another CA (re-signed by it)',
+      make: (f) => {
+        const host = makeHost(otherCa, 'umbrella-1', '10.42.1.1')
+        return signed(f, {'nebula/ca.crt': otherCa.pem, 'nebula/host.crt': host.cert, 'nebula/host.key': host.key}, {manifest: {caFingerprint: otherCa.fingerprint}, signer: otherCa.key})
+      },
+      message: () => new RegExp(`signed by CA ${otherCa.fingerprint}, not the pinned ${ca.fingerprint}: do not install it`),
+      stage: 'trust',
+    },
+    {
+      name: 'host certificate from another CA',
+      make: (f) => {
+        const host = makeHost(otherCa, 'umbrella-1', '10.42.1.1')
+        return signed(f, {'nebula/host.crt': host.cert, 'nebula/host.key': host.key})
+      },
+      message: /the host certificate is not valid \(certificate "umbrella-1" was issued by an unknown CA/,
+      stage: 'trust',
+    },
+    {
+      name: 'host certificate of another node',
+      make: (f) => {
+        const host = makeHost(ca, 'acme-1', '10.42.0.1')
+        return signed(f, {'nebula/host.crt': host.cert, 'nebula/host.key': host.key})
+      },
+      message: /the host certificate is for acme-1 \(10\.42\.0\.1\/16\), not umbrella-1 \(10\.42\.1\.1\)/,
+      stage: 'trust',
+    },
+    {
+      name: 'private key that does not match',
+      make: (f) => signed(f, {'nebula/host.key': hostPrivateKeyToPem(generateHostKeyPair().privateKey)}),
+      message: /the host certificate does not match the bundle's private key/,
+      stage: 'trust',
+    },
+    {name: 'host key that does not parse', make: (f) => signed(f, {'nebula/host.key': 'not a key\n'}), message: /the host key does not parse/, stage: 'trust'},
+    {name: 'no host key and no join request', make: (f) => signed(f, {'nebula/host.key': undefined}), message: /it carries no host key and answers no join request/, stage: 'trust'},
+    {
+      name: 'expired',
+      make: (f) => signed(f, {}, {manifest: {expiresAt: '2025-02-14T12:00:00.000Z'}}),
+      message: /bundle crafted-\d+\.tar\.gz expired on 2025-02-14T12:00:00\.000Z: ask the network operator to export a new one$/,
+      stage: 'trust',
+    },
     {
       name: 'config without pki (detected before staging)',
-      make: (f) => craft(f, entriesFor({...files, 'nebula/config.yml': 'listen: {port: 0}\n'})),
+      make: (f) => signed(f, {'nebula/config.yml': 'listen: {port: 0}\n'}),
       message: /entry "nebula\/config.yml" has no pki section/,
+      stage: 'install',
     },
-    // An edited byte in each listed file: the manifest names it.
-    ...Object.keys({
-      'nebula/ca.crt': 0,
-      'nebula/host.crt': 0,
-      'nebula/host.key': 0,
-      'nebula/config.yml': 0,
-      'multichain/multichain.conf': 0,
-      'trubudget/blockchain.env': 0,
-      'README.md': 0,
-    }).map((target) => ({
-      name: `edited byte in ${target}`,
-      make: (f: string) => {
-        const original = Buffer.from(files[target]!)
-        const edited = Buffer.from(original)
-        edited[Math.floor(edited.length / 2)] ^= 0x01
-        return craft(f, entriesFor({...files, [target]: edited}, manifestFor(files)))
-      },
-      message: new RegExp(`entry "${target.replace(/[./]/g, (c) => `\\${c}`)}" does not match its SHA-256 in manifest.json`),
-    })),
   ]
 
-  it.each(cases)('$name: refused with one line naming it, DIR untouched', async ({make, message}) => {
+  it.each(cases)('$name: refused with one line naming it, DIR untouched', async ({make, message: expected, stage = 'read'}) => {
+    const message = typeof expected === 'function' ? expected() : expected
     const file = await make(craftedPath())
 
-    const error = await readBundle(file).catch((e: unknown) => e)
-    const refusedByRead = error instanceof UserError
-    if (!refusedByRead) {
-      // The config check belongs to install; every other case is refused by readBundle already.
-      expect(message.source).toContain('pki section')
-    } else {
+    const read = await readBundle(file).catch((e: unknown) => e)
+    if (stage === 'read') {
+      expect(read).toBeInstanceOf(UserError)
+      const error = read as UserError
       expect(error.line).toMatch(message)
       expect(error.line).not.toContain('\n')
       expect(error.line).toMatch(/^Refusing bundle crafted-\d+\.tar\.gz: .*: (ask the network's operator for a new bundle|upgrade tbmesh)$/)
+    } else {
+      // Refused for the intended reason: the archive itself is fine.
+      expect(read).not.toBeInstanceOf(Error)
     }
 
     // A pre-existing DIR (even with force) and an absent one are left exactly as they were; no staging remains.
@@ -439,9 +595,10 @@ describe('refusals', () => {
     await writeFile(join(existing, 'nebula', 'host.key'), 'old key', {mode: 0o600})
     const before = await snapshot(parent)
     for (const [dir, force] of [[existing, true], [existing, false], [join(parent, 'absent'), false]] as const) {
-      const failure = await installBundle(file, dir, {force}).catch((e: unknown) => e)
+      const failure = await installBundle(file, dir, pinned({force})).catch((e: unknown) => e)
       expect(failure).toBeInstanceOf(UserError)
-      expect((failure as UserError).line).toMatch(!refusedByRead && dir === existing && !force ? /not empty.*--force/ : message)
+      expect((failure as UserError).line).toMatch(stage === 'install' && dir === existing && !force ? /not empty.*--force/ : message)
+      expect((failure as UserError).line).not.toContain('\n')
       expect(await snapshot(parent)).toEqual(before)
     }
   })
@@ -452,5 +609,100 @@ describe('refusals', () => {
 
   it('refuses a missing file with a plain message', async () => {
     await expect(readBundle(join(work, 'nope.tar.gz'))).rejects.toThrow(/does not exist/)
+  })
+})
+
+describe('trust', () => {
+  let parent: string
+  beforeEach(async () => {
+    parent = await mkdtemp(join(work, 'trust-'))
+  })
+
+  it('without a pin, asks confirmCa (with the fingerprint) and refuses unless it says yes, naming --ca-fingerprint', async () => {
+    const shown: string[] = []
+    const no = await installBundle(good, join(parent, 'a'), {confirmCa: async (fp) => (shown.push(fp), false)}).catch((e: unknown) => e)
+    expect(no).toBeInstanceOf(UserError)
+    expect((no as UserError).line).toMatch(new RegExp(`signed by CA ${ca.fingerprint}, which you have not confirmed: .*--ca-fingerprint`))
+    await expect(installBundle(good, join(parent, 'a'))).rejects.toThrow(/not confirmed/)
+    expect(await readdir(parent)).toEqual([])
+
+    const yes = await installBundle(good, join(parent, 'b'), {confirmCa: async (fp) => (shown.push(fp), true)})
+    expect(yes.manifest.caFingerprint).toBe(ca.fingerprint)
+    expect(shown).toEqual([ca.fingerprint, ca.fingerprint])
+  })
+
+  it('takes the pin with colons and capitals; refuses another CA\'s pin', async () => {
+    const colons = ca.fingerprint.toUpperCase().match(/../g)!.join(':')
+    await installBundle(good, join(parent, 'a'), {pin: colons})
+    const wrong = await installBundle(good, join(parent, 'b'), {pin: otherCa.fingerprint}).catch((e: unknown) => e)
+    expect((wrong as UserError).line).toMatch(new RegExp(`signed by CA ${ca.fingerprint}, not the pinned ${otherCa.fingerprint}`))
+    expect(await readdir(parent)).toEqual(['a'])
+  })
+
+  it('refuses a bundle once it has expired', async () => {
+    const expiry = Date.parse(meta.expiresAt)
+    const late = await installBundle(good, join(parent, 'late'), pinned({now: expiry + 1000})).catch((e: unknown) => e)
+    expect((late as UserError).line).toMatch(new RegExp(`expired on ${re(meta.expiresAt)}`))
+    await installBundle(good, join(parent, 'in-time'), pinned({now: expiry - 1000}))
+    expect(await readdir(parent)).toEqual(['in-time'])
+  })
+
+  it('installs a bundle without host.key with the key of the join request it answers, and only that key', async () => {
+    const keys = generateHostKeyPair()
+    const host = makeHost(ca, 'umbrella-1', '10.42.1.1', keys)
+    const nonce = '0123456789abcdef0123456789abcdef'
+    const {'nebula/host.key': _key, ...rest} = files
+    const file = join(work, 'joiner.tar.gz')
+    await writeBundle(file, {...meta, nonce}, {...rest, 'nebula/host.crt': host.cert}, {sign})
+    expect((await readBundle(file)).files.has('nebula/host.key')).toBe(false)
+
+    const asked: string[] = []
+    const result = await installBundle(file, join(parent, 'ok'), pinned({joinerKey: async (n) => (asked.push(n), n === nonce ? host.key : undefined)}))
+    expect(asked).toEqual([nonce])
+    expect(result.keyFromJoiner).toBe(true)
+    expect(result.files).toContain('nebula/host.key')
+    expect(await readFile(join(parent, 'ok', 'nebula', 'host.key'), 'utf8')).toBe(host.key)
+    expect((await stat(join(parent, 'ok', 'nebula', 'host.key'))).mode & 0o777).toBe(0o600)
+
+    const unknown = await installBundle(file, join(parent, 'unknown'), pinned({joinerKey: async () => undefined})).catch((e: unknown) => e)
+    expect((unknown as UserError).line).toMatch(new RegExp(`answers join request ${nonce}, which this machine did not make: .*--home`))
+    const other = await installBundle(file, join(parent, 'other'), pinned({joinerKey: async () => hostPrivateKeyToPem(generateHostKeyPair().privateKey)})).catch((e: unknown) => e)
+    expect((other as UserError).line).toMatch(/the host certificate does not match the join request's private key/)
+    expect(await readdir(parent)).toEqual(['ok'])
+  })
+})
+
+describe('encryption (age, passphrase)', () => {
+  const passphrase = Buffer.from('correct horse battery staple')
+  let encrypted: string
+  beforeAll(async () => {
+    encrypted = join(work, 'umbrella-1.tbmesh.tar.gz.age')
+    // A low work factor keeps the test fast; the default (18) is what the CLI and `age` use.
+    const result = await writeBundle(encrypted, meta, files, {sign, passphrase, scryptWorkFactor: 10})
+    expect(result.encrypted).toBe(true)
+  })
+
+  it('writes the age format and reads it back with the passphrase', async () => {
+    const data = await readFile(encrypted)
+    expect(data.subarray(0, 22).toString('latin1')).toBe('age-encryption.org/v1\n')
+    expect(data.includes(Buffer.from(files['trubudget/blockchain.env']!.slice(0, 40)))).toBe(false)
+    expect((await stat(encrypted)).mode & 0o777).toBe(0o600)
+    const read = await readBundle(encrypted, {passphrase: async () => passphrase})
+    expect(read.encrypted).toBe(true)
+    expect(read.files).toEqual((await readBundle(good)).files)
+    const installed = await installBundle(encrypted, join(work, 'enc-install'), pinned({passphrase: async () => passphrase}))
+    expect(installed.encrypted).toBe(true)
+  })
+
+  it('refuses it without a passphrase, with a wrong one, or truncated', async () => {
+    await expect(readBundle(encrypted)).rejects.toThrow(/is encrypted/)
+    const wrong = await readBundle(encrypted, {passphrase: async () => Buffer.from('Tr0ub4dor&3')}).catch((e: unknown) => e)
+    expect((wrong as UserError).line).toMatch(/^wrong passphrase for bundle umbrella-1\.tbmesh\.tar\.gz\.age: /)
+    expect((wrong as UserError).line).not.toContain('Tr0ub4dor')
+    const truncated = join(work, 'truncated.age')
+    await writeFile(truncated, (await readFile(encrypted)).subarray(0, -100))
+    const cut = await readBundle(truncated, {passphrase: async () => passphrase}).catch((e: unknown) => e)
+    expect((cut as UserError).line).toMatch(/^Refusing bundle truncated\.age: it is not a valid age file/)
+    expect((cut as UserError).line).not.toContain('\n')
   })
 })

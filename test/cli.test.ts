@@ -49,9 +49,9 @@ describe('init-ca → add-node → export-bundle → install', () => {
     nodes.acme2 = await tbmeshJson(['add-node', ...h(), ...pass(), '--org', 'acme', '--groups', 'backup,monitoring', '--duration', '30d'])
     nodes.fixed = await tbmeshJson(['add-node', ...h(), ...pass(), '--org', 'Umbrella Bank', '--name', 'umbrella-berlin', '--ip', '10.42.1.77'])
 
-    expect(nodes.origin).toMatchObject({name: 'acme-1', organization: 'ACME', overlayIp: '10.42.0.1', lighthouse: true, origin: true, groups: ['org:acme', 'role:lighthouse', 'role:origin']})
-    expect(nodes.umbrella).toMatchObject({name: 'umbrella-bank-1', overlayIp: '10.42.1.1', lighthouse: false, origin: false, groups: ['org:umbrella-bank']})
-    expect(nodes.acme2).toMatchObject({name: 'acme-2', organization: 'ACME', overlayIp: '10.42.0.2', groups: ['org:acme', 'backup', 'monitoring']})
+    expect(nodes.origin).toMatchObject({name: 'acme-1', organization: 'ACME', overlayIp: '10.42.0.1', lighthouse: true, origin: true, groups: ['org:acme', 'access:trusted', 'role:lighthouse', 'role:origin']})
+    expect(nodes.umbrella).toMatchObject({name: 'umbrella-bank-1', overlayIp: '10.42.1.1', lighthouse: false, origin: false, groups: ['org:umbrella-bank', 'access:managed']})
+    expect(nodes.acme2).toMatchObject({name: 'acme-2', organization: 'ACME', overlayIp: '10.42.0.2', groups: ['org:acme', 'access:managed', 'backup', 'monitoring']})
     expect(nodes.fixed).toMatchObject({name: 'umbrella-berlin', overlayIp: '10.42.1.77'})
     const days = (Date.parse(nodes.acme2.notAfter) - Date.now()) / 86_400_000
     expect(days).toBeGreaterThan(29.9)
@@ -76,19 +76,24 @@ describe('init-ca → add-node → export-bundle → install', () => {
     }
   })
 
-  it('export-bundle writes a 0600 bundle and install lays it out so that nebula -test passes', async () => {
+  it('export-bundle writes a signed 0600 bundle and install lays it out so that nebula -test passes', async () => {
     const bundle = join(dir, 'umbrella.tar.gz')
-    const exported = await tbmeshJson<any>(['export-bundle', ...h(), 'umbrella-bank-1', '--out', bundle])
+    const exported = await tbmeshJson<any>(['export-bundle', ...h(), ...pass(), 'umbrella-bank-1', '--out', bundle, '--no-encrypt'])
     expect(exported.manifest).toMatchObject({network: 'demo', node: 'umbrella-bank-1', organization: 'Umbrella Bank', overlayIp: '10.42.1.1', caFingerprint: init.caFingerprint})
     expect(Object.keys(exported.manifest.files).sort()).toEqual(['README.md', 'multichain/multichain.conf', 'nebula/ca.crt', 'nebula/config.yml', 'nebula/host.crt', 'nebula/host.key', 'trubudget/blockchain.env'])
     expect((await stat(bundle)).mode & 0o777).toBe(0o600)
 
-    const again = await tbmesh(['export-bundle', ...h(), 'umbrella-bank-1', '--out', bundle])
+    expect(exported).toMatchObject({encrypted: false, containsPrivateKey: true})
+    const days = (Date.parse(exported.manifest.expiresAt) - Date.now()) / 86_400_000
+    expect(days).toBeGreaterThan(13.9)
+    expect(days).toBeLessThan(14.1)
+
+    const again = await tbmesh(['export-bundle', ...h(), ...pass(), 'umbrella-bank-1', '--out', bundle, '--no-encrypt'])
     expect(again.exitCode).not.toBe(0)
     expect(again.stderr).toContain('--force')
 
     const target = join(dir, 'node-umbrella')
-    const installed = await tbmeshJson<any>(['install', bundle, '--dir', target])
+    const installed = await tbmeshJson<any>(['install', bundle, '--dir', target, '--ca-fingerprint', init.caFingerprint])
     expect(installed.manifest.node).toBe('umbrella-bank-1')
     const env = await readFile(join(target, 'trubudget', 'blockchain.env'), 'utf8')
     expect(env).toMatch(/^P2P_HOST=10\.42\.0\.1$/m)

@@ -33,9 +33,9 @@ export async function removeDir(dir: string): Promise<void> {
  * Runs `tbmesh ARGS` as a real process (never rejects). The environment is cleaned of TBMESH_* and CI-agnostic:
  * pass `env` to set variables. stdin is closed (no TTY).
  */
-export async function tbmesh(args: string[], opts: {env?: Record<string, string>; cwd?: string} = {}): Promise<Result> {
-  const env: Record<string, string | undefined> = {...process.env, TBMESH_HOME: undefined, TBMESH_CA_PASSPHRASE: undefined, TBMESH_BUNDLE_PASSPHRASE: undefined, DEBUG: undefined, ...opts.env}
-  return execa('node', [BIN, ...args], {env, extendEnv: false, reject: false, stdin: 'ignore', cwd: opts.cwd ?? ROOT, timeout: 60_000})
+export async function tbmesh(args: string[], opts: {env?: Record<string, string>; cwd?: string; uid?: number; gid?: number} = {}): Promise<Result> {
+  const env: Record<string, string | undefined> = {...process.env, TBMESH_HOME: undefined, TBMESH_CA_PASSPHRASE: undefined, TBMESH_BUNDLE_PASSPHRASE: undefined, TBMESH_LOCK_TIMEOUT: undefined, DEBUG: undefined, ...opts.env}
+  return execa('node', [BIN, ...args], {env, extendEnv: false, reject: false, stdin: 'ignore', cwd: opts.cwd ?? ROOT, timeout: 60_000, uid: opts.uid, gid: opts.gid})
 }
 
 /** Runs tbmesh with --json, expects success, and returns the parsed result. */

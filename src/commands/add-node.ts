@@ -1,9 +1,11 @@
 import {Flags} from '@oclif/core'
 
-import {TbmeshCommand} from '../base-command.js'
+import {TbmeshCommand, caPassphraseFlag} from '../base-command.js'
 import {parseDuration} from '../duration.js'
-import {addNode, unlockCaKey, type AddNodeResult} from '../network.js'
-import {resolvePassphrase} from '../passphrase.js'
+import {UsageError, UserError} from '../errors.js'
+import {readJoinRequest, readPublicKeyFile, type JoinRequest, type ReceivedJoinRequest} from '../join-request.js'
+import {addNode, slugify, type AddNodeResult} from '../network.js'
+import {canPrompt} from '../passphrase.js'
 
 export default class AddNode extends TbmeshCommand {
   static override summary = 'Add a node: allocate its overlay IP and sign its Nebula host certificate.'
@@ -12,16 +14,20 @@ export default class AddNode extends TbmeshCommand {
 
 The certificate carries the groups org:<slug>, role:lighthouse and role:origin when set, and --groups. It lives one year by default, never past the CA.
 
-The host key pair is generated here and travels in the node's join bundle (tbmesh export-bundle).`
+The host key pair is generated here and travels in the node's join bundle (tbmesh export-bundle) — unless the joining organization keeps its key: with --request (a file from \`tbmesh join-request\`; the verification code shown must match the one the joiner reads you on the phone) or --pubkey (a Nebula X25519 public key, e.g. from \`nebula-cert keygen\`), tbmesh signs their public key and the bundle carries no private key.
+
+--access records the organization's TruBudget access level, trusted (admin rights) or managed (basic rights), in the ledger and as the certificate group access:<level>.`
 
   static override examples = [
     {description: 'The origin (alpha) node, also the network\'s lighthouse', command: '<%= config.bin %> <%= command.id %> --org ACME --origin --lighthouse --endpoint 203.0.113.7:4242'},
     {description: 'A node of another organization, with a fixed name and IP', command: '<%= config.bin %> <%= command.id %> --org "Umbrella Bank" --name umbrella-berlin --ip 10.42.1.10'},
     {description: 'Extra groups and a 90-day certificate, as JSON', command: '<%= config.bin %> <%= command.id %> --org ACME --groups backup,monitoring --duration 90d --json'},
+    {description: 'Approve a join request with admin rights, after checking its code by phone', command: '<%= config.bin %> <%= command.id %> --request umbrella.request.json --access trusted'},
+    {description: 'Sign a key made with nebula-cert keygen', command: '<%= config.bin %> <%= command.id %> --org Initech --pubkey initech.pub'},
   ]
 
   static override flags = {
-    org: Flags.string({char: 'o', description: 'organization name as TruBudget knows it (ORGANIZATION)', required: true}),
+    org: Flags.string({char: 'o', description: 'organization name as TruBudget knows it (ORGANIZATION); required unless --request gives it'}),
     name: Flags.string({description: 'node name, a lowercase DNS label (default: <org-slug>-<n>)'}),
     ip: Flags.string({description: 'overlay IP inside the organization\'s block (default: the next free one)'}),
     lighthouse: Flags.boolean({description: 'make the node a Nebula lighthouse (needs --endpoint)', dependsOn: ['endpoint']}),
@@ -29,32 +35,63 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
     origin: Flags.boolean({description: 'the TruBudget origin (alpha) node that creates the chain; one per network'}),
     groups: Flags.string({description: 'extra certificate groups, comma-separated', delimiter: ',', multiple: true}),
     duration: Flags.string({description: 'certificate lifetime (e.g. 365d, 8760h); default one year, capped at the CA\'s expiry'}),
-    'passphrase-file': Flags.file({description: 'file holding the CA passphrase (or set TBMESH_CA_PASSPHRASE)'}),
+    access: Flags.option({options: ['trusted', 'managed'] as const, description: 'TruBudget access level: trusted (admin) or managed (basic); default trusted for --origin, else managed'})(),
+    request: Flags.file({description: 'join request file from `tbmesh join-request` (the joiner keeps its key)', exclusive: ['pubkey'], exists: false}),
+    pubkey: Flags.file({description: 'Nebula X25519 public key file of the joiner (PEM)', exclusive: ['request']}),
+    yes: Flags.boolean({char: 'y', description: 'approve the --request without asking (only after checking its verification code)'}),
+    'passphrase-file': caPassphraseFlag,
   }
 
   async run(): Promise<AddNodeResult> {
     const {flags} = await this.parse(AddNode)
     const durationSeconds = flags.duration === undefined ? undefined : parseDuration(flags.duration)
     const home = await this.openHome(flags)
-    const passphrase = home.activeCa().encrypted
-      ? await resolvePassphrase({file: flags['passphrase-file'], fileFlag: '--passphrase-file', env: 'TBMESH_CA_PASSPHRASE', purpose: 'CA key'})
-      : null
-    const caKey = await unlockCaKey(home, passphrase)
+    const joiner: {publicKey: Buffer; request?: JoinRequest} | undefined = flags.request
+      ? await this.approveRequest(flags.request, flags.org, Boolean(flags.yes))
+      : flags.pubkey
+        ? {publicKey: await readPublicKeyFile(flags.pubkey)}
+        : undefined
+    const org = joiner?.request?.organization ?? flags.org
+    if (org === undefined) throw new UsageError('--org is required', {fix: 'name the organization, e.g. --org ACME, or pass --request'})
+    const caKey = await this.unlockCa(home, flags['passphrase-file'])
     const result = await addNode(home, caKey, {
-      org: flags.org,
-      name: flags.name,
+      org,
+      name: flags.name ?? joiner?.request?.name,
       ip: flags.ip,
       lighthouse: flags.lighthouse,
-      endpoint: flags.endpoint,
+      endpoint: flags.endpoint ?? joiner?.request?.endpoint,
       origin: flags.origin,
       groups: flags.groups,
       durationSeconds,
+      access: flags.access,
+      publicKey: joiner?.publicKey,
+      requestNonce: joiner?.request?.nonce,
     })
     this.log(`Added ${result.name} (${result.organization}) at ${result.overlayIp}`)
     this.log(`  groups:      ${result.groups.join(', ')}`)
     this.log(`  fingerprint: ${result.fingerprint}`)
     this.log(`  valid until: ${result.notAfter}`)
-    this.log(`Next: tbmesh export-bundle ${result.name}`)
+    this.log(`Next: tbmesh export-bundle ${result.name}${result.keyInHome ? '' : ' (it will carry no private key)'}`)
     return result
+  }
+
+  /** Shows a join request and its verification code and gets the operator's approval (prompt, or --yes). */
+  private async approveRequest(file: string, org: string | undefined, yes: boolean): Promise<ReceivedJoinRequest> {
+    const received = await readJoinRequest(file)
+    const {request} = received
+    if (org !== undefined && slugify(org) !== slugify(request.organization)) {
+      throw new UsageError(`--org ${org} differs from the request's organization ${request.organization}`, {fix: 'drop --org'})
+    }
+    const summary = [
+      `Join request from ${request.organization}${request.name ? ` for node ${request.name}` : ''}${request.endpoint ? ` at ${request.endpoint}` : ''}, made ${request.createdAt}`,
+      `Verification code: ${received.verificationCode}`,
+    ]
+    if (!this.jsonEnabled()) for (const line of summary) process.stderr.write(`${line}\n`)
+    if (yes) return received
+    if (!canPrompt()) throw new UsageError('approving a join request needs confirmation', {fix: 'check the verification code with the joiner, then pass --yes'})
+    const {confirm} = await import('@inquirer/prompts')
+    const ok = await confirm({message: 'Does the joiner read you the same verification code?', default: false}, {output: process.stderr})
+    if (!ok) throw new UserError('join request not approved', {fix: 'ask the joiner for a new request if the codes differ'})
+    return received
   }
 }

@@ -1,18 +1,21 @@
 import {Args, Flags} from '@oclif/core'
 
-import {TbmeshCommand} from '../base-command.js'
-import {exportBundle, type ExportBundleResult} from '../network.js'
+import {TbmeshCommand, bundlePassphraseFlag, caPassphraseFlag} from '../base-command.js'
+import {parseDuration} from '../duration.js'
+import {exportBundle, findNode, type ExportBundleResult} from '../network.js'
+import {resolvePassphrase} from '../passphrase.js'
 
 export default class ExportBundle extends TbmeshCommand {
-  static override summary = 'Write a node\'s join package: certificates, key, Nebula config, multichain.conf and blockchain.env.'
+  static override summary = 'Write a node\'s join package: certificates, Nebula config, multichain.conf and blockchain.env, signed by the CA.'
 
-  static override description = `The package is a single tar.gz file the organization's admin installs on the node with \`tbmesh install\`. Its manifest.json lists the SHA-256 of every file.
+  static override description = `The package is a single file the organization's admin installs on the node with \`tbmesh install --ca-fingerprint HEX\`. Its manifest.json lists the SHA-256 of every file, the node, the CA fingerprint and an expiry (14 days by default), and is signed by the CA key (manifest.sig).
 
-It holds the node's private key and the network's RPC password: hand it over on a trusted channel.`
+Because it holds the MultiChain RPC password (and the host key, unless the node joined with \`tbmesh join-request\`), it is encrypted by default in the age format with a passphrase (\`age -d\` opens it too): from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt. Tell the admin the passphrase on another channel than the file. --no-encrypt writes a plain tar.gz.`
 
   static override examples = [
-    {description: 'Write acme-1.tbmesh.tar.gz in the current directory', command: '<%= config.bin %> <%= command.id %> acme-1'},
-    {description: 'Choose the file, replacing an earlier one', command: '<%= config.bin %> <%= command.id %> umbrella-1 --out /srv/bundles/umbrella-1.tar.gz --force'},
+    {description: 'Write acme-1.tbmesh.tar.gz.age in the current directory, asking for passphrases', command: '<%= config.bin %> <%= command.id %> acme-1'},
+    {description: 'Scripted: passphrases from files, valid for 3 days', command: '<%= config.bin %> <%= command.id %> umbrella-1 --out /srv/bundles/umbrella-1.tbmesh.age --passphrase-file ca.pass --bundle-passphrase-file umbrella.pass --expires-in 3d'},
+    {description: 'Unencrypted (the file must then travel on a trusted channel)', command: '<%= config.bin %> <%= command.id %> initech-1 --no-encrypt --force'},
   ]
 
   static override args = {
@@ -20,17 +23,37 @@ It holds the node's private key and the network's RPC password: hand it over on 
   }
 
   static override flags = {
-    out: Flags.string({description: 'bundle file to write (default: ./<name>.tbmesh.tar.gz)'}),
+    out: Flags.string({description: 'bundle file to write (default: ./<name>.tbmesh.tar.gz[.age])'}),
     force: Flags.boolean({char: 'f', description: 'replace an existing bundle file'}),
+    'expires-in': Flags.string({description: 'how long the bundle may be installed (e.g. 14d, 48h)', default: '14d'}),
+    'no-encrypt': Flags.boolean({description: 'write a plain tar.gz (it holds secrets: not recommended)', exclusive: ['bundle-passphrase-file']}),
+    'bundle-passphrase-file': bundlePassphraseFlag,
+    'passphrase-file': caPassphraseFlag,
   }
 
   async run(): Promise<ExportBundleResult> {
     const {args, flags} = await this.parse(ExportBundle)
+    const expiresInSeconds = parseDuration(flags['expires-in'], '--expires-in')
     const home = await this.openHome(flags)
-    const result = await exportBundle(home, args.name, flags.out ?? `${args.name}.tbmesh.tar.gz`, {force: flags.force})
-    this.log(`Wrote ${result.path} (${result.bytes} bytes) for ${result.manifest.node} at ${result.manifest.overlayIp}`)
+    findNode(home.state, args.name) // an unknown name fails before any passphrase is asked for
+    const caKey = await this.unlockCa(home, flags['passphrase-file'])
+    const passphrase = flags['no-encrypt']
+      ? null
+      : await resolvePassphrase({
+          file: flags['bundle-passphrase-file'],
+          fileFlag: '--bundle-passphrase-file',
+          env: 'TBMESH_BUNDLE_PASSPHRASE',
+          purpose: 'bundle',
+          confirm: true,
+          alternatives: ['--no-encrypt'],
+        })
+    if (!passphrase) this.warn('the bundle is not encrypted: it holds the RPC password (and maybe a private key); hand it over on a trusted channel')
+    const out = flags.out ?? `${args.name}.tbmesh.tar.gz${passphrase ? '.age' : ''}`
+    const result = await exportBundle(home, args.name, out, {caKey, passphrase, expiresInSeconds, force: flags.force})
+    this.log(`Wrote ${result.path} (${result.bytes} bytes${result.encrypted ? ', encrypted' : ''}) for ${result.manifest.node} at ${result.manifest.overlayIp}`)
     this.log(`CA fingerprint: ${result.manifest.caFingerprint}`)
-    this.log('It holds a private key: send it on a trusted channel. On the node: tbmesh install BUNDLE --dir DIR')
+    this.log(`Valid until:    ${result.manifest.expiresAt}`)
+    this.log(`On the node:    tbmesh install ${out} --dir DIR --ca-fingerprint ${result.manifest.caFingerprint}`)
     return result
   }
 }

@@ -36,7 +36,6 @@ A CA that expires breaks every tunnel of the network at once, so the default lif
     const passphrase = flags['no-passphrase']
       ? null
       : await resolvePassphrase({file: flags['passphrase-file'], fileFlag: '--passphrase-file', env: 'TBMESH_CA_PASSPHRASE', purpose: 'CA key', confirm: true, alternatives: ['--no-passphrase']})
-    if (!passphrase) this.warn('the CA key is stored unencrypted: anyone who can read it can add nodes to the network')
     const result = await initCa(this.homeDir(flags), {
       network: flags.network,
       cidr: flags.cidr,
@@ -45,6 +44,8 @@ A CA that expires breaks every tunnel of the network at once, so the default lif
       passphrase,
       force: flags.force,
     })
+    // Warned after the fact, so that a refused init-ca prints its one error line and nothing else.
+    if (!passphrase) this.warn('the CA key is stored unencrypted: anyone who can read it can add nodes to the network')
     this.log(`Created network ${result.network} (${result.cidr}, /${result.orgPrefix} per organization) in ${result.home}`)
     this.log(`CA fingerprint: ${result.caFingerprint}`)
     this.log(`CA valid until: ${result.caNotAfter} (${result.caLifetime})${result.keyEncrypted ? '' : ' — key NOT encrypted'}`)

@@ -1,34 +1,59 @@
 import {Args, Flags} from '@oclif/core'
 
-import {TbmeshCommand} from '../base-command.js'
+import {TbmeshCommand, bundlePassphraseFlag} from '../base-command.js'
 import {installBundle, type InstallResult} from '../bundle.js'
 import {UserError} from '../errors.js'
+import {canPrompt, resolvePassphrase} from '../passphrase.js'
+import {loadJoinRequest} from '../state.js'
 
 export default class Install extends TbmeshCommand {
   static override summary = 'Install a join package on the node (run by the joining organization\'s admin).'
 
-  static override description = `Checks every file against the SHA-256 in the bundle's manifest, refuses anything outside the bundle layout, writes the files into --dir (keys and secrets 0600) and points config.yml at them, so that \`nebula -config DIR/nebula/config.yml\` works from any directory.
+  static override description = `Verifies, before anything is written: the CA's signature of the manifest; that the CA's fingerprint equals --ca-fingerprint (get it from the network operator on a channel other than the bundle's); every file's SHA-256; the host certificate against the CA (all Nebula rules); that the private key matches the certificate (the bundle's, or for a node that joined with \`tbmesh join-request\`, the key kept in this machine's --home); and the bundle's expiry. Refuses archive entries outside the bundle layout.
 
-When nebula is installed, runs \`nebula -test\` on the result and reports its verdict.`
+Then it stages the files beside --dir and renames them into place (keys and secrets 0600), points config.yml at them so that \`nebula -config DIR/nebula/config.yml\` works from any directory, and runs \`nebula -test\` when nebula is installed. An encrypted bundle's passphrase comes from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt.`
 
   static override examples = [
-    {description: 'Install into /etc/tbmesh and start Nebula', command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz --dir /etc/tbmesh && sudo nebula -config /etc/tbmesh/nebula/config.yml'},
-    {description: 'Replace an earlier installation', command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz --dir /etc/tbmesh --force'},
+    {
+      description: 'Install into /etc/tbmesh, pinning the CA, and start Nebula',
+      command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 && sudo nebula -config /etc/tbmesh/nebula/config.yml',
+    },
+    {description: 'Scripted, replacing an earlier installation', command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 --bundle-passphrase-file bundle.pass --force --json'},
   ]
 
   static override args = {
-    bundle: Args.file({description: 'join bundle (.tar.gz) written by tbmesh export-bundle', required: true}),
+    bundle: Args.string({description: 'join bundle written by tbmesh export-bundle', required: true}),
   }
 
   static override flags = {
     dir: Flags.directory({char: 'd', description: 'directory to install into', required: true}),
+    'ca-fingerprint': Flags.string({description: 'the network CA\'s fingerprint (hex SHA-256) you expect; asked for on a terminal when absent'}),
+    'bundle-passphrase-file': bundlePassphraseFlag,
     force: Flags.boolean({char: 'f', description: 'replace an existing installation in --dir'}),
   }
 
   async run(): Promise<InstallResult> {
     const {args, flags} = await this.parse(Install)
-    const result = await installBundle(args.bundle, flags.dir, {force: flags.force})
+    const pin = flags['ca-fingerprint']
+    if (pin !== undefined && !/^[0-9a-f]{64}$/.test(pin.trim().toLowerCase().replaceAll(':', ''))) {
+      throw new UserError(`--ca-fingerprint "${pin}" is not a hex SHA-256 (64 hex digits)`, {exit: 2, fix: 'copy it from `tbmesh init-ca` or `nebula-cert print`'})
+    }
+    const homeDir = this.homeDir(flags)
+    const result = await installBundle(args.bundle, flags.dir, {
+      force: flags.force,
+      pin,
+      confirmCa: async (fingerprint, manifest) => {
+        if (!canPrompt()) return false
+        const {confirm} = await import('@inquirer/prompts')
+        process.stderr.write(`Bundle for ${manifest.node} (${manifest.organization}) of network ${manifest.network}\nCA fingerprint: ${fingerprint}\n`)
+        return confirm({message: 'Does this fingerprint match the one the network operator gave you?', default: false}, {output: process.stderr})
+      },
+      passphrase: () =>
+        resolvePassphrase({file: flags['bundle-passphrase-file'], fileFlag: '--bundle-passphrase-file', env: 'TBMESH_BUNDLE_PASSPHRASE', purpose: 'bundle'}),
+      joinerKey: async (nonce) => (await loadJoinRequest(homeDir, nonce))?.keyPem,
+    })
     this.log(`Installed ${result.manifest.node} (${result.manifest.organization}, overlay IP ${result.manifest.overlayIp}) into ${result.dir}`)
+    this.log(`CA ${result.manifest.caFingerprint} verified${result.keyFromJoiner ? '; private key from this machine\'s join request' : ''}`)
     if (!result.nebulaTest.ran) this.warn('nebula is not installed here: could not run `nebula -test` on the config')
     else if (result.nebulaTest.ok) this.log('nebula -test: ok')
     else {

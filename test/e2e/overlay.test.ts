@@ -1,9 +1,10 @@
 /**
- * The main job on real input: tbmesh creates a network, three organizations' bundles are installed on three real
- * Nebula 1.6.1 nodes in network namespaces, the overlay forms, and TCP reaches the MultiChain P2P port across it.
+ * The main job on real input: tbmesh creates a network, organizations' bundles are installed on real Nebula 1.6.1 nodes
+ * in network namespaces, the overlay forms, and TCP reaches the MultiChain P2P port across it. One node joins through
+ * `join-request` → `add-node --request` → an encrypted bundle → `install --ca-fingerprint`, keeping its own key.
  * Fails (never skips) when it cannot run: it needs root, iproute2, /dev/net/tun and nebula.
  */
-import {writeFile} from 'node:fs/promises'
+import {readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
@@ -12,6 +13,7 @@ import {createLab, requireLab, type Lab} from './netns.js'
 
 const P2P = 7447
 const RPC = 8000
+const LABELS = ['origin', 'umbrella', 'initech', 'globex'] as const
 
 describe('a tbmesh network on real Nebula nodes', () => {
   let lab: Lab | undefined
@@ -21,30 +23,50 @@ describe('a tbmesh network on real Nebula nodes', () => {
   beforeAll(async () => {
     requireLab()
     dir = await tempDir('tbmesh-e2e-')
-    lab = await createLab(['origin', 'umbrella', 'initech'])
+    lab = await createLab([...LABELS])
     const home = ['--home', join(dir, 'home')]
     await writeFile(join(dir, 'ca.pass'), 'e2e passphrase\n', {mode: 0o600})
+    await writeFile(join(dir, 'bundle.pass'), 'bundle passphrase\n', {mode: 0o600})
     const pass = ['--passphrase-file', join(dir, 'ca.pass')]
 
-    await tbmeshJson(['init-ca', ...home, ...pass, '--network', 'e2e', '--cidr', '10.42.0.0/16'])
+    const init = await tbmeshJson<{caFingerprint: string}>(['init-ca', ...home, ...pass, '--network', 'e2e', '--cidr', '10.42.0.0/16'])
+    const pin = ['--ca-fingerprint', init.caFingerprint]
     const origin = lab.host('origin')
-    const nodes = [
-      await tbmeshJson<{name: string; overlayIp: string}>(['add-node', ...home, ...pass, '--org', 'ACME', '--origin', '--lighthouse', '--endpoint', `${origin.underlayIp}:4242`]),
-      await tbmeshJson<{name: string; overlayIp: string}>(['add-node', ...home, ...pass, '--org', 'Umbrella']),
-      await tbmeshJson<{name: string; overlayIp: string}>(['add-node', ...home, ...pass, '--org', 'Initech']),
-    ]
-    for (const [label, node] of [['origin', nodes[0]], ['umbrella', nodes[1]], ['initech', nodes[2]]] as const) {
+    const added = {
+      origin: await tbmeshJson<{name: string; overlayIp: string}>(['add-node', ...home, ...pass, '--org', 'ACME', '--origin', '--lighthouse', '--endpoint', `${origin.underlayIp}:4242`]),
+      umbrella: await tbmeshJson<{name: string; overlayIp: string}>(['add-node', ...home, ...pass, '--org', 'Umbrella']),
+      initech: await tbmeshJson<{name: string; overlayIp: string}>(['add-node', ...home, ...pass, '--org', 'Initech']),
+    }
+    for (const label of ['origin', 'umbrella', 'initech'] as const) {
+      const node = added[label]
       ip[label] = node.overlayIp
       const bundle = join(dir, `${node.name}.tar.gz`)
-      await tbmeshJson(['export-bundle', ...home, node.name, '--out', bundle])
-      const installed = await tbmeshJson<{nebulaTest: {ok: boolean}}>(['install', bundle, '--dir', join(dir, label)])
+      await tbmeshJson(['export-bundle', ...home, ...pass, node.name, '--out', bundle, '--no-encrypt'])
+      const installed = await tbmeshJson<{nebulaTest: {ok: boolean}}>(['install', bundle, '--dir', join(dir, label), ...pin])
       expect(installed.nebulaTest.ok).toBe(true)
     }
+
+    // Globex joins the way an organization keeping its own key does: the request travels, the key does not.
+    const joinerHome = ['--home', join(dir, 'globex-home')]
+    const request = join(dir, 'globex.request.json')
+    await tbmeshJson(['join-request', ...joinerHome, '--org', 'Globex', '--name', 'globex-1', '--out', request])
+    const globex = await tbmeshJson<{overlayIp: string; keyInHome: boolean}>(['add-node', ...home, ...pass, '--request', request, '--yes'])
+    expect(globex.keyInHome).toBe(false)
+    ip.globex = globex.overlayIp
+    const bundle = join(dir, 'globex-1.tbmesh.age')
+    const exported = await tbmeshJson<{encrypted: boolean; containsPrivateKey: boolean}>(
+      ['export-bundle', ...home, ...pass, 'globex-1', '--out', bundle, '--bundle-passphrase-file', join(dir, 'bundle.pass')],
+    )
+    expect(exported).toMatchObject({encrypted: true, containsPrivateKey: false})
+    const installed = await tbmeshJson<{nebulaTest: {ok: boolean}; keyFromJoiner: boolean}>(
+      ['install', bundle, '--dir', join(dir, 'globex'), ...pin, ...joinerHome, '--bundle-passphrase-file', join(dir, 'bundle.pass')],
+    )
+    expect(installed).toMatchObject({keyFromJoiner: true, nebulaTest: {ok: true}})
+    expect(await readFile(request, 'utf8')).not.toContain('PRIVATE KEY')
+
     // The lighthouse first, then the others; nebula runs from / so relative paths could not work.
-    for (const label of ['origin', 'umbrella', 'initech']) {
-      await lab.startNebula(label, join(dir, label, 'nebula', 'config.yml'), {cwd: '/', tunDev: 'nebula1'})
-    }
-  }, 120_000)
+    for (const label of LABELS) await lab.startNebula(label, join(dir, label, 'nebula', 'config.yml'), {cwd: '/', tunDev: 'nebula1'})
+  }, 180_000)
 
   afterAll(async () => {
     await lab?.cleanup()
@@ -52,7 +74,7 @@ describe('a tbmesh network on real Nebula nodes', () => {
   })
 
   it('gives every node its overlay IP on the tun device', async () => {
-    for (const label of ['origin', 'umbrella', 'initech']) {
+    for (const label of LABELS) {
       const addr = await lab!.run(label, ['ip', '-4', 'addr', 'show', 'nebula1'])
       expect(addr.stdout).toContain(`${ip[label]}/16`)
     }
@@ -61,9 +83,8 @@ describe('a tbmesh network on real Nebula nodes', () => {
   it('carries TCP from every other organization to the origin\'s MultiChain P2P port', async () => {
     const listener = await lab!.listen('origin', ip.origin, P2P)
     try {
-      await lab!.waitForTcp('umbrella', ip.origin, P2P)
-      await lab!.waitForTcp('initech', ip.origin, P2P)
-      expect(listener.accepted().length).toBeGreaterThanOrEqual(2)
+      for (const label of ['umbrella', 'initech', 'globex']) await lab!.waitForTcp(label, ip.origin, P2P)
+      expect(listener.accepted().length).toBeGreaterThanOrEqual(3)
     } finally {
       await listener.close()
     }
@@ -73,6 +94,7 @@ describe('a tbmesh network on real Nebula nodes', () => {
     const listener = await lab!.listen('initech', ip.initech, P2P)
     try {
       await lab!.waitForTcp('umbrella', ip.initech, P2P)
+      await lab!.waitForTcp('globex', ip.initech, P2P)
     } finally {
       await listener.close()
     }

@@ -1,0 +1,158 @@
+/**
+ * Join requests: how a joining organization asks for a certificate without its host private key ever leaving its
+ * machine. The joiner generates an X25519 key pair, keeps the private key in its own home, and sends the request file
+ * (JSON, below) to the network's CA admin, who checks the verification code with the joiner by phone before signing.
+ */
+import {createHash, randomBytes} from 'node:crypto'
+import {readFile} from 'node:fs/promises'
+
+import {UsageError, UserError} from './errors.js'
+import {KeyFormatError, generateHostKeyPair, hostPrivateKeyToPem, hostPublicKeyFromPem, hostPublicKeyToPem} from './nebula/index.js'
+import {checkEndpoint, checkNodeName, checkOrganizationName} from './network.js'
+import {writeNewFile} from './files.js'
+import {saveJoinRequest} from './state.js'
+
+/** The request file's `type` and version. */
+export const JOIN_REQUEST_TYPE = 'tbmesh-join-request'
+export const JOIN_REQUEST_VERSION = 1
+
+/** A join request as written to the request file (JSON, UTF-8, two-space indentation, trailing newline). */
+export interface JoinRequest {
+  type: typeof JOIN_REQUEST_TYPE
+  version: typeof JOIN_REQUEST_VERSION
+  /** Organization name as TruBudget knows it. */
+  organization: string
+  /** Requested node name (DNS label), if any. */
+  name?: string
+  /** Public underlay `host:port` of the joining node, if it has one. */
+  endpoint?: string
+  /** The joiner's Nebula X25519 public key, PEM (`NEBULA X25519 PUBLIC KEY`). */
+  publicKey: string
+  /** 16 random bytes, hex: binds the bundle that answers this request to it. */
+  nonce: string
+  /** ISO 8601 creation time. */
+  createdAt: string
+}
+
+/** What `tbmesh join-request` reports. No secret is in it. */
+export interface JoinRequestResult {
+  /** Absolute or given path of the request file. */
+  path: string
+  request: JoinRequest
+  /** Short code derived from the request file's SHA-256, grouped for reading aloud, e.g. `K7QD-2M4X-PZ9T`. */
+  verificationCode: string
+}
+
+/**
+ * Creates a join request: generates the key pair, stores the private key (0600) and the request in the joiner's home
+ * (`requests/<nonce>.*`), and writes the request file to `out` (refusing to overwrite it).
+ * Throws UsageError for bad values, UserError when `out` exists or cannot be written.
+ */
+export async function createJoinRequest(
+  homeDir: string,
+  opts: {org: string; name?: string; endpoint?: string; out: string; now?: Date},
+): Promise<JoinRequestResult> {
+  const organization = checkOrganizationName(opts.org)
+  if (opts.name !== undefined) checkNodeName(opts.name)
+  const endpoint = opts.endpoint === undefined ? undefined : checkEndpoint(opts.endpoint)
+  const keys = generateHostKeyPair()
+  const request: JoinRequest = {
+    type: JOIN_REQUEST_TYPE,
+    version: JOIN_REQUEST_VERSION,
+    organization,
+    ...(opts.name ? {name: opts.name} : {}),
+    ...(endpoint ? {endpoint} : {}),
+    publicKey: hostPublicKeyToPem(keys.publicKey),
+    nonce: randomBytes(16).toString('hex'),
+    createdAt: (opts.now ?? new Date()).toISOString(),
+  }
+  const text = `${JSON.stringify(request, null, 2)}\n`
+  await saveJoinRequest(homeDir, request.nonce, text, hostPrivateKeyToPem(keys.privateKey))
+  await writeNewFile(opts.out, text, {mode: 0o644, what: 'the request file'})
+  return {path: opts.out, request, verificationCode: verificationCode(Buffer.from(text))}
+}
+
+/**
+ * The verification code of a request file: the first 60 bits of its SHA-256 in Crockford base32, as three groups of
+ * four characters (`XXXX-XXXX-XXXX`). Both sides compute it from the exact file bytes, so any change in transit shows.
+ */
+export function verificationCode(fileBytes: Buffer): string {
+  const digest = createHash('sha256').update(fileBytes).digest()
+  const alphabet = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+  let bits = 0n
+  for (const byte of digest.subarray(0, 8)) bits = (bits << 8n) | BigInt(byte)
+  bits >>= 4n // keep 60 bits
+  let code = ''
+  for (let i = 11; i >= 0; i--) code += alphabet[Number((bits >> BigInt(i * 5)) & 31n)]
+  return `${code.slice(0, 4)}-${code.slice(4, 8)}-${code.slice(8)}`
+}
+
+/** A request file read on the CA side, with its verification code and the decoded public key (32 bytes). */
+export interface ReceivedJoinRequest {
+  request: JoinRequest
+  verificationCode: string
+  publicKey: Buffer
+}
+
+/**
+ * Reads and checks a request file: JSON of the right type and version, valid organization, name, endpoint, nonce and
+ * X25519 public key. Throws UserError naming the file and the problem.
+ */
+export async function readJoinRequest(file: string): Promise<ReceivedJoinRequest> {
+  let bytes: Buffer
+  try {
+    bytes = await readFile(file)
+  } catch (error) {
+    throw new UserError(`cannot read request ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`, {fix: 'check the path'})
+  }
+  const bad = (problem: string): never => {
+    throw new UserError(`request ${file} ${problem}`, {fix: 'ask the joining organization for a new request (tbmesh join-request)'})
+  }
+  let request: JoinRequest
+  try {
+    request = JSON.parse(bytes.toString('utf8')) as JoinRequest
+  } catch {
+    return bad('is not JSON')
+  }
+  if (typeof request !== 'object' || request === null || request.type !== JOIN_REQUEST_TYPE) bad('is not a tbmesh join request')
+  if (request.version !== JOIN_REQUEST_VERSION) bad(`has version ${JSON.stringify(request.version)}; this tbmesh reads ${JOIN_REQUEST_VERSION}`)
+  if (typeof request.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(request.nonce)) bad('has no valid nonce')
+  if (typeof request.createdAt !== 'string' || Number.isNaN(Date.parse(request.createdAt))) bad('has no valid creation time')
+  const allowed = new Set(['type', 'version', 'organization', 'name', 'endpoint', 'publicKey', 'nonce', 'createdAt'])
+  for (const key of Object.keys(request)) if (!allowed.has(key)) bad(`has an unknown field "${key}"`)
+  try {
+    checkOrganizationName(String(request.organization))
+    if (request.name !== undefined) checkNodeName(String(request.name))
+    if (request.endpoint !== undefined) checkEndpoint(String(request.endpoint))
+  } catch (error) {
+    if (error instanceof UsageError) bad(`holds ${error.message.replace(/^--\S+ /, '')}`)
+    throw error
+  }
+  let publicKey: Buffer
+  try {
+    publicKey = hostPublicKeyFromPem(String(request.publicKey))
+  } catch (error) {
+    if (error instanceof KeyFormatError) return bad(`has no valid Nebula X25519 public key (${error.message})`)
+    throw error
+  }
+  return {request, verificationCode: verificationCode(bytes), publicKey}
+}
+
+/**
+ * Reads a bare Nebula X25519 public key file (`NEBULA X25519 PUBLIC KEY` PEM, as `nebula-cert keygen` writes it) and
+ * returns the 32-byte key. Throws UserError naming the file.
+ */
+export async function readPublicKeyFile(file: string): Promise<Buffer> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (error) {
+    throw new UserError(`cannot read --pubkey ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`, {fix: 'check the path'})
+  }
+  try {
+    return hostPublicKeyFromPem(text)
+  } catch (error) {
+    if (error instanceof KeyFormatError) throw new UserError(`--pubkey ${file} is not a Nebula X25519 public key (${error.message})`, {fix: 'make one with `nebula-cert keygen` or `tbmesh join-request`'})
+    throw error
+  }
+}
