@@ -5,6 +5,7 @@
 import {Command, Flags, type Interfaces} from '@oclif/core'
 
 import {ExternalError, UserError} from './errors.js'
+import {expiryWarnings} from './lifecycle.js'
 import {unlockCaKey} from './network.js'
 import {resolvePassphrase} from './passphrase.js'
 import {Home} from './state.js'
@@ -34,9 +35,14 @@ export abstract class TbmeshCommand extends Command {
     return flags.home ?? this.config.configDir
   }
 
-  /** Opens the home named by the flags. Throws UserError when there is none. */
-  protected openHome(flags: {home?: string}): Promise<Home> {
-    return Home.open(this.homeDir(flags))
+  /**
+   * Opens the home named by the flags and warns (once, on stderr) about a CA or host certificates that expire within
+   * 30 days. Throws UserError when there is none.
+   */
+  protected async openHome(flags: {home?: string}): Promise<Home> {
+    const home = await Home.open(this.homeDir(flags))
+    for (const warning of expiryWarnings(home.state)) this.warn(warning)
+    return home
   }
 
   /**
@@ -48,6 +54,12 @@ export abstract class TbmeshCommand extends Command {
       ? await resolvePassphrase({file: passphraseFile, fileFlag: '--passphrase-file', env: 'TBMESH_CA_PASSPHRASE', purpose: 'CA key'})
       : null
     return unlockCaKey(home, passphrase)
+  }
+
+  /** Warnings are one line on stderr (oclif's own wraps them), and silent under --json. */
+  override warn(input: string | Error): string | Error {
+    if (!this.jsonEnabled()) process.stderr.write(`Warning: ${typeof input === 'string' ? input : input.message}\n`)
+    return input
   }
 
   protected override async catch(error: Error & {oclif?: {exit?: number}; parse?: unknown}): Promise<unknown> {

@@ -112,8 +112,22 @@ export const BUNDLE_SCHEMA_VERSION = 1
 export interface BundleManifest {
   /** Format version, {@link BUNDLE_SCHEMA_VERSION}. */
   schemaVersion: 1
-  /** What the bundle is for: joining one node to a network. */
-  kind: 'join'
+  /**
+   * What the bundle is for: `join` brings a node into the network (everything it needs); `update` carries changes to
+   * an installed node (its current certificate, the CA trust bundle, a freshly rendered config.yml) and nothing secret.
+   */
+  kind: BundleKind
+  /**
+   * The node's bundle sequence number, increasing with every bundle exported for it; `install` refuses an update
+   * that is not newer than what is installed (replay or rollback).
+   */
+  sequence: number
+  /**
+   * When the signing CA is new (a rotation): the previous CA's vouching for it, `{by: previous CA fingerprint,
+   * signature: base64 Ed25519 over "tbmesh-ca-endorsement:v1:<caFingerprint>"}`, so that nodes trusting only the
+   * previous CA accept this update.
+   */
+  caEndorsement?: {by: string; signature: string}
   /** Network (and CA) name. */
   network: string
   /** Node name. */
@@ -135,7 +149,17 @@ export interface BundleManifest {
 }
 
 /** What the caller of {@link writeBundle} supplies: the manifest without what tbmesh fills in itself. */
-export type BundleMeta = Omit<BundleManifest, 'files' | 'schemaVersion' | 'kind'>
+export type BundleMeta = Omit<BundleManifest, 'files' | 'schemaVersion'>
+
+/** The kinds of bundle. */
+export type BundleKind = 'join' | 'update'
+
+/** The files each kind of bundle must hold; a join bundle may also hold `nebula/host.key`, an update nothing else. */
+const REQUIRED: Record<BundleKind, readonly string[]> = {
+  join: ['manifest.json', 'manifest.sig', 'nebula/ca.crt', 'nebula/host.crt', 'nebula/config.yml', 'multichain/multichain.conf', 'trubudget/blockchain.env', 'README.md'],
+  update: ['manifest.json', 'manifest.sig', 'nebula/ca.crt', 'nebula/host.crt', 'nebula/config.yml'],
+}
+const OPTIONAL: Record<BundleKind, readonly string[]> = {join: ['nebula/host.key'], update: []}
 
 const MANIFEST = 'manifest.json'
 const SIGNATURE = 'manifest.sig'
@@ -145,11 +169,12 @@ const AGE_HEADER = 'age-encryption.org/v1\n'
 const MAX_BUNDLE_BYTES = 32 * 1024 * 1024
 const LAYOUT: ReadonlyMap<string, BundleEntrySpec> = new Map(BUNDLE_LAYOUT.map((e) => [e.path, e]))
 const FILES: readonly BundleEntrySpec[] = BUNDLE_LAYOUT.filter((e) => e.type === 'file')
-const MANIFEST_KEYS = ['schemaVersion', 'kind', 'network', 'node', 'organization', 'overlayIp', 'caFingerprint', 'createdAt', 'expiresAt', 'nonce', 'files']
+const MANIFEST_KEYS = ['schemaVersion', 'kind', 'network', 'node', 'organization', 'overlayIp', 'caFingerprint', 'createdAt', 'expiresAt', 'nonce', 'sequence', 'caEndorsement', 'files']
 const HEX256 = /^[0-9a-f]{64}$/
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
 const ISO8601 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/
 
+const allowed = (kind: BundleKind, p: string): boolean => REQUIRED[kind].includes(p) || OPTIONAL[kind].includes(p)
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex')
 /** Whether any of `paths` lies below the directory `dir` (which ends with `/`). */
 const holdsAny = (dir: string, paths: Iterable<string>): boolean => [...paths].some((p) => p.startsWith(dir))
@@ -164,7 +189,14 @@ function manifestProblem(value: unknown): string | undefined {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a JSON object'
   const m = value as Record<string, unknown>
   for (const key of Object.keys(m)) if (!MANIFEST_KEYS.includes(key)) return `unknown field ${show(key)}`
-  if (m.kind !== 'join') return 'kind is not "join"'
+  if (m.kind !== 'join' && m.kind !== 'update') return 'kind is not "join" or "update"'
+  if (typeof m.sequence !== 'number' || !Number.isSafeInteger(m.sequence) || m.sequence < 0) return 'sequence is not a whole number'
+  if (m.caEndorsement !== undefined) {
+    const e = m.caEndorsement as Record<string, unknown> | null
+    if (typeof e !== 'object' || e === null || typeof e.by !== 'string' || !HEX256.test(e.by) || typeof e.signature !== 'string') {
+      return 'caEndorsement is not {by, signature}'
+    }
+  }
   for (const key of ['network', 'node', 'organization'] as const) {
     const v = m[key]
     if (typeof v !== 'string' || v === '' || v.length > 256 || /[\u0000-\u001f\u007f]/.test(v)) return `${key} is not a name`
@@ -255,7 +287,8 @@ export async function writeBundle(
     contents.set(file, buf)
   }
   for (const spec of FILES) {
-    if (spec.required && spec.listed && !contents.has(spec.path)) throw new Error(`writeBundle: required entry ${spec.path} is missing`)
+    if (spec.listed && REQUIRED[meta.kind].includes(spec.path) && !contents.has(spec.path)) throw new Error(`writeBundle: required entry ${spec.path} is missing`)
+    if (contents.has(spec.path) && !allowed(meta.kind, spec.path)) throw new Error(`writeBundle: ${spec.path} does not belong in a ${meta.kind} bundle`)
   }
 
   const hashes: Record<string, string> = {}
@@ -265,7 +298,8 @@ export async function writeBundle(
   }
   const manifest: BundleManifest = {
     schemaVersion: BUNDLE_SCHEMA_VERSION,
-    kind: 'join',
+    kind: meta.kind,
+    sequence: meta.sequence,
     network: meta.network,
     node: meta.node,
     organization: meta.organization,
@@ -274,6 +308,7 @@ export async function writeBundle(
     createdAt: meta.createdAt,
     expiresAt: meta.expiresAt,
     ...(meta.nonce ? {nonce: meta.nonce} : {}),
+    ...(meta.caEndorsement ? {caEndorsement: meta.caEndorsement} : {}),
     files: hashes,
   }
   const problem = manifestProblem(manifest)
@@ -523,7 +558,8 @@ function verifyContents(file: string, files: ReadonlyMap<string, Buffer>): Bundl
   const manifest = parsed as BundleManifest
 
   for (const spec of FILES) {
-    if (spec.required && !files.has(spec.path)) throw refusal(file, `required entry ${show(spec.path)} is missing`)
+    if (REQUIRED[manifest.kind].includes(spec.path) && !files.has(spec.path)) throw refusal(file, `required entry ${show(spec.path)} is missing`)
+    if (files.has(spec.path) && !allowed(manifest.kind, spec.path)) throw refusal(file, `entry ${show(spec.path)} does not belong in a ${manifest.kind} bundle`)
   }
   for (const listed of Object.keys(manifest.files)) {
     if (!LAYOUT.get(listed)?.listed) throw refusal(file, `${MANIFEST} lists ${show(listed)}, which is not part of the bundle layout`)
@@ -551,8 +587,18 @@ export interface TrustOptions {
   confirmCa?: (caFingerprint: string, manifest: BundleManifest) => Promise<boolean>
   /** The joiner's host private key (PEM) for a request it made, by the request's nonce; undefined when unknown. */
   joinerKey?: (nonce: string) => Promise<string | undefined>
+  /**
+   * For an update bundle: the installation it updates. Its trust bundle replaces the pin (the update must be signed
+   * by one of its CAs, or by a CA one of them vouched for), and its key must match the new certificate.
+   */
+  installed?: {cas: NebulaCertificate[]; hostKeyPem: string}
   /** Current time in ms since the epoch (tests). */
   now?: number
+}
+
+/** The bytes a CA signs to vouch for its successor `caFingerprint` during a rotation. */
+export function endorsementMessage(caFingerprint: string): Buffer {
+  return Buffer.from(`tbmesh-ca-endorsement:v1:${caFingerprint}`, 'utf8')
 }
 
 /** What {@link verifyBundleTrust} established. */
@@ -593,7 +639,21 @@ export async function verifyBundleTrust(file: string, read: ReadBundleResult, op
     throw refusal(file, `${SIGNATURE} is not a valid signature of ${MANIFEST} by its CA`)
   }
 
-  if (opts.pin === undefined) {
+  if (manifest.kind === 'update') {
+    const installed = opts.installed
+    if (!installed) throw new Error('verifyBundleTrust: an update needs the installation it updates')
+    const endorsement = manifest.caEndorsement
+    const endorser = endorsement && installed.cas.find((c) => fingerprint(c) === endorsement.by)
+    const trusted =
+      installed.cas.some((c) => fingerprint(c) === manifest.caFingerprint) ||
+      (endorser !== undefined &&
+        ed25519Verify(endorser.details.publicKey, endorsementMessage(manifest.caFingerprint), Buffer.from(endorsement!.signature, 'base64')))
+    if (!trusted) {
+      throw new UserError(`update ${path.basename(file)} is signed by CA ${manifest.caFingerprint}, which this installation does not trust`, {
+        fix: 'install the earlier updates first, or ask the network operator for a new join bundle',
+      })
+    }
+  } else if (opts.pin === undefined) {
     if (!opts.confirmCa || !(await opts.confirmCa(manifest.caFingerprint, manifest))) {
       throw new UserError(`bundle ${path.basename(file)} is signed by CA ${manifest.caFingerprint}, which you have not confirmed`, {
         fix: 'check the fingerprint with the network operator and pass --ca-fingerprint HEX',
@@ -618,7 +678,7 @@ export async function verifyBundleTrust(file: string, read: ReadBundleResult, op
     throw refusal(file, `the host certificate is for ${host.details.name} (${host.details.ips.join(', ')}), not ${manifest.node} (${manifest.overlayIp})`)
   }
 
-  let hostKeyPem = files.get('nebula/host.key')?.toString('utf8')
+  let hostKeyPem = opts.installed?.hostKeyPem ?? files.get('nebula/host.key')?.toString('utf8')
   const keyFromJoiner = hostKeyPem === undefined
   if (hostKeyPem === undefined) {
     if (!manifest.nonce) throw refusal(file, 'it carries no host key and answers no join request')
@@ -637,7 +697,8 @@ export async function verifyBundleTrust(file: string, read: ReadBundleResult, op
     throw error
   }
   if (!hostKeyMatchesCertificate(key, host)) {
-    throw refusal(file, `the host certificate does not match the ${keyFromJoiner ? "join request's private key" : "bundle's private key"}`)
+    const whose = opts.installed ? "installed private key" : keyFromJoiner ? "join request's private key" : "bundle's private key"
+    throw refusal(file, `the host certificate does not match the ${whose}`)
   }
   if (now > Date.parse(manifest.expiresAt)) {
     throw new UserError(`bundle ${path.basename(file)} expired on ${manifest.expiresAt}`, {fix: 'ask the network operator to export a new one'})
@@ -685,6 +746,8 @@ export interface InstallResult {
   encrypted: boolean
   /** True when the host key came from this machine's join request rather than from the bundle. */
   keyFromJoiner: boolean
+  /** For an update: the sequence number of the bundle it replaced. */
+  previousSequence?: number
 }
 
 /**
@@ -710,13 +773,39 @@ export interface InstallResult {
  */
 export async function installBundle(file: string, dir: string, opts: InstallOptions = {}): Promise<InstallResult> {
   const read = await readBundle(file, {passphrase: opts.passphrase})
-  const trusted = await verifyBundleTrust(file, read, opts)
   const {manifest} = read
-  const files = new Map(read.files)
-  files.set('nebula/host.key', Buffer.from(trusted.hostKeyPem, 'utf8'))
   const target = path.resolve(dir)
   const parent = path.dirname(target)
   const base = path.basename(target)
+  let files: Map<string, Buffer>
+  let trusted: TrustedBundle
+  let previousSequence: number | undefined
+  if (manifest.kind === 'update') {
+    const current = await readInstallation(target)
+    if (current.manifest.network !== manifest.network || current.manifest.node !== manifest.node) {
+      throw refusal(file, `it is for ${manifest.node} of network ${manifest.network}, but ${target} holds ${current.manifest.node} of ${current.manifest.network}`)
+    }
+    if (manifest.sequence <= current.manifest.sequence) {
+      throw new UserError(
+        `update ${path.basename(file)} has sequence ${manifest.sequence}, not newer than the installed ${current.manifest.sequence} (a replay or a rollback)`,
+        {fix: 'install the newest update from the network operator'},
+      )
+    }
+    let cas: NebulaCertificate[]
+    try {
+      cas = certificatesFromPem(current.files.get('nebula/ca.crt')!)
+    } catch {
+      throw new UserError(`${target}/nebula/ca.crt does not parse`, {fix: 'reinstall the join bundle with --force'})
+    }
+    trusted = await verifyBundleTrust(file, read, {...opts, installed: {cas, hostKeyPem: current.files.get('nebula/host.key')!.toString('utf8')}})
+    files = new Map([...current.files, ...read.files])
+    previousSequence = current.manifest.sequence
+    opts = {...opts, force: true}
+  } else {
+    trusted = await verifyBundleTrust(file, read, opts)
+    files = new Map(read.files)
+    files.set('nebula/host.key', Buffer.from(trusted.hostKeyPem, 'utf8'))
+  }
 
   const existing = await lstat(target).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') return undefined
@@ -774,7 +863,32 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     nebulaTest: await nebulaTest(path.join(target, 'nebula', 'config.yml')),
     encrypted: read.encrypted,
     keyFromJoiner: trusted.keyFromJoiner,
+    ...(previousSequence === undefined ? {} : {previousSequence}),
   }
+}
+
+/**
+ * The files of an installation made by {@link installBundle} in `dir` (layout paths that exist there) and its
+ * manifest. Throws UserError when `dir` holds no installation.
+ */
+async function readInstallation(dir: string): Promise<{manifest: BundleManifest; files: Map<string, Buffer>}> {
+  const files = new Map<string, Buffer>()
+  for (const spec of FILES) {
+    const data = await readFile(path.join(dir, ...spec.path.split('/'))).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined
+      throw fsUserError(error, `Cannot read ${dir}/${spec.path}`, 'run as the installation\'s owner')
+    })
+    if (data) files.set(spec.path, data)
+  }
+  const raw = files.get(MANIFEST)
+  let manifest: unknown
+  try {
+    manifest = raw ? JSON.parse(raw.toString('utf8')) : undefined
+  } catch {}
+  if (!manifest || manifestProblem(manifest) || !files.has('nebula/ca.crt') || !files.has('nebula/host.key')) {
+    throw new UserError(`${dir} holds no tbmesh installation to update`, {fix: 'install the node\'s join bundle there first'})
+  }
+  return {manifest: manifest as BundleManifest, files}
 }
 
 /** `config.yml` with `pki.ca/cert/key` pointing into `target`, keeping its leading comment and saying so. */

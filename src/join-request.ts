@@ -12,6 +12,9 @@ import {checkEndpoint, checkNodeName, checkOrganizationName} from './network.js'
 import {writeNewFile} from './files.js'
 import {saveJoinRequest} from './state.js'
 
+/** ISO 8601 with a time zone, as `Date.prototype.toISOString` writes it (the request's `createdAt`). */
+const ISO8601 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/
+
 /** The request file's `type` and version. */
 export const JOIN_REQUEST_TYPE = 'tbmesh-join-request'
 export const JOIN_REQUEST_VERSION = 1
@@ -117,9 +120,11 @@ export async function readJoinRequest(file: string): Promise<ReceivedJoinRequest
   if (typeof request !== 'object' || request === null || request.type !== JOIN_REQUEST_TYPE) bad('is not a tbmesh join request')
   if (request.version !== JOIN_REQUEST_VERSION) bad(`has version ${JSON.stringify(request.version)}; this tbmesh reads ${JOIN_REQUEST_VERSION}`)
   if (typeof request.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(request.nonce)) bad('has no valid nonce')
-  if (typeof request.createdAt !== 'string' || Number.isNaN(Date.parse(request.createdAt))) bad('has no valid creation time')
+  // Strict ISO 8601: Date.parse alone accepts e.g. "Jan 1 2025 (<newlines, escape sequences>)", which the approval
+  // summary would print — a fake "Verification code:" line above the real one.
+  if (typeof request.createdAt !== 'string' || !ISO8601.test(request.createdAt) || Number.isNaN(Date.parse(request.createdAt))) bad('has no valid creation time')
   const allowed = new Set(['type', 'version', 'organization', 'name', 'endpoint', 'publicKey', 'nonce', 'createdAt'])
-  for (const key of Object.keys(request)) if (!allowed.has(key)) bad(`has an unknown field "${key}"`)
+  for (const key of Object.keys(request)) if (!allowed.has(key)) bad(`has an unknown field ${JSON.stringify(key)}`)
   try {
     checkOrganizationName(String(request.organization))
     if (request.name !== undefined) checkNodeName(String(request.name))

@@ -5,7 +5,7 @@
 import {randomBytes} from 'node:crypto'
 import {resolve} from 'node:path'
 
-import {writeBundle, type BundleManifest} from './bundle.js'
+import {writeBundle, type BundleKind, type BundleManifest} from './bundle.js'
 import {formatDuration} from './duration.js'
 import {UsageError, UserError} from './errors.js'
 import {checkRequestedIp, formatCidr, formatIp, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap} from './ip.js'
@@ -29,7 +29,7 @@ import {renderBundleReadme} from './render/bundle-readme.js'
 import {renderMultichainConf} from './render/multichain-conf.js'
 import {renderNebulaConfig} from './render/nebula-config.js'
 import type {NodeProfile} from './render/profile.js'
-import {Home, SCHEMA_VERSION, type AccessLevel, type CertificateRecord, type NetworkState, type NodeRecord} from './state.js'
+import {Home, SCHEMA_VERSION, currentCertificate, type AccessLevel, type CertificateRecord, type NetworkState, type NodeRecord, type Transaction} from './state.js'
 
 /** Default ports and device settings of a new network. */
 export const DEFAULTS = {
@@ -42,7 +42,7 @@ export const DEFAULTS = {
 } as const
 
 /** Certificates are backdated this many seconds to tolerate clock skew between organizations' machines. */
-const BACKDATE_SECONDS = 60
+export const BACKDATE_SECONDS = 60
 
 const DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
 
@@ -367,13 +367,19 @@ export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: s
       ...(node.endpoint ? {endpoint: node.endpoint} : {}),
     },
     ports: {...state.network.ports},
-    lighthouses: state.nodes.filter((n) => n.lighthouse && n.endpoint).map((n) => ({overlayIp: n.overlayIp, endpoint: n.endpoint!})),
+    lighthouses: state.nodes.filter((n) => n.lighthouse && n.endpoint && !n.revoked).map((n) => ({overlayIp: n.overlayIp, endpoint: n.endpoint!})),
     ...(origin ? {originOverlayIp: origin.overlayIp} : {}),
     rpc,
     tun: {...state.network.tun},
     pki,
-    blocklist: [],
+    blocklist: blocklist(state),
   }
+}
+
+/** Every certificate fingerprint ever issued to a revoked node (the network's blocklist), sorted. */
+export function blocklist(state: NetworkState): string[] {
+  const revoked = new Set(state.nodes.filter((n) => n.revoked).map((n) => n.name))
+  return state.certificates.filter((c) => revoked.has(c.name)).map((c) => c.fingerprint).sort()
 }
 
 /** What `tbmesh export-bundle` reports. No secret is in it. */
@@ -410,11 +416,29 @@ export const BUNDLE_LIFETIME_SECONDS = 14 * 86_400
  * Throws UserError for an unknown node, a node whose key is not held here, or a network without an origin node.
  */
 export async function exportBundle(home: Home, nodeName: string, out: string, opts: ExportBundleOptions): Promise<ExportBundleResult> {
-  const {state} = home
+  return home.transaction((tx) => writeNodeBundle(home, tx, nodeName, 'join', () => out, opts))
+}
+
+/**
+ * Renders one node's files and writes its bundle of `kind` (join: everything the node needs; update: certificate, trust
+ * bundle and config.yml only) to `out(node, sequence)`, signed by the active CA, inside transaction `tx`: the node's
+ * bundle sequence number goes up by one and its pending-update mark is cleared. Throws UserError for an unknown or
+ * revoked node, a network without lighthouse or origin, or an existing output file without `force`.
+ */
+export async function writeNodeBundle(
+  home: Home,
+  tx: Transaction,
+  nodeName: string,
+  kind: BundleKind,
+  out: (node: string, sequence: number) => string,
+  opts: ExportBundleOptions,
+): Promise<ExportBundleResult> {
+  const {state} = tx
   const node = findNode(state, nodeName)
-  const cert = home.currentCertificate(node.name)
+  if (node.revoked) throw new UserError(`node ${node.name} was revoked on ${node.revoked.at}`, {fix: 'add a new node instead'})
+  const cert = currentCertificate(state, node.name)
   if (!cert) throw new UserError(`node ${node.name} has no certificate`, {fix: 'add it again with `tbmesh add-node`'})
-  if (!state.nodes.some((n) => n.lighthouse)) {
+  if (!state.nodes.some((n) => n.lighthouse && !n.revoked)) {
     throw new UserError('the network has no lighthouse yet', {fix: 'add one with `tbmesh add-node --lighthouse --endpoint HOST:PORT`'})
   }
   if (!node.origin && !state.nodes.some((n) => n.origin)) {
@@ -423,27 +447,36 @@ export async function exportBundle(home: Home, nodeName: string, out: string, op
   const secrets = await home.readSecrets()
   const now = Date.now()
   const profile = nodeProfile(state, node.name, {user: secrets.rpcUser, password: secrets.rpcPassword})
-  const caPems = await Promise.all(state.cas.map((ca) => home.readCaCertificate(ca)))
+  const trusted = state.cas.filter((ca) => ca.status !== 'retired')
+  const signer = state.cas.find((ca) => ca.status === 'active')!
+  const caPems = await Promise.all(trusted.map((ca) => home.readCaCertificate(ca)))
   const files: Record<string, string> = {
     'nebula/ca.crt': caPems.join(''),
     'nebula/host.crt': await home.readCertificate(cert.fingerprint),
-    ...(cert.keyInHome ? {'nebula/host.key': await home.readHostKey(node.name)} : {}),
     'nebula/config.yml': renderNebulaConfig(profile),
-    'multichain/multichain.conf': renderMultichainConf(profile),
-    'trubudget/blockchain.env': renderBlockchainEnv(profile),
-    'README.md': renderBundleReadme(profile),
   }
+  if (kind === 'join') {
+    if (cert.keyInHome) files['nebula/host.key'] = await home.readHostKey(node.name)
+    files['multichain/multichain.conf'] = renderMultichainConf(profile)
+    files['trubudget/blockchain.env'] = renderBlockchainEnv(profile)
+    files['README.md'] = renderBundleReadme(profile)
+  }
+  node.sequence = (node.sequence ?? 0) + 1
+  node.updatePending = false
   const written = await writeBundle(
-    out,
+    out(node.name, node.sequence),
     {
+      kind,
       network: state.network.name,
       node: node.name,
       organization: profile.node.organization,
       overlayIp: node.overlayIp,
-      caFingerprint: home.activeCa().id,
+      caFingerprint: signer.id,
       createdAt: new Date(now).toISOString(),
       expiresAt: new Date(now + (opts.expiresInSeconds ?? BUNDLE_LIFETIME_SECONDS) * 1000).toISOString(),
-      ...(cert.requestNonce ? {nonce: cert.requestNonce} : {}),
+      sequence: node.sequence,
+      ...(kind === 'join' && cert.requestNonce ? {nonce: cert.requestNonce} : {}),
+      ...(kind === 'update' && signer.endorsement ? {caEndorsement: signer.endorsement} : {}),
     },
     files,
     {force: opts.force, sign: (manifest) => ed25519Sign(opts.caKey, manifest), passphrase: opts.passphrase, scryptWorkFactor: opts.scryptWorkFactor},
@@ -452,7 +485,7 @@ export async function exportBundle(home: Home, nodeName: string, out: string, op
     path: resolve(written.path),
     bytes: written.bytes,
     encrypted: written.encrypted,
-    containsPrivateKey: cert.keyInHome,
+    containsPrivateKey: kind === 'join' && cert.keyInHome,
     manifest: written.manifest,
   }
 }
@@ -550,7 +583,8 @@ function checkGroups(groups: string[]): string[] {
   return out
 }
 
-function iso(unixSeconds: number): string {
+/** Unix seconds as ISO 8601 without milliseconds, e.g. `2026-11-21T05:00:00Z`. */
+export function iso(unixSeconds: number): string {
   return new Date(unixSeconds * 1000).toISOString().replace('.000Z', 'Z')
 }
 

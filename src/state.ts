@@ -56,9 +56,26 @@ export interface CaRecord {
   encrypted: boolean
   /** The organization this CA belongs to; null for a network-wide CA (single-CA mode). */
   organization: string | null
-  /** `active` signs new certificates; other states come with rotation. */
-  status: 'active'
+  /**
+   * `active`: signs new certificates and bundles. `retiring`: the previous CA during a rotation, still in the trust
+   * bundle. `retired`: dropped from the trust bundle (`rotate-ca --finish`); kept for the record.
+   */
+  status: 'active' | 'retiring' | 'retired'
+  /**
+   * For a CA created by a rotation: the previous CA's vouching for it, so that nodes that trust only the previous CA
+   * accept update bundles signed by this one. `signature` is base64 Ed25519 by CA `by` over
+   * `endorsementMessage(id)` (src/bundle.ts).
+   */
+  endorsement?: {by: string; signature: string}
 }
+
+/** The newest ledger row of node `name`, or undefined. */
+export function currentCertificate(state: NetworkState, name: string): CertificateRecord | undefined {
+  let newest: CertificateRecord | undefined
+  for (const c of state.certificates) if (c.name === name && (!newest || c.issuedAt >= newest.issuedAt)) newest = c
+  return newest
+}
+
 
 /** An organization and its IP block. `slug` is the DNS-label form of the name used in groups and node names. */
 export interface OrganizationRecord {
@@ -85,6 +102,12 @@ export interface NodeRecord {
   /** TruBudget access level: `trusted` (admin rights) or `managed` (basic rights); the certificate group `access:<level>`. */
   access: AccessLevel
   createdAt: string
+  /** Set when the node was revoked: its every certificate is in the blocklist; its overlay IP is never reused. */
+  revoked?: {at: string; reason?: string}
+  /** Sequence number of the last bundle (join or update) exported for the node; updates must be newer. */
+  sequence?: number
+  /** True when the node's certificate or trust changed since its last exported bundle (rotation, renewal). */
+  updatePending?: boolean
 }
 
 /** TruBudget's access levels for an approved organization: trusted = admin rights, managed = basic rights. */
@@ -110,6 +133,8 @@ export interface CertificateRecord {
   keyInHome: boolean
   /** Nonce of the join request this certificate answers (hex), when it was signed from one. */
   requestNonce?: string
+  /** When a newer certificate for the same node replaced it (renewal, CA rotation). */
+  supersededAt?: string
 }
 
 /** Everything in `state.json`. */
@@ -154,6 +179,8 @@ export interface Transaction {
   writeHostKey(node: string, pem: string): Promise<void>
   /** Queues a certificate file, written right after the commit under `certs/<fingerprint>.crt`. */
   addCertificate(fingerprint: string, pem: string): void
+  /** Writes a new CA's certificate and key (0600) now, before the commit; add its record to `state.cas` too. */
+  writeCa(id: string, certificatePem: string, keyPem: string): Promise<void>
 }
 
 /**
@@ -229,6 +256,12 @@ export class Home {
           if (!existed) written.push(file)
         },
         addCertificate: (fingerprint, pem) => void certificates.push([fingerprint, pem]),
+        writeCa: async (id, certificatePem, keyPem) => {
+          for (const [file, data, mode] of [[`${id}.key`, keyPem, 0o600], [`${id}.crt`, certificatePem, 0o644]] as const) {
+            written.push(join(this.dir, 'ca', file))
+            await writeAtomic(join(this.dir, 'ca', file), data, mode)
+          }
+        },
       }
       let committed = false
       try {
@@ -296,11 +329,14 @@ export class Home {
     return readText(file)
   }
 
+  /** The CAs nodes must trust now: the active one and, during a rotation, the retiring one. */
+  trustedCas(): CaRecord[] {
+    return this.state.cas.filter((c) => c.status !== 'retired')
+  }
+
   /** The current (newest) ledger row of a node, or undefined. */
   currentCertificate(node: string): CertificateRecord | undefined {
-    let newest: CertificateRecord | undefined
-    for (const c of this.state.certificates) if (c.name === node && (!newest || c.issuedAt >= newest.issuedAt)) newest = c
-    return newest
+    return currentCertificate(this.state, node)
   }
 
   /** The certificate files present in `certs/` (fingerprints), for consistency checks. */
@@ -487,6 +523,9 @@ async function recover(dir: string, state: NetworkState): Promise<void> {
     changed.add(sub)
   }
   for (const sub of ['.', 'ca']) for (const name of await list(sub)) if (TEMP_FILE.test(name)) await remove(sub, name)
+  // A CA written by a rotation that was killed before its commit.
+  const cas = new Set(state.cas.map((c) => c.id))
+  for (const name of await list('ca')) if (/^[0-9a-f]{64}\.(crt|key)$/.test(name) && !cas.has(name.slice(0, 64))) await remove('ca', name)
   for (const name of await list('certs')) {
     if (TEMP_FILE.test(name)) await remove('certs', name)
     else if (name.endsWith(`.crt${PENDING}`)) {

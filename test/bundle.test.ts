@@ -155,7 +155,6 @@ async function craft(file: string, entries: Crafted[], opts: {gzip?: boolean} = 
 function manifestFor(content: Record<string, Buffer | string>, overrides: Partial<BundleManifest> = {}): string {
   const m = {
     schemaVersion: 1,
-    kind: 'join',
     ...meta,
     files: Object.fromEntries(Object.entries(content).map(([p, d]) => [p, sha256(d)])),
     ...overrides,
@@ -185,7 +184,7 @@ beforeAll(async () => {
   const host = makeHost(ca, 'umbrella-1', '10.42.1.1')
   // createdAt is fixed (it is the archive members' mtime); expiresAt lies ahead so that the bundle installs today.
   const expiresAt = new Date((NOW + 14 * 86_400) * 1000).toISOString()
-  meta = {network: 'tb-prod', node: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', caFingerprint: ca.fingerprint, createdAt: '2025-01-31T12:00:00.000Z', expiresAt}
+  meta = {kind: 'join', sequence: 1, network: 'tb-prod', node: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', caFingerprint: ca.fingerprint, createdAt: '2025-01-31T12:00:00.000Z', expiresAt}
   files = {
     'nebula/ca.crt': ca.pem,
     'nebula/host.crt': host.cert,
@@ -211,7 +210,7 @@ describe('writeBundle', () => {
     expect(result.bytes).toBe((await stat(out)).size)
     expect(result.encrypted).toBe(false)
     expect((await stat(out)).mode & 0o777).toBe(0o600)
-    expect(result.manifest).toEqual({schemaVersion: 1, kind: 'join', ...meta, files: Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha256(d)]))})
+    expect(result.manifest).toEqual({schemaVersion: 1, ...meta, files: Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha256(d)]))})
 
     const listed: Array<{path: string; type: string; mode: number; uid?: number; uname?: string; mtime?: Date}> = []
     await list({file: out, onReadEntry: (e) => listed.push({path: e.path, type: e.type, mode: e.mode!, uid: e.uid, uname: e.uname, mtime: e.mtime})})
@@ -467,7 +466,7 @@ describe('refusals', () => {
     {name: 'no signature', make: (f) => craft(f, entriesFor(files).filter((e) => e.path !== 'manifest.sig')), message: /required entry "manifest.sig" is missing/},
     {name: 'manifest not JSON', make: (f) => craft(f, entriesFor(files, '{"schemaVersion": 1,')), message: /entry "manifest.json" is not valid JSON/},
     {name: 'manifest wrong shape', make: (f) => craft(f, entriesFor(files, manifestFor(files, {caFingerprint: 'nope'}))), message: /entry "manifest.json" is not a tbmesh join manifest \(caFingerprint/},
-    {name: 'manifest unknown field', make: (f) => craft(f, entriesFor(files, JSON.stringify({...JSON.parse(manifestFor(files)), sequence: 1}))), message: /unknown field "sequence"/},
+    {name: 'manifest unknown field', make: (f) => craft(f, entriesFor(files, JSON.stringify({...JSON.parse(manifestFor(files)), signature: 'x'}))), message: /unknown field "signature"/},
     {name: 'manifest without expiry', make: (f) => craft(f, entriesFor(files, JSON.stringify({...JSON.parse(manifestFor(files)), expiresAt: undefined}))), message: /\(expiresAt is not an ISO 8601 time\)/},
     {name: 'manifest schemaVersion 2', make: (f) => craft(f, entriesFor(files, manifestFor(files, {schemaVersion: 2 as 1}))), message: /schemaVersion 2.*upgrade tbmesh/},
     {

@@ -164,6 +164,8 @@ describe('the lock', () => {
     void p.finally(() => running.delete(p))
     await new Promise<void>((resolve, reject) => {
       p.stdout!.on('data', (d: Buffer) => d.toString().includes('locked') && resolve())
+      p.stderr!.on('data', (d: Buffer) => process.stderr.write(`HOLDER ERR ${d}\n`))
+      setTimeout(() => process.stderr.write(`still waiting ${p.pid} ${p.exitCode}\n`), 3000)
       void p.then((r) => reject(new Error(`lock holder exited: ${r.stderr}`)))
     })
     return p
@@ -172,7 +174,10 @@ describe('the lock', () => {
   it('while another process holds it: one line naming that process, after TBMESH_LOCK_TIMEOUT; once it is killed, at once', async () => {
     const home = join(dir, 'held')
     await tbmeshJson(['init-ca', '--home', home, '--network', 'held', '--cidr', '10.52.0.0/16', '--no-passphrase'])
-    const holder = await holdLock(home)
+    console.log('A');const holder = await holdLock(home)
+    console.log('B'); const hb = setInterval(() => process.stderr.write(`hb ${Date.now()}\n`), 1000)
+    const dbg = await execa('node', [BIN, 'add-node', '--home', home, '--org', 'ACME'], {env: {...process.env, TBMESH_LOCK_TIMEOUT: '1', DEBUG: '*'}, reject: false, timeout: 8000, all: true})
+    console.log('DBG', dbg.exitCode, dbg.isTerminated, String(dbg.all).slice(-3000))
     const busy = await tbmesh(['add-node', '--home', home, '--org', 'ACME'], {env: {TBMESH_LOCK_TIMEOUT: '1'}})
     expect(busy.exitCode).toBe(1)
     expect(String(busy.stderr).trim()).toBe(
@@ -180,12 +185,13 @@ describe('the lock', () => {
     )
 
     // A waiting process gets the lock as soon as the holder is gone, even if it was SIGKILLed: no stale-time wait.
-    const waiting = start(['add-node', '--home', home, '--org', 'ACME'])
+    console.log('C', busy.stderr);const waiting = start(['add-node', '--home', home, '--org', 'ACME'])
     await new Promise((resolve) => setTimeout(resolve, 1500))
     const killedAt = Date.now()
     holder.kill('SIGKILL')
     await holder
-    const result = await waiting
+    console.log('D');const result = await waiting
+    console.log('E', result.stderr)
     expect(result.exitCode, String(result.stderr)).toBe(0)
     expect(Date.now() - killedAt).toBeLessThan(3000) // proper-lockfile alone would wait for the 5 s stale time
     await checkHome(home, {settled: true})

@@ -34,7 +34,9 @@ export async function removeDir(dir: string): Promise<void> {
  * pass `env` to set variables. stdin is closed (no TTY).
  */
 export async function tbmesh(args: string[], opts: {env?: Record<string, string>; cwd?: string; uid?: number; gid?: number} = {}): Promise<Result> {
-  const env: Record<string, string | undefined> = {...process.env, TBMESH_HOME: undefined, TBMESH_CA_PASSPHRASE: undefined, TBMESH_BUNDLE_PASSPHRASE: undefined, TBMESH_LOCK_TIMEOUT: undefined, DEBUG: undefined, ...opts.env}
+  // NODE_ENV: vitest sets it to "test", and with it oclif registers tsx and runs src/commands/*.ts instead of the build
+  // (and takes twice as long to start).
+  const env: Record<string, string | undefined> = {...process.env, NODE_ENV: undefined, TBMESH_HOME: undefined, TBMESH_CA_PASSPHRASE: undefined, TBMESH_BUNDLE_PASSPHRASE: undefined, TBMESH_LOCK_TIMEOUT: undefined, DEBUG: undefined, ...opts.env}
   return execa('node', [BIN, ...args], {env, extendEnv: false, reject: false, stdin: 'ignore', cwd: opts.cwd ?? ROOT, timeout: 60_000, uid: opts.uid, gid: opts.gid})
 }
 

@@ -44,9 +44,7 @@ const re = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&'
 const transcript: Array<{args: string[]; env: Record<string, string>; stdout: string; stderr: string}> = []
 
 async function run(args: string[], opts: {env?: Record<string, string>} = {}): Promise<Result> {
-  const t0 = Date.now()
   const result = await tbmesh(args, opts)
-  console.error('TIMING', Date.now() - t0, args.slice(0, 2).join(' '))
   transcript.push({args, env: opts.env ?? {}, stdout: String(result.stdout), stderr: String(result.stderr)})
   return result
 }
@@ -521,6 +519,32 @@ describe('good paths', () => {
     const edited = join(work, 'soylent.edited.json')
     await writeFile(edited, text.replace('"Soylent"', '"Soylenu"'))
     expect(await codeShown(edited)).not.toBe(made.verificationCode)
+  })
+
+  it('a request that smuggles lines or escape sequences into the approval summary is refused in one line', async () => {
+    const request = join(work, 'mallory.request.json')
+    const made = await runJson(['join-request', '--home', join(work, 'mallory-home'), '--org', 'Mallory', '--out', request])
+    const original = JSON.parse(await readFile(request, 'utf8')) as Record<string, unknown>
+    const fake = 'AAAA-BBBB-CCCC'
+    const variants: Array<[Record<string, unknown>, RegExp]> = [
+      // Date.parse accepts this (a parenthesized comment): it would print a fake code and hide the real one.
+      [{...original, createdAt: `Jan 1 2025 (\nVerification code: ${fake}\u001b[8m)`}, /has no valid creation time/],
+      [{...original, organization: `Mallory\nVerification code: ${fake}`}, /holds "Mallory\\u000aVerification code: AAAA-BBBB-CCCC" is not a valid organization name/],
+      [{...original, [`x\nVerification code: ${fake}\u001b[1A`]: 1}, /has an unknown field "x\\nVerification code: AAAA-BBBB-CCCC\\u001b\[1A"/],
+    ]
+    await Promise.all(
+      variants.map(async ([content, reason], i) => {
+        const file = join(work, `mallory-${i}.request.json`)
+        await writeFile(file, `${JSON.stringify(content, null, 2)}\n`)
+        const result = await run(['add-node', ...h(), ...caPass(), '--request', file, '--yes'])
+        expectOneLineError(result, reason)
+        expect(String(result.stderr)).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/)
+        expect(String(result.stderr)).not.toMatch(/^Verification code/m) // quoted (escaped) inside the error line at most
+        expect(String(result.stdout)).toBe('')
+      }),
+    )
+    expect(made.verificationCode).not.toBe(fake)
+    expect(JSON.parse(await readFile(join(home, 'state.json'), 'utf8')).organizations.map((o: {name: string}) => o.name)).not.toContain('Mallory')
   })
 
   it.skipIf(!NEBULA_CERT)('--access trusted becomes the certificate group access:trusted (default for a non-origin node: managed)', async () => {

@@ -4,6 +4,7 @@ import {TbmeshCommand, bundlePassphraseFlag} from '../base-command.js'
 import {installBundle, type InstallResult} from '../bundle.js'
 import {UserError} from '../errors.js'
 import {canPrompt, resolvePassphrase} from '../passphrase.js'
+import {reloadNebula, type ReloadResult} from '../node.js'
 import {loadJoinRequest} from '../state.js'
 
 export default class Install extends TbmeshCommand {
@@ -11,9 +12,12 @@ export default class Install extends TbmeshCommand {
 
   static override description = `Verifies, before anything is written: the CA's signature of the manifest; that the CA's fingerprint equals --ca-fingerprint (get it from the network operator on a channel other than the bundle's); every file's SHA-256; the host certificate against the CA (all Nebula rules); that the private key matches the certificate (the bundle's, or for a node that joined with \`tbmesh join-request\`, the key kept in this machine's --home); and the bundle's expiry. Refuses archive entries outside the bundle layout.
 
-Then it stages the files beside --dir and renames them into place (keys and secrets 0600), points config.yml at them so that \`nebula -config DIR/nebula/config.yml\` works from any directory, and runs \`nebula -test\` when nebula is installed. An encrypted bundle's passphrase comes from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt.`
+Then it stages the files beside --dir and renames them into place (keys and secrets 0600), points config.yml at them so that \`nebula -config DIR/nebula/config.yml\` works from any directory, and runs \`nebula -test\` when nebula is installed. An encrypted bundle's passphrase comes from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt.
+
+An update bundle (from \`tbmesh export-update\`) goes onto an existing installation: it must be for the same node and network, newer than what is installed (replays and rollbacks are refused), and signed by a CA the installation trusts, or by the CA that one vouched for during a CA rotation, so --ca-fingerprint is not needed. The new files are swapped in atomically; --reload then makes the running nebula pick them up.`
 
   static override examples = [
+    {description: 'Install an update bundle and make the running nebula reload', command: '<%= config.bin %> <%= command.id %> acme-1.update-3.tbmesh.tar.gz --dir /etc/tbmesh --reload --pid-file /run/nebula.pid'},
     {
       description: 'Install into /etc/tbmesh, pinning the CA, and start Nebula',
       command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 && sudo nebula -config /etc/tbmesh/nebula/config.yml',
@@ -30,9 +34,12 @@ Then it stages the files beside --dir and renames them into place (keys and secr
     'ca-fingerprint': Flags.string({description: 'the network CA\'s fingerprint (hex SHA-256) you expect; asked for on a terminal when absent'}),
     'bundle-passphrase-file': bundlePassphraseFlag,
     force: Flags.boolean({char: 'f', description: 'replace an existing installation in --dir'}),
+    reload: Flags.boolean({description: 'after installing, make the running nebula reload (SIGHUP to --pid-file, or --reload-cmd)'}),
+    'pid-file': Flags.file({description: 'file holding the running nebula\'s process id', dependsOn: ['reload']}),
+    'reload-cmd': Flags.string({description: 'command that reloads nebula, e.g. "systemctl reload nebula"', dependsOn: ['reload'], exclusive: ['pid-file']}),
   }
 
-  async run(): Promise<InstallResult> {
+  async run(): Promise<InstallResult & {reloaded?: ReloadResult}> {
     const {args, flags} = await this.parse(Install)
     const pin = flags['ca-fingerprint']
     if (pin !== undefined && !/^[0-9a-f]{64}$/.test(pin.trim().toLowerCase().replaceAll(':', ''))) {
@@ -52,7 +59,8 @@ Then it stages the files beside --dir and renames them into place (keys and secr
         resolvePassphrase({file: flags['bundle-passphrase-file'], fileFlag: '--bundle-passphrase-file', env: 'TBMESH_BUNDLE_PASSPHRASE', purpose: 'bundle'}),
       joinerKey: async (nonce) => (await loadJoinRequest(homeDir, nonce))?.keyPem,
     })
-    this.log(`Installed ${result.manifest.node} (${result.manifest.organization}, overlay IP ${result.manifest.overlayIp}) into ${result.dir}`)
+    const what = result.manifest.kind === 'update' ? `update ${result.manifest.sequence} (was ${result.previousSequence}) for` : ''
+    this.log(`Installed ${what}${what ? ' ' : ''}${result.manifest.node} (${result.manifest.organization}, overlay IP ${result.manifest.overlayIp}) into ${result.dir}`)
     this.log(`CA ${result.manifest.caFingerprint} verified${result.keyFromJoiner ? '; private key from this machine\'s join request' : ''}`)
     if (!result.nebulaTest.ran) this.warn('nebula is not installed here: could not run `nebula -test` on the config')
     else if (result.nebulaTest.ok) this.log('nebula -test: ok')
@@ -60,7 +68,13 @@ Then it stages the files beside --dir and renames them into place (keys and secr
       const reason = result.nebulaTest.output?.trim().split('\n').at(-1) ?? ''
       throw new UserError(`nebula -test rejected ${result.dir}/nebula/config.yml: ${reason}`, {fix: 'check that nebula is 1.6 or newer and the bundle is for this network'})
     }
-    this.log(`Start it: sudo nebula -config ${result.dir}/nebula/config.yml`)
+    if (flags.reload) {
+      const reloaded = await reloadNebula({pidFile: flags['pid-file'], command: flags['reload-cmd']})
+      this.log(`Reloaded nebula${reloaded.pid ? ` (pid ${reloaded.pid})` : ''}`)
+      return {...result, reloaded}
+    }
+    if (result.manifest.kind === 'update') this.log('Reload nebula (SIGHUP) to use the update')
+    else this.log(`Start it: sudo nebula -config ${result.dir}/nebula/config.yml`)
     return result
   }
 }
