@@ -7,7 +7,7 @@ import {Command, Flags, type Interfaces} from '@oclif/core'
 import {ExternalError, UserError} from './errors.js'
 import {expiryWarnings} from './lifecycle.js'
 import {unlockCaKey} from './network.js'
-import {resolvePassphrase} from './passphrase.js'
+import {canPrompt, resolvePassphrase} from './passphrase.js'
 import {Home} from './state.js'
 
 /** `--passphrase-file` for the CA key, shared by every command that signs. */
@@ -17,6 +17,14 @@ export const caPassphraseFlag = Flags.file({description: 'file holding the CA ke
 export const bundlePassphraseFlag = Flags.file({description: 'file holding the bundle passphrase (or set TBMESH_BUNDLE_PASSPHRASE)'})
 
 export type TbmeshFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof TbmeshCommand)['baseFlags'] & T['flags']>
+
+/** One step of multi-step work (see {@link TbmeshCommand.runSteps}). */
+export interface Step {
+  title: string
+  /** True to show the step as skipped. */
+  skip?: boolean
+  run: (update: (text: string) => void) => Promise<unknown>
+}
 
 /** Base class of every command. */
 export abstract class TbmeshCommand extends Command {
@@ -54,6 +62,32 @@ export abstract class TbmeshCommand extends Command {
       ? await resolvePassphrase({file: passphraseFile, fileFlag: '--passphrase-file', env: 'TBMESH_CA_PASSPHRASE', purpose: 'CA key'})
       : null
     return unlockCaKey(home, passphrase)
+  }
+
+  /**
+   * Runs multi-step work: a listr2 task list on a terminal, one plain line per finished step otherwise, nothing under
+   * --json. Each step's `run` may report progress through `update` (shown on a terminal only).
+   */
+  protected async runSteps(steps: Step[]): Promise<void> {
+    if (this.jsonEnabled() || !canPrompt()) {
+      for (const step of steps) {
+        if (step.skip) continue
+        await step.run(() => {})
+        this.log(`✔ ${step.title}`)
+      }
+      return
+    }
+    const {Listr} = await import('listr2')
+    const tasks = steps.map((step) => ({
+      title: step.title,
+      skip: step.skip,
+      task: async (_ctx: unknown, task: {output: string}) => {
+        await step.run((text) => {
+          task.output = text
+        })
+      },
+    }))
+    await new Listr(tasks, {concurrent: false, exitOnError: true, rendererOptions: {collapseErrors: false}}).run()
   }
 
   /** Warnings are one line on stderr (oclif's own wraps them), and silent under --json. */

@@ -335,7 +335,7 @@ async function reissue(
   notAfter: number,
 ): Promise<ReissuedCertificate> {
   const row = currentCertificate(tx.state, node.name)!
-  const old = certificateFromPem(await home.readCertificate(row.fingerprint))
+  const old = certificateFromPem(await tx.readCertificate(row.fingerprint))
   const notBefore = Math.max(now - BACKDATE_SECONDS, ca.cert.details.notBefore)
   const cert = signCertificate({...old.details, notBefore, notAfter, issuer: ca.record.id}, caKey)
   const fp = fingerprint(cert)

@@ -23,13 +23,14 @@ import {
   signCertificate,
   WrongPassphraseError,
   type Argon2Parameters,
+  type NebulaCertificate,
 } from './nebula/index.js'
 import {renderBlockchainEnv} from './render/blockchain-env.js'
 import {renderBundleReadme} from './render/bundle-readme.js'
 import {renderMultichainConf} from './render/multichain-conf.js'
 import {renderNebulaConfig} from './render/nebula-config.js'
 import type {NodeProfile} from './render/profile.js'
-import {Home, SCHEMA_VERSION, currentCertificate, type AccessLevel, type CertificateRecord, type NetworkState, type NodeRecord, type Transaction} from './state.js'
+import {Home, SCHEMA_VERSION, currentCertificate, type AccessLevel, type CaRecord, type CertificateRecord, type NetworkState, type NodeRecord, type Transaction} from './state.js'
 
 /** Default ports and device settings of a new network. */
 export const DEFAULTS = {
@@ -234,6 +235,40 @@ export interface AddNodeResult {
  * ledger commit. Throws UsageError for bad values and UserError for conflicts (name taken, full block, second origin).
  */
 export async function addNode(home: Home, caKey: Buffer, opts: AddNodeOptions): Promise<AddNodeResult> {
+  const [result] = await addNodes(home, caKey, [opts])
+  return result
+}
+
+/**
+ * Adds several nodes in one transaction (one lock, one commit): all of them or, if any is refused, none. Each is
+ * checked and allocated as by {@link addNode}, in order, so later ones see the earlier ones' blocks and addresses.
+ */
+export async function addNodes(home: Home, caKey: Buffer, list: AddNodeOptions[]): Promise<AddNodeResult[]> {
+  const ca = {record: home.activeCa(), cert: certificateFromPem(await home.readCaCertificate(home.activeCa()))}
+  const prepared = list.map((opts) => prepareNode(opts, ca.cert))
+  return home.transaction(async (tx) => {
+    const results: AddNodeResult[] = []
+    for (const node of prepared) results.push(await addPreparedNode(tx, ca.record, caKey, node))
+    return results
+  })
+}
+
+/** A node's options checked against the CA, before any state is read: what {@link addPreparedNode} needs. */
+export interface PreparedNode {
+  opts: AddNodeOptions
+  orgName: string
+  slug: string
+  endpoint?: string
+  extraGroups: string[]
+  requestedIp?: number
+  access: AccessLevel
+  now: number
+  notBefore: number
+  notAfter: number
+}
+
+/** Checks a node's options (names, endpoint, groups, IP syntax, lifetime against the CA). Throws UsageError/UserError. */
+export function prepareNode(opts: AddNodeOptions, caCert: NebulaCertificate): PreparedNode {
   const orgName = checkOrganizationName(opts.org)
   const slug = slugify(orgName)
   if (opts.name !== undefined) checkNodeName(opts.name)
@@ -243,8 +278,6 @@ export async function addNode(home: Home, caKey: Buffer, opts: AddNodeOptions): 
   const endpoint = opts.endpoint === undefined ? undefined : checkEndpoint(opts.endpoint)
   const extraGroups = checkGroups(opts.groups ?? [])
   const requestedIp = opts.ip === undefined ? undefined : parseIp(opts.ip, '--ip')
-  const caRecord = home.activeCa()
-  const caCert = certificateFromPem(await home.readCaCertificate(caRecord))
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const notBefore = Math.max(now - BACKDATE_SECONDS, caCert.details.notBefore)
   const caLeft = caCert.details.notAfter - now
@@ -255,95 +288,98 @@ export async function addNode(home: Home, caKey: Buffer, opts: AddNodeOptions): 
     })
   }
   const notAfter = Math.min(now + (opts.durationSeconds ?? DEFAULTS.hostDurationSeconds), caCert.details.notAfter - 1)
-  const keys = opts.publicKey ? undefined : generateHostKeyPair()
   const access: AccessLevel = opts.access ?? (opts.origin ? 'trusted' : 'managed')
+  return {opts, orgName, slug, endpoint, extraGroups, requestedIp, access, now, notBefore, notAfter}
+}
 
-  return home.transaction(async (tx) => {
-    const {state} = tx
-    const net = parseCidr(state.network.cidr)
-    let org = state.organizations.find((o) => o.slug === slug)
-    if (!org) {
-      const block = nextFreeBlock(net, state.network.orgPrefix, state.organizations.map((o) => parseCidr(o.block)))
-      org = {name: orgName, slug, block: formatCidr(block), createdAt: iso(now)}
-      state.organizations.push(org)
-    }
-    const name = opts.name ?? defaultNodeName(state, slug)
-    if (state.nodes.some((n) => n.name === name)) throw new UserError(`node name ${name} is taken`, {fix: 'choose another --name'})
-    if (opts.origin) {
-      const origin = state.nodes.find((n) => n.origin)
-      if (origin) throw new UserError(`the network already has an origin node (${origin.name})`, {fix: 'drop --origin'})
-    }
-    const block = parseCidr(org.block)
-    const used = new Set(state.nodes.map((n) => parseIp(n.overlayIp)))
-    const owner = `organization ${org.name}`
-    let ip: number
-    if (requestedIp === undefined) ip = nextFreeIp(block, used, owner)
-    else {
-      checkRequestedIp(block, requestedIp, used, owner)
-      ip = requestedIp
-    }
-    const overlayIp = formatIp(ip)
-    const groups = [`org:${slug}`, `access:${access}`, ...(opts.lighthouse ? ['role:lighthouse'] : []), ...(opts.origin ? ['role:origin'] : []), ...extraGroups]
-    const cert = signCertificate(
-      {
-        name,
-        ips: [`${overlayIp}/${net.prefix}`],
-        subnets: [],
-        groups,
-        notBefore,
-        notAfter,
-        publicKey: keys?.publicKey ?? opts.publicKey!,
-        isCA: false,
-        issuer: caRecord.id,
-        curve: 'CURVE25519',
-      },
-      caKey,
-    )
-    const fp = fingerprint(cert)
-    const node: NodeRecord = {
+/** Allocates, signs and records one prepared node inside `tx` (see {@link addNode}). */
+export async function addPreparedNode(tx: Transaction, caRecord: CaRecord, caKey: Buffer, p: PreparedNode): Promise<AddNodeResult> {
+  const {opts, orgName, slug, endpoint, extraGroups, requestedIp, access, now, notBefore, notAfter} = p
+  const keys = opts.publicKey ? undefined : generateHostKeyPair()
+  const {state} = tx
+  const net = parseCidr(state.network.cidr)
+  let org = state.organizations.find((o) => o.slug === slug)
+  if (!org) {
+    const block = nextFreeBlock(net, state.network.orgPrefix, state.organizations.map((o) => parseCidr(o.block)))
+    org = {name: orgName, slug, block: formatCidr(block), createdAt: iso(now)}
+    state.organizations.push(org)
+  }
+  const name = opts.name ?? defaultNodeName(state, slug)
+  if (state.nodes.some((n) => n.name === name)) throw new UserError(`node name ${name} is taken`, {fix: 'choose another --name'})
+  if (opts.origin) {
+    const origin = state.nodes.find((n) => n.origin)
+    if (origin) throw new UserError(`the network already has an origin node (${origin.name})`, {fix: 'drop --origin'})
+  }
+  const block = parseCidr(org.block)
+  const used = new Set(state.nodes.map((n) => parseIp(n.overlayIp)))
+  const owner = `organization ${org.name}`
+  let ip: number
+  if (requestedIp === undefined) ip = nextFreeIp(block, used, owner)
+  else {
+    checkRequestedIp(block, requestedIp, used, owner)
+    ip = requestedIp
+  }
+  const overlayIp = formatIp(ip)
+  const groups = [`org:${slug}`, `access:${access}`, ...(opts.lighthouse ? ['role:lighthouse'] : []), ...(opts.origin ? ['role:origin'] : []), ...extraGroups]
+  const cert = signCertificate(
+    {
       name,
-      organization: slug,
-      overlayIp,
-      lighthouse: Boolean(opts.lighthouse),
-      origin: Boolean(opts.origin),
-      ...(endpoint ? {endpoint} : {}),
-      groups: extraGroups,
-      access,
-      createdAt: iso(now),
-    }
-    const row: CertificateRecord = {
-      fingerprint: fp,
-      name,
-      organization: slug,
-      overlayIp,
+      ips: [`${overlayIp}/${net.prefix}`],
+      subnets: [],
       groups,
-      roles: roles(node),
-      notBefore: iso(notBefore),
-      notAfter: iso(notAfter),
+      notBefore,
+      notAfter,
+      publicKey: keys?.publicKey ?? opts.publicKey!,
+      isCA: false,
       issuer: caRecord.id,
-      issuedAt: new Date().toISOString(),
-      keyInHome: keys !== undefined,
-      ...(opts.requestNonce ? {requestNonce: opts.requestNonce} : {}),
-    }
-    if (keys) await tx.writeHostKey(name, hostPrivateKeyToPem(keys.privateKey))
-    state.nodes.push(node)
-    state.certificates.push(row)
-    tx.addCertificate(fp, certificateToPem(cert))
-    return {
-      name,
-      organization: org.name,
-      overlayIp,
-      groups,
-      fingerprint: fp,
-      notBefore: row.notBefore,
-      notAfter: row.notAfter,
-      lighthouse: node.lighthouse,
-      origin: node.origin,
-      access,
-      keyInHome: row.keyInHome,
-      ...(endpoint ? {endpoint} : {}),
-    }
-  })
+      curve: 'CURVE25519',
+    },
+    caKey,
+  )
+  const fp = fingerprint(cert)
+  const node: NodeRecord = {
+    name,
+    organization: slug,
+    overlayIp,
+    lighthouse: Boolean(opts.lighthouse),
+    origin: Boolean(opts.origin),
+    ...(endpoint ? {endpoint} : {}),
+    groups: extraGroups,
+    access,
+    createdAt: iso(now),
+  }
+  const row: CertificateRecord = {
+    fingerprint: fp,
+    name,
+    organization: slug,
+    overlayIp,
+    groups,
+    roles: roles(node),
+    notBefore: iso(notBefore),
+    notAfter: iso(notAfter),
+    issuer: caRecord.id,
+    issuedAt: new Date().toISOString(),
+    keyInHome: keys !== undefined,
+    ...(opts.requestNonce ? {requestNonce: opts.requestNonce} : {}),
+  }
+  if (keys) await tx.writeHostKey(name, hostPrivateKeyToPem(keys.privateKey))
+  state.nodes.push(node)
+  state.certificates.push(row)
+  tx.addCertificate(fp, certificateToPem(cert))
+  return {
+    name,
+    organization: org.name,
+    overlayIp,
+    groups,
+    fingerprint: fp,
+    notBefore: row.notBefore,
+    notAfter: row.notAfter,
+    lighthouse: node.lighthouse,
+    origin: node.origin,
+    access,
+    keyInHome: row.keyInHome,
+    ...(endpoint ? {endpoint} : {}),
+  }
 }
 
 /** Where the rendered config.yml expects the PKI files (Debian's and Nebula's customary /etc/nebula). */
@@ -452,7 +488,7 @@ export async function writeNodeBundle(
   const caPems = await Promise.all(trusted.map((ca) => home.readCaCertificate(ca)))
   const files: Record<string, string> = {
     'nebula/ca.crt': caPems.join(''),
-    'nebula/host.crt': await home.readCertificate(cert.fingerprint),
+    'nebula/host.crt': await tx.readCertificate(cert.fingerprint),
     'nebula/config.yml': renderNebulaConfig(profile),
   }
   if (kind === 'join') {

@@ -177,10 +177,12 @@ export interface Transaction {
   state: NetworkState
   /** Writes a host private key now (before the commit), atomically, 0600. */
   writeHostKey(node: string, pem: string): Promise<void>
-  /** Queues a certificate file, written right after the commit under `certs/<fingerprint>.crt`. */
+  /** Queues a certificate file: written before the commit as `certs/<fingerprint>.crt.pending`, renamed after it. */
   addCertificate(fingerprint: string, pem: string): void
   /** Writes a new CA's certificate and key (0600) now, before the commit; add its record to `state.cas` too. */
   writeCa(id: string, certificatePem: string, keyPem: string): Promise<void>
+  /** PEM text of a certificate: one queued by this transaction, or one already in the home. */
+  readCertificate(fingerprint: string): Promise<string>
 }
 
 /**
@@ -222,6 +224,11 @@ export class Home {
     })
   }
 
+  /** True when `dir` holds a network (a state file), whether or not it is valid. */
+  static async exists(dir: string): Promise<boolean> {
+    return exists(join(dir, STATE_FILE))
+  }
+
   /** Opens an existing home and loads its state. Throws UserError when it is missing or the state is invalid. */
   static async open(dir: string): Promise<Home> {
     const s = await stat(dir).catch((error: NodeJS.ErrnoException) => {
@@ -256,6 +263,7 @@ export class Home {
           if (!existed) written.push(file)
         },
         addCertificate: (fingerprint, pem) => void certificates.push([fingerprint, pem]),
+        readCertificate: async (fingerprint) => certificates.find(([fp]) => fp === fingerprint)?.[1] ?? this.readCertificate(fingerprint),
         writeCa: async (id, certificatePem, keyPem) => {
           for (const [file, data, mode] of [[`${id}.key`, keyPem, 0o600], [`${id}.crt`, certificatePem, 0o644]] as const) {
             written.push(join(this.dir, 'ca', file))

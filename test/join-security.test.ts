@@ -221,14 +221,13 @@ beforeAll(async () => {
   joinRequest = await runJson(['join-request', '--home', joinerHome, '--org', 'Initech', '--name', 'initech-1', '--out', join(work, 'initech.request.json')])
   nodes.initech = await runJson(['add-node', ...h(), ...caPass(), '--request', join(work, 'initech.request.json'), '--yes'])
 
+  // One after the other: export-bundle takes the home's lock.
   const out = (name: string): string => join(work, name)
-  ;[plain, encrypted, expiring, joinBundle] = await Promise.all([
-    runJson(['export-bundle', 'umbrella-1', ...h(), ...caPass(), '--no-encrypt', '--out', out('umbrella-1.tar.gz')]),
-    // Passphrases from the environment this time (and --json): the secrets check covers this path too.
-    runJson(['export-bundle', 'umbrella-1', ...h(), '--out', out('umbrella-1.tar.gz.age')], {env: {TBMESH_CA_PASSPHRASE: caPassphrase, TBMESH_BUNDLE_PASSPHRASE: bundlePassphrase}}),
-    runJson(['export-bundle', 'umbrella-1', ...h(), ...caPass(), '--no-encrypt', '--expires-in', '1s', '--out', out('umbrella-1.expiring.tar.gz')]),
-    runJson(['export-bundle', 'initech-1', ...h(), ...caPass(), '--no-encrypt', '--out', out('initech-1.tar.gz')]),
-  ])
+  expiring = await runJson(['export-bundle', 'umbrella-1', ...h(), ...caPass(), '--no-encrypt', '--expires-in', '1s', '--out', out('umbrella-1.expiring.tar.gz')])
+  plain = await runJson(['export-bundle', 'umbrella-1', ...h(), ...caPass(), '--no-encrypt', '--out', out('umbrella-1.tar.gz')])
+  // Passphrases from the environment this time (and --json): the secrets check covers this path too.
+  encrypted = await runJson(['export-bundle', 'umbrella-1', ...h(), '--out', out('umbrella-1.tar.gz.age')], {env: {TBMESH_CA_PASSPHRASE: caPassphrase, TBMESH_BUNDLE_PASSPHRASE: bundlePassphrase}})
+  joinBundle = await runJson(['export-bundle', 'initech-1', ...h(), ...caPass(), '--no-encrypt', '--out', out('initech-1.tar.gz')])
 
   previous = join(work, 'previous')
   await runJson(['install', plain.path, '--dir', join(previous, 'tbmesh'), ...pin()])
@@ -480,6 +479,10 @@ describe('good paths', () => {
     expect(exported.containsPrivateKey).toBe(false)
     expect((await unpack(await readFile(exported.path))).map((e) => e.path)).not.toContain('nebula/host.key')
   })
+
+  // `install` takes the key of a keyless bundle only from a join request (by nonce); it has no way yet to take a key
+  // made with `nebula-cert keygen` and refuses such a bundle ("carries no host key and answers no join request").
+  it.todo('install of an add-node --pubkey bundle with the key from nebula-cert keygen')
 
   it('add-node --request without --yes and no terminal: exit 2, one error line naming --yes, nothing added', async () => {
     const request = join(work, 'globex.request.json')

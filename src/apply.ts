@@ -1,0 +1,235 @@
+/**
+ * Declarative networks: a YAML (or JSON) file names the network, its organizations and their nodes; `tbmesh apply`
+ * plans what is missing, creates it in one transaction, and writes join bundles for the new nodes. Existing nodes are
+ * never changed silently: a difference is refused with what differs and how to change it.
+ */
+import {readFile} from 'node:fs/promises'
+import {fileURLToPath} from 'node:url'
+import {join} from 'node:path'
+
+import {parseDuration} from './duration.js'
+import {UsageError, UserError} from './errors.js'
+import {
+  addPreparedNode,
+  prepareNode,
+  slugify,
+  writeNodeBundle,
+  type AddNodeOptions,
+  type AddNodeResult,
+  type ExportBundleResult,
+} from './network.js'
+import {certificateFromPem} from './nebula/index.js'
+import type {AccessLevel, Home, NetworkState} from './state.js'
+
+/** A node as the network file describes it. Durations as text (`365d`). */
+export interface NetworkFileNode {
+  name: string
+  roles?: Array<'lighthouse' | 'origin'>
+  endpoint?: string
+  ip?: string
+  groups?: string[]
+  access?: AccessLevel
+  duration?: string
+}
+
+/**
+ * The network file (`templates/network.schema.json` is its JSON Schema). `network.orgPrefix` and
+ * `network.caDuration` matter only when `apply` creates the network.
+ */
+export interface NetworkFile {
+  network: {name: string; cidr: string; orgPrefix?: number; caDuration?: string}
+  organizations: Array<{name: string; access?: AccessLevel; nodes: NetworkFileNode[]}>
+}
+
+const SCHEMA_URL = new URL('../templates/network.schema.json', import.meta.url)
+
+/**
+ * Reads and validates a network file (YAML or JSON). Throws UserError naming the file, the line and the key of the
+ * first problem, e.g. `network.yaml:12: organizations[0].nodes[1].roles[0] must be one of lighthouse, origin`.
+ */
+export async function readNetworkFile(file: string): Promise<NetworkFile> {
+  const text = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    throw new UserError(`cannot read ${file} (${error.code ?? 'error'})`, {fix: 'check the -f path'})
+  })
+  const {LineCounter, parseDocument} = await import('yaml')
+  const lines = new LineCounter()
+  const doc = parseDocument(text, {lineCounter: lines, prettyErrors: false, uniqueKeys: true})
+  const fix = 'see templates/network.schema.json or the README for the format'
+  if (doc.errors.length > 0) {
+    const error = doc.errors[0]
+    const line = lines.linePos(error.pos[0]).line
+    throw new UserError(`${file}:${line}: ${error.message.split('\n')[0]}`, {fix})
+  }
+  const data = doc.toJS() as unknown
+  const {Ajv} = await import('ajv')
+  const ajv = new Ajv({allErrors: false, strict: true})
+  const validate = ajv.compile(JSON.parse(await readFile(fileURLToPath(SCHEMA_URL), 'utf8')))
+  if (!validate(data)) {
+    const error = validate.errors![0]
+    const segments = error.instancePath.split('/').slice(1).map((s) => (/^\d+$/.test(s) ? Number(s) : s))
+    const extra = error.keyword === 'additionalProperties' ? (error.params as {additionalProperty: string}).additionalProperty : undefined
+    const path = [...segments, ...(extra ? [extra] : [])]
+    const node = doc.getIn(extra ? segments : path, true) as {range?: [number, number]} | undefined
+    const line = node?.range ? lines.linePos(node.range[0]).line : 1
+    const key = path.reduce<string>((acc, s) => (typeof s === 'number' ? `${acc}[${s}]` : acc ? `${acc}.${s}` : String(s)), '') || '(top level)'
+    const message =
+      error.keyword === 'additionalProperties'
+        ? 'is not a known key'
+        : error.keyword === 'enum'
+          ? `must be one of ${(error.params as {allowedValues: string[]}).allowedValues.join(', ')}`
+          : error.keyword === 'required'
+            ? `needs "${(error.params as {missingProperty: string}).missingProperty}"`
+            : (error.message ?? 'is invalid')
+    throw new UserError(`${file}:${line}: ${key} ${message}`, {fix})
+  }
+  return data as NetworkFile
+}
+
+/** A node the file names that differs from the network's record of it. */
+export interface NodeDifference {
+  node: string
+  /** One entry per differing field, e.g. `endpoint: 203.0.113.7:4242 → 203.0.113.8:4242`. */
+  changes: string[]
+}
+
+/** What `apply` would do. */
+export interface ApplyPlan {
+  /** The home holds no network yet: apply creates it (CA, state) from `network`. */
+  createNetwork: boolean
+  /** Nodes to add, in file order. */
+  add: Array<{name: string; organization: string; roles: string[]}>
+  /** Nodes already present as described. */
+  unchanged: string[]
+  /** Nodes present but described differently: apply refuses to change them. */
+  differs: NodeDifference[]
+  /** Nodes of the network the file does not name: apply leaves them alone. */
+  notInFile: string[]
+}
+
+/**
+ * Compares the file with the network (`state`, undefined when the home is empty). Throws UserError when the file names
+ * another network or CIDR than the home holds, or names a node twice.
+ */
+export function planApply(state: NetworkState | undefined, file: NetworkFile): ApplyPlan {
+  if (state && (state.network.name !== file.network.name || state.network.cidr !== file.network.cidr)) {
+    throw new UserError(
+      `the file describes network ${file.network.name} (${file.network.cidr}), but the home holds ${state.network.name} (${state.network.cidr})`,
+      {fix: 'point --home at the right network, or fix network.name / network.cidr'},
+    )
+  }
+  const plan: ApplyPlan = {createNetwork: !state, add: [], unchanged: [], differs: [], notInFile: []}
+  const named = new Set<string>()
+  for (const org of file.organizations) {
+    for (const node of org.nodes) {
+      if (named.has(node.name)) throw new UserError(`the file names node ${node.name} twice`, {fix: 'give every node its own name'})
+      named.add(node.name)
+      const existing = state?.nodes.find((n) => n.name === node.name)
+      if (!existing) {
+        plan.add.push({name: node.name, organization: org.name, roles: node.roles ?? []})
+        continue
+      }
+      const changes = differences(state!, existing.name, org, node)
+      if (changes.length > 0) plan.differs.push({node: node.name, changes})
+      else plan.unchanged.push(node.name)
+    }
+  }
+  plan.notInFile = (state?.nodes ?? []).filter((n) => !named.has(n.name) && !n.revoked).map((n) => n.name)
+  return plan
+}
+
+function differences(state: NetworkState, name: string, org: NetworkFile['organizations'][number], wanted: NetworkFileNode): string[] {
+  const node = state.nodes.find((n) => n.name === name)!
+  const changes: string[] = []
+  const show = (v: unknown) => (v === undefined || (Array.isArray(v) && v.length === 0) ? '(none)' : Array.isArray(v) ? v.join(',') : String(v))
+  const compare = (field: string, have: unknown, want: unknown) => {
+    if (show(have) !== show(want)) changes.push(`${field}: ${show(have)} → ${show(want)}`)
+  }
+  if (node.revoked) changes.push(`revoked on ${node.revoked.at}`)
+  compare('organization', node.organization, slugify(org.name))
+  const roles = (n: {lighthouse: boolean; origin: boolean}) => [...(n.lighthouse ? ['lighthouse'] : []), ...(n.origin ? ['origin'] : [])]
+  compare('roles', roles(node), roles({lighthouse: wanted.roles?.includes('lighthouse') ?? false, origin: wanted.roles?.includes('origin') ?? false}))
+  compare('endpoint', node.endpoint, wanted.endpoint)
+  if (wanted.ip !== undefined) compare('ip', node.overlayIp, wanted.ip)
+  compare('groups', node.groups, wanted.groups ?? [])
+  compare('access', node.access, wanted.access ?? org.access ?? (wanted.roles?.includes('origin') ? 'trusted' : 'managed'))
+  return changes
+}
+
+/** The add-node options of every node the plan adds, in file order. */
+function nodesToAdd(file: NetworkFile, plan: ApplyPlan): AddNodeOptions[] {
+  const adding = new Set(plan.add.map((a) => a.name))
+  const list: AddNodeOptions[] = []
+  for (const org of file.organizations) {
+    for (const node of org.nodes) {
+      if (!adding.has(node.name)) continue
+      list.push({
+        org: org.name,
+        name: node.name,
+        ip: node.ip,
+        lighthouse: node.roles?.includes('lighthouse'),
+        origin: node.roles?.includes('origin'),
+        endpoint: node.endpoint,
+        groups: node.groups,
+        access: node.access ?? org.access,
+        durationSeconds: node.duration === undefined ? undefined : parseDuration(node.duration, `duration of ${node.name}`),
+      })
+    }
+  }
+  return list
+}
+
+/** What `tbmesh apply` reports. */
+export interface ApplyResult {
+  plan: ApplyPlan
+  /** False for a dry run or when there was nothing to do. */
+  applied: boolean
+  added: AddNodeResult[]
+  /** Join bundles written for the added nodes (with `--out`). */
+  bundles: ExportBundleResult[]
+}
+
+/**
+ * Carries out a plan on an existing home (create the network first with `initCa` when `plan.createNetwork`): adds
+ * every planned node and, with `outDir`, writes their join bundles, all in one transaction. `progress` is told each
+ * node as it is done. Throws UserError when the plan has differences (nothing is changed then).
+ */
+export async function applyPlan(
+  home: Home,
+  caKey: Buffer,
+  file: NetworkFile,
+  plan: ApplyPlan,
+  opts: {outDir?: string; bundlePassphrase: Buffer | null; force?: boolean; progress?: (phase: 'add' | 'bundle', done: number, total: number) => void},
+): Promise<ApplyResult> {
+  refuseDifferences(plan)
+  const list = nodesToAdd(file, plan)
+  const caRecord = home.activeCa()
+  const caCert = certificateFromPem(await home.readCaCertificate(caRecord))
+  const prepared = list.map((o) => prepareNode(o, caCert))
+  return home.transaction(async (tx) => {
+    const added: AddNodeResult[] = []
+    for (const p of prepared) {
+      added.push(await addPreparedNode(tx, caRecord, caKey, p))
+      opts.progress?.('add', added.length, prepared.length)
+    }
+    const bundles: ExportBundleResult[] = []
+    if (opts.outDir !== undefined) {
+      const suffix = opts.bundlePassphrase ? '.tbmesh.tar.gz.age' : '.tbmesh.tar.gz'
+      for (const node of added) {
+        const out = () => join(opts.outDir!, `${node.name}${suffix}`)
+        bundles.push(await writeNodeBundle(home, tx, node.name, 'join', out, {caKey, passphrase: opts.bundlePassphrase, force: opts.force}))
+        opts.progress?.('bundle', bundles.length, added.length)
+      }
+    }
+    return {plan, applied: added.length > 0, added, bundles}
+  })
+}
+
+/** Throws UserError naming the first node the file describes differently, and how to change it. */
+export function refuseDifferences(plan: ApplyPlan): void {
+  if (plan.differs.length === 0) return
+  const first = plan.differs[0]
+  const more = plan.differs.length > 1 ? ` (and ${plan.differs.length - 1} more node(s))` : ''
+  throw new UsageError(`node ${first.node} differs from the file: ${first.changes.join('; ')}${more}`, {
+    fix: 'tbmesh does not change a node in place: revoke it and add it under a new name, or fix the file (renew changes only the validity)',
+  })
+}

@@ -1,0 +1,285 @@
+/**
+ * The certificate lifecycle on real Nebula 1.6.1 nodes in network namespaces: update bundles made by `export-update`
+ * and installed with `install --reload --pid-file` change what running nodes accept, without restarting them.
+ *
+ * - Revocation: once origin and the other ACME node run the update carrying the blocklist, the revoked Umbrella node
+ *   loses its tunnel (pki.disconnect_invalid) and cannot open a new one; ACME keeps working.
+ * - CA rotation: round 1 (new CA trusted beside the old one, every certificate re-issued) installed one node at a time
+ *   keeps TCP working between every pair; `rotate-ca --finish` and round 2 (old CA dropped) too; afterwards a node
+ *   still presenting a certificate of the old CA is refused by origin.
+ * - Renewal: a short-lived certificate is renewed and shipped; the node keeps its tunnel and holds the new not-after.
+ *
+ * One lab, ordered tests (each builds on the state the previous one left). Fails (never skips) when it cannot run.
+ */
+import {copyFile, readFile, writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
+import {execa} from 'execa'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {removeDir, tbmeshJson, tempDir} from '../helpers.js'
+import {createLab, requireLab, type ConnectResult, type Lab, type Listener, type NebulaProcess} from './netns.js'
+
+const P2P = 7447
+const CA_PASSPHRASE = 'e2e lifecycle passphrase'
+const LABELS = ['origin', 'acme', 'umbrella', 'initech', 'legacy', 'globex'] as const
+type Label = (typeof LABELS)[number]
+
+/** Nebula's connection manager checks a peer 5 s after sending it traffic (timers.connection_alive_interval). */
+const TEARDOWN_DEADLINE_MS = 20_000
+
+interface Added {name: string; overlayIp: string; notAfter: string}
+interface UpdateResult {bundles: {path: string; manifest: {node: string; sequence: number}}[]}
+interface InstallJson {manifest: {kind: string; node: string; sequence: number; caFingerprint: string}; previousSequence?: number; nebulaTest: {ok: boolean}; reloaded?: {method: string; pid?: number}}
+
+describe('certificate lifecycle on real Nebula nodes', () => {
+  let lab: Lab | undefined
+  let dir: string | undefined
+  let env: Record<string, string>
+  const node = {} as Record<Label, Added>
+  const nebula: Partial<Record<Label, NebulaProcess>> = {}
+  const listeners: Partial<Record<Label, Listener>> = {}
+  let caFingerprint = ''
+  let rounds = 0
+
+  const installDir = (label: Label): string => join(dir!, label)
+  const pidFile = (label: Label): string => join(dir!, `${label}.pid`)
+  const tb = async <T>(args: string[]): Promise<T> => tbmeshJson<T>(args, {env})
+
+  async function start(label: Label): Promise<NebulaProcess> {
+    const proc = await lab!.startNebula(label, join(installDir(label), 'nebula', 'config.yml'), {cwd: '/', tunDev: 'nebula1'})
+    await writeFile(pidFile(label), `${proc.pid}\n`)
+    nebula[label] = proc
+    return proc
+  }
+
+  async function listen(label: Label): Promise<void> {
+    listeners[label] ??= await lab!.listen(label, node[label].overlayIp, P2P)
+  }
+
+  /** Export bundles of `names` (or all) into a fresh directory; node name → bundle path. */
+  async function exportUpdates(names: string[] | 'all'): Promise<Map<string, string>> {
+    const args = names === 'all' ? ['--all'] : names
+    const result = await tb<UpdateResult>(['export-update', ...args, '--out', join(dir!, 'updates', String(++rounds))])
+    return new Map(result.bundles.map((b) => [b.manifest.node, b.path]))
+  }
+
+  /**
+   * `tbmesh install UPDATE --dir … --reload --pid-file …` on a node, then wait until its nebula has re-read CA and
+   * certificate. Returns the install result and the log lines written by the reload.
+   */
+  async function installUpdate(label: Label, bundle: string): Promise<{result: InstallJson; log: string}> {
+    const proc = nebula[label]!
+    const since = proc.outputLength()
+    const result = await tb<InstallJson>(['install', bundle, '--dir', installDir(label), '--reload', '--pid-file', pidFile(label)])
+    expect(result).toMatchObject({manifest: {kind: 'update', node: node[label].name}, nebulaTest: {ok: true}, reloaded: {method: 'signal', pid: proc.pid}})
+    await proc.waitForLog(/Caught HUP, reloading config/, {since})
+    await proc.waitForLog(/Trusted CA certificates refreshed/, {since})
+    await proc.waitForLog(/Client cert refreshed from disk/, {since})
+    const output = proc.output()
+    return {result, log: output.slice(Math.max(0, since - (proc.outputLength() - output.length)))}
+  }
+
+  /** TCP from every node of `labels` to every other one's P2P port. */
+  async function allPairs(labels: Label[], timeoutMs = 15_000): Promise<void> {
+    for (const to of labels) await listen(to)
+    for (const from of labels) {
+      for (const to of labels) if (from !== to) await lab!.waitForTcp(from, node[to].overlayIp, P2P, {timeoutMs})
+    }
+  }
+
+  /** Poll until a connect from `from` to `to`'s P2P port fails; then two more attempts must fail too. */
+  async function waitForRefusal(from: Label, to: Label): Promise<{first: ConnectResult; afterMs: number}> {
+    const started = Date.now()
+    for (;;) {
+      const r = await lab!.connect(from, node[to].overlayIp, P2P, 2000)
+      if (!r.ok) {
+        const afterMs = Date.now() - started
+        for (let i = 0; i < 2; i++) expect(await lab!.connect(from, node[to].overlayIp, P2P, 2000)).toMatchObject({ok: false})
+        return {first: r, afterMs}
+      }
+      if (Date.now() - started > TEARDOWN_DEADLINE_MS) throw new Error(`${from} still reaches ${to}:${P2P} ${TEARDOWN_DEADLINE_MS} ms later`)
+      await sleep(250)
+    }
+  }
+
+  async function nebulaCert(args: string[]): Promise<{exitCode: number; output: string}> {
+    const r = await execa('nebula-cert', args, {reject: false, all: true})
+    return {exitCode: r.exitCode ?? -1, output: String(r.all ?? '')}
+  }
+
+  beforeAll(async () => {
+    requireLab()
+    dir = await tempDir('tbmesh-e2e-lifecycle-')
+    env = {TBMESH_HOME: join(dir, 'home'), TBMESH_CA_PASSPHRASE: CA_PASSPHRASE}
+    lab = await createLab([...LABELS])
+    const init = await tb<{caFingerprint: string}>(['init-ca', '--network', 'lifecycle', '--cidr', '10.42.0.0/16'])
+    caFingerprint = init.caFingerprint
+    node.origin = await tb<Added>(['add-node', '--org', 'ACME', '--origin', '--lighthouse', '--endpoint', `${lab.host('origin').underlayIp}:4242`])
+    node.acme = await tb<Added>(['add-node', '--org', 'ACME'])
+    node.umbrella = await tb<Added>(['add-node', '--org', 'Umbrella'])
+    node.initech = await tb<Added>(['add-node', '--org', 'Initech'])
+    node.legacy = await tb<Added>(['add-node', '--org', 'Hooli'])
+    // Join bundles are exported now, before any rotation: they carry the first CA only (globex joins later).
+    for (const label of ['origin', 'acme', 'umbrella', 'initech', 'legacy'] as const) {
+      const bundle = join(dir, `${node[label].name}.tar.gz`)
+      await tb(['export-bundle', node[label].name, '--out', bundle, '--no-encrypt'])
+      const installed = await tb<InstallJson>(['install', bundle, '--dir', installDir(label), '--ca-fingerprint', caFingerprint])
+      expect(installed.nebulaTest.ok).toBe(true)
+    }
+    for (const label of ['origin', 'acme', 'umbrella', 'initech'] as const) await start(label)
+  }, 120_000)
+
+  afterAll(async () => {
+    try {
+      await lab?.cleanup()
+    } finally {
+      if (dir) await removeDir(dir)
+    }
+  })
+
+  it('cuts a revoked node off once the others install the update with the blocklist', async () => {
+    await listen('origin')
+    await listen('acme')
+    for (const from of ['acme', 'umbrella'] as const) await lab!.waitForTcp(from, node.origin.overlayIp, P2P)
+    await lab!.waitForTcp('umbrella', node.acme.overlayIp, P2P)
+
+    const revoked = await tb<{fingerprints: string[]; blocklistSize: number}>(['revoke', node.umbrella.name, '--reason', 'e2e'])
+    expect(revoked.blocklistSize).toBeGreaterThanOrEqual(1)
+    const updates = await exportUpdates('all')
+    expect(updates.has(node.umbrella.name)).toBe(false)
+    const since = nebula.origin!.outputLength()
+    for (const label of ['origin', 'acme'] as const) {
+      const {log} = await installUpdate(label, updates.get(node[label].name)!)
+      expect(await readFile(join(installDir(label), 'nebula', 'config.yml'), 'utf8')).toContain(revoked.fingerprints[0])
+      expect(log).not.toMatch(/level=error/)
+    }
+
+    // The tunnel is still up right after the reload; Nebula tears it down on its next check of the peer.
+    const {afterMs} = await waitForRefusal('umbrella', 'origin')
+    console.info(`lifecycle e2e: umbrella lost origin's P2P port ${afterMs} ms after the updates were installed`)
+    await nebula.origin!.waitForLog(
+      new RegExp(`Remote certificate is no longer valid, tearing down the tunnel.*certName=${node.umbrella.name}.*certificate has been blocked`),
+      {since, timeoutMs: TEARDOWN_DEADLINE_MS},
+    )
+    // Umbrella tries to handshake again; origin refuses its certificate at the first handshake message.
+    await nebula.origin!.waitForLog(/Invalid certificate from host.*certificate has been blocked|certificate has been blocked.*Invalid certificate from host/, {since, timeoutMs: TEARDOWN_DEADLINE_MS})
+    await waitForRefusal('umbrella', 'acme')
+
+    await lab!.waitForTcp('acme', node.origin.overlayIp, P2P)
+    await lab!.waitForTcp('origin', node.acme.overlayIp, P2P)
+    // Umbrella is gone for good: stop it so it does not keep knocking.
+    await nebula.umbrella!.stop()
+  }, 90_000)
+
+  it('rotates the CA with two rounds of updates, one node at a time, without losing TCP between any pair', async () => {
+    const members: Label[] = ['origin', 'acme', 'initech']
+    // Tunnels between every pair before the rotation: during round 1 a node that presents a certificate of the new CA
+    // cannot open new tunnels to one that trusts only the old CA, but tunnels that exist keep working.
+    await allPairs(members)
+
+    const oldCa = await readFile(join(installDir('origin'), 'nebula', 'ca.crt'), 'utf8')
+    const rotated = await tb<{phase: string; caFingerprint: string; previousCaFingerprint: string; reissued: unknown[]}>(['rotate-ca'])
+    expect(rotated.phase).toBe('started')
+    caFingerprint = rotated.caFingerprint
+    expect(rotated.reissued).toHaveLength(4) // every node but the revoked one, legacy included
+    const round1 = await exportUpdates('all')
+
+    for (const [step, label] of members.entries()) {
+      const {result, log} = await installUpdate(label, round1.get(node[label].name)!)
+      expect(result.manifest.caFingerprint).toBe(rotated.caFingerprint)
+      // Nebula now trusts both CAs.
+      expect(log).toMatch(new RegExp(`Trusted CA certificates refreshed.*(${rotated.caFingerprint}.*${rotated.previousCaFingerprint}|${rotated.previousCaFingerprint}.*${rotated.caFingerprint})`))
+      expect(log).not.toMatch(/level=error/)
+      await allPairs(members)
+
+      if (step === 0) {
+        // Mixed state, observed: legacy (not updated: old certificate, trusts only the old CA) starts now and cannot
+        // open a new tunnel to origin, whose certificate is already signed by the new CA.
+        const legacy = await start('legacy')
+        const attempt = await lab!.connect('legacy', node.origin.overlayIp, P2P, 3000)
+        expect(attempt.ok).toBe(false)
+        await legacy.waitForLog(/Invalid certificate from host.*could not find ca for the certificate|could not find ca for the certificate.*Invalid certificate from host/, {timeoutMs: 10_000})
+      }
+    }
+
+    // The overlap bundle (both CAs) that every member now trusts.
+    const overlap = await readFile(join(installDir('origin'), 'nebula', 'ca.crt'), 'utf8')
+    expect(overlap).toContain(oldCa.trim())
+    // Give legacy that trust bundle but keep its certificate of the old CA: during the overlap origin accepts it.
+    // From here on, legacy's only difference from the others is the CA that signed its certificate.
+    await copyFile(join(installDir('origin'), 'nebula', 'ca.crt'), join(installDir('legacy'), 'nebula', 'ca.crt'))
+    await nebula.legacy!.reload()
+    await listen('legacy')
+    await lab!.waitForTcp('legacy', node.origin.overlayIp, P2P, {timeoutMs: 20_000})
+    await lab!.waitForTcp('origin', node.legacy.overlayIp, P2P, {timeoutMs: 20_000})
+    const legacyCrt = join(installDir('legacy'), 'nebula', 'host.crt')
+    expect((await nebulaCert(['verify', '-ca', join(installDir('origin'), 'nebula', 'ca.crt'), '-crt', legacyCrt])).exitCode).toBe(0)
+
+    const finished = await tb<{phase: string; caFingerprint: string}>(['rotate-ca', '--finish'])
+    expect(finished).toMatchObject({phase: 'finished', caFingerprint: rotated.caFingerprint})
+    const round2 = await exportUpdates('all')
+    const originSince = nebula.origin!.outputLength()
+    for (const label of members) {
+      const {log} = await installUpdate(label, round2.get(node[label].name)!)
+      expect(log).toMatch(new RegExp(`Trusted CA certificates refreshed.*${rotated.caFingerprint}`))
+      expect(log).not.toContain(rotated.previousCaFingerprint)
+      await allPairs(members)
+    }
+    const trust = await readFile(join(installDir('origin'), 'nebula', 'ca.crt'), 'utf8')
+    expect(trust).not.toContain(oldCa.trim())
+
+    // Origin tore down the tunnels that still carried certificates of the old CA, and the members re-handshook with
+    // their new certificates: TCP keeps working between every pair once those teardowns are done.
+    for (const label of ['acme', 'initech'] as const) {
+      await nebula.origin!.waitForLog(
+        new RegExp(`Remote certificate is no longer valid, tearing down the tunnel.*certName=${node[label].name}.*could not find ca for the certificate`),
+        {since: originSince, timeoutMs: TEARDOWN_DEADLINE_MS},
+      )
+    }
+    await allPairs(members)
+
+    // A certificate signed by the old CA is refused by origin now, although legacy trusts the new CA.
+    const {afterMs} = await waitForRefusal('legacy', 'origin')
+    console.info(`lifecycle e2e: legacy (old-CA certificate) lost origin's P2P port ${afterMs} ms after the finish updates`)
+    await nebula.origin!.waitForLog(
+      new RegExp(`(Remote certificate is no longer valid, tearing down the tunnel|Invalid certificate from host).*${node.legacy.name}.*could not find ca for the certificate|could not find ca for the certificate.*${node.legacy.name}`),
+      {since: originSince, timeoutMs: TEARDOWN_DEADLINE_MS},
+    )
+    const verify = await nebulaCert(['verify', '-ca', join(installDir('origin'), 'nebula', 'ca.crt'), '-crt', legacyCrt])
+    expect(verify.exitCode).not.toBe(0)
+    expect(verify.output).toMatch(/could not find ca for the certificate/)
+    await nebula.legacy!.stop()
+  }, 150_000)
+
+  it('renews a short-lived certificate and ships it without breaking the tunnel', async () => {
+    node.globex = await tb<Added>(['add-node', '--org', 'Globex', '--duration', '3m'])
+    const bundle = join(dir!, 'globex.tar.gz')
+    await tb(['export-bundle', node.globex.name, '--out', bundle, '--no-encrypt'])
+    await tb(['install', bundle, '--dir', installDir('globex'), '--ca-fingerprint', caFingerprint])
+    await start('globex')
+    await listen('globex')
+    await lab!.waitForTcp('globex', node.origin.overlayIp, P2P)
+    await lab!.waitForTcp('origin', node.globex.overlayIp, P2P)
+
+    const hostCrt = join(installDir('globex'), 'nebula', 'host.crt')
+    const notAfter = async (): Promise<number> => {
+      const printed = await nebulaCert(['print', '-json', '-path', hostCrt])
+      expect(printed.exitCode).toBe(0)
+      return Date.parse((JSON.parse(printed.output) as {details: {notAfter: string}}).details.notAfter)
+    }
+    const before = await notAfter()
+    expect(before - Date.now()).toBeLessThanOrEqual(3 * 60_000)
+
+    const renewed = await tb<{renewed: {name: string; notAfter: string}[]}>(['renew', node.globex.name, '--duration', '30d'])
+    expect(renewed.renewed).toHaveLength(1)
+    const updates = await exportUpdates([node.globex.name])
+    await installUpdate('globex', updates.get(node.globex.name)!)
+    // The tunnel survives the reload: the very first attempts go through.
+    await lab!.waitForTcp('globex', node.origin.overlayIp, P2P, {timeoutMs: 5000})
+    await lab!.waitForTcp('origin', node.globex.overlayIp, P2P, {timeoutMs: 5000})
+    const after = await notAfter()
+    expect(after).toBe(Date.parse(renewed.renewed[0]!.notAfter))
+    expect(after - before).toBeGreaterThan(29 * 86_400_000)
+  }, 60_000)
+})
