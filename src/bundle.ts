@@ -26,6 +26,7 @@ import {Header, Pack, Parser, ReadEntry} from 'tar'
 
 import {UserError} from './errors.js'
 import {fsUserError, fsyncDir, writeNewFile} from './files.js'
+import {placeInstallDir, type InstallDirSyntax} from './render/install-dir.js'
 import {
   CertificateVerifyError,
   NebulaFormatError,
@@ -61,6 +62,13 @@ export interface BundleEntrySpec {
   readonly installMode: number
   /** What it is, for humans. */
   readonly description: string
+  /**
+   * How `install` adapts the file to the directory it is installed into ({@link rewriteForInstall}): `nebula-pki`
+   * points config.yml's `pki` paths at the installed files; `systemd` and `compose` replace the placeholder directory
+   * the deployment files name (`/etc/tbmesh`, see `src/render/install-dir.ts`) with the real one, escaped for that
+   * syntax.
+   */
+  readonly installRewrite?: 'nebula-pki' | InstallDirSyntax
 }
 
 const fileEntry = <P extends string>(p: P, required: boolean, modes: [archive: number, install: number], description: string, listed = true) =>
@@ -70,9 +78,8 @@ const dirEntry = <P extends `${string}/`>(p: P, installMode: number, description
 
 /**
  * Everything a bundle may hold, in archive order; anything else in an archive is refused. A directory entry is
- * written (and created on install) when a file below it is present. To add entries later (a detached
- * `manifest.sig`, unit files under `systemd/`, compose files under `docker/`), add them here, directories before
- * their files.
+ * written (and created on install) when a file below it is present. To add entries, add them here, directories
+ * before their files, and to {@link REQUIRED} or {@link OPTIONAL}.
  */
 export const BUNDLE_LAYOUT = [
   fileEntry('manifest.json', true, [0o644, 0o644], 'node, overlay IP, CA fingerprint, expiry and the SHA-256 of every other file', false),
@@ -82,11 +89,19 @@ export const BUNDLE_LAYOUT = [
   fileEntry('nebula/host.crt', true, [0o644, 0o644], "the node's Nebula certificate (PEM)"),
   // Optional: a node whose key the joining organization generated itself gets a bundle without it.
   fileEntry('nebula/host.key', false, [0o600, 0o600], "the node's private key (PEM)"),
-  fileEntry('nebula/config.yml', true, [0o644, 0o644], 'Nebula configuration'),
+  {...fileEntry('nebula/config.yml', true, [0o644, 0o644], 'Nebula configuration'), installRewrite: 'nebula-pki'},
   dirEntry('multichain/', 0o700, 'MultiChain settings'),
   fileEntry('multichain/multichain.conf', true, [0o644, 0o600], 'MultiChain settings (holds the RPC password)'),
   dirEntry('trubudget/', 0o700, 'TruBudget settings'),
   fileEntry('trubudget/blockchain.env', true, [0o644, 0o600], "TruBudget blockchain container's environment (holds the RPC password)"),
+  dirEntry('systemd/', 0o755, 'systemd unit'),
+  {...fileEntry('systemd/nebula.service', true, [0o644, 0o644], 'systemd unit running nebula with the installed config.yml'), installRewrite: 'systemd'},
+  dirEntry('docker/', 0o755, 'docker compose files'),
+  {...fileEntry('docker/docker-compose.nebula.yml', true, [0o644, 0o644], 'nebula as a container (docker compose)'), installRewrite: 'compose'},
+  {
+    ...fileEntry('docker/docker-compose.trubudget.override.yml', true, [0o644, 0o644], "override for TruBudget's compose files: environment, P2P on the overlay IP only"),
+    installRewrite: 'compose',
+  },
   fileEntry('README.md', true, [0o644, 0o644], "what the package holds and what the organization's admin does"),
 ] as const satisfies readonly BundleEntrySpec[]
 
@@ -156,7 +171,19 @@ export type BundleKind = 'join' | 'update'
 
 /** The files each kind of bundle must hold; a join bundle may also hold `nebula/host.key`, an update nothing else. */
 const REQUIRED: Record<BundleKind, readonly string[]> = {
-  join: ['manifest.json', 'manifest.sig', 'nebula/ca.crt', 'nebula/host.crt', 'nebula/config.yml', 'multichain/multichain.conf', 'trubudget/blockchain.env', 'README.md'],
+  join: [
+    'manifest.json',
+    'manifest.sig',
+    'nebula/ca.crt',
+    'nebula/host.crt',
+    'nebula/config.yml',
+    'multichain/multichain.conf',
+    'trubudget/blockchain.env',
+    'systemd/nebula.service',
+    'docker/docker-compose.nebula.yml',
+    'docker/docker-compose.trubudget.override.yml',
+    'README.md',
+  ],
   update: ['manifest.json', 'manifest.sig', 'nebula/ca.crt', 'nebula/host.crt', 'nebula/config.yml'],
 }
 const OPTIONAL: Record<BundleKind, readonly string[]> = {join: ['nebula/host.key'], update: []}
@@ -754,11 +781,16 @@ export interface InstallResult {
  * Verify a bundle ({@link readBundle}) and install its files into `dir`:
  *
  * - `dir/nebula/{ca.crt,host.crt,host.key,config.yml}`, `dir/multichain/multichain.conf`,
- *   `dir/trubudget/blockchain.env`, `dir/manifest.json`, `dir/README.md`;
- * - `nebula/config.yml`'s `pki.ca`, `pki.cert`, `pki.key` rewritten to the absolute paths of those files in `dir`
- *   (so `nebula -config DIR/nebula/config.yml` works from any working directory; `pki.key` points at
- *   `nebula/host.key` even when the bundle has none, for the key its owner holds);
- * - modes: the key, `multichain.conf` and `blockchain.env` 0600, other files 0644, subdirectories 0700, `dir` 0755.
+ *   `dir/trubudget/blockchain.env`, `dir/systemd/nebula.service`,
+ *   `dir/docker/{docker-compose.nebula.yml,docker-compose.trubudget.override.yml}`, `dir/manifest.json`,
+ *   `dir/README.md`;
+ * - every file the bundle brings adapted to `dir` by {@link rewriteForInstall}: `nebula/config.yml`'s `pki.ca`,
+ *   `pki.cert`, `pki.key` rewritten to the absolute paths of those files in `dir` (so
+ *   `nebula -config DIR/nebula/config.yml` works from any working directory; `pki.key` points at `nebula/host.key`
+ *   even when the bundle has none, for the key its owner holds), and the systemd unit and compose files naming `dir`
+ *   where they were rendered with the placeholder `/etc/tbmesh`;
+ * - modes: the key, `multichain.conf` and `blockchain.env` 0600, other files 0644, subdirectories holding secrets
+ *   0700, `systemd/` and `docker/` 0755, `dir` 0755.
  *
  * Files are staged in a fresh directory beside `dir` (same parent, created when missing) and renamed into place;
  * with `force`, an existing `dir` is first moved aside, and restored if the rename fails, else removed. Any failure
@@ -818,7 +850,12 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     throw new UserError(`${target} already exists and is not empty`, {fix: 'pass --force to replace it'})
   }
 
-  const config = rewriteConfig(file, files.get('nebula/config.yml')!, target)
+  // Only the files this bundle brings: those an update carries over are already rewritten.
+  const rewritten = new Map<string, Buffer>()
+  for (const spec of FILES) {
+    const data = read.files.get(spec.path)
+    if (data && spec.installRewrite) rewritten.set(spec.path, rewriteForInstall(file, spec, data, target))
+  }
 
   try {
     await mkdir(parent, {recursive: true})
@@ -842,7 +879,7 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
         await chmod(dest, spec.installMode)
         continue
       }
-      const data = spec.path === 'nebula/config.yml' ? config : files.get(spec.path)
+      const data = rewritten.get(spec.path) ?? files.get(spec.path)
       if (!data) continue
       await writeFile(dest, data, {mode: spec.installMode, flag: 'wx'})
       await chmod(dest, spec.installMode)
@@ -891,6 +928,23 @@ async function readInstallation(dir: string): Promise<{manifest: BundleManifest;
   return {manifest: manifest as BundleManifest, files}
 }
 
+/**
+ * `data`, the content of the bundle entry `spec`, adapted to the installation directory `target` as
+ * `spec.installRewrite` says. Renderers put a directory into the deployment files with the same function
+ * ({@link placeInstallDir}), so an installed file equals the file rendered for `target`.
+ * @throws UserError when config.yml has no pki section, or `target` cannot be written into a deployment file.
+ */
+export function rewriteForInstall(file: string, spec: BundleEntrySpec, data: Buffer, target: string): Buffer {
+  switch (spec.installRewrite) {
+    case undefined:
+      return data
+    case 'nebula-pki':
+      return rewriteConfig(file, data, target)
+    default:
+      return Buffer.from(placeInstallDir(data.toString('utf8'), spec.installRewrite, target), 'utf8')
+  }
+}
+
 /** `config.yml` with `pki.ca/cert/key` pointing into `target`, keeping its leading comment and saying so. */
 function rewriteConfig(file: string, raw: Buffer, target: string): Buffer {
   const text = raw.toString('utf8')
@@ -937,7 +991,7 @@ async function swapIntoPlace(staging: string, target: string, replace: boolean):
 }
 
 /** The first executable `name` on PATH, or undefined. */
-async function onPath(name: string): Promise<string | undefined> {
+export async function onPath(name: string): Promise<string | undefined> {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
     if (!dir) continue
     const candidate = path.join(dir, name)
@@ -951,7 +1005,8 @@ async function onPath(name: string): Promise<string | undefined> {
   return undefined
 }
 
-async function nebulaTest(config: string): Promise<NebulaTestResult> {
+/** Runs `nebula -test -config CONFIG` (30 s limit) when nebula is on PATH. */
+export async function nebulaTest(config: string): Promise<NebulaTestResult> {
   const nebula = await onPath('nebula')
   if (!nebula) return {ran: false}
   const result = await execa(nebula, ['-test', '-config', config], {reject: false, all: true, stdin: 'ignore', timeout: 30_000})

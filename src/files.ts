@@ -20,7 +20,9 @@ export async function writeNewFile(target: string, data: Buffer | string, opts: 
   if (existing?.isDirectory()) throw new UserError(`${target} is a directory`, {fix: `give a file name for ${opts.what}`})
   if (existing && !opts.force) throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
   const dirStat = await stat(dir).catch(() => undefined)
-  if (!dirStat?.isDirectory()) throw new UserError(`directory ${dir} does not exist`, {fix: `create it or write ${opts.what} elsewhere`})
+  if (!dirStat?.isDirectory()) {
+    throw new UserError(dirStat ? `${dir} is not a directory` : `directory ${dir} does not exist`, {fix: `${dirStat ? 'choose a directory' : 'create it'} or write ${opts.what} elsewhere`})
+  }
 
   const tmp = path.join(dir, `.${path.basename(target)}.${randomBytes(6).toString('hex')}.tmp`)
   let handle

@@ -3,7 +3,7 @@
  * revocation (the network's blocklist), update bundles that carry changes to running nodes, and CA rotation with an
  * overlap period. tbmesh has no server: every change reaches nodes as a signed update bundle.
  */
-import {mkdir} from 'node:fs/promises'
+import {mkdir, rm} from 'node:fs/promises'
 import {join, resolve} from 'node:path'
 
 import {endorsementMessage} from './bundle.js'
@@ -176,7 +176,7 @@ export async function renew(
     const {state} = tx
     let targets: NodeRecord[]
     if (opts.names && opts.names.length > 0) {
-      targets = opts.names.map((name) => findNode(state, name))
+      targets = [...new Set(opts.names)].map((name) => findNode(state, name))
       const revoked = targets.find((n) => n.revoked)
       if (revoked) throw new UserError(`node ${revoked.name} is revoked`, {fix: 'add a new node instead'})
     } else {
@@ -336,7 +336,9 @@ async function reissue(
 ): Promise<ReissuedCertificate> {
   const row = currentCertificate(tx.state, node.name)!
   const old = certificateFromPem(await tx.readCertificate(row.fingerprint))
-  const notBefore = Math.max(now - BACKDATE_SECONDS, ca.cert.details.notBefore)
+  // Strictly after the superseded certificate's not-before: re-signing the same details within the second they were
+  // signed would otherwise yield the very same certificate (Ed25519 is deterministic), i.e. a duplicate fingerprint.
+  const notBefore = Math.max(now - BACKDATE_SECONDS, ca.cert.details.notBefore, Date.parse(row.notBefore) / 1000 + 1)
   const cert = signCertificate({...old.details, notBefore, notAfter, issuer: ca.record.id}, caKey)
   const fp = fingerprint(cert)
   const issuedAt = new Date(Math.max(Date.now(), Date.parse(row.issuedAt) + 1)).toISOString()
@@ -372,13 +374,22 @@ export async function exportUpdates(
   await mkdir(opts.outDir, {recursive: true}).catch((error: NodeJS.ErrnoException) => {
     throw new UserError(`cannot create ${opts.outDir} (${error.code ?? 'error'})`, {fix: 'choose a writable --out directory'})
   })
-  return home.transaction(async (tx) => {
-    const names = opts.all ? tx.state.nodes.filter((n) => !n.revoked).map((n) => n.name) : opts.names!
-    const bundles: ExportBundleResult[] = []
-    for (const name of names) {
-      const out = (node: string, sequence: number) => join(opts.outDir, `${node}.update-${sequence}.tbmesh.tar.gz`)
-      bundles.push(await writeNodeBundle(home, tx, name, 'update', out, {caKey, passphrase: null, expiresInSeconds: opts.expiresInSeconds, force: opts.force}))
-    }
-    return {outDir: resolve(opts.outDir), bundles}
-  })
+  // Bundles are written as the transaction goes: if it fails (a later node refused, the commit failed), remove them, so
+  // that no bundle exists whose sequence number was not committed (the next export would reuse it).
+  const written: string[] = []
+  try {
+    return await home.transaction(async (tx) => {
+      const names = opts.all ? tx.state.nodes.filter((n) => !n.revoked).map((n) => n.name) : opts.names!
+      const bundles: ExportBundleResult[] = []
+      for (const name of names) {
+        const out = (node: string, sequence: number) => join(opts.outDir, `${node}.update-${sequence}.tbmesh.tar.gz`)
+        bundles.push(await writeNodeBundle(home, tx, name, 'update', out, {caKey, passphrase: null, expiresInSeconds: opts.expiresInSeconds, force: opts.force}))
+        written.push(bundles.at(-1)!.path)
+      }
+      return {outDir: resolve(opts.outDir), bundles}
+    })
+  } catch (error) {
+    for (const file of written) await rm(file, {force: true}).catch(() => {})
+    throw error
+  }
 }

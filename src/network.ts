@@ -27,8 +27,11 @@ import {
 } from './nebula/index.js'
 import {renderBlockchainEnv} from './render/blockchain-env.js'
 import {renderBundleReadme} from './render/bundle-readme.js'
+import {renderNebulaCompose} from './render/docker-compose-nebula.js'
+import {renderTrubudgetOverride} from './render/docker-compose-trubudget.js'
 import {renderMultichainConf} from './render/multichain-conf.js'
 import {renderNebulaConfig} from './render/nebula-config.js'
+import {renderNebulaService} from './render/nebula-service.js'
 import type {NodeProfile} from './render/profile.js'
 import {Home, SCHEMA_VERSION, currentCertificate, type AccessLevel, type CaRecord, type CertificateRecord, type NetworkState, type NodeRecord, type Transaction} from './state.js'
 
@@ -492,9 +495,13 @@ export async function writeNodeBundle(
     'nebula/config.yml': renderNebulaConfig(profile),
   }
   if (kind === 'join') {
-    if (cert.keyInHome) files['nebula/host.key'] = await home.readHostKey(node.name)
+    if (cert.keyInHome) files['nebula/host.key'] = await tx.readHostKey(node.name)
     files['multichain/multichain.conf'] = renderMultichainConf(profile)
     files['trubudget/blockchain.env'] = renderBlockchainEnv(profile)
+    // Rendered for the placeholder directory /etc/tbmesh; `tbmesh install` writes in the real one.
+    files['systemd/nebula.service'] = renderNebulaService(profile)
+    files['docker/docker-compose.nebula.yml'] = renderNebulaCompose(profile)
+    files['docker/docker-compose.trubudget.override.yml'] = renderTrubudgetOverride(profile)
     files['README.md'] = renderBundleReadme(profile)
   }
   node.sequence = (node.sequence ?? 0) + 1

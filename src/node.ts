@@ -1,9 +1,27 @@
 /**
- * Operations on an installed node (the joining organization's side): telling a running Nebula to pick up new files.
+ * Operations on an installed node (the joining organization's side): telling a running Nebula to pick up new files,
+ * and checking an installation ({@link doctor}).
  */
-import {readFile} from 'node:fs/promises'
+import {constants as fsConstants} from 'node:fs'
+import {open, readFile, stat} from 'node:fs/promises'
+import path from 'node:path'
 
+import {execa} from 'execa'
+import yaml from 'js-yaml'
+
+import {nebulaTest, onPath} from './bundle.js'
 import {ExternalError, UserError} from './errors.js'
+import {
+  CertificateVerifyError,
+  certificateFromPem,
+  certificatesFromPem,
+  fingerprint,
+  hostKeyMatchesCertificate,
+  hostPrivateKeyFromPem,
+  verifyCertificate,
+  type NebulaCertificate,
+} from './nebula/index.js'
+import {INSTALL_DIR_PLACEHOLDER} from './render/install-dir.js'
 
 /** How to make a running Nebula reload: SIGHUP to the pid in `pidFile`, or run `command` (a shell command line). */
 export interface ReloadTarget {
@@ -26,15 +44,15 @@ export async function reloadNebula(target: ReloadTarget): Promise<ReloadResult> 
   if (target.command !== undefined) {
     const {execaCommand} = await import('execa')
     const result = await execaCommand(target.command, {shell: true, reject: false, all: true, timeout: 60_000, stdin: 'ignore'})
-    if (result.exitCode !== 0) throw new ExternalError('the reload command failed', target.command, result.exitCode, String(result.all ?? ''))
+    if (result.exitCode !== 0) throw new ExternalError('the files are installed, but the reload command failed', target.command, result.exitCode, String(result.all ?? ''))
     return {method: 'command'}
   }
   if (target.pidFile === undefined) throw new UserError('--reload needs --pid-file or --reload-cmd', {exit: 2, fix: 'e.g. --pid-file /run/nebula.pid'})
   const text = await readFile(target.pidFile, 'utf8').catch((error: NodeJS.ErrnoException) => {
-    throw new UserError(`cannot read --pid-file ${target.pidFile} (${error.code ?? 'error'})`, {fix: 'give the file holding the nebula process id'})
+    throw new UserError(`cannot read --pid-file ${target.pidFile} (${error.code ?? 'error'})`, {fix: 'give the file holding the nebula process id; the files are installed'})
   })
   const pid = Number(text.trim())
-  if (!Number.isSafeInteger(pid) || pid <= 1) throw new UserError(`--pid-file ${target.pidFile} holds no process id`, {fix: 'write nebula\'s pid into it'})
+  if (!Number.isSafeInteger(pid) || pid <= 1) throw new UserError(`--pid-file ${target.pidFile} holds no process id`, {fix: 'write nebula\'s pid into it; the files are installed'})
   try {
     process.kill(pid, 'SIGHUP')
   } catch (error) {
@@ -42,4 +60,482 @@ export async function reloadNebula(target: ReloadTarget): Promise<ReloadResult> 
     throw new UserError(`cannot signal nebula (pid ${pid}): ${code === 'ESRCH' ? 'no such process' : code}`, {fix: 'start nebula, or fix --pid-file; the files are installed'})
   }
   return {method: 'signal', pid}
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// doctor
+
+/** Verdict of one {@link DoctorCheck}. */
+export type DoctorStatus = 'pass' | 'warn' | 'fail'
+
+/** One check of an installation: a stable id, its verdict, and one line saying what was found. */
+export interface DoctorCheck {
+  /**
+   * Which check: `nebula`, `tun`, `nebula-test`, `ca-pin`, `ca-validity`, `host-cert`, `host-cert-verify`,
+   * `host-key`, `multichain-conf`, `blockchain-env`, `compose-ports`.
+   */
+  name: string
+  status: DoctorStatus
+  /** One line, starting with what was checked, e.g. `nebula 1.6.1 (/usr/bin/nebula)`. */
+  detail: string
+}
+
+/** What `tbmesh doctor` reports. */
+export interface DoctorResult {
+  /** Absolute path of the installation checked. */
+  dir: string
+  /** The overlay IP the checks compared against (the host certificate's, else the manifest's), when known. */
+  overlayIp?: string
+  /** True when no check failed (warnings allowed). */
+  ok: boolean
+  /** How many checks ended with each status. */
+  counts: Record<DoctorStatus, number>
+  /** Every check, in the order run. */
+  checks: DoctorCheck[]
+}
+
+/** Options of {@link doctor}. */
+export interface DoctorOptions {
+  /** Current time in ms since the epoch (tests). */
+  now?: number
+  /** The tun device to check; default `/dev/net/tun`. */
+  tunDevice?: string
+}
+
+/** The installation directory `doctor` checks by default. */
+export const DEFAULT_INSTALL_DIR = INSTALL_DIR_PLACEHOLDER
+/** Oldest Nebula the rendered config.yml is for. */
+export const MIN_NEBULA_VERSION = '1.6.1'
+/** Certificates expiring within this many days are a warning. */
+export const EXPIRY_WARNING_DAYS = 30
+
+const DAY = 86_400
+const HEX256 = /^[0-9a-f]{64}$/
+
+/**
+ * Checks the installation in `dir` (made by `tbmesh install`) and the host it is on, each check one {@link DoctorCheck}:
+ *
+ * - `nebula`: the binary is on PATH and `nebula -version` is at least {@link MIN_NEBULA_VERSION};
+ * - `tun`: `/dev/net/tun` exists, is a character device and opens read-write;
+ * - `nebula-test`: `nebula -test -config DIR/nebula/config.yml` passes;
+ * - `ca-pin`: the installed manifest's `caFingerprint`, and that `nebula/ca.crt` holds that CA;
+ * - `ca-validity`, `host-cert`: validity and days left of the host certificate's CA and of the host certificate
+ *   (warn within {@link EXPIRY_WARNING_DAYS} days, fail when expired or not yet valid); the host certificate must be
+ *   for the manifest's node and overlay IP;
+ * - `host-cert-verify`: the host certificate passes every Nebula rule against `nebula/ca.crt` and config.yml's
+ *   blocklist (expiry is left to the checks above);
+ * - `host-key`: `nebula/host.key` matches the host certificate;
+ * - `multichain-conf`: every `bind` and `externalip` of `multichain/multichain.conf` is the overlay IP;
+ * - `blockchain-env`: `EXTERNAL_IP` of `trubudget/blockchain.env` is the overlay IP;
+ * - `compose-ports`: `docker/docker-compose.trubudget.override.yml`, when present, publishes the MultiChain P2P port
+ *   on the overlay IP only (any mapping of it bound to another address, or to all, fails).
+ *
+ * Never throws for a broken installation (that is what the checks report).
+ * @throws UserError when `dir` is not a directory.
+ */
+export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<DoctorResult> {
+  const target = path.resolve(dir)
+  const st = await stat(target).catch(() => undefined)
+  if (!st?.isDirectory()) {
+    throw new UserError(`${target} is not a directory`, {fix: 'pass the --dir you gave `tbmesh install`'})
+  }
+  const now = Math.floor((opts.now ?? Date.now()) / 1000)
+  const checks: DoctorCheck[] = []
+  const check = (name: string, status: DoctorStatus, detail: string): void => {
+    checks.push({name, status, detail: detail.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, ' ')})
+  }
+  const file = (rel: string): string => path.join(target, ...rel.split('/'))
+  const read = async (rel: string): Promise<{data: Buffer} | {problem: string}> => {
+    try {
+      return {data: await readFile(file(rel))}
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? 'error'
+      if (code === 'ENOENT') return {problem: `${rel} is missing`}
+      if (code === 'EACCES' || code === 'EPERM') return {problem: `cannot read ${rel} (${code}): run tbmesh doctor as root`}
+      return {problem: `cannot read ${rel} (${code})`}
+    }
+  }
+
+  // Nebula itself and the tun device.
+  const nebula = await onPath('nebula')
+  if (nebula) {
+    const result = await execa(nebula, ['-version'], {reject: false, all: true, stdin: 'ignore', timeout: 10_000})
+    const version = /Version:\s*v?(\d+\.\d+\.\d+\S*)/.exec(String(result.all ?? ''))?.[1]
+    if (result.exitCode !== 0 || !version) check('nebula', 'fail', `\`${nebula} -version\` failed: ${lastLine(String(result.all ?? result.message))}`)
+    else if (compareVersions(version, MIN_NEBULA_VERSION) < 0) check('nebula', 'fail', `nebula ${version} (${nebula}) is older than ${MIN_NEBULA_VERSION}: upgrade it`)
+    else check('nebula', 'pass', `nebula ${version} (${nebula})`)
+  } else {
+    check('nebula', 'fail', 'nebula is not on PATH: install it (apt-get install nebula), version 1.6.1 or later')
+  }
+  check(...(await checkTun(opts.tunDevice ?? '/dev/net/tun')))
+
+  const configPath = file('nebula/config.yml')
+  if (nebula) {
+    const test = await nebulaTest(configPath)
+    if (test.ok) check('nebula-test', 'pass', `nebula -test accepts ${configPath}`)
+    else check('nebula-test', 'fail', `nebula -test rejects ${configPath}: ${lastLine(test.output ?? '')}`)
+  } else {
+    check('nebula-test', 'warn', `nebula -test did not run on ${configPath}: nebula is not installed`)
+  }
+
+  // The pinned CA, the certificates and the key.
+  let manifest: {caFingerprint?: unknown; node?: unknown; overlayIp?: unknown} | undefined
+  const manifestFile = await read('manifest.json')
+  let manifestProblem = 'problem' in manifestFile ? manifestFile.problem : undefined
+  if ('data' in manifestFile) {
+    try {
+      const parsed: unknown = JSON.parse(manifestFile.data.toString('utf8'))
+      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) manifest = parsed as typeof manifest
+      else manifestProblem = 'manifest.json is not a JSON object'
+    } catch {
+      manifestProblem = 'manifest.json is not valid JSON'
+    }
+  }
+  const pin = typeof manifest?.caFingerprint === 'string' && HEX256.test(manifest.caFingerprint) ? manifest.caFingerprint : undefined
+
+  let cas: NebulaCertificate[] | undefined
+  const caFile = await read('nebula/ca.crt')
+  let caProblem = 'problem' in caFile ? caFile.problem : undefined
+  if ('data' in caFile) {
+    try {
+      cas = certificatesFromPem(caFile.data).filter((c) => c.details.isCA)
+      if (cas.length === 0) caProblem = 'nebula/ca.crt holds no CA certificate'
+    } catch (error) {
+      caProblem = `nebula/ca.crt does not parse (${(error as Error).message})`
+    }
+  }
+
+  if (manifestProblem) check('ca-pin', 'fail', manifestProblem)
+  else if (!pin) check('ca-pin', 'fail', 'manifest.json names no CA fingerprint')
+  else if (!cas) check('ca-pin', 'fail', `manifest.json pins CA ${pin}, but ${caProblem}`)
+  else if (cas.some((c) => fingerprint(c) === pin)) {
+    const others = cas.length - 1
+    check('ca-pin', 'pass', `manifest.json pins CA ${pin}; nebula/ca.crt holds it${others > 0 ? ` (and ${others} other CA${others > 1 ? 's' : ''})` : ''}`)
+  } else check('ca-pin', 'fail', `manifest.json pins CA ${pin}, but nebula/ca.crt does not hold it`)
+
+  let host: NebulaCertificate | undefined
+  const hostFile = await read('nebula/host.crt')
+  let hostProblem = 'problem' in hostFile ? hostFile.problem : undefined
+  if ('data' in hostFile) {
+    try {
+      host = certificateFromPem(hostFile.data)
+    } catch (error) {
+      hostProblem = `nebula/host.crt does not parse (${(error as Error).message})`
+    }
+  }
+
+  const issuer = host && cas?.find((c) => fingerprint(c) === host.details.issuer)
+  const ca = issuer ?? cas?.find((c) => fingerprint(c) === pin)
+  if (ca) check('ca-validity', ...validity(`CA ${JSON.stringify(ca.details.name)} (${fingerprint(ca)})`, ca, now))
+  else check('ca-validity', 'fail', caProblem ?? `nebula/ca.crt holds neither the host certificate's CA nor the pinned one`)
+
+  const manifestIp = typeof manifest?.overlayIp === 'string' ? manifest.overlayIp : undefined
+  const certIp = host?.details.ips[0]?.split('/')[0]
+  const overlayIp = certIp ?? manifestIp
+  if (host) {
+    const name = `host certificate ${JSON.stringify(host.details.name)} (${certIp ?? 'no IP'})`
+    const [status, detail] = validity(name, host, now)
+    if (manifest && (host.details.name !== manifest.node || certIp !== manifestIp)) {
+      check('host-cert', 'fail', `${name} is not for ${String(manifest.node)} (${String(manifestIp)}), the node manifest.json names`)
+    } else check('host-cert', status, detail)
+  } else check('host-cert', 'fail', hostProblem!)
+
+  if (!host) check('host-cert-verify', 'fail', `cannot verify the host certificate: ${hostProblem}`)
+  else if (!cas) check('host-cert-verify', 'fail', `cannot verify the host certificate: ${caProblem}`)
+  else {
+    const blocklist = await configBlocklist(configPath)
+    const verify = (at: number): CertificateVerifyError | undefined => {
+      try {
+        verifyCertificate(host, {trusted: cas, blocklist, now: at})
+        return undefined
+      } catch (error) {
+        if (error instanceof CertificateVerifyError) return error
+        throw error
+      }
+    }
+    let failure = verify(now)
+    let expiryAside = false
+    if (failure && (failure.reason === 'expired' || failure.reason === 'ca-expired') && issuer) {
+      // Expiry is the validity checks' business: check everything else at a time both were valid.
+      failure = verify(Math.max(host.details.notBefore, issuer.details.notBefore))
+      expiryAside = true
+    }
+    if (failure) check('host-cert-verify', 'fail', `the host certificate does not verify against nebula/ca.crt: ${failure.message}`)
+    else {
+      const by = `CA ${JSON.stringify(issuer!.details.name)} (${host.details.issuer})`
+      check('host-cert-verify', 'pass', `the host certificate is signed by ${by} of nebula/ca.crt${expiryAside ? ' (apart from its expiry)' : ''}`)
+    }
+  }
+
+  const keyFile = await read('nebula/host.key')
+  if ('problem' in keyFile) check('host-key', 'fail', keyFile.problem)
+  else {
+    let key: Buffer | undefined
+    try {
+      key = hostPrivateKeyFromPem(keyFile.data)
+    } catch (error) {
+      check('host-key', 'fail', `nebula/host.key does not parse (${(error as Error).message})`)
+    }
+    if (key && !host) check('host-key', 'fail', `cannot match nebula/host.key: ${hostProblem}`)
+    else if (key && host) {
+      if (hostKeyMatchesCertificate(key, host)) check('host-key', 'pass', 'nebula/host.key matches the host certificate')
+      else check('host-key', 'fail', "nebula/host.key does not match the host certificate (it is another node's key)")
+    }
+  }
+
+  // The overlay IP everywhere TruBudget reads it.
+  const ipSource = certIp ? 'the certificate\'s overlay IP' : 'the overlay IP in manifest.json'
+  const conf = await read('multichain/multichain.conf')
+  if ('problem' in conf) check('multichain-conf', 'fail', conf.problem)
+  else if (!overlayIp) check('multichain-conf', 'fail', 'cannot check multichain.conf: the overlay IP is unknown')
+  else {
+    const settings = confSettings(conf.data.toString('utf8'))
+    const wrong: string[] = []
+    for (const key of ['bind', 'externalip']) {
+      const values = settings.get(key) ?? []
+      if (values.length === 0) wrong.push(`no ${key}=`)
+      for (const value of values) if (stripPort(value) !== overlayIp) wrong.push(`${key}=${value}`)
+    }
+    if (wrong.length > 0) check('multichain-conf', 'fail', `multichain.conf has ${wrong.join(', ')}, not ${ipSource} ${overlayIp}`)
+    else check('multichain-conf', 'pass', `multichain.conf bind and externalip are ${ipSource} ${overlayIp}`)
+  }
+
+  const env = await read('trubudget/blockchain.env')
+  let p2pPort = 7447
+  if ('problem' in env) check('blockchain-env', 'fail', env.problem)
+  else {
+    const vars = envSettings(env.data.toString('utf8'))
+    const port = Number(vars.get('P2P_PORT'))
+    if (Number.isInteger(port) && port > 0 && port < 65_536) p2pPort = port
+    const external = vars.get('EXTERNAL_IP')
+    if (!overlayIp) check('blockchain-env', 'fail', 'cannot check blockchain.env: the overlay IP is unknown')
+    else if (external === overlayIp) check('blockchain-env', 'pass', `blockchain.env EXTERNAL_IP is ${ipSource} ${overlayIp}`)
+    else check('blockchain-env', 'fail', `blockchain.env ${external === undefined ? 'sets no EXTERNAL_IP' : `has EXTERNAL_IP=${external}`}, not ${ipSource} ${overlayIp}`)
+  }
+
+  const overrideRel = 'docker/docker-compose.trubudget.override.yml'
+  const override = await read(overrideRel)
+  if ('problem' in override) {
+    if (override.problem.endsWith('is missing')) check('compose-ports', 'pass', `no ${overrideRel}: nothing published by compose to check`)
+    else check('compose-ports', 'fail', override.problem)
+  } else if (!overlayIp) check('compose-ports', 'fail', `cannot check ${overrideRel}: the overlay IP is unknown`)
+  else check('compose-ports', ...composePorts(overrideRel, override.data.toString('utf8'), overlayIp, p2pPort))
+
+  const counts: Record<DoctorStatus, number> = {pass: 0, warn: 0, fail: 0}
+  for (const c of checks) counts[c.status]++
+  return {dir: target, ...(overlayIp ? {overlayIp} : {}), ok: counts.fail === 0, counts, checks}
+}
+
+/** The last non-empty line of a program's output, for a one-line detail. */
+function lastLine(text: string): string {
+  return text.trim().split('\n').filter((l) => l.trim() !== '').at(-1)?.trim() ?? 'no output'
+}
+
+/** Negative, zero or positive as version `a` is older than, the same as or newer than `b` (numeric `x.y.z`). */
+export function compareVersions(a: string, b: string): number {
+  const parts = (v: string): number[] => v.split(/[.+-]/).slice(0, 3).map((n) => Number.parseInt(n, 10) || 0)
+  const [x, y] = [parts(a), parts(b)]
+  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0)
+  return 0
+}
+
+async function checkTun(device: string): Promise<[string, DoctorStatus, string]> {
+  const st = await stat(device).catch((error: NodeJS.ErrnoException) => error)
+  if (st instanceof Error) {
+    if (st.code === 'ENOENT') return ['tun', 'fail', `${device} does not exist: load the tun module (modprobe tun)`]
+    return ['tun', 'fail', `cannot inspect ${device} (${st.code})`]
+  }
+  if (!st.isCharacterDevice()) return ['tun', 'fail', `${device} is not a character device`]
+  try {
+    const handle = await open(device, fsConstants.O_RDWR | fsConstants.O_NONBLOCK)
+    await handle.close()
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'error'
+    const hint = code === 'EACCES' || code === 'EPERM' ? ': run tbmesh doctor as root' : ''
+    return ['tun', 'fail', `${device} is a character device but does not open read-write (${code})${hint}`]
+  }
+  return ['tun', 'pass', `${device} is a character device and opens read-write`]
+}
+
+/** Validity of `cert` at `now` (Unix seconds): fail when not valid, warn within {@link EXPIRY_WARNING_DAYS} days. */
+function validity(what: string, cert: NebulaCertificate, now: number): [DoctorStatus, string] {
+  const {notBefore, notAfter} = cert.details
+  const at = (t: number): string => new Date(t * 1000).toISOString().replace('.000Z', 'Z')
+  if (now < notBefore) return ['fail', `${what} is not valid before ${at(notBefore)}`]
+  if (now > notAfter) return ['fail', `${what} expired on ${at(notAfter)}`]
+  const days = Math.floor((notAfter - now) / DAY)
+  const left = `valid until ${at(notAfter)}, ${days} day${days === 1 ? '' : 's'} left`
+  if (days < EXPIRY_WARNING_DAYS) return ['warn', `${what} is ${left}: ask the network operator for a renewal`]
+  return ['pass', `${what} is ${left}`]
+}
+
+/** config.yml's `pki.blocklist`, or empty when it cannot be read (nebula-test reports that). */
+async function configBlocklist(configPath: string): Promise<string[]> {
+  try {
+    const doc = yaml.load(await readFile(configPath, 'utf8')) as {pki?: {blocklist?: unknown}} | null
+    const list = doc?.pki?.blocklist
+    return Array.isArray(list) ? list.filter((e): e is string => typeof e === 'string') : []
+  } catch {
+    return []
+  }
+}
+
+/** `key=value` lines of a MultiChain (Bitcoin-style) config: `#` starts a comment, blanks are trimmed, keys repeat. */
+function confSettings(text: string): Map<string, string[]> {
+  const out = new Map<string, string[]>()
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.replace(/#.*$/, '').trim()
+    const eq = line.indexOf('=')
+    if (eq <= 0) continue
+    const key = line.slice(0, eq).trim().replace(/^-/, '')
+    out.set(key, [...(out.get(key) ?? []), line.slice(eq + 1).trim()])
+  }
+  return out
+}
+
+/** `NAME=value` lines of an env file (last wins; comments and blank lines skipped; surrounding quotes removed). */
+function envSettings(text: string): Map<string, string> {
+  const out = new Map<string, string>()
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.trim()
+    if (line === '' || line.startsWith('#')) continue
+    const eq = line.indexOf('=')
+    if (eq <= 0) continue
+    out.set(line.slice(0, eq).replace(/^export\s+/, '').trim(), line.slice(eq + 1).trim().replace(/^(["'])(.*)\1$/, '$2'))
+  }
+  return out
+}
+
+/** An IPv4 `address[:port]` without the port (other forms unchanged). */
+function stripPort(value: string): string {
+  return /^\d+\.\d+\.\d+\.\d+:\d+$/.test(value) ? value.slice(0, value.lastIndexOf(':')) : value
+}
+
+/** A value of a compose file tagged `!override` or `!reset` (Compose 2.24 merge tags). */
+class ComposeTag {
+  constructor(
+    readonly tag: string,
+    readonly value: unknown,
+  ) {}
+}
+
+const COMPOSE_SCHEMA = yaml.DEFAULT_SCHEMA.extend(
+  (['sequence', 'mapping', 'scalar'] as const).flatMap((kind) =>
+    ['!override', '!reset'].map((tag) => new yaml.Type(tag, {kind, construct: (data: unknown) => new ComposeTag(tag, data)})),
+  ),
+)
+
+/** One port mapping of a compose file, as far as it can be read without the environment. */
+interface PortMapping {
+  /** Address the port is published on; '' for every interface. */
+  hostIp: string
+  /** Published (host) port or range, undefined when compose picks one. */
+  published?: [number, number]
+  /** Container port or range. */
+  target?: [number, number]
+  /** The mapping as written, for messages. */
+  text: string
+  /** Why it cannot be read (an unknown variable), if so. */
+  unknown?: string
+}
+
+/**
+ * Reads the `ports:` of every service of a compose override and decides: fail when a mapping of `p2pPort` (as host
+ * or container port) is published on anything but `overlayIp`; warn when one cannot be read, when no mapping
+ * publishes it, or when the list is merged (no `!override`) with the ports of the file it overrides.
+ */
+export function composePorts(rel: string, text: string, overlayIp: string, p2pPort: number): [DoctorStatus, string] {
+  let doc: unknown
+  try {
+    doc = yaml.load(text, {schema: COMPOSE_SCHEMA})
+  } catch (error) {
+    return ['fail', `${rel} is not valid YAML (${(error as Error).message.split('\n')[0]})`]
+  }
+  const services = (doc as {services?: unknown} | null)?.services
+  if (typeof services !== 'object' || services === null || Array.isArray(services)) return ['warn', `${rel} has no services`]
+  const exposed: string[] = []
+  const unreadable: string[] = []
+  const merged: string[] = []
+  let onOverlay = 0
+  for (const [service, spec] of Object.entries(services as Record<string, unknown>)) {
+    let ports = (spec as {ports?: unknown} | null)?.ports
+    if (ports === undefined) continue
+    if (ports instanceof ComposeTag) ports = ports.value
+    else merged.push(service)
+    if (!Array.isArray(ports)) continue
+    for (const entry of ports) {
+      const m = portMapping(entry, p2pPort)
+      if (m.unknown) {
+        unreadable.push(`${service}: ${m.text} (${m.unknown})`)
+        continue
+      }
+      const covers = (r?: [number, number]): boolean => r !== undefined && r[0] <= p2pPort && p2pPort <= r[1]
+      if (!covers(m.published) && !covers(m.target)) continue
+      if (m.hostIp === overlayIp) onOverlay++
+      else exposed.push(`${service}: ${m.text}`)
+    }
+  }
+  const list = (items: string[]): string => items.map((i) => JSON.stringify(i)).join(', ')
+  if (exposed.length > 0) {
+    return ['fail', `${rel} publishes MultiChain P2P port ${p2pPort} beyond the overlay IP ${overlayIp}: ${list(exposed)}`]
+  }
+  if (unreadable.length > 0) return ['warn', `${rel} has port mappings doctor cannot read: ${list(unreadable)}`]
+  if (onOverlay === 0) return ['warn', `${rel} does not publish MultiChain P2P port ${p2pPort}: other nodes cannot connect to this one`]
+  if (merged.length > 0) {
+    return ['warn', `${rel} publishes port ${p2pPort} on ${overlayIp} only, but the ports of ${merged.join(', ')} lack !override: compose adds the overridden file's own`]
+  }
+  return ['pass', `${rel} publishes MultiChain P2P port ${p2pPort} on the overlay IP ${overlayIp} only`]
+}
+
+/** A compose `ports:` entry, short (`[HOST:][PUBLISHED:]TARGET[/PROTO]`) or long syntax, read as {@link PortMapping}. */
+function portMapping(entry: unknown, p2pPort: number): PortMapping {
+  const text = typeof entry === 'string' || typeof entry === 'number' ? String(entry) : JSON.stringify(entry)
+  const unknown: string[] = []
+  const interpolate = (value: string): string =>
+    value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (match, braced, op, fallback, bare) => {
+      const name = (braced ?? bare) as string
+      if (name === 'P2P_PORT') return String(p2pPort)
+      if (op === '-' || op === ':-') return fallback as string
+      unknown.push(`\${${name}}`)
+      return match
+    })
+  const range = (value: string | number | undefined): [number, number] | undefined => {
+    if (value === undefined || value === '') return undefined
+    const m = /^(\d+)(?:-(\d+))?$/.exec(interpolate(String(value)).trim())
+    if (!m) {
+      if (unknown.length === 0) unknown.push(`not a port: ${String(value)}`)
+      return undefined
+    }
+    return [Number(m[1]), Number(m[2] ?? m[1])]
+  }
+  if (typeof entry === 'object' && entry !== null) {
+    const long = entry as {target?: string | number; published?: string | number; host_ip?: string}
+    const hostIp = interpolate(String(long.host_ip ?? ''))
+    const mapping: PortMapping = {hostIp: normalizeHostIp(hostIp), published: range(long.published), target: range(long.target), text}
+    return unknown.length > 0 ? {...mapping, unknown: [...new Set(unknown)].join(', ')} : mapping
+  }
+  let rest = interpolate(text).replace(/\/(tcp|udp|sctp)$/i, '')
+  let hostIp = ''
+  const bracketed = /^\[([^\]]*)\]:(.*)$/.exec(rest)
+  if (bracketed) {
+    hostIp = bracketed[1]
+    rest = bracketed[2]
+  }
+  const parts = rest.split(':')
+  let published: string | undefined
+  let target: string
+  if (parts.length === 1) target = parts[0]
+  else {
+    target = parts.at(-1)!
+    published = parts.at(-2)
+    if (!bracketed && parts.length > 2) hostIp = parts.slice(0, -2).join(':')
+  }
+  const mapping: PortMapping = {hostIp: normalizeHostIp(hostIp), published: range(published), target: range(target), text}
+  return unknown.length > 0 ? {...mapping, unknown: [...new Set(unknown)].join(', ')} : mapping
+}
+
+/** '' for every interface (also written `0.0.0.0` or `::`), else the address. */
+function normalizeHostIp(ip: string): string {
+  const trimmed = ip.trim().replace(/^\[|\]$/g, '')
+  return trimmed === '0.0.0.0' || trimmed === '::' ? '' : trimmed
 }

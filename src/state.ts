@@ -175,8 +175,10 @@ export interface NewHome {
 export interface Transaction {
   /** The freshly loaded state; mutate it in place. It is validated and committed when the callback returns. */
   state: NetworkState
-  /** Writes a host private key now (before the commit), atomically, 0600. */
+  /** Queues a host private key (0600), written durably before the commit. */
   writeHostKey(node: string, pem: string): Promise<void>
+  /** PEM text of a host key: one queued by this transaction, or one already in the home. */
+  readHostKey(node: string): Promise<string>
   /** Queues a certificate file: written before the commit as `certs/<fingerprint>.crt.pending`, renamed after it. */
   addCertificate(fingerprint: string, pem: string): void
   /** Writes a new CA's certificate and key (0600) now, before the commit; add its record to `state.cas` too. */
@@ -252,18 +254,15 @@ export class Home {
     return withLock(this.dir, async (assertHeld) => {
       const state = await loadState(this.dir)
       await recover(this.dir, state)
-      const certificates: Array<[string, string]> = []
+      const certificates = new Map<string, string>() // fingerprint → PEM, written as pending before the commit
+      const keys = new Map<string, string>() // node → PEM, written before the commit
       const written: string[] = [] // new files of this transaction, removed unless it commits
       const tx: Transaction = {
         state,
-        writeHostKey: async (node, pem) => {
-          const file = join(this.dir, 'keys', `${node}.key`)
-          const existed = await exists(file)
-          await writeAtomic(file, pem, 0o600)
-          if (!existed) written.push(file)
-        },
-        addCertificate: (fingerprint, pem) => void certificates.push([fingerprint, pem]),
-        readCertificate: async (fingerprint) => certificates.find(([fp]) => fp === fingerprint)?.[1] ?? this.readCertificate(fingerprint),
+        writeHostKey: async (node, pem) => void keys.set(node, pem),
+        readHostKey: async (node) => keys.get(node) ?? this.readHostKey(node),
+        addCertificate: (fingerprint, pem) => void certificates.set(fingerprint, pem),
+        readCertificate: async (fingerprint) => certificates.get(fingerprint) ?? this.readCertificate(fingerprint),
         writeCa: async (id, certificatePem, keyPem) => {
           for (const [file, data, mode] of [[`${id}.key`, keyPem, 0o600], [`${id}.crt`, certificatePem, 0o644]] as const) {
             written.push(join(this.dir, 'ca', file))
@@ -275,19 +274,26 @@ export class Home {
       try {
         const result = await fn(tx)
         validateState(state, join(this.dir, STATE_FILE))
+        const files: Array<[string, string, number]> = []
+        for (const [node, pem] of keys) {
+          const file = join(this.dir, 'keys', `${node}.key`)
+          if (!(await exists(file))) written.push(file)
+          files.push([file, pem, 0o600])
+        }
         for (const [fingerprint, pem] of certificates) {
           const pending = this.certificatePath(fingerprint) + PENDING
           written.push(pending)
-          await writeAtomic(pending, pem, 0o644)
+          files.push([pending, pem, 0o644])
         }
+        await writeAtomicMany(files)
         assertHeld()
         await writeAtomic(join(this.dir, STATE_FILE), json(state), 0o644)
         committed = true
         this.state = state
         // Committed: from here on a failure is not the caller's; the next transaction renames what is left.
         try {
-          for (const [fingerprint] of certificates) await rename(this.certificatePath(fingerprint) + PENDING, this.certificatePath(fingerprint))
-          if (certificates.length > 0) await fsyncDir(join(this.dir, 'certs'))
+          await inBatches([...certificates.keys()], (fp) => rename(this.certificatePath(fp) + PENDING, this.certificatePath(fp)))
+          if (certificates.size > 0) await fsyncDir(join(this.dir, 'certs'))
         } catch {}
         return result
       } finally {
@@ -489,6 +495,34 @@ function guard<T>(fn: () => T, bad: (problem: string) => never): T {
  * Writes `data` to `file` atomically: a temporary file in the same directory, fsync, rename, fsync of the directory.
  * Creates the parent directory (0700) when missing.
  */
+/**
+ * Writes several files atomically, like {@link writeAtomic} each, but concurrently and with one fsync per directory at
+ * the end; when it returns, every file is durable.
+ */
+async function writeAtomicMany(files: Array<[file: string, data: string, mode: number]>): Promise<void> {
+  const dirs = new Set<string>()
+  for (const [file] of files) dirs.add(dirname(file))
+  for (const dir of dirs) {
+    const created = await mkdir(dir, {recursive: true, mode: 0o700}).catch((error: unknown) => {
+      throw fileError(error, `cannot create ${dir}`)
+    })
+    if (created) await fsyncDir(dirname(created))
+  }
+  await inBatches(files, async ([file, data, mode]) => {
+    try {
+      await writeFileAtomic(file, data, {mode, fsync: true})
+    } catch (error) {
+      throw fileError(error, `cannot write ${file}`)
+    }
+  })
+  for (const dir of dirs) await fsyncDir(dir)
+}
+
+/** Runs `fn` over `items`, at most 32 at a time. */
+async function inBatches<T>(items: T[], fn: (item: T) => Promise<unknown>): Promise<void> {
+  for (let i = 0; i < items.length; i += 32) await Promise.all(items.slice(i, i + 32).map(fn))
+}
+
 async function writeAtomic(file: string, data: string | Buffer, mode: number): Promise<void> {
   const dir = file.slice(0, file.lastIndexOf('/'))
   try {

@@ -1,12 +1,13 @@
 /**
  * The CLI as users run it: real processes through bin/run.js on a real home, certificates checked by nebula-cert.
+ * (Every error case is in test/bad-input.test.ts.)
  */
 import {readFile, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {certificateFromPem, fingerprint} from '../src/nebula/index.js'
-import {NEBULA_CERT, nebulaCertCheck, removeDir, snapshot, tbmesh, tbmeshJson, tempDir} from './helpers.js'
+import {NEBULA_CERT, nebulaCertCheck, removeDir, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
 let dir: string
 let home: string
@@ -101,44 +102,5 @@ describe('init-ca → add-node → export-bundle → install', () => {
     const conf = await readFile(join(target, 'multichain', 'multichain.conf'), 'utf8')
     expect(conf).toMatch(/^bind=10\.42\.1\.1$/m)
     if (NEBULA_CERT) expect(installed.nebulaTest).toMatchObject({ran: true, ok: true})
-  })
-})
-
-describe('errors are one line with the fix, a non-zero exit, and change nothing', () => {
-  it.each([
-    ['init-ca again without --force', () => ['init-ca', ...h(), '--network', 'x', '--cidr', '10.9.0.0/16', ...pass()], 1, '--force'],
-    ['a CIDR with host bits', () => ['init-ca', '--home', join(dir, 'new'), '--network', 'x', '--cidr', '10.9.1.0/16', ...pass()], 2, 'host bits'],
-    ['an IPv6 CIDR', () => ['init-ca', '--home', join(dir, 'new'), '--network', 'x', '--cidr', 'fd00::/64', ...pass()], 2, 'IPv6'],
-    ['a lighthouse without endpoint', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--lighthouse'], 2, 'endpoint'],
-    ['a bad endpoint port', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--endpoint', '1.2.3.4:70000'], 2, 'port'],
-    ['a second origin', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--origin'], 1, 'origin'],
-    ['a taken name', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--name', 'acme-1'], 1, 'taken'],
-    ['a name that is not a DNS label', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--name', 'Bad_Name'], 2, 'DNS label'],
-    ['an IP outside the block', () => ['add-node', ...h(), ...pass(), '--org', 'ACME', '--ip', '10.42.9.9'], 2, 'outside'],
-    ['a used IP', () => ['add-node', ...h(), ...pass(), '--org', 'ACME', '--ip', '10.42.0.1'], 2, 'already used'],
-    ['a duration past the CA', () => ['add-node', ...h(), ...pass(), '--org', 'ACME', '--duration', '20y'], 2, 'CA'],
-    ['a negative duration', () => ['add-node', ...h(), ...pass(), '--org', 'ACME', '--duration', '-5d'], 2, 'negative'],
-    ['a wrong passphrase', () => ['add-node', ...h(), '--passphrase-file', join(dir, 'wrong.pass'), '--org', 'ACME'], 1, 'wrong CA passphrase'],
-    ['no passphrase and no TTY', () => ['add-node', ...h(), '--org', 'ACME'], 1, '--passphrase-file'],
-    ['a missing home', () => ['add-node', '--home', join(dir, 'nope'), ...pass(), '--org', 'ACME'], 1, 'init-ca'],
-    ['an unknown node', () => ['export-bundle', ...h(), 'nobody'], 1, 'known nodes'],
-    ['a missing required flag', () => ['add-node', ...h()], 2, '--org'],
-    ['an unknown flag', () => ['add-node', ...h(), '--org', 'X', '--frobnicate'], 2, 'frobnicate'],
-  ])('%s', async (_label, args, exit, needle) => {
-    await writeFile(join(dir, 'wrong.pass'), 'not it\n')
-    const before = await snapshot(home)
-    const result = await tbmesh(args())
-    expect(result.exitCode).toBe(exit)
-    const lines = String(result.stderr).trim().split('\n')
-    expect(lines).toHaveLength(1)
-    expect(lines[0]).toContain(needle)
-    expect(String(result.stderr)).not.toMatch(/^\s+at /m)
-    expect(await snapshot(home)).toEqual(before)
-  })
-
-  it('--json reports the error as JSON on stdout', async () => {
-    const result = await tbmesh(['export-bundle', ...h(), 'nobody', '--json'])
-    expect(result.exitCode).toBe(1)
-    expect(JSON.parse(String(result.stdout)).error.message).toContain('no node named nobody')
   })
 })

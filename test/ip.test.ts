@@ -2,7 +2,7 @@ import fc from 'fast-check'
 import {describe, expect, it} from 'vitest'
 
 import {UsageError, UserError} from '../src/errors.js'
-import {checkRequestedIp, contains, formatCidr, formatIp, nextFreeBlock, nextFreeIp, overlaps, parseCidr, parseIp} from '../src/ip.js'
+import {checkRequestedIp, contains, formatCidr, formatIp, maskOf, nextFreeBlock, nextFreeIp, overlaps, parseCidr, parseIp, sizeOf, specialRangeOverlap, type Ipv4Network} from '../src/ip.js'
 
 describe('parseIp / parseCidr', () => {
   it('round-trips addresses and networks', () => {
@@ -90,5 +90,78 @@ describe('blocks and allocation', () => {
   it('detects overlaps', () => {
     expect(overlaps(parseCidr('10.42.0.0/16'), parseCidr('10.42.3.0/24'))).toBe(true)
     expect(overlaps(parseCidr('10.42.2.0/24'), parseCidr('10.42.3.0/24'))).toBe(false)
+  })
+})
+
+describe('properties of block allocation and address checks (fast-check)', () => {
+  /** A network /8 to /24 with random base, and random blocks inside it of any prefix up to 30. */
+  const scenario = fc
+    .record({base: fc.integer({min: 0, max: 0xffffffff}), prefix: fc.integer({min: 8, max: 24}), orgDelta: fc.integer({min: 0, max: 6})})
+    .chain(({base, prefix, orgDelta}) => {
+      const net = {base: (base & maskOf(prefix)) >>> 0, prefix}
+      const orgPrefix = Math.min(prefix + orgDelta, 30)
+      const block = fc.record({offset: fc.nat(), prefix: fc.integer({min: prefix, max: 30})}).map(({offset, prefix: p}) => {
+        const b = (net.base + (offset % sizeOf(net))) >>> 0
+        return {base: (b & maskOf(p)) >>> 0, prefix: p}
+      })
+      return fc.record({net: fc.constant(net), orgPrefix: fc.constant(orgPrefix), taken: fc.array(block, {maxLength: 12})})
+    })
+
+  it('nextFreeBlock returns an aligned block inside the network that overlaps nothing taken, or throws only when none is left', () => {
+    fc.assert(
+      fc.property(scenario, ({net, orgPrefix, taken}) => {
+        let block: Ipv4Network
+        try {
+          block = nextFreeBlock(net, orgPrefix, taken)
+        } catch (error) {
+          expect(error).toBeInstanceOf(UserError)
+          // every aligned block of that size overlaps something taken
+          const step = 2 ** (32 - orgPrefix)
+          for (let b = net.base; b < net.base + sizeOf(net); b += step) {
+            expect(taken.some((t) => overlaps(t, {base: b, prefix: orgPrefix}))).toBe(true)
+          }
+          return
+        }
+        expect(block.prefix).toBe(orgPrefix)
+        expect(contains(net, block.base)).toBe(true)
+        expect(((block.base & maskOf(orgPrefix)) >>> 0) === block.base).toBe(true)
+        for (const t of taken) expect(overlaps(t, block)).toBe(false)
+      }),
+      {numRuns: 500},
+    )
+  })
+
+  it('every address nextFreeIp hands out passes checkRequestedIp, and checkRequestedIp refuses exactly the used, edge and outside ones', () => {
+    fc.assert(
+      fc.property(fc.integer({min: 0, max: 0xffffffff}), fc.integer({min: 22, max: 30}), fc.array(fc.nat(), {maxLength: 30}), fc.nat(), (base, prefix, picks, probe) => {
+        const block = {base: (base & maskOf(prefix)) >>> 0, prefix}
+        const size = sizeOf(block)
+        const used = new Set(picks.map((p) => (block.base + 1 + (p % (size - 2))) >>> 0))
+        if (used.size < size - 2) expect(() => checkRequestedIp(block, nextFreeIp(block, used, 'X'), used, 'X')).not.toThrow()
+        // any address near the block: inside and usable and free ⇔ accepted
+        const ip = (block.base - 2 + (probe % (size + 4))) >>> 0
+        const acceptable = contains(block, ip) && ip !== block.base && ip !== block.base + size - 1 && !used.has(ip)
+        if (acceptable) expect(() => checkRequestedIp(block, ip, used, 'X')).not.toThrow()
+        else expect(() => checkRequestedIp(block, ip, used, 'X')).toThrow(UsageError)
+      }),
+      {numRuns: 1000},
+    )
+  })
+
+  it('a network inside 10/8, 172.16/12 or 192.168/16 overlaps no special range; one holding a special address does', () => {
+    fc.assert(
+      fc.property(fc.constantFrom('10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10'), fc.nat(), fc.integer({min: 0, max: 32}), (privateRange, offset, extra) => {
+        const outer = parseCidr(privateRange)
+        const prefix = Math.min(outer.prefix + extra, 32)
+        const net = {base: ((outer.base + (offset % sizeOf(outer))) & maskOf(prefix)) >>> 0, prefix}
+        expect(specialRangeOverlap(net)).toBeUndefined()
+      }),
+    )
+    fc.assert(
+      fc.property(fc.constantFrom('127.0.0.1', '0.0.0.0', '169.254.1.1', '224.0.0.5', '255.255.255.255'), fc.integer({min: 0, max: 32}), (special, prefix) => {
+        const net = {base: (parseIp(special) & maskOf(prefix)) >>> 0, prefix}
+        expect(specialRangeOverlap(net)).toBeDefined()
+      }),
+    )
   })
 })

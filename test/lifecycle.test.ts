@@ -6,7 +6,7 @@
  * CLI as real processes. Every certificate issued here is checked with the real nebula-cert when it is installed.
  */
 import {spawn} from 'node:child_process'
-import {mkdir, readFile, readdir, writeFile} from 'node:fs/promises'
+import {mkdir, readFile, readdir, rm, writeFile} from 'node:fs/promises'
 import {basename, dirname, isAbsolute, join} from 'node:path'
 
 import {type Result} from 'execa'
@@ -179,7 +179,8 @@ describe('list (module)', () => {
     expect(rows['acme-1']).toMatchObject({organization: 'ACME', overlayIp: '10.50.0.1', roles: ['lighthouse', 'origin'], access: 'trusted', issuer: net.caId})
     expect(rows['acme-1'].shortFingerprint).toBe(rows['acme-1'].fingerprint.slice(0, 12))
     expect(rows['acme-1'].fingerprint).toBe(current(net, 'acme-1').fingerprint)
-    expect(list.cas).toEqual([expect.objectContaining({id: net.caId, status: 'active', daysLeft: 3649})])
+    expect(list.cas).toEqual([expect.objectContaining({id: net.caId, status: 'active'})])
+    expect(list.cas[0].daysLeft).toBeGreaterThanOrEqual(3649)
   })
 
   it('reports expired once not-after has passed, with negative days left', () => {
@@ -188,7 +189,8 @@ describe('list (module)', () => {
     expect(rows['umbrella-1'].status).toBe('expiring')
     const later = Object.fromEntries(listNodes(net.home.state, {now: t + 20 * DAY}).nodes.map((n) => [n.name, n]))
     expect(later['umbrella-1']).toMatchObject({status: 'expired', daysLeft: -10})
-    expect(later['initech-2']).toMatchObject({status: 'valid', daysLeft: 11})
+    expect(later['initech-2']).toMatchObject({status: 'expiring', daysLeft: 11})
+    expect(later['acme-1']).toMatchObject({status: 'valid', daysLeft: 345})
     // a revoked node stays revoked, expired or not
     expect(later['umbrella-2'].status).toBe('revoked')
   })
@@ -538,7 +540,6 @@ describe('install of update bundles', () => {
   })
 
   it('refuses a replay (the same update twice) and a rollback (an older update after a newer one)', async () => {
-    const replay = join(net.dir, 'updates-replay')
     const again = (await updates(net, ['umbrella-1']))['umbrella-1'] // sequence 3
     const newer = (await updates(net, ['umbrella-1']))['umbrella-1'] // sequence 4
     await tbmeshJson(['install', again, '--dir', dir])
@@ -547,7 +548,6 @@ describe('install of update bundles', () => {
     await expectRefusedInstall(['install', again, '--dir', dir], dir, /has sequence 3, not newer than the installed 4 \(a replay or a rollback\)/, 1)
     await expect(installBundle(again, dir)).rejects.toThrow(/not newer than the installed 4/)
     expect((await installedManifest(dir)).sequence).toBe(4)
-    void replay
   })
 
   it('refuses an update when DIR holds no installation', async () => {
@@ -766,7 +766,7 @@ describe('install --reload', () => {
       },
       /cannot signal nebula \(pid \d+\): no such process/,
     ],
-    ['a missing pid file', async () => writeFile(pidFile, '').then(() => import('node:fs/promises').then((fs) => fs.rm(pidFile))), /cannot read --pid-file .* \(ENOENT\)/],
+    ['a missing pid file', async () => rm(pidFile, {force: true}), /cannot read --pid-file .* \(ENOENT\)/],
   ])('%s: one line saying so and that the files are installed', async (_label, prepare, reason) => {
     await prepare()
     const file = await nextUpdate()
@@ -978,7 +978,7 @@ describe('CLI: rotate-ca', () => {
       const read = await readBundle(b.path)
       expect(caIds(read.files.get('nebula/ca.crt')!)).toEqual([oldId, newId].sort())
       if (NEBULA_CERT) {
-        const printed = await nebulaCertCheck(certificatesFromPem(read.files.get('nebula/ca.crt')!).map(() => '').join('') + (await readFile(join(dir, 'a', 'ca', `${newId}.crt`), 'utf8')), read.files.get('nebula/host.crt')!.toString())
+        const printed = await nebulaCertCheck(await readFile(join(dir, 'a', 'ca', `${newId}.crt`), 'utf8'), read.files.get('nebula/host.crt')!.toString())
         expect(printed.details.issuer).toBe(newId)
         // and against the whole trust bundle the node will hold
         await nebulaCertCheck(read.files.get('nebula/ca.crt')!.toString(), read.files.get('nebula/host.crt')!.toString())

@@ -47,9 +47,10 @@ Because it holds the MultiChain RPC password (and the host key, unless the node 
           confirm: true,
           alternatives: ['--no-encrypt'],
         })
-    if (!passphrase) this.warn('the bundle is not encrypted: it holds the RPC password (and maybe a private key); hand it over on a trusted channel')
     const out = flags.out ?? `${args.name}.tbmesh.tar.gz${passphrase ? '.age' : ''}`
     const result = await exportBundle(home, args.name, out, {caKey, passphrase, expiresInSeconds, force: flags.force})
+    // Warned once written, so that a refused export prints its one error line and nothing else.
+    if (!passphrase) this.warn('the bundle is not encrypted: it holds the RPC password (and maybe a private key); hand it over on a trusted channel')
     this.log(`Wrote ${result.path} (${result.bytes} bytes${result.encrypted ? ', encrypted' : ''}) for ${result.manifest.node} at ${result.manifest.overlayIp}`)
     this.log(`CA fingerprint: ${result.manifest.caFingerprint}`)
     this.log(`Valid until:    ${result.manifest.expiresAt}`)

@@ -12,7 +12,7 @@ export default class Install extends TbmeshCommand {
 
   static override description = `Verifies, before anything is written: the CA's signature of the manifest; that the CA's fingerprint equals --ca-fingerprint (get it from the network operator on a channel other than the bundle's); every file's SHA-256; the host certificate against the CA (all Nebula rules); that the private key matches the certificate (the bundle's, or for a node that joined with \`tbmesh join-request\`, the key kept in this machine's --home); and the bundle's expiry. Refuses archive entries outside the bundle layout.
 
-Then it stages the files beside --dir and renames them into place (keys and secrets 0600), points config.yml at them so that \`nebula -config DIR/nebula/config.yml\` works from any directory, and runs \`nebula -test\` when nebula is installed. An encrypted bundle's passphrase comes from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt.
+Then it stages the files beside --dir and renames them into place (keys and secrets 0600), points config.yml at them so that \`nebula -config DIR/nebula/config.yml\` works from any directory, writes DIR into the systemd unit (systemd/nebula.service) and the compose files (docker/), and runs \`nebula -test\` when nebula is installed. An encrypted bundle's passphrase comes from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt.
 
 An update bundle (from \`tbmesh export-update\`) goes onto an existing installation: it must be for the same node and network, newer than what is installed (replays and rollbacks are refused), and signed by a CA the installation trusts, or by the CA that one vouched for during a CA rotation, so --ca-fingerprint is not needed. The new files are swapped in atomically; --reload then makes the running nebula pick them up.`
 
@@ -45,6 +45,10 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     if (pin !== undefined && !/^[0-9a-f]{64}$/.test(pin.trim().toLowerCase().replaceAll(':', ''))) {
       throw new UserError(`--ca-fingerprint "${pin}" is not a hex SHA-256 (64 hex digits)`, {exit: 2, fix: 'copy it from `tbmesh init-ca` or `nebula-cert print`'})
     }
+    // Checked here, not after installing: a usage error must change nothing.
+    if (flags.reload && flags['pid-file'] === undefined && flags['reload-cmd'] === undefined) {
+      throw new UserError('--reload needs --pid-file or --reload-cmd', {exit: 2, fix: 'e.g. --pid-file /run/nebula.pid'})
+    }
     const homeDir = this.homeDir(flags)
     const result = await installBundle(args.bundle, flags.dir, {
       force: flags.force,
@@ -74,7 +78,13 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
       return {...result, reloaded}
     }
     if (result.manifest.kind === 'update') this.log('Reload nebula (SIGHUP) to use the update')
-    else this.log(`Start it: sudo nebula -config ${result.dir}/nebula/config.yml`)
+    else {
+      this.log(`Start it: sudo nebula -config ${result.dir}/nebula/config.yml`)
+      if (result.files.includes('systemd/nebula.service')) {
+        this.log(`As a service: ${result.dir}/systemd/nebula.service or ${result.dir}/docker/docker-compose.nebula.yml (see ${result.dir}/README.md)`)
+      }
+      this.log(`Check it: tbmesh doctor --dir ${result.dir}`)
+    }
     return result
   }
 }

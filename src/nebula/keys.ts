@@ -9,7 +9,7 @@
  * Node loads raw keys through fixed DER prefixes: PKCS#8 for private keys, SPKI for public keys.
  */
 
-import {createPrivateKey, createPublicKey, randomBytes, sign, verify, type KeyObject} from 'node:crypto'
+import {createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, verify, type KeyObject} from 'node:crypto'
 
 import {KeyFormatError} from './errors.js'
 import {
@@ -58,8 +58,12 @@ export function generateCaKeyPair(): CaKeyPair {
 
 /** A fresh X25519 host key pair (what `nebula-cert keygen` makes). */
 export function generateHostKeyPair(): HostKeyPair {
-  const privateKey = randomBytes(32)
-  return {privateKey, publicKey: hostPublicKeyFromPrivate(privateKey)}
+  // OpenSSL generates and exports raw keys as JWK far faster than it parses PKCS#8 (which OpenSSL 3 makes slow).
+  const pair = generateKeyPairSync('x25519')
+  return {
+    privateKey: Buffer.from(pair.privateKey.export({format: 'jwk'}).d!, 'base64url'),
+    publicKey: Buffer.from(pair.publicKey.export({format: 'jwk'}).x!, 'base64url'),
+  }
 }
 
 /**
@@ -86,11 +90,21 @@ export function ed25519PublicKeyFromSeed(seed: Uint8Array): Buffer {
  * @throws KeyFormatError otherwise
  */
 export function assertCaPrivateKey(privateKey: Uint8Array): void {
+  signingKey(privateKey)
+}
+
+/** The parsed signing key of a checked 64-byte CA key, from the cache or parsed, checked and cached now. */
+function signingKey(privateKey: Uint8Array): KeyObject {
+  let key = signingKeys.get(privateKey)
+  if (key) return key
   checkLength(privateKey, CA_PRIVATE_KEY_LENGTH, 'Ed25519 private key')
-  const key = Buffer.from(privateKey)
-  if (!ed25519PublicKeyFromSeed(key.subarray(0, 32)).equals(key.subarray(32))) {
+  const bytes = Buffer.from(privateKey)
+  key = privateKeyObject(ED25519_PKCS8_PREFIX, bytes.subarray(0, 32))
+  if (!rawPublicKey(key).equals(bytes.subarray(32))) {
     throw new KeyFormatError('Ed25519 private key is inconsistent: its public half does not match its seed')
   }
+  signingKeys.set(privateKey, key)
+  return key
 }
 
 /**
@@ -98,9 +112,15 @@ export function assertCaPrivateKey(privateKey: Uint8Array): void {
  * @throws KeyFormatError when the key is malformed (see {@link assertCaPrivateKey})
  */
 export function ed25519Sign(privateKey: Uint8Array, message: Uint8Array): Buffer {
-  assertCaPrivateKey(privateKey)
-  return sign(null, message, privateKeyObject(ED25519_PKCS8_PREFIX, privateKey.subarray(0, 32)))
+  return sign(null, message, signingKey(privateKey))
 }
+
+/**
+ * Parsed, checked signing keys by the key buffer they came from: a CA signs many certificates in one run, and OpenSSL 3
+ * takes about a millisecond to parse a key. Weak, so a key is forgotten with its buffer; a buffer must not be changed
+ * after it has been used to sign.
+ */
+const signingKeys = new WeakMap<Uint8Array, KeyObject>()
 
 /** Whether `signature` is a valid Ed25519 signature of `message` by the 32-byte `publicKey`. Never throws. */
 export function ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {

@@ -6,6 +6,7 @@
 import type {NodeProfile} from './profile.js'
 import {assertIPv4, assertPort, fillPlaceholders, oneLine, originIp, readTemplate} from './template.js'
 import {inboundRules} from './nebula-config.js'
+import {trubudgetBlockchainCompose} from './docker-compose-trubudget.js'
 
 /** Optional facts about the package itself that the README mentions. */
 export interface BundleReadmeExtra {
@@ -33,9 +34,10 @@ function prose(s: string): string {
 }
 
 /**
- * The text of the package's `README.md`: contents, the admin's steps (`tbmesh install BUNDLE --dir DIR`, then
- * `sudo nebula -config DIR/nebula/config.yml`), the node's overlay IP, a summary of its inbound firewall rules, where
- * `multichain.conf` and `blockchain.env` go, and the origin node's overlay IP.
+ * The text of the package's `README.md`: contents, the admin's steps (`tbmesh install BUNDLE --dir DIR`,
+ * `tbmesh doctor --dir DIR`, `sudo nebula -config DIR/nebula/config.yml`), running Nebula with the systemd unit or the
+ * compose file, the node's overlay IP, a summary of its inbound firewall rules, where `multichain.conf` and
+ * `blockchain.env` go (TruBudget's compose files with the override, or host networking), and the origin's overlay IP.
  *
  * @throws NoOriginError for a non-origin node while the network has no origin yet.
  * @throws Error when the profile is malformed.
@@ -76,5 +78,6 @@ export function renderBundleReadme(p: NodeProfile, extra: BundleReadmeExtra = {}
     rpcPort: assertPort(p.ports.rpc, 'ports.rpc'),
     p2pPort: assertPort(p.ports.p2p, 'ports.p2p'),
     roleText,
+    blockchainCompose: trubudgetBlockchainCompose(p),
   })
 }

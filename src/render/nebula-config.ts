@@ -36,7 +36,7 @@ export function inboundRules(p: NodeProfile): NebulaFirewallRule[] {
  * - `pki`: `ca`/`cert`/`key` from `p.pki` (written as given; relative paths resolve against nebula's working
  *   directory), `blocklist` from `p.blocklist`.
  * - `static_host_map`: every lighthouse's overlay IP → `[endpoint]`.
- * - `lighthouse`: `am_lighthouse` = `p.node.lighthouse`, `interval: 60`, `hosts` = every lighthouse's overlay IP, or
+ * - `lighthouse`: `am_lighthouse` = `p.node.lighthouse`, `interval: 10`, `hosts` = every lighthouse's overlay IP, or
  *   `[]` on a lighthouse.
  * - `listen`: `0.0.0.0`, port `p.ports.nebula` on a lighthouse, else 0 (random).
  * - `punchy`, `tun`, `logging`, `firewall` as in the template; inbound rules from {@link inboundRules}.

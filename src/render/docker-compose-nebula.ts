@@ -1,0 +1,35 @@
+/**
+ * Renders a node's `docker-compose.nebula.yml` from `templates/docker-compose.nebula.yml` (`{{name}}` placeholders):
+ * Nebula as a container on the host's network, with the installed `nebula/` directory mounted read-only at the same
+ * path, so that config.yml's absolute pki paths hold inside the container too.
+ */
+
+import {INSTALL_DIR_PLACEHOLDER, placeInstallDir, type DeploymentExtra} from './install-dir.js'
+import type {NodeProfile} from './profile.js'
+import {assertIPv4, fillPlaceholders, oneLine, readTemplate} from './template.js'
+
+/**
+ * The Nebula image the compose file runs: the Nebula project's own (`nebulaoss/nebula`, published from 1.9 on;
+ * distroless, entrypoint `/nebula`), pinned to a release. It reads the 1.6.1 keys tbmesh renders.
+ */
+export const NEBULA_IMAGE_TAG = '1.9.5'
+
+/**
+ * The text of the node's `docker-compose.nebula.yml`: project `tbmesh-nebula`, service `nebula` with image
+ * `nebulaoss/nebula:<tag>`, `network_mode: host`, `cap_add: [NET_ADMIN]`, `/dev/net/tun`, `DIR/nebula` bound
+ * read-only at `DIR/nebula`, `command: ["-config", "DIR/nebula/config.yml"]`, `restart: unless-stopped`.
+ *
+ * @throws UserError when `extra.installDir` contains a control character or line break.
+ * @throws Error when the profile is malformed.
+ */
+export function renderNebulaCompose(p: NodeProfile, extra: DeploymentExtra = {}): string {
+  const text = fillPlaceholders(readTemplate('docker-compose.nebula.yml'), {
+    node: oneLine(p.node.name),
+    network: oneLine(JSON.stringify(p.network.name)),
+    overlayIp: assertIPv4(p.node.overlayIp, 'node.overlayIp'),
+    tunDev: oneLine(p.tun.dev),
+    imageTag: NEBULA_IMAGE_TAG,
+    installDir: INSTALL_DIR_PLACEHOLDER,
+  })
+  return placeInstallDir(text, 'compose', extra.installDir ?? INSTALL_DIR_PLACEHOLDER)
+}

@@ -1,0 +1,27 @@
+/**
+ * Renders a node's systemd unit `nebula.service` from `templates/nebula.service` (`{{name}}` placeholders): Nebula run
+ * as a service with the installed `config.yml`, reloaded with SIGHUP, restarted when it exits.
+ */
+
+import {INSTALL_DIR_PLACEHOLDER, placeInstallDir, type DeploymentExtra} from './install-dir.js'
+import type {NodeProfile} from './profile.js'
+import {assertIPv4, fillPlaceholders, oneLine, readTemplate} from './template.js'
+
+/**
+ * The text of the node's `nebula.service`: `Type=simple` (Nebula 1.6 does not notify systemd), run as root with
+ * `CAP_NET_ADMIN` as its only capability, `ExecStart=/usr/bin/nebula -config "DIR/nebula/config.yml"`,
+ * `ExecReload=/bin/kill -HUP $MAINPID`, `Restart=always`, ordered after `network-online.target` and before Docker.
+ *
+ * @throws UserError when `extra.installDir` contains a control character or line break.
+ * @throws Error when the profile is malformed.
+ */
+export function renderNebulaService(p: NodeProfile, extra: DeploymentExtra = {}): string {
+  const text = fillPlaceholders(readTemplate('nebula.service'), {
+    node: oneLine(p.node.name),
+    network: oneLine(JSON.stringify(p.network.name)),
+    overlayIp: assertIPv4(p.node.overlayIp, 'node.overlayIp'),
+    tunDev: oneLine(p.tun.dev),
+    installDir: INSTALL_DIR_PLACEHOLDER,
+  })
+  return placeInstallDir(text, 'systemd', extra.installDir ?? INSTALL_DIR_PLACEHOLDER)
+}
