@@ -4,7 +4,7 @@
  */
 import {Command, Flags, type Interfaces} from '@oclif/core'
 
-import {ExternalError, UserError} from './errors.js'
+import {ExternalError, UsageError, UserError} from './errors.js'
 import {expiryWarnings} from './lifecycle.js'
 import {unlockCaKey} from './network.js'
 import {canPrompt, resolvePassphrase} from './passphrase.js'
@@ -88,6 +88,25 @@ export abstract class TbmeshCommand extends Command {
       },
     }))
     await new Listr(tasks, {concurrent: false, exitOnError: true, rendererOptions: {collapseErrors: false}}).run()
+  }
+
+  /**
+   * A required value: the flag's (or argument's) `value` when given; otherwise, on a terminal (and without `CI`), asked
+   * for with @inquirer/prompts — a choice among `choices` when there are some, else free text with `default`; otherwise
+   * a usage error naming `flag`. `validate` returns an error text or true.
+   */
+  protected async ask(
+    flag: string,
+    value: string | undefined,
+    prompt: {message: string; default?: string; choices?: string[]; validate?: (v: string) => string | true},
+  ): Promise<string> {
+    if (value !== undefined) return value
+    if (!canPrompt()) throw new UsageError(`${flag} is required`, {fix: `pass ${flag} ${flag.startsWith('--') ? 'VALUE' : ''}`.trimEnd()})
+    const inquirer = await import('@inquirer/prompts')
+    if (prompt.choices && prompt.choices.length > 0) {
+      return inquirer.select({message: prompt.message, choices: prompt.choices.map((c) => ({value: c, name: c})), default: prompt.default}, {output: process.stderr})
+    }
+    return inquirer.input({message: prompt.message, default: prompt.default, validate: prompt.validate, required: true}, {output: process.stderr})
   }
 
   /** Warnings are one line on stderr (oclif's own wraps them), and silent under --json. */

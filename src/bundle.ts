@@ -614,6 +614,8 @@ export interface TrustOptions {
   confirmCa?: (caFingerprint: string, manifest: BundleManifest) => Promise<boolean>
   /** The joiner's host private key (PEM) for a request it made, by the request's nonce; undefined when unknown. */
   joinerKey?: (nonce: string) => Promise<string | undefined>
+  /** A host private key (PEM) the installer holds, for a bundle that carries none (a node added with --pubkey). */
+  hostKey?: string
   /**
    * For an update bundle: the installation it updates. Its trust bundle replaces the pin (the update must be signed
    * by one of its CAs, or by a CA one of them vouched for), and its key must match the new certificate.
@@ -707,8 +709,11 @@ export async function verifyBundleTrust(file: string, read: ReadBundleResult, op
 
   let hostKeyPem = opts.installed?.hostKeyPem ?? files.get('nebula/host.key')?.toString('utf8')
   const keyFromJoiner = hostKeyPem === undefined
-  if (hostKeyPem === undefined) {
-    if (!manifest.nonce) throw refusal(file, 'it carries no host key and answers no join request')
+  if (hostKeyPem === undefined && opts.hostKey !== undefined) hostKeyPem = opts.hostKey
+  else if (hostKeyPem === undefined) {
+    if (!manifest.nonce) {
+      throw new UserError(`bundle ${path.basename(file)} carries no host key and answers no join request`, {fix: 'give the node\'s private key with --key FILE'})
+    }
     hostKeyPem = await opts.joinerKey?.(manifest.nonce)
     if (hostKeyPem === undefined) {
       throw new UserError(`bundle ${path.basename(file)} answers join request ${manifest.nonce}, which this machine did not make`, {

@@ -4,7 +4,7 @@
  * (JSON, below) to the network's CA admin, who checks the verification code with the joiner by phone before signing.
  */
 import {createHash, randomBytes} from 'node:crypto'
-import {readFile} from 'node:fs/promises'
+import {readFile, rm} from 'node:fs/promises'
 
 import {UsageError, UserError} from './errors.js'
 import {KeyFormatError, generateHostKeyPair, hostPrivateKeyToPem, hostPublicKeyFromPem, hostPublicKeyToPem} from './nebula/index.js'
@@ -70,8 +70,14 @@ export async function createJoinRequest(
     createdAt: (opts.now ?? new Date()).toISOString(),
   }
   const text = `${JSON.stringify(request, null, 2)}\n`
-  await saveJoinRequest(homeDir, request.nonce, text, hostPrivateKeyToPem(keys.privateKey))
+  // The request file first: it refuses an existing file, and then no key is left behind in the home for nothing.
   await writeNewFile(opts.out, text, {mode: 0o644, what: 'the request file'})
+  try {
+    await saveJoinRequest(homeDir, request.nonce, text, hostPrivateKeyToPem(keys.privateKey))
+  } catch (error) {
+    await rm(opts.out, {force: true})
+    throw error
+  }
   return {path: opts.out, request, verificationCode: verificationCode(Buffer.from(text))}
 }
 

@@ -492,10 +492,6 @@ function guard<T>(fn: () => T, bad: (problem: string) => never): T {
 }
 
 /**
- * Writes `data` to `file` atomically: a temporary file in the same directory, fsync, rename, fsync of the directory.
- * Creates the parent directory (0700) when missing.
- */
-/**
  * Writes several files atomically, like {@link writeAtomic} each, but concurrently and with one fsync per directory at
  * the end; when it returns, every file is durable.
  */
@@ -523,6 +519,10 @@ async function inBatches<T>(items: T[], fn: (item: T) => Promise<unknown>): Prom
   for (let i = 0; i < items.length; i += 32) await Promise.all(items.slice(i, i + 32).map(fn))
 }
 
+/**
+ * Writes `data` to `file` atomically: a temporary file in the same directory, fsync, rename, fsync of the directory.
+ * Creates the parent directory (0700) when missing. Throws UserError (naming the file and the errno) when it cannot.
+ */
 async function writeAtomic(file: string, data: string | Buffer, mode: number): Promise<void> {
   const dir = file.slice(0, file.lastIndexOf('/'))
   try {
@@ -606,16 +606,27 @@ async function withLock<T>(dir: string, fn: (assertHeld: () => void) => Promise<
   const waitMs = lockWaitMs()
   let compromised: Error | undefined
   let release: () => Promise<void>
-  try {
-    release = await lockfile.lock(dir, {
+  const lock = (wait: boolean) =>
+    lockfile.lock(dir, {
       lockfilePath: lockDir,
       realpath: false,
       stale: LOCK_STALE_MS,
-      retries: waitMs > 0 ? {retries: 10_000, factor: 1.2, minTimeout: 20, maxTimeout: 500, randomize: true, maxRetryTime: waitMs} : 0,
+      retries: wait && waitMs > 0 ? {retries: 10_000, factor: 1.2, minTimeout: 20, maxTimeout: 500, randomize: true, maxRetryTime: waitMs} : 0,
       fs: lockFs(),
       onCompromised: (error) => {
         compromised = error
       },
+    })
+  // proper-lockfile retries whatever the error: wait only when the lock is taken (or being taken over), so that a
+  // read-only or missing home fails at once.
+  const busy = (error: unknown) => {
+    const code = (error as NodeJS.ErrnoException).code
+    return code === 'ELOCKED' || code === 'ENOTEMPTY' || (code === 'ENOENT' && fs.existsSync(dir)) // ENOENT: a takeover race
+  }
+  try {
+    release = await lock(false).catch((error: unknown) => {
+      if (!busy(error)) throw error
+      return lock(true)
     })
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code

@@ -194,6 +194,10 @@ beforeAll(async () => {
     'trubudget/blockchain.env': renderBlockchainEnv(profile),
     'README.md': renderBundleReadme(profile, {createdAt: meta.createdAt, caFingerprint: meta.caFingerprint}),
   }
+  // Any other file the layout requires (deployment files, …): a stand-in naming the default installation directory.
+  for (const spec of BUNDLE_LAYOUT) {
+    if (spec.type === 'file' && spec.listed && spec.required && !(spec.path in files)) files[spec.path] = `# ${spec.description}\n# /etc/tbmesh/nebula/config.yml\n`
+  }
   good = join(work, 'umbrella-1.tbmesh.tar.gz')
   await writeBundle(good, meta, files, {sign})
 })
@@ -214,20 +218,11 @@ describe('writeBundle', () => {
 
     const listed: Array<{path: string; type: string; mode: number; uid?: number; uname?: string; mtime?: Date}> = []
     await list({file: out, onReadEntry: (e) => listed.push({path: e.path, type: e.type, mode: e.mode!, uid: e.uid, uname: e.uname, mtime: e.mtime})})
-    expect(listed.map((e) => e.path)).toEqual([
-      'manifest.json',
-      'manifest.sig',
-      'nebula/',
-      'nebula/ca.crt',
-      'nebula/host.crt',
-      'nebula/host.key',
-      'nebula/config.yml',
-      'multichain/',
-      'multichain/multichain.conf',
-      'trubudget/',
-      'trubudget/blockchain.env',
-      'README.md',
-    ])
+    // Every layout entry (the bundle has them all), in layout order: the manifest and its signature first, each
+    // directory before its files.
+    expect(listed.map((e) => e.path)).toEqual(BUNDLE_LAYOUT.map((e) => e.path))
+    expect(listed.map((e) => e.path).slice(0, 7)).toEqual(['manifest.json', 'manifest.sig', 'nebula/', 'nebula/ca.crt', 'nebula/host.crt', 'nebula/host.key', 'nebula/config.yml'])
+    expect(listed.map((e) => e.path)).toEqual(expect.arrayContaining(['multichain/', 'multichain/multichain.conf', 'trubudget/', 'trubudget/blockchain.env', 'README.md']))
     for (const e of listed) {
       expect(e.mode, e.path).toBe(e.type === 'Directory' ? 0o755 : e.path === 'nebula/host.key' ? 0o600 : 0o644)
       expect(e.uid ?? 0).toBe(0)
@@ -361,7 +356,8 @@ describe('installBundle', () => {
 
     await installBundle(good, dir, pinned({force: true}))
     expect(await readdir(parent)).toEqual(['old'])
-    expect((await readdir(dir)).sort()).toEqual(['README.md', 'manifest.json', 'manifest.sig', 'multichain', 'nebula', 'trubudget'])
+    expect((await readdir(dir)).sort()).toEqual([...new Set(BUNDLE_LAYOUT.map((e) => e.path.split('/')[0]))].sort())
+    expect(await readdir(dir)).toEqual(expect.arrayContaining(['README.md', 'manifest.json', 'manifest.sig', 'multichain', 'nebula', 'trubudget']))
   })
 
   it('refuses a file or a symbolic link as DIR', async () => {
@@ -430,7 +426,7 @@ describe('refusals', () => {
     },
     {name: 'duplicate directory', make: (f) => craft(f, [{path: 'nebula/', type: 'Directory'}, {path: 'nebula', type: 'Directory'}, ...entriesFor(files)]), message: /entry "nebula" appears more than once/},
     {name: 'unknown entry', make: (f) => craft(f, [...entriesFor(files), {path: 'extra.sh', data: 'rm -rf /'}]), message: /entry "extra.sh" is not part of the bundle layout/},
-    {name: 'unknown directory', make: (f) => craft(f, [...entriesFor(files), {path: 'systemd/', type: 'Directory'}]), message: /entry "systemd\/" is not part of the bundle layout/},
+    {name: 'unknown directory', make: (f) => craft(f, [...entriesFor(files), {path: 'cron.d/', type: 'Directory'}]), message: /entry "cron.d\/" is not part of the bundle layout/},
     {name: './manifest.json', make: (f) => craft(f, [{path: './manifest.json', data: '{}'}]), message: /entry "\.\/manifest.json" is not part of the bundle layout/},
     {
       name: 'oversize member',

@@ -255,18 +255,21 @@ describe('add-node processes killed at random moments', () => {
         if (holding) stats.killedHoldingLock++
       }
       if (holderMode) {
-        // Kill one process that holds the lock, 0-25 ms after it took it (a transaction takes about 20 ms here): inside the transaction, at a random step.
-        let decided = false
+        // Kill the n-th process of the batch to take the lock (the last one half of the time, so that what it leaves is
+        // still there for the checks below and the next add-node; otherwise the batch's next process cleans it up),
+        // 0-25 ms after it took it: a transaction takes 20 ms or more here, so at a random step of it, or just after.
+        const victimRank = Math.random() < 0.5 ? BATCH - 1 : Math.floor(Math.random() * BATCH)
+        const seen: number[] = []
         const look = () => {
-          if (decided) return
+          if (seen.length > victimRank) return
           let holders: string[] = []
           try {
             holders = readdirSync(join(home, 'state.lock'))
           } catch {}
           const pid = holders.map((h) => Number(/^holder-(\d+)-/.exec(h)?.[1])).find((p) => pids.has(p))
-          if (pid === undefined) return
-          decided = true
-          timers.push(setTimeout(() => kill(pid), Math.random() * 25))
+          if (pid === undefined || seen.includes(pid)) return
+          seen.push(pid)
+          if (seen.length === victimRank + 1) timers.push(setTimeout(() => kill(pid), Math.random() * 25))
         }
         watcher = watch(home, look)
         poll = setInterval(look, 2)

@@ -479,11 +479,16 @@ describe('good paths', () => {
     const exported = await runJson(['export-bundle', 'pied-piper-1', ...h(), ...caPass(), '--no-encrypt', '--out', join(work, 'pied-piper-1.tar.gz')])
     expect(exported.containsPrivateKey).toBe(false)
     expect((await unpack(await readFile(exported.path))).map((e) => e.path)).not.toContain('nebula/host.key')
-  })
 
-  // `install` takes the key of a keyless bundle only from a join request (by nonce); it has no way yet to take a key
-  // made with `nebula-cert keygen` and refuses such a bundle ("carries no host key and answers no join request").
-  it.todo('install of an add-node --pubkey bundle with the key from nebula-cert keygen')
+    // Without its key the bundle cannot be installed; with --key (the keygen key) it can, and the key is installed.
+    const without = await run(['install', exported.path, '--dir', join(work, 'pied-piper-nokey'), ...pin()])
+    expect(without.exitCode).toBe(1)
+    expect(String(without.stderr).trim().split('\n')).toHaveLength(1)
+    expect(String(without.stderr)).toContain('--key')
+    const installed = await runJson(['install', exported.path, '--dir', join(work, 'pied-piper'), ...pin(), '--key', key])
+    expect(installed.keyFromJoiner).toBe(true)
+    expect(await readFile(join(work, 'pied-piper', 'nebula', 'host.key'), 'utf8')).toBe(keyPem)
+  })
 
   it('add-node --request without --yes and no terminal: exit 2, one error line naming --yes, nothing added', async () => {
     const request = join(work, 'globex.request.json')

@@ -4,6 +4,7 @@
  * process leaves is finished or removed by the next transaction; a full disk is a one-line error that changes nothing.
  */
 import {execa} from 'execa'
+import {spawnSync} from 'node:child_process'
 import fc from 'fast-check'
 import {chmod, mkdir, readFile, readdir, rename, rm, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
@@ -12,7 +13,7 @@ import {afterAll, afterEach, beforeEach, describe, expect, it} from 'vitest'
 import {UserError} from '../src/errors.js'
 import {addNode, initCa, unlockCaKey} from '../src/network.js'
 import {Home, validateState, type NetworkState} from '../src/state.js'
-import {removeDir, snapshot, tbmesh, tempDir} from './helpers.js'
+import {BIN, removeDir, snapshot, tbmesh, tempDir} from './helpers.js'
 
 let dir: string
 let home: string
@@ -99,14 +100,22 @@ describe('a state file that is unreadable, malformed or inconsistent is refused 
     expect(await snapshot(home)).toEqual(before)
   })
 
-  it.runIf(process.getuid?.() === 0)('an unreadable state file (mode 000, another user) names the file and the error', async () => {
+  it('an unreadable state file (mode 000) names the file and the error', async (ctx) => {
     await makeHome()
-    // root reads through mode 000, so run the real CLI as nobody on a home it may traverse but not read
+    await chmod(stateFile(), 0o000)
+    if (process.getuid?.() !== 0) {
+      const before = await snapshot(home)
+      await expectOneLine(Home.open(home), `cannot read ${stateFile()} (EACCES)`)
+      expect(await snapshot(home)).toEqual(before)
+      return
+    }
+    // root reads through mode 000: run the real CLI as nobody, on a home it may traverse but not read
+    const asNobody = {uid: 65_534, gid: 65_534}
+    if (spawnSync('node', ['-e', `require('fs').accessSync(${JSON.stringify(BIN)})`], asNobody).status !== 0) ctx.skip() // checkout not readable by nobody
     await chmod(dir, 0o755)
     await chmod(home, 0o755)
-    await chmod(stateFile(), 0o000)
     const before = await snapshot(home)
-    const result = await tbmesh(['add-node', '--home', home, '--org', 'X'], {uid: 65_534, gid: 65_534, env: {HOME: dir}})
+    const result = await tbmesh(['add-node', '--home', home, '--org', 'X'], {...asNobody, env: {HOME: dir}})
     expect(result.exitCode).toBe(1)
     expect(String(result.stderr).trim()).toBe(`Error: cannot read ${stateFile()} (EACCES): check the permissions, or run tbmesh as the home's owner`)
     expect(await snapshot(home)).toEqual(before)
@@ -207,21 +216,29 @@ describe('file errors are one line and change nothing', () => {
     expect(await snapshot(dir)).toEqual(before)
   })
 
-  let mounted: string | undefined
+  // Real full and read-only disks: a small tmpfs (needs root and mount; CI runs as root). Skipped elsewhere.
+  const mounts: string[] = []
   afterAll(async () => {
-    if (mounted) await execa('umount', [mounted], {reject: false})
+    for (const mnt of mounts) await execa('umount', [mnt], {reject: false})
   })
-
-  // A real full disk: a small tmpfs (needs root and mount; CI runs as root).
-  it.runIf(process.getuid?.() === 0)('a full disk: add-node fails with one line, changes nothing, and works once there is space', async () => {
+  async function smallDisk(ctx: {skip: () => void}): Promise<string> {
     const mnt = join(dir, 'small-disk')
     await mkdir(mnt)
-    const mount = await execa('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mnt], {reject: false})
-    if (mount.exitCode !== 0) {
-      if (process.env.CI) throw new Error(`cannot mount a tmpfs: ${mount.stderr}`)
-      return
+    const mount = process.getuid?.() === 0 ? await execa('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mnt], {reject: false}) : undefined
+    if (mount?.exitCode !== 0) {
+      if (process.env.CI) throw new Error(`cannot mount a tmpfs: ${mount?.stderr ?? 'not root'}`)
+      ctx.skip()
     }
-    mounted = mnt
+    mounts.push(mnt)
+    return mnt
+  }
+  async function unmount(mnt: string): Promise<void> {
+    await execa('umount', [mnt], {reject: false})
+    mounts.splice(mounts.indexOf(mnt), 1)
+  }
+
+  it('a full disk: add-node fails with one line, changes nothing, and works once there is space', async (ctx) => {
+    const mnt = await smallDisk(ctx)
     try {
       home = join(mnt, 'home')
       const {home: opened, caKey} = await makeHome()
@@ -251,8 +268,25 @@ describe('file errors are one line and change nothing', () => {
       expect(added.overlayIp).toBe('10.42.2.1')
       expect((await stat(join(home, 'certs', `${added.fingerprint}.crt`))).isFile()).toBe(true)
     } finally {
-      await execa('umount', [mnt], {reject: false})
-      mounted = undefined
+      await unmount(mnt)
+    }
+  })
+
+  it('a read-only home: add-node fails at once with one line', async (ctx) => {
+    const mnt = await smallDisk(ctx)
+    try {
+      home = join(mnt, 'home')
+      await makeHome()
+      await execa('mount', ['-o', 'remount,ro', mnt])
+      const before = await snapshot(home)
+      const started = Date.now()
+      const cli = await tbmesh(['add-node', '--home', home, '--org', 'Initech'])
+      expect(cli.exitCode).toBe(1)
+      expect(String(cli.stderr).trim()).toBe(`Error: cannot lock ${home} (EROFS): the file system is read-only: use a writable --home`)
+      expect(Date.now() - started).toBeLessThan(10_000) // not after TBMESH_LOCK_TIMEOUT's 30 s
+      expect(await snapshot(home)).toEqual(before)
+    } finally {
+      await unmount(mnt)
     }
   })
 })

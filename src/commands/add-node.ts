@@ -51,8 +51,8 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
       : flags.pubkey
         ? {publicKey: await readPublicKeyFile(flags.pubkey)}
         : undefined
-    const org = joiner?.request?.organization ?? flags.org
-    if (org === undefined) throw new UsageError('--org is required', {fix: 'name the organization, e.g. --org ACME, or pass --request'})
+    const known = home.state.organizations.map((o) => o.name)
+    const org = joiner?.request?.organization ?? (await this.ask('--org', flags.org, {message: 'Organization (as TruBudget knows it)', choices: undefined, default: known[0]}))
     const caKey = await this.unlockCa(home, flags['passphrase-file'])
     const result = await addNode(home, caKey, {
       org,
@@ -83,7 +83,8 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
       throw new UsageError(`--org ${org} differs from the request's organization ${request.organization}`, {fix: 'drop --org'})
     }
     const summary = [
-      `Join request from ${request.organization}${request.name ? ` for node ${request.name}` : ''}${request.endpoint ? ` at ${request.endpoint}` : ''}, made ${request.createdAt}`,
+      // Quoted: an organization name may hold characters that would change how the line reads (bidi marks).
+      `Join request from ${JSON.stringify(request.organization).replaceAll(/[\u200E\u200F\u202A-\u202E\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16)}`)}${request.name ? ` for node ${request.name}` : ''}${request.endpoint ? ` at ${request.endpoint}` : ''}, made ${request.createdAt}`,
       `Verification code: ${received.verificationCode}`,
     ]
     if (!this.jsonEnabled()) for (const line of summary) process.stderr.write(`${line}\n`)

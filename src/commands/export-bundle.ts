@@ -19,7 +19,7 @@ Because it holds the MultiChain RPC password (and the host key, unless the node 
   ]
 
   static override args = {
-    name: Args.string({description: 'node name', required: true}),
+    name: Args.string({description: 'node name; chosen from a list on a terminal'}),
   }
 
   static override flags = {
@@ -35,7 +35,8 @@ Because it holds the MultiChain RPC password (and the host key, unless the node 
     const {args, flags} = await this.parse(ExportBundle)
     const expiresInSeconds = parseDuration(flags['expires-in'], '--expires-in')
     const home = await this.openHome(flags)
-    findNode(home.state, args.name) // an unknown name fails before any passphrase is asked for
+    const name = await this.ask('NAME', args.name, {message: 'Node', choices: home.state.nodes.filter((n) => !n.revoked).map((n) => n.name)})
+    findNode(home.state, name) // an unknown name fails before any passphrase is asked for
     const caKey = await this.unlockCa(home, flags['passphrase-file'])
     const passphrase = flags['no-encrypt']
       ? null
@@ -47,8 +48,8 @@ Because it holds the MultiChain RPC password (and the host key, unless the node 
           confirm: true,
           alternatives: ['--no-encrypt'],
         })
-    const out = flags.out ?? `${args.name}.tbmesh.tar.gz${passphrase ? '.age' : ''}`
-    const result = await exportBundle(home, args.name, out, {caKey, passphrase, expiresInSeconds, force: flags.force})
+    const out = flags.out ?? `${name}.tbmesh.tar.gz${passphrase ? '.age' : ''}`
+    const result = await exportBundle(home, name, out, {caKey, passphrase, expiresInSeconds, force: flags.force})
     // Warned once written, so that a refused export prints its one error line and nothing else.
     if (!passphrase) this.warn('the bundle is not encrypted: it holds the RPC password (and maybe a private key); hand it over on a trusted channel')
     this.log(`Wrote ${result.path} (${result.bytes} bytes${result.encrypted ? ', encrypted' : ''}) for ${result.manifest.node} at ${result.manifest.overlayIp}`)

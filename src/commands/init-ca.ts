@@ -21,8 +21,8 @@ A CA that expires breaks every tunnel of the network at once, so the default lif
   ]
 
   static override flags = {
-    network: Flags.string({char: 'n', description: 'network name (also the CA name)', required: true}),
-    cidr: Flags.string({description: 'overlay network, IPv4 CIDR', required: true}),
+    network: Flags.string({char: 'n', description: 'network name (also the CA name); asked for on a terminal'}),
+    cidr: Flags.string({description: 'overlay network, IPv4 CIDR; asked for on a terminal'}),
     duration: Flags.string({description: 'CA lifetime (e.g. 10y, 3650d, 87600h)', default: '10y'}),
     'org-prefix': Flags.integer({description: 'prefix length of each organization\'s block', default: DEFAULTS.orgPrefix}),
     'passphrase-file': Flags.file({description: 'file holding the CA passphrase (or set TBMESH_CA_PASSPHRASE)', exists: false, exclusive: ['no-passphrase']}),
@@ -33,12 +33,14 @@ A CA that expires breaks every tunnel of the network at once, so the default lif
   async run(): Promise<InitCaResult> {
     const {flags} = await this.parse(InitCa)
     const durationSeconds = parseDuration(flags.duration)
+    const network = await this.ask('--network', flags.network, {message: 'Network name', default: 'trubudget'})
+    const cidr = await this.ask('--cidr', flags.cidr, {message: 'Overlay network (IPv4 CIDR)', default: '10.42.0.0/16'})
     const passphrase = flags['no-passphrase']
       ? null
       : await resolvePassphrase({file: flags['passphrase-file'], fileFlag: '--passphrase-file', env: 'TBMESH_CA_PASSPHRASE', purpose: 'CA key', confirm: true, alternatives: ['--no-passphrase']})
     const result = await initCa(this.homeDir(flags), {
-      network: flags.network,
-      cidr: flags.cidr,
+      network,
+      cidr,
       durationSeconds,
       orgPrefix: flags['org-prefix'],
       passphrase,

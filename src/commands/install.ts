@@ -7,6 +7,13 @@ import {canPrompt, resolvePassphrase} from '../passphrase.js'
 import {reloadNebula, type ReloadResult} from '../node.js'
 import {loadJoinRequest} from '../state.js'
 
+async function readKeyFile(file: string): Promise<string> {
+  const {readFile} = await import('node:fs/promises')
+  return readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    throw new UserError(`cannot read --key ${file} (${error.code ?? 'error'})`, {fix: 'give the private key file made with nebula-cert keygen'})
+  })
+}
+
 export default class Install extends TbmeshCommand {
   static override summary = 'Install a join package on the node (run by the joining organization\'s admin).'
 
@@ -30,9 +37,10 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
   }
 
   static override flags = {
-    dir: Flags.directory({char: 'd', description: 'directory to install into', required: true}),
+    dir: Flags.directory({char: 'd', description: 'directory to install into; asked for on a terminal (default /etc/tbmesh)'}),
     'ca-fingerprint': Flags.string({description: 'the network CA\'s fingerprint (hex SHA-256) you expect; asked for on a terminal when absent'}),
     'bundle-passphrase-file': bundlePassphraseFlag,
+    key: Flags.file({description: 'the node\'s Nebula X25519 private key (PEM), for a bundle signed from `add-node --pubkey` (it carries no key)'}),
     force: Flags.boolean({char: 'f', description: 'replace an existing installation in --dir'}),
     reload: Flags.boolean({description: 'after installing, make the running nebula reload (SIGHUP to --pid-file, or --reload-cmd)'}),
     'pid-file': Flags.file({description: 'file holding the running nebula\'s process id', dependsOn: ['reload']}),
@@ -50,7 +58,8 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
       throw new UserError('--reload needs --pid-file or --reload-cmd', {exit: 2, fix: 'e.g. --pid-file /run/nebula.pid'})
     }
     const homeDir = this.homeDir(flags)
-    const result = await installBundle(args.bundle, flags.dir, {
+    const dir = await this.ask('--dir', flags.dir, {message: 'Install into directory', default: '/etc/tbmesh'})
+    const result = await installBundle(args.bundle, dir, {
       force: flags.force,
       pin,
       confirmCa: async (fingerprint, manifest) => {
@@ -62,6 +71,7 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
       passphrase: () =>
         resolvePassphrase({file: flags['bundle-passphrase-file'], fileFlag: '--bundle-passphrase-file', env: 'TBMESH_BUNDLE_PASSPHRASE', purpose: 'bundle'}),
       joinerKey: async (nonce) => (await loadJoinRequest(homeDir, nonce))?.keyPem,
+      hostKey: flags.key === undefined ? undefined : await readKeyFile(flags.key),
     })
     const what = result.manifest.kind === 'update' ? `update ${result.manifest.sequence} (was ${result.previousSequence}) for` : ''
     this.log(`Installed ${what}${what ? ' ' : ''}${result.manifest.node} (${result.manifest.organization}, overlay IP ${result.manifest.overlayIp}) into ${result.dir}`)

@@ -16,15 +16,17 @@ Read the code to the CA admin on the phone: \`tbmesh add-node --request\` shows 
   ]
 
   static override flags = {
-    org: Flags.string({char: 'o', description: 'organization name as TruBudget knows it (ORGANIZATION)', required: true}),
+    org: Flags.string({char: 'o', description: 'organization name as TruBudget knows it (ORGANIZATION); asked for on a terminal'}),
     name: Flags.string({description: 'node name you would like, a lowercase DNS label'}),
     endpoint: Flags.string({description: 'public underlay address HOST:PORT of this node, if it has one'}),
-    out: Flags.string({description: 'request file to write', required: true}),
+    out: Flags.string({description: 'request file to write; asked for on a terminal'}),
   }
 
   async run(): Promise<JoinRequestResult> {
     const {flags} = await this.parse(JoinRequest)
-    const result = await createJoinRequest(this.homeDir(flags), {org: flags.org, name: flags.name, endpoint: flags.endpoint, out: flags.out})
+    const org = await this.ask('--org', flags.org, {message: 'Organization (as TruBudget knows it)'})
+    const out = await this.ask('--out', flags.out, {message: 'Write the request to', default: `${org.toLowerCase().replaceAll(/[^a-z0-9]+/g, '-')}.request.json`})
+    const result = await createJoinRequest(this.homeDir(flags), {org, name: flags.name, endpoint: flags.endpoint, out})
     this.log(`Wrote join request ${result.path} for ${result.request.organization}${result.request.name ? ` (${result.request.name})` : ''}`)
     this.log(`Verification code: ${result.verificationCode}`)
     this.log('Send the file to the network\'s CA admin and read them the code on the phone; keep this --home for `tbmesh install`.')

@@ -7,7 +7,9 @@
  * - CA rotation: round 1 (new CA trusted beside the old one, every certificate re-issued) installed one node at a time
  *   keeps TCP working between every pair; `rotate-ca --finish` and round 2 (old CA dropped) too; afterwards a node
  *   still presenting a certificate of the old CA is refused by origin.
- * - Renewal: a short-lived certificate is renewed and shipped; the node keeps its tunnel and holds the new not-after.
+ *   During round 1, a node not yet updated (old certificate, old CA only) cannot open a new tunnel to an updated one.
+ * - Renewal: a short-lived certificate is renewed and shipped; the node keeps its tunnel, holds the new not-after, and
+ *   when the old certificate expires the tunnel is made again with the renewed one.
  *
  * One lab, ordered tests (each builds on the state the previous one left). Fails (never skips) when it cannot run.
  */
@@ -125,18 +127,18 @@ describe('certificate lifecycle on real Nebula nodes', () => {
     node.initech = await tb<Added>(['add-node', '--org', 'Initech'])
     node.legacy = await tb<Added>(['add-node', '--org', 'Hooli'])
     // Join bundles are exported now, before any rotation: they carry the first CA only (globex joins later).
-    for (const label of ['origin', 'acme', 'umbrella', 'initech', 'legacy'] as const) {
-      const bundle = join(dir, `${node[label].name}.tar.gz`)
-      await tb(['export-bundle', node[label].name, '--out', bundle, '--no-encrypt'])
-      const installed = await tb<InstallJson>(['install', bundle, '--dir', installDir(label), '--ca-fingerprint', caFingerprint])
+    const joining = ['origin', 'acme', 'umbrella', 'initech', 'legacy'] as const
+    for (const label of joining) await tb(['export-bundle', node[label].name, '--out', join(dir, `${label}.tar.gz`), '--no-encrypt'])
+    await Promise.all(joining.map(async (label) => {
+      const installed = await tb<InstallJson>(['install', join(dir!, `${label}.tar.gz`), '--dir', installDir(label), '--ca-fingerprint', caFingerprint])
       expect(installed.nebulaTest.ok).toBe(true)
-    }
-    for (const label of ['origin', 'acme', 'umbrella', 'initech'] as const) await start(label)
+    }))
+    await start('origin')
+    await Promise.all((['acme', 'umbrella', 'initech'] as const).map(start))
   }, 120_000)
 
   afterAll(async () => {
     try {
-      if (process.env.LC_DEBUG) for (const [l, p] of Object.entries(nebula)) await writeFile(`${process.env.LC_DEBUG}/${l}.log`, p!.output())
       await lab?.cleanup()
     } finally {
       if (dir) await removeDir(dir)
@@ -264,7 +266,7 @@ describe('certificate lifecycle on real Nebula nodes', () => {
   }, 150_000)
 
   it('renews a short-lived certificate: the node keeps its tunnel and uses the new certificate once the old one expires', async () => {
-    node.globex = await tb<Added>(['add-node', '--org', 'Globex', '--duration', '1m'])
+    node.globex = await tb<Added>(['add-node', '--org', 'Globex', '--duration', '30s'])
     const bundle = join(dir!, 'globex.tar.gz')
     await tb(['export-bundle', node.globex.name, '--out', bundle, '--no-encrypt'])
     await tb(['install', bundle, '--dir', installDir('globex'), '--ca-fingerprint', caFingerprint])
@@ -280,7 +282,7 @@ describe('certificate lifecycle on real Nebula nodes', () => {
       return Date.parse((JSON.parse(printed.output) as {details: {notAfter: string}}).details.notAfter)
     }
     const before = await notAfter()
-    expect(before - Date.now()).toBeLessThanOrEqual(60_000)
+    expect(before - Date.now()).toBeLessThanOrEqual(30_000)
 
     const renewed = await tb<{renewed: {name: string; fingerprint: string; notAfter: string}[]}>(['renew', node.globex.name, '--duration', '30d'])
     expect(renewed.renewed).toHaveLength(1)
@@ -296,6 +298,7 @@ describe('certificate lifecycle on real Nebula nodes', () => {
     expect(await lab!.connect('globex', node.origin.overlayIp, P2P, 3000)).toMatchObject({ok: true})
     expect(await lab!.connect('origin', node.globex.overlayIp, P2P, 3000)).toMatchObject({ok: true})
     expect(logSince(nebula.origin!, originSince)).not.toMatch(new RegExp(`Handshake message.*certName=${node.globex.name} `))
+    expect(Date.now(), 'the renewal must be in place before the old certificate expires (a slow machine?)').toBeLessThan(before)
 
     // Nebula 1.6 presents a reloaded certificate only in new handshakes. Once the old one expires, origin tears the
     // tunnel down (pki.disconnect_invalid) and the next one is made with the renewed certificate.
