@@ -9,15 +9,8 @@ import {join} from 'node:path'
 
 import {parseDuration} from './duration.js'
 import {UsageError, UserError} from './errors.js'
-import {
-  addPreparedNode,
-  prepareNode,
-  slugify,
-  writeNodeBundle,
-  type AddNodeOptions,
-  type AddNodeResult,
-  type ExportBundleResult,
-} from './network.js'
+import {writeNodeBundle, type ExportBundleResult} from './export.js'
+import {addPreparedNode, prepareNode, slugify, type AddNodeOptions, type AddNodeResult} from './network.js'
 import {certificateFromPem} from './nebula/index.js'
 import type {AccessLevel, Home, NetworkState} from './state.js'
 

@@ -25,7 +25,8 @@ import yaml from 'js-yaml'
 import {Header, Pack, Parser, ReadEntry} from 'tar'
 
 import {UserError} from './errors.js'
-import {fsUserError, fsyncDir, writeNewFile} from './files.js'
+import {fsUserError, writeNewFile} from './files.js'
+import {endorsementMessage} from './state.js'
 import {placeInstallDir, type InstallDirSyntax} from './render/install-dir.js'
 import {
   CertificateVerifyError,
@@ -625,10 +626,6 @@ export interface TrustOptions {
   now?: number
 }
 
-/** The bytes a CA signs to vouch for its successor `caFingerprint` during a rotation. */
-export function endorsementMessage(caFingerprint: string): Buffer {
-  return Buffer.from(`tbmesh-ca-endorsement:v1:${caFingerprint}`, 'utf8')
-}
 
 /** What {@link verifyBundleTrust} established. */
 export interface TrustedBundle {

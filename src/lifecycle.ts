@@ -3,10 +3,6 @@
  * revocation (the network's blocklist), update bundles that carry changes to running nodes, and CA rotation with an
  * overlap period. tbmesh has no server: every change reaches nodes as a signed update bundle.
  */
-import {mkdir, rm} from 'node:fs/promises'
-import {join, resolve} from 'node:path'
-
-import {endorsementMessage} from './bundle.js'
 import {formatDuration} from './duration.js'
 import {UsageError, UserError} from './errors.js'
 import {
@@ -22,9 +18,10 @@ import {
   type Argon2Parameters,
   type NebulaCertificate,
 } from './nebula/index.js'
-import {BACKDATE_SECONDS, DEFAULTS, blocklist, findNode, iso, writeNodeBundle, type ExportBundleResult} from './network.js'
+import {BACKDATE_SECONDS, DEFAULTS, blocklist, findNode, iso} from './network.js'
 import {
   currentCertificate,
+  endorsementMessage,
   type CaRecord,
   type CertificateRecord,
   type Home,
@@ -347,49 +344,4 @@ async function reissue(
   tx.addCertificate(fp, certificateToPem(cert))
   node.updatePending = true
   return {name: node.name, fingerprint: fp, previous: row.fingerprint, issuer: ca.record.id, notAfter: iso(notAfter)}
-}
-
-// ---------------------------------------------------------------------------------------------------------------------
-// Update bundles
-
-/** What `tbmesh export-update` reports: one update bundle per node. */
-export interface ExportUpdateResult {
-  outDir: string
-  bundles: ExportBundleResult[]
-}
-
-/**
- * Writes one signed update bundle per node (`names`, or with `all` every node not revoked) into `outDir` (created when
- * missing) as `<node>.update-<sequence>.tbmesh.tar.gz`: the node's current certificate, the CA trust bundle and a
- * freshly rendered config.yml (blocklist, lighthouses, static host map). Update bundles hold no secret, so they are not
- * encrypted. All in one transaction: either every bundle is written and every sequence number advanced, or none is.
- * Throws UserError for unknown or revoked nodes, UsageError when neither names nor `all` are given.
- */
-export async function exportUpdates(
-  home: Home,
-  caKey: Buffer,
-  opts: {names?: string[]; all?: boolean; outDir: string; expiresInSeconds?: number; force?: boolean},
-): Promise<ExportUpdateResult> {
-  if (!opts.all && (!opts.names || opts.names.length === 0)) throw new UsageError('name the nodes to update, or pass --all', {fix: 'e.g. tbmesh export-update acme-1 --out updates/'})
-  await mkdir(opts.outDir, {recursive: true}).catch((error: NodeJS.ErrnoException) => {
-    throw new UserError(`cannot create ${opts.outDir} (${error.code ?? 'error'})`, {fix: 'choose a writable --out directory'})
-  })
-  // Bundles are written as the transaction goes: if it fails (a later node refused, the commit failed), remove them, so
-  // that no bundle exists whose sequence number was not committed (the next export would reuse it).
-  const written: string[] = []
-  try {
-    return await home.transaction(async (tx) => {
-      const names = opts.all ? tx.state.nodes.filter((n) => !n.revoked).map((n) => n.name) : opts.names!
-      const bundles: ExportBundleResult[] = []
-      for (const name of names) {
-        const out = (node: string, sequence: number) => join(opts.outDir, `${node}.update-${sequence}.tbmesh.tar.gz`)
-        bundles.push(await writeNodeBundle(home, tx, name, 'update', out, {caKey, passphrase: null, expiresInSeconds: opts.expiresInSeconds, force: opts.force}))
-        written.push(bundles.at(-1)!.path)
-      }
-      return {outDir: resolve(opts.outDir), bundles}
-    })
-  } catch (error) {
-    for (const file of written) await rm(file, {force: true}).catch(() => {})
-    throw error
-  }
 }

@@ -5,7 +5,6 @@
 import {randomBytes} from 'node:crypto'
 import {resolve} from 'node:path'
 
-import {writeBundle, type BundleKind, type BundleManifest} from './bundle.js'
 import {formatDuration} from './duration.js'
 import {UsageError, UserError} from './errors.js'
 import {checkRequestedIp, formatCidr, formatIp, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap} from './ip.js'
@@ -13,7 +12,6 @@ import {
   certificateFromPem,
   caPrivateKeyToPem,
   certificateToPem,
-  ed25519Sign,
   encryptCaKey,
   fingerprint,
   generateCaKeyPair,
@@ -25,15 +23,8 @@ import {
   type Argon2Parameters,
   type NebulaCertificate,
 } from './nebula/index.js'
-import {renderBlockchainEnv} from './render/blockchain-env.js'
-import {renderBundleReadme} from './render/bundle-readme.js'
-import {renderNebulaCompose} from './render/docker-compose-nebula.js'
-import {renderTrubudgetOverride} from './render/docker-compose-trubudget.js'
-import {renderMultichainConf} from './render/multichain-conf.js'
-import {renderNebulaConfig} from './render/nebula-config.js'
-import {renderNebulaService} from './render/nebula-service.js'
 import type {NodeProfile} from './render/profile.js'
-import {Home, SCHEMA_VERSION, currentCertificate, type AccessLevel, type CaRecord, type CertificateRecord, type NetworkState, type NodeRecord, type Transaction} from './state.js'
+import {Home, SCHEMA_VERSION, type AccessLevel, type CaRecord, type CertificateRecord, type NetworkState, type NodeRecord, type Transaction} from './state.js'
 
 /** Default ports and device settings of a new network. */
 export const DEFAULTS = {
@@ -419,118 +410,6 @@ export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: s
 export function blocklist(state: NetworkState): string[] {
   const revoked = new Set(state.nodes.filter((n) => n.revoked).map((n) => n.name))
   return state.certificates.filter((c) => revoked.has(c.name)).map((c) => c.fingerprint).sort()
-}
-
-/** What `tbmesh export-bundle` reports. No secret is in it. */
-export interface ExportBundleResult {
-  /** Absolute path of the written bundle. */
-  path: string
-  /** Size in bytes. */
-  bytes: number
-  /** Whether the file is encrypted (age format, passphrase). */
-  encrypted: boolean
-  /** Whether the bundle carries the host private key (false when the joiner holds it). */
-  containsPrivateKey: boolean
-  manifest: BundleManifest
-}
-
-/** Options of {@link exportBundle}. */
-export interface ExportBundleOptions {
-  /** The active CA's private key (64 bytes): signs the manifest. */
-  caKey: Buffer
-  /** Encrypts the bundle (age format, scrypt) with this passphrase; null writes it in the clear. */
-  passphrase: Buffer | null
-  /** How long the bundle may be installed, in seconds; default 14 days. */
-  expiresInSeconds?: number
-  force?: boolean
-  /** age scrypt work factor (log2 N), default 18; tests use less. */
-  scryptWorkFactor?: number
-}
-
-/** Default lifetime of a bundle: 14 days. */
-export const BUNDLE_LIFETIME_SECONDS = 14 * 86_400
-
-/**
- * Renders a node's files and writes its join bundle (tar.gz) to `out`. Refuses to overwrite `out` without `force`.
- * Throws UserError for an unknown node, a node whose key is not held here, or a network without an origin node.
- */
-export async function exportBundle(home: Home, nodeName: string, out: string, opts: ExportBundleOptions): Promise<ExportBundleResult> {
-  return home.transaction((tx) => writeNodeBundle(home, tx, nodeName, 'join', () => out, opts))
-}
-
-/**
- * Renders one node's files and writes its bundle of `kind` (join: everything the node needs; update: certificate, trust
- * bundle and config.yml only) to `out(node, sequence)`, signed by the active CA, inside transaction `tx`: the node's
- * bundle sequence number goes up by one and its pending-update mark is cleared. Throws UserError for an unknown or
- * revoked node, a network without lighthouse or origin, or an existing output file without `force`.
- */
-export async function writeNodeBundle(
-  home: Home,
-  tx: Transaction,
-  nodeName: string,
-  kind: BundleKind,
-  out: (node: string, sequence: number) => string,
-  opts: ExportBundleOptions,
-): Promise<ExportBundleResult> {
-  const {state} = tx
-  const node = findNode(state, nodeName)
-  if (node.revoked) throw new UserError(`node ${node.name} was revoked on ${node.revoked.at}`, {fix: 'add a new node instead'})
-  const cert = currentCertificate(state, node.name)
-  if (!cert) throw new UserError(`node ${node.name} has no certificate`, {fix: 'add it again with `tbmesh add-node`'})
-  if (!state.nodes.some((n) => n.lighthouse && !n.revoked)) {
-    throw new UserError('the network has no lighthouse yet', {fix: 'add one with `tbmesh add-node --lighthouse --endpoint HOST:PORT`'})
-  }
-  if (!node.origin && !state.nodes.some((n) => n.origin)) {
-    throw new UserError('the network has no origin node yet', {fix: 'add one with `tbmesh add-node --origin`'})
-  }
-  const secrets = await home.readSecrets()
-  const now = Date.now()
-  const profile = nodeProfile(state, node.name, {user: secrets.rpcUser, password: secrets.rpcPassword})
-  const trusted = state.cas.filter((ca) => ca.status !== 'retired')
-  const signer = state.cas.find((ca) => ca.status === 'active')!
-  const caPems = await Promise.all(trusted.map((ca) => home.readCaCertificate(ca)))
-  const files: Record<string, string> = {
-    'nebula/ca.crt': caPems.join(''),
-    'nebula/host.crt': await tx.readCertificate(cert.fingerprint),
-    'nebula/config.yml': renderNebulaConfig(profile),
-  }
-  if (kind === 'join') {
-    if (cert.keyInHome) files['nebula/host.key'] = await tx.readHostKey(node.name)
-    files['multichain/multichain.conf'] = renderMultichainConf(profile)
-    files['trubudget/blockchain.env'] = renderBlockchainEnv(profile)
-    // Rendered for the placeholder directory /etc/tbmesh; `tbmesh install` writes in the real one.
-    files['systemd/nebula.service'] = renderNebulaService(profile)
-    files['docker/docker-compose.nebula.yml'] = renderNebulaCompose(profile)
-    files['docker/docker-compose.trubudget.override.yml'] = renderTrubudgetOverride(profile)
-    files['README.md'] = renderBundleReadme(profile)
-  }
-  node.sequence = (node.sequence ?? 0) + 1
-  node.updatePending = false
-  const written = await writeBundle(
-    out(node.name, node.sequence),
-    {
-      kind,
-      network: state.network.name,
-      node: node.name,
-      organization: profile.node.organization,
-      overlayIp: node.overlayIp,
-      caFingerprint: signer.id,
-      createdAt: new Date(now).toISOString(),
-      expiresAt: new Date(now + (opts.expiresInSeconds ?? BUNDLE_LIFETIME_SECONDS) * 1000).toISOString(),
-      sequence: node.sequence,
-      ...(kind === 'join' && cert.requestNonce ? {nonce: cert.requestNonce} : {}),
-      ...(kind === 'update' && signer.endorsement ? {caEndorsement: signer.endorsement} : {}),
-    },
-    files,
-    {force: opts.force, sign: (manifest) => ed25519Sign(opts.caKey, manifest), passphrase: opts.passphrase, scryptWorkFactor: opts.scryptWorkFactor},
-  )
-  return {
-    path: resolve(written.path),
-    bytes: written.bytes,
-    encrypted: written.encrypted,
-    containsPrivateKey: kind === 'join' && cert.keyInHome,
-    manifest: written.manifest,
-  }
 }
 
 /** The node named `name`; throws UserError naming the known nodes when there is none. */

@@ -64,7 +64,7 @@ export interface CaRecord {
   /**
    * For a CA created by a rotation: the previous CA's vouching for it, so that nodes that trust only the previous CA
    * accept update bundles signed by this one. `signature` is base64 Ed25519 by CA `by` over
-   * `endorsementMessage(id)` (src/bundle.ts).
+   * {@link endorsementMessage}(id).
    */
   endorsement?: {by: string; signature: string}
 }
@@ -76,6 +76,11 @@ export function currentCertificate(state: NetworkState, name: string): Certifica
   return newest
 }
 
+
+/** The bytes a CA signs to vouch for its successor `caFingerprint` during a rotation. */
+export function endorsementMessage(caFingerprint: string): Buffer {
+  return Buffer.from(`tbmesh-ca-endorsement:v1:${caFingerprint}`, 'utf8')
+}
 
 /** An organization and its IP block. `slug` is the DNS-label form of the name used in groups and node names. */
 export interface OrganizationRecord {
@@ -202,9 +207,15 @@ export class Home {
    * in which case the old CA, ledger and keys are removed first. Throws UserError.
    */
   static async create(dir: string, files: NewHome, opts: {force?: boolean} = {}): Promise<Home> {
-    await mkdir(dir, {recursive: true, mode: 0o700}).catch((error: unknown) => {
+    const created = await mkdir(dir, {recursive: true, mode: 0o700}).catch((error: unknown) => {
       throw fileError(error, `cannot create ${dir}`)
     })
+    // A failed init-ca (a full disk, say) leaves nothing: the directories it made, or the files it wrote, go again.
+    const written: string[] = []
+    const undo = async () => {
+      if (created) await rm(created, {recursive: true, force: true})
+      else for (const file of written) await rm(file, {force: true})
+    }
     return withLock(dir, async (assertHeld) => {
       if (await exists(join(dir, STATE_FILE))) {
         if (!opts.force) {
@@ -216,13 +227,27 @@ export class Home {
       }
       validateState(files.state, join(dir, STATE_FILE))
       const caId = files.state.cas[0].id
-      await writeAtomic(join(dir, 'ca', `${caId}.key`), files.caKeyPem, 0o600)
-      await writeAtomic(join(dir, 'ca', `${caId}.crt`), files.caCertificatePem, 0o644)
-      await writeAtomic(join(dir, SECRETS_FILE), json(files.secrets), 0o600)
-      // state.json last: a home without it is not a home, so a crash before this point leaves nothing half-made.
-      assertHeld()
-      await writeAtomic(join(dir, STATE_FILE), json(files.state), 0o644)
+      try {
+        for (const [file, data, mode] of [
+          [join(dir, 'ca', `${caId}.key`), files.caKeyPem, 0o600],
+          [join(dir, 'ca', `${caId}.crt`), files.caCertificatePem, 0o644],
+          [join(dir, SECRETS_FILE), json(files.secrets), 0o600],
+        ] as const) {
+          written.push(file)
+          await writeAtomic(file, data, mode)
+        }
+        // state.json last: a home without it is not a home, so a crash before this point leaves nothing half-made.
+        assertHeld()
+        await writeAtomic(join(dir, STATE_FILE), json(files.state), 0o644)
+      } catch (error) {
+        await undo().catch(() => {})
+        throw error
+      }
       return new Home(dir, files.state)
+    }).catch(async (error: unknown) => {
+      // the lock itself failed (or was refused) in a directory made just now
+      if (created && !(await exists(join(dir, STATE_FILE)))) await rm(created, {recursive: true, force: true}).catch(() => {})
+      throw error
     })
   }
 

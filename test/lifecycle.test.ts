@@ -15,8 +15,9 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {endorsementMessage, installBundle, readBundle, writeBundle, type BundleMeta, type InstallResult} from '../src/bundle.js'
 import {UsageError, UserError} from '../src/errors.js'
-import {exportUpdates, expiryWarnings, finishCaRotation, listNodes, renew, revoke, rotateCa} from '../src/lifecycle.js'
-import {addNode, exportBundle, initCa, unlockCaKey} from '../src/network.js'
+import {exportBundle, exportUpdates} from '../src/export.js'
+import {expiryWarnings, finishCaRotation, listNodes, renew, revoke, rotateCa} from '../src/lifecycle.js'
+import {addNode, initCa, unlockCaKey} from '../src/network.js'
 import {
   caPrivateKeyMatchesCertificate,
   certificateFromPem,

@@ -2,7 +2,8 @@ import {Args, Flags} from '@oclif/core'
 
 import {TbmeshCommand, bundlePassphraseFlag, caPassphraseFlag} from '../base-command.js'
 import {parseDuration} from '../duration.js'
-import {exportBundle, findNode, type ExportBundleResult} from '../network.js'
+import {exportBundle, type ExportBundleResult} from '../export.js'
+import {findNode} from '../network.js'
 import {resolvePassphrase} from '../passphrase.js'
 
 export default class ExportBundle extends TbmeshCommand {

@@ -2,7 +2,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {TbmeshCommand, caPassphraseFlag} from '../base-command.js'
 import {parseDuration} from '../duration.js'
-import {exportUpdates, type ExportUpdateResult} from '../lifecycle.js'
+import {exportUpdates, type ExportUpdateResult} from '../export.js'
 
 export default class ExportUpdate extends TbmeshCommand {
   static override summary = 'Write signed update bundles: current certificate, CA trust bundle and config.yml.'
