@@ -9,7 +9,6 @@ import path from 'node:path'
 import {execa} from 'execa'
 import yaml from 'js-yaml'
 
-import {nebulaTest, onPath} from './bundle.js'
 import {ExternalError, UserError} from './errors.js'
 import {
   CertificateVerifyError,
@@ -140,6 +139,8 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
     throw new UserError(`${target} is not a directory`, {fix: 'pass the --dir you gave `tbmesh install`'})
   }
   const now = Math.floor((opts.now ?? Date.now()) / 1000)
+  // Loaded on demand: only doctor needs the bundle module (and its tar and age dependencies) here.
+  const {nebulaTest, onPath} = await import('./bundle.js')
   const checks: DoctorCheck[] = []
   const check = (name: string, status: DoctorStatus, detail: string): void => {
     checks.push({name, status, detail: detail.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, ' ')})

@@ -210,12 +210,8 @@ export class Home {
     const created = await mkdir(dir, {recursive: true, mode: 0o700}).catch((error: unknown) => {
       throw fileError(error, `cannot create ${dir}`)
     })
-    // A failed init-ca (a full disk, say) leaves nothing: the directories it made, or the files it wrote, go again.
+    // A failed init-ca (a full disk, say) leaves nothing: the files it wrote and the directories it made go again.
     const written: string[] = []
-    const undo = async () => {
-      if (created) await rm(created, {recursive: true, force: true})
-      else for (const file of written) await rm(file, {force: true})
-    }
     return withLock(dir, async (assertHeld) => {
       if (await exists(join(dir, STATE_FILE))) {
         if (!opts.force) {
@@ -240,12 +236,11 @@ export class Home {
         assertHeld()
         await writeAtomic(join(dir, STATE_FILE), json(files.state), 0o644)
       } catch (error) {
-        await undo().catch(() => {})
+        for (const file of written) await rm(file, {force: true}).catch(() => {})
         throw error
       }
       return new Home(dir, files.state)
     }).catch(async (error: unknown) => {
-      // the lock itself failed (or was refused) in a directory made just now
       if (created && !(await exists(join(dir, STATE_FILE)))) await rm(created, {recursive: true, force: true}).catch(() => {})
       throw error
     })

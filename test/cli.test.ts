@@ -81,7 +81,18 @@ describe('init-ca → add-node → export-bundle → install', () => {
     const bundle = join(dir, 'umbrella.tar.gz')
     const exported = await tbmeshJson<any>(['export-bundle', ...h(), ...pass(), 'umbrella-bank-1', '--out', bundle, '--no-encrypt'])
     expect(exported.manifest).toMatchObject({network: 'demo', node: 'umbrella-bank-1', organization: 'Umbrella Bank', overlayIp: '10.42.1.1', caFingerprint: init.caFingerprint})
-    expect(Object.keys(exported.manifest.files).sort()).toEqual(['README.md', 'multichain/multichain.conf', 'nebula/ca.crt', 'nebula/config.yml', 'nebula/host.crt', 'nebula/host.key', 'trubudget/blockchain.env'])
+    expect(Object.keys(exported.manifest.files).sort()).toEqual([
+      'README.md',
+      'docker/docker-compose.nebula.yml',
+      'docker/docker-compose.trubudget.override.yml',
+      'multichain/multichain.conf',
+      'nebula/ca.crt',
+      'nebula/config.yml',
+      'nebula/host.crt',
+      'nebula/host.key',
+      'systemd/nebula.service',
+      'trubudget/blockchain.env',
+    ])
     expect((await stat(bundle)).mode & 0o777).toBe(0o600)
 
     expect(exported).toMatchObject({encrypted: false, containsPrivateKey: true})

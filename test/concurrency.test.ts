@@ -1,7 +1,8 @@
 /**
  * Several tbmesh processes on one home, and processes killed at random moments: real processes through the built
  * bin/run.js, real files, real locks. After everything, the state loads, no overlay IP is recorded twice, every
- * certificate file is in the ledger and every ledger row's certificate is on disk.
+ * certificate file is in the ledger and every ledger row's certificate is on disk. TBMESH_CRASH_TRIALS sets the number
+ * of crash trials (default 50).
  */
 import {execa, type ResultPromise} from 'execa'
 import {readdirSync, watch, type FSWatcher} from 'node:fs'

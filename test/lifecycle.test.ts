@@ -13,7 +13,7 @@ import {type Result} from 'execa'
 import yaml from 'js-yaml'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {endorsementMessage, installBundle, readBundle, writeBundle, type BundleMeta, type InstallResult} from '../src/bundle.js'
+import {installBundle, readBundle, writeBundle, type BundleMeta, type InstallResult} from '../src/bundle.js'
 import {UsageError, UserError} from '../src/errors.js'
 import {exportBundle, exportUpdates} from '../src/export.js'
 import {expiryWarnings, finishCaRotation, listNodes, renew, revoke, rotateCa} from '../src/lifecycle.js'
@@ -29,7 +29,7 @@ import {
   WrongPassphraseError,
   type NebulaCertificate,
 } from '../src/nebula/index.js'
-import {Home} from '../src/state.js'
+import {Home, endorsementMessage} from '../src/state.js'
 import {NEBULA_CERT, nebulaCertCheck, removeDir, snapshot, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
 const DAY = 86_400
@@ -191,7 +191,8 @@ describe('list (module)', () => {
     const later = Object.fromEntries(listNodes(net.home.state, {now: t + 20 * DAY}).nodes.map((n) => [n.name, n]))
     expect(later['umbrella-1']).toMatchObject({status: 'expired', daysLeft: -10})
     expect(later['initech-2']).toMatchObject({status: 'expiring', daysLeft: 11})
-    expect(later['acme-1']).toMatchObject({status: 'valid', daysLeft: 345})
+    expect(later['acme-1'].status).toBe('valid')
+    expect([344, 345]).toContain(later['acme-1'].daysLeft) // signed a moment before t
     // a revoked node stays revoked, expired or not
     expect(later['umbrella-2'].status).toBe('revoked')
   })

@@ -237,7 +237,7 @@ describe('file errors are one line and change nothing', () => {
     mounts.splice(mounts.indexOf(mnt), 1)
   }
 
-  it('a full disk: add-node fails with one line, changes nothing, and works once there is space', async (ctx) => {
+  it('a full disk: add-node and init-ca fail with one line, change nothing, and work once there is space', async (ctx) => {
     const mnt = await smallDisk(ctx)
     try {
       home = join(mnt, 'home')
@@ -262,6 +262,13 @@ describe('file errors are one line and change nothing', () => {
       expect(String(cli.stderr).trim().split('\n')).toHaveLength(1)
       expect(String(cli.stderr)).toContain('(ENOSPC): free some disk space')
       expect(await snapshot(home)).toEqual(before)
+      // init-ca on the full disk: one line, and no half-made home left behind
+      const entries = await readdir(mnt)
+      const init = await tbmesh(['init-ca', '--home', join(mnt, 'other', 'home'), '--network', 'n', '--cidr', '10.9.0.0/16', '--no-passphrase'])
+      expect(init.exitCode).toBe(1)
+      expect(String(init.stderr).trim().split('\n')).toHaveLength(1)
+      expect(String(init.stderr)).toContain('(ENOSPC): free some disk space')
+      expect(await readdir(mnt)).toEqual(entries)
 
       await rm(filler)
       const added = await addNode(await Home.open(home), caKey, {org: 'Initech'})

@@ -7,6 +7,7 @@ import type {NodeProfile} from './profile.js'
 import {assertIPv4, assertPort, fillPlaceholders, oneLine, originIp, readTemplate} from './template.js'
 import {inboundRules} from './nebula-config.js'
 import {trubudgetBlockchainCompose} from './docker-compose-trubudget.js'
+import {INSTALL_DIR_PLACEHOLDER} from './install-dir.js'
 
 /** Optional facts about the package itself that the README mentions. */
 export interface BundleReadmeExtra {
@@ -72,7 +73,7 @@ export function renderBundleReadme(p: NodeProfile, extra: BundleReadmeExtra = {}
     overlayIp,
     originOverlayIp: origin,
     bundleFile: oneLine(extra.bundleFile ?? `${p.node.name}.tbmesh.tar.gz`),
-    installDir: oneLine(extra.installDir ?? '/etc/tbmesh'),
+    installDir: oneLine(extra.installDir ?? INSTALL_DIR_PLACEHOLDER),
     tunDev: oneLine(p.tun.dev),
     firewallSummary,
     rpcPort: assertPort(p.ports.rpc, 'ports.rpc'),
