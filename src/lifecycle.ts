@@ -243,6 +243,9 @@ export async function rotateCa(
   opts: {passphrase: Buffer | null; durationSeconds?: number; argon2?: Argon2Parameters; now?: number},
 ): Promise<RotateCaResult> {
   const now = opts.now ?? Math.floor(Date.now() / 1000)
+  if (home.state.cas.some((c) => c.status === 'retiring')) {
+    throw new UserError('a CA rotation is already under way', {fix: 'ship its updates, then run `tbmesh rotate-ca --finish`'})
+  }
   const old = await activeCaCertificate(home)
   if (!caPrivateKeyMatchesCertificate(caKey, old.cert)) throw new Error('rotateCa: caKey is not the active CA key')
   const keys = generateCaKeyPair()
@@ -278,7 +281,9 @@ export async function rotateCa(
     const reissued: ReissuedCertificate[] = []
     for (const node of state.nodes) {
       if (node.revoked) continue
-      const current = Date.parse(currentCertificate(state, node.name)!.notAfter) / 1000
+      // Same not-after as today's certificate; one that has already expired gets a fresh default lifetime.
+      const today = Date.parse(currentCertificate(state, node.name)!.notAfter) / 1000
+      const current = today > now ? today : now + DEFAULTS.hostDurationSeconds
       reissued.push(await reissue(home, tx, node, {record: next, cert}, keys.privateKey, now, Math.min(current, cert.details.notAfter - 1)))
     }
     return {phase: 'started', caFingerprint: id, previousCaFingerprint: old.record.id, caNotAfter: next.notAfter, reissued, keyEncrypted: next.encrypted}
