@@ -7,7 +7,7 @@ import {resolve} from 'node:path'
 
 import {formatDuration} from './duration.js'
 import {UsageError, UserError} from './errors.js'
-import {checkRequestedIp, formatCidr, formatIp, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap} from './ip.js'
+import {checkRequestedIp, formatCidr, formatIp, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap, type Ipv4Network} from './ip.js'
 import {
   certificateFromPem,
   caPrivateKeyToPem,
@@ -74,10 +74,10 @@ export interface InitCaResult {
 }
 
 /**
- * Creates a network in `homeDir`: an Ed25519 CA constrained to the overlay CIDR, the RPC password, and the state.
- * Throws UsageError for a bad name, CIDR or prefix; UserError when the home exists and `force` is not set.
+ * Checks a new network's name, overlay CIDR (IPv4, not a special range, /30 or larger) and organization prefix.
+ * Throws UsageError; callers check these before asking for a passphrase.
  */
-export async function initCa(homeDir: string, opts: InitCaOptions): Promise<InitCaResult> {
+export function checkNetworkOptions(opts: {network: string; cidr: string; orgPrefix?: number}): {name: string; net: Ipv4Network; orgPrefix: number} {
   const name = checkNetworkName(opts.network)
   const net = parseCidr(opts.cidr, '--cidr')
   const special = specialRangeOverlap(net)
@@ -92,6 +92,15 @@ export async function initCa(homeDir: string, opts: InitCaOptions): Promise<Init
   if (!Number.isInteger(orgPrefix) || orgPrefix > 30) {
     throw new UsageError(`--org-prefix ${orgPrefix} leaves no room for nodes`, {fix: `use a prefix between ${net.prefix} and 30`})
   }
+  return {name, net, orgPrefix}
+}
+
+/**
+ * Creates a network in `homeDir`: an Ed25519 CA constrained to the overlay CIDR, the RPC password, and the state.
+ * Throws UsageError for a bad name, CIDR or prefix; UserError when the home exists and `force` is not set.
+ */
+export async function initCa(homeDir: string, opts: InitCaOptions): Promise<InitCaResult> {
+  const {name, net, orgPrefix} = checkNetworkOptions(opts)
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const duration = opts.durationSeconds ?? DEFAULTS.caDurationSeconds
   const keys = generateCaKeyPair()

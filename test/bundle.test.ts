@@ -41,6 +41,7 @@ import {renderBundleReadme} from '../src/render/bundle-readme.js'
 import {renderMultichainConf} from '../src/render/multichain-conf.js'
 import {renderNebulaConfig} from '../src/render/nebula-config.js'
 import type {NodeProfile} from '../src/render/profile.js'
+import {snapshot} from './helpers.js'
 
 const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
 const NEBULA = have('nebula')
@@ -99,31 +100,6 @@ const sign = (manifest: Buffer): Buffer => ed25519Sign(ca.key, manifest)
 /** installBundle's options with the right pin. */
 const pinned = (extra: Parameters<typeof installBundle>[2] = {}): Parameters<typeof installBundle>[2] => ({pin: ca.fingerprint, ...extra})
 
-/** path → mode and content hash of everything below `dir` (directories included); {} when it does not exist. */
-async function snapshot(dir: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {}
-  const walk = async (d: string): Promise<void> => {
-    let entries
-    try {
-      entries = await readdir(d, {withFileTypes: true})
-    } catch {
-      return
-    }
-    for (const e of entries) {
-      const p = join(d, e.name)
-      const s = await stat(p)
-      const mode = (s.mode & 0o7777).toString(8)
-      if (e.isDirectory()) {
-        out[`${p.slice(dir.length)}/`] = mode
-        await walk(p)
-      } else {
-        out[p.slice(dir.length)] = `${mode} ${sha256(await readFile(p))}`
-      }
-    }
-  }
-  await walk(dir)
-  return out
-}
 
 interface Crafted {
   path: string

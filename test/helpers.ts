@@ -3,6 +3,7 @@
  * nebula-cert (required when CI is set).
  */
 import {execa, type Result} from 'execa'
+import {expect} from 'vitest'
 import {mkdtemp, readFile, readdir, rm, stat, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join, resolve} from 'node:path'
@@ -86,4 +87,15 @@ export async function snapshot(dir: string): Promise<Record<string, string>> {
   }
   await walk(dir)
   return out
+}
+
+/** Non-zero exit (or exactly `exit`), exactly one line on stderr, `Error: ` + a reason matching `reason`, no stack. */
+export function expectOneLineError(result: Result, reason: RegExp, exit?: number): void {
+  const stderr = String(result.stderr)
+  if (exit === undefined) expect(result.exitCode, stderr).not.toBe(0)
+  else expect(result.exitCode, stderr).toBe(exit)
+  expect(stderr.split('\n'), stderr).toHaveLength(1)
+  expect(stderr).toMatch(/^Error: \S/)
+  expect(stderr).toMatch(reason)
+  expect(stderr).not.toMatch(/\bat .*:\d+:\d+|node:internal/)
 }

@@ -7,7 +7,7 @@
  * a check that no secret ever shows up on argv or in any command's output.
  */
 import {createHash, randomBytes} from 'node:crypto'
-import {cp, mkdir, mkdtemp, readFile, readdir, writeFile} from 'node:fs/promises'
+import {cp, mkdtemp, readFile, readdir, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 import {gunzipSync} from 'node:zlib'
@@ -32,7 +32,7 @@ import {
   readCaPrivateKey,
   signCertificate,
 } from '../src/nebula/index.js'
-import {NEBULA_CERT, have, nebulaCertCheck, removeDir, snapshot, tbmesh, tempDir} from './helpers.js'
+import {expectOneLineError, have, NEBULA_CERT, nebulaCertCheck, removeDir, snapshot, tbmesh, tempDir} from './helpers.js'
 
 const AGE = have('age')
 const sha256 = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex')
@@ -56,16 +56,6 @@ async function runJson<T = Record<string, any>>(args: string[], opts: {env?: Rec
   return JSON.parse(String(result.stdout)) as T
 }
 
-/** Non-zero exit (or `exit`), exactly one line on stderr, `Error: ` + a reason matching `reason`, no stack trace. */
-function expectOneLineError(result: Result, reason: RegExp, exit?: number): void {
-  const stderr = String(result.stderr)
-  if (exit === undefined) expect(result.exitCode, stderr).not.toBe(0)
-  else expect(result.exitCode, stderr).toBe(exit)
-  expect(stderr.split('\n'), stderr).toHaveLength(1)
-  expect(stderr).toMatch(/^Error: \S/)
-  expect(stderr).toMatch(reason)
-  expect(stderr).not.toMatch(/\bat .*:\d+:\d+|node:internal/)
-}
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Taking bundles apart and putting them back together with node-tar

@@ -9,7 +9,6 @@ import {spawn} from 'node:child_process'
 import {mkdir, readFile, readdir, rm, writeFile} from 'node:fs/promises'
 import {basename, dirname, isAbsolute, join} from 'node:path'
 
-import {type Result} from 'execa'
 import yaml from 'js-yaml'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
@@ -30,7 +29,7 @@ import {
   type NebulaCertificate,
 } from '../src/nebula/index.js'
 import {Home, endorsementMessage} from '../src/state.js'
-import {NEBULA_CERT, nebulaCertCheck, removeDir, snapshot, tbmesh, tbmeshJson, tempDir} from './helpers.js'
+import {expectOneLineError, NEBULA_CERT, nebulaCertCheck, removeDir, snapshot, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
 const DAY = 86_400
 /** Cheap Argon2id parameters for CA keys encrypted by module-level tests. */
@@ -121,16 +120,6 @@ async function installedManifest(dir: string): Promise<Record<string, any>> {
 /** Every entry of `dir`'s parent (to see that no staging directory was left behind). */
 const siblings = async (dir: string): Promise<string[]> => (await readdir(dirname(dir))).sort()
 
-/** Non-zero exit (or exactly `exit`), exactly one line on stderr, `Error: ` + a reason matching `reason`, no stack. */
-function expectOneLineError(result: Result, reason: RegExp, exit?: number): void {
-  const stderr = String(result.stderr)
-  if (exit === undefined) expect(result.exitCode, stderr).not.toBe(0)
-  else expect(result.exitCode, stderr).toBe(exit)
-  expect(stderr.split('\n'), stderr).toHaveLength(1)
-  expect(stderr).toMatch(/^Error: \S/)
-  expect(stderr).toMatch(reason)
-  expect(stderr).not.toMatch(/\bat .*:\d+:\d+|node:internal/)
-}
 
 /** Runs a CLI refusal against DIR and checks it changed nothing there or beside it. */
 async function expectRefusedInstall(args: string[], dir: string, reason: RegExp, exit?: number): Promise<void> {

@@ -31,7 +31,6 @@ async function makeHome(): Promise<{home: Home; caKey: Buffer}> {
 
 const stateFile = () => join(home, 'state.json')
 const readState = async (): Promise<NetworkState> => JSON.parse(await readFile(stateFile(), 'utf8'))
-const writeState = (state: unknown) => writeFile(stateFile(), `${JSON.stringify(state, null, 2)}\n`)
 
 /** Expects `promise` to reject with a UserError whose printed line is one line containing every needle. */
 async function expectOneLine(promise: Promise<unknown>, ...needles: string[]): Promise<UserError> {

@@ -49,7 +49,6 @@ If the home holds no network yet, apply creates it (CA, state) from the file's n
       flags.out === undefined || plan.add.length === 0 || flags['no-encrypt']
         ? null
         : await resolvePassphrase({file: flags['bundle-passphrase-file'], fileFlag: '--bundle-passphrase-file', env: 'TBMESH_BUNDLE_PASSPHRASE', purpose: 'bundle', confirm: true, alternatives: ['--no-encrypt']})
-    if (flags.out !== undefined && plan.add.length > 0 && !bundlePassphrase) this.warn('the bundles are not encrypted: they hold the RPC password and private keys; hand them over on a trusted channel')
     if (flags.out !== undefined) await import('node:fs/promises').then((fs) => fs.mkdir(flags.out!, {recursive: true}))
 
     let home = existing
@@ -86,6 +85,7 @@ If the home holds no network yet, apply creates it (CA, state) from the file's n
       },
     ])
     result.applied = true
+    if (flags.out !== undefined && result.bundles.length > 0 && !bundlePassphrase) this.warn('the bundles are not encrypted: they hold the RPC password and private keys; hand them over on a trusted channel')
     this.log(`Applied: ${result.added.length} node(s) added${result.bundles.length > 0 ? `, ${result.bundles.length} bundle(s) written` : ''}.`)
     return result
   }

@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 
 import {TbmeshCommand} from '../base-command.js'
 import {parseDuration} from '../duration.js'
-import {DEFAULTS, initCa, type InitCaResult} from '../network.js'
+import {DEFAULTS, checkNetworkOptions, initCa, type InitCaResult} from '../network.js'
 import {resolvePassphrase} from '../passphrase.js'
 
 export default class InitCa extends TbmeshCommand {
@@ -35,6 +35,7 @@ A CA that expires breaks every tunnel of the network at once, so the default lif
     const durationSeconds = parseDuration(flags.duration)
     const network = await this.ask('--network', flags.network, {message: 'Network name', default: 'trubudget'})
     const cidr = await this.ask('--cidr', flags.cidr, {message: 'Overlay network (IPv4 CIDR)', default: '10.42.0.0/16'})
+    checkNetworkOptions({network, cidr, orgPrefix: flags['org-prefix']})
     const passphrase = flags['no-passphrase']
       ? null
       : await resolvePassphrase({file: flags['passphrase-file'], fileFlag: '--passphrase-file', env: 'TBMESH_CA_PASSPHRASE', purpose: 'CA key', confirm: true, alternatives: ['--no-passphrase']})
