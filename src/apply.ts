@@ -8,6 +8,7 @@ import {fileURLToPath} from 'node:url'
 import {join} from 'node:path'
 
 import {parseDuration} from './duration.js'
+import {syncFiles} from './files.js'
 import {UsageError, UserError} from './errors.js'
 import {writeNodeBundle, type ExportBundleResult} from './export.js'
 import {addPreparedNode, prepareNode, slugify, type AddNodeOptions, type AddNodeResult} from './network.js'
@@ -209,9 +210,10 @@ export async function applyPlan(
       const suffix = opts.bundlePassphrase ? '.tbmesh.tar.gz.age' : '.tbmesh.tar.gz'
       for (const node of added) {
         const out = () => join(opts.outDir!, `${node.name}${suffix}`)
-        bundles.push(await writeNodeBundle(home, tx, node.name, 'join', out, {caKey, passphrase: opts.bundlePassphrase, force: opts.force}))
+        bundles.push(await writeNodeBundle(home, tx, node.name, 'join', out, {caKey, passphrase: opts.bundlePassphrase, force: opts.force, sync: false}))
         opts.progress?.('bundle', bundles.length, added.length)
       }
+      await syncFiles(bundles.map((b) => b.path))
     }
     return {plan, applied: added.length > 0, added, bundles}
   })

@@ -7,6 +7,7 @@ import {mkdir, rm} from 'node:fs/promises'
 import {join, resolve} from 'node:path'
 
 import {writeBundle, type BundleKind, type BundleManifest} from './bundle.js'
+import {syncFiles} from './files.js'
 import {UsageError, UserError} from './errors.js'
 import {ed25519Sign} from './nebula/index.js'
 import {findNode, nodeProfile} from './network.js'
@@ -43,6 +44,8 @@ export interface ExportBundleOptions {
   force?: boolean
   /** age scrypt work factor (log2 N), default 18; tests use less. */
   scryptWorkFactor?: number
+  /** false: leave flushing the file to the caller, who flushes a batch with `syncFiles` before committing. */
+  sync?: boolean
 }
 
 /** Default lifetime of a bundle: 14 days. */
@@ -120,7 +123,7 @@ export async function writeNodeBundle(
       ...(kind === 'update' && signer.endorsement ? {caEndorsement: signer.endorsement} : {}),
     },
     files,
-    {force: opts.force, sign: (manifest) => ed25519Sign(opts.caKey, manifest), passphrase: opts.passphrase, scryptWorkFactor: opts.scryptWorkFactor},
+    {force: opts.force, sign: (manifest) => ed25519Sign(opts.caKey, manifest), passphrase: opts.passphrase, scryptWorkFactor: opts.scryptWorkFactor, sync: opts.sync},
   )
   return {
     path: resolve(written.path),
@@ -165,9 +168,10 @@ export async function exportUpdates(
       const bundles: ExportBundleResult[] = []
       for (const name of names) {
         const out = (node: string, sequence: number) => join(opts.outDir, `${node}.update-${sequence}.tbmesh.tar.gz`)
-        bundles.push(await writeNodeBundle(home, tx, name, 'update', out, {caKey, passphrase: null, expiresInSeconds: opts.expiresInSeconds, force: opts.force}))
+        bundles.push(await writeNodeBundle(home, tx, name, 'update', out, {caKey, passphrase: null, expiresInSeconds: opts.expiresInSeconds, force: opts.force, sync: false}))
         written.push(bundles.at(-1)!.path)
       }
+      await syncFiles(written)
       return {outDir: resolve(opts.outDir), bundles}
     })
   } catch (error) {

@@ -295,6 +295,21 @@ export function prepareNode(opts: AddNodeOptions, caCert: NebulaCertificate): Pr
   return {opts, orgName, slug, endpoint, extraGroups, requestedIp, access, now, notBefore, notAfter}
 }
 
+/**
+ * The overlay IPs (unsigned 32-bit) held by the nodes of `state`, revoked ones included (they are never reused).
+ * Computed once per state object and kept up to date by {@link addPreparedNode}, so adding n nodes costs O(n), not O(n²).
+ */
+function usedIps(state: NetworkState): Set<number> {
+  let used = usedIpCache.get(state)
+  if (!used || used.size !== state.nodes.length) {
+    used = new Set(state.nodes.map((n) => parseIp(n.overlayIp)))
+    usedIpCache.set(state, used)
+  }
+  return used
+}
+
+const usedIpCache = new WeakMap<NetworkState, Set<number>>()
+
 /** Allocates, signs and records one prepared node inside `tx` (see {@link addNode}). */
 export async function addPreparedNode(tx: Transaction, caRecord: CaRecord, caKey: Buffer, p: PreparedNode): Promise<AddNodeResult> {
   const {opts, orgName, slug, endpoint, extraGroups, requestedIp, access, now, notBefore, notAfter} = p
@@ -314,7 +329,7 @@ export async function addPreparedNode(tx: Transaction, caRecord: CaRecord, caKey
     if (origin) throw new UserError(`the network already has an origin node (${origin.name})`, {fix: 'drop --origin'})
   }
   const block = parseCidr(org.block)
-  const used = new Set(state.nodes.map((n) => parseIp(n.overlayIp)))
+  const used = usedIps(state)
   const owner = `organization ${org.name}`
   let ip: number
   if (requestedIp === undefined) ip = nextFreeIp(block, used, owner)
@@ -367,6 +382,7 @@ export async function addPreparedNode(tx: Transaction, caRecord: CaRecord, caKey
   }
   if (keys) await tx.writeHostKey(name, hostPrivateKeyToPem(keys.privateKey))
   state.nodes.push(node)
+  used.add(ip)
   state.certificates.push(row)
   tx.addCertificate(fp, certificateToPem(cert))
   return {

@@ -27,6 +27,7 @@ import lockfile from 'proper-lockfile'
 import writeFileAtomic from 'write-file-atomic'
 
 import {UsageError, UserError} from './errors.js'
+import {syncFiles} from './files.js'
 import {contains, formatCidr, overlaps, parseCidr, parseIp} from './ip.js'
 
 /** The state file's schema version this build reads and writes. */
@@ -324,6 +325,15 @@ export class Home {
 
   /** The network-wide secrets. Throws UserError when the file is missing or malformed. */
   async readSecrets(): Promise<NetworkSecrets> {
+    this.secrets ??= this.loadSecrets()
+    return this.secrets
+  }
+
+  /** Files that never change once written (the secrets; a CA certificate, named by its fingerprint), read once. */
+  private secrets?: Promise<NetworkSecrets>
+  private readonly caCertificates = new Map<string, Promise<string>>()
+
+  private async loadSecrets(): Promise<NetworkSecrets> {
     const file = join(this.dir, SECRETS_FILE)
     const data = parseJsonFile(await readText(file), file) as NetworkSecrets
     if (data.schemaVersion !== SCHEMA_VERSION || typeof data.rpcPassword !== 'string' || typeof data.rpcUser !== 'string') {
@@ -341,7 +351,13 @@ export class Home {
 
   /** PEM text of a CA certificate. */
   readCaCertificate(ca: CaRecord): Promise<string> {
-    return readText(join(this.dir, 'ca', `${ca.id}.crt`))
+    let pem = this.caCertificates.get(ca.id)
+    if (!pem) {
+      pem = readText(join(this.dir, 'ca', `${ca.id}.crt`))
+      pem.catch(() => this.caCertificates.delete(ca.id))
+      this.caCertificates.set(ca.id, pem)
+    }
+    return pem
   }
 
   /** PEM text of a CA key (plain or encrypted; see `encrypted`). */
@@ -524,16 +540,26 @@ async function writeAtomicMany(files: Array<[file: string, data: string, mode: n
     })
     if (created) await fsyncDir(dirname(created))
   }
-  await inBatches(files, async ([file, data, mode]) => {
+  // Then all of them flushed at once, then their directories: durable before the caller commits, without a thread-pool
+  // round trip and a flush per file. A new file is written under its own name (it is a pending certificate or the key
+  // of a node not yet committed: recovery removes either if the commit never comes); an existing one is replaced
+  // atomically.
+  for (const [file, data, mode] of files) {
     try {
-      await writeFileAtomic(file, data, {mode, fsync: true})
+      try {
+        fs.writeFileSync(file, data, {mode, flag: 'wx'})
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+        writeFileAtomic.sync(file, data, {mode, fsync: false})
+      }
     } catch (error) {
       throw fileError(error, `cannot write ${file}`)
     }
+  }
+  await syncFiles(files.map(([file]) => file)).catch((error: unknown) => {
+    throw fileError(error, `cannot flush ${dirname(files[0][0])}`)
   })
-  for (const dir of dirs) await fsyncDir(dir)
 }
-
 /** Runs `fn` over `items`, at most 32 at a time. */
 async function inBatches<T>(items: T[], fn: (item: T) => Promise<unknown>): Promise<void> {
   for (let i = 0; i < items.length; i += 32) await Promise.all(items.slice(i, i + 32).map(fn))
