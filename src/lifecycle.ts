@@ -21,6 +21,7 @@ import {
 import {BACKDATE_SECONDS, DEFAULTS, blocklist, findNode, iso} from './network.js'
 import {
   currentCertificate,
+  currentCertificates,
   endorsementMessage,
   type CaRecord,
   type CertificateRecord,
@@ -72,10 +73,11 @@ export function listNodes(state: NetworkState, opts: {org?: string; now?: number
   const orgs = new Map(state.organizations.map((o) => [o.slug, o]))
   const wanted = opts.org?.toLowerCase()
   const nodes: NodeListing[] = []
+  const newest = currentCertificates(state)
   for (const node of state.nodes) {
     const org = orgs.get(node.organization)!
     if (wanted !== undefined && org.slug !== wanted && org.name.toLowerCase() !== wanted) continue
-    const cert = currentCertificate(state, node.name)
+    const cert = newest.get(node.name)
     if (!cert) continue
     const notAfter = Date.parse(cert.notAfter) / 1000
     nodes.push({
@@ -125,9 +127,10 @@ export function expiryWarnings(state: NetworkState, now = Math.floor(Date.now() 
     else if (left <= EXPIRY_WARNING_SECONDS) warnings.push(`the CA ${ca.id.slice(0, 12)} expires on ${ca.notAfter}: run \`tbmesh rotate-ca\` now`)
   }
   const expiring: string[] = []
+  const newest = currentCertificates(state)
   for (const node of state.nodes) {
     if (node.revoked) continue
-    const cert = currentCertificate(state, node.name)
+    const cert = newest.get(node.name)
     if (cert && Date.parse(cert.notAfter) / 1000 - now <= EXPIRY_WARNING_SECONDS) expiring.push(node.name)
   }
   if (expiring.length > 0) {
@@ -178,7 +181,8 @@ export async function renew(
       if (revoked) throw new UserError(`node ${revoked.name} is revoked`, {fix: 'add a new node instead'})
     } else {
       const horizon = now + (opts.expiringWithinSeconds ?? EXPIRY_WARNING_SECONDS)
-      targets = state.nodes.filter((n) => !n.revoked && Date.parse(currentCertificate(state, n.name)!.notAfter) / 1000 <= horizon)
+      const newest = currentCertificates(state)
+      targets = state.nodes.filter((n) => !n.revoked && Date.parse(newest.get(n.name)!.notAfter) / 1000 <= horizon)
     }
     const renewed: ReissuedCertificate[] = []
     for (const node of targets) renewed.push(await reissue(home, tx, node, ca, caKey, now, notAfter))
@@ -279,10 +283,11 @@ export async function rotateCa(
     state.cas.find((c) => c.id === old.record.id)!.status = 'retiring'
     state.cas.push(next)
     const reissued: ReissuedCertificate[] = []
+    const newest = currentCertificates(state)
     for (const node of state.nodes) {
       if (node.revoked) continue
       // Same not-after as today's certificate; one that has already expired gets a fresh default lifetime.
-      const today = Date.parse(currentCertificate(state, node.name)!.notAfter) / 1000
+      const today = Date.parse(newest.get(node.name)!.notAfter) / 1000
       const current = today > now ? today : now + DEFAULTS.hostDurationSeconds
       reissued.push(await reissue(home, tx, node, {record: next, cert}, keys.privateKey, now, Math.min(current, cert.details.notAfter - 1)))
     }

@@ -70,6 +70,16 @@ export interface CaRecord {
   endorsement?: {by: string; signature: string}
 }
 
+/** The newest ledger row of every node, by node name, in one pass over the ledger. */
+export function currentCertificates(state: NetworkState): Map<string, CertificateRecord> {
+  const newest = new Map<string, CertificateRecord>()
+  for (const c of state.certificates) {
+    const seen = newest.get(c.name)
+    if (!seen || c.issuedAt >= seen.issuedAt) newest.set(c.name, c)
+  }
+  return newest
+}
+
 /** The newest ledger row of node `name`, or undefined. */
 export function currentCertificate(state: NetworkState, name: string): CertificateRecord | undefined {
   let newest: CertificateRecord | undefined
