@@ -50,8 +50,6 @@ export interface BundleEntrySpec {
   /** Path inside the archive, `/`-separated, relative; a directory's ends with `/`. */
   readonly path: string
   readonly type: 'file' | 'directory'
-  /** Whether a bundle without it is refused (always false for directories: tar needs no directory entries). */
-  readonly required: boolean
   /**
    * Whether `manifest.files` lists it with its SHA-256. False for directories and for the manifest itself (and,
    * later, for a detached signature of the manifest).
@@ -72,10 +70,10 @@ export interface BundleEntrySpec {
   readonly installRewrite?: 'nebula-pki' | InstallDirSyntax
 }
 
-const fileEntry = <P extends string>(p: P, required: boolean, modes: [archive: number, install: number], description: string, listed = true) =>
-  ({path: p, type: 'file', required, listed, archiveMode: modes[0], installMode: modes[1], description}) as const
+const fileEntry = <P extends string>(p: P, modes: [archive: number, install: number], description: string, listed = true) =>
+  ({path: p, type: 'file', listed, archiveMode: modes[0], installMode: modes[1], description}) as const
 const dirEntry = <P extends `${string}/`>(p: P, installMode: number, description: string) =>
-  ({path: p, type: 'directory', required: false, listed: false, archiveMode: 0o755, installMode, description}) as const
+  ({path: p, type: 'directory', listed: false, archiveMode: 0o755, installMode, description}) as const
 
 /**
  * Everything a bundle may hold, in archive order; anything else in an archive is refused. A directory entry is
@@ -83,27 +81,27 @@ const dirEntry = <P extends `${string}/`>(p: P, installMode: number, description
  * before their files, and to {@link REQUIRED} or {@link OPTIONAL}.
  */
 export const BUNDLE_LAYOUT = [
-  fileEntry('manifest.json', true, [0o644, 0o644], 'node, overlay IP, CA fingerprint, expiry and the SHA-256 of every other file', false),
-  fileEntry('manifest.sig', true, [0o644, 0o644], "the CA's Ed25519 signature of manifest.json (base64)", false),
+  fileEntry('manifest.json', [0o644, 0o644], 'node, overlay IP, CA fingerprint, expiry and the SHA-256 of every other file', false),
+  fileEntry('manifest.sig', [0o644, 0o644], "the CA's Ed25519 signature of manifest.json (base64)", false),
   dirEntry('nebula/', 0o700, 'Nebula certificates, key and configuration'),
-  fileEntry('nebula/ca.crt', true, [0o644, 0o644], "the network's CA certificate (PEM)"),
-  fileEntry('nebula/host.crt', true, [0o644, 0o644], "the node's Nebula certificate (PEM)"),
+  fileEntry('nebula/ca.crt', [0o644, 0o644], "the network's CA certificate (PEM)"),
+  fileEntry('nebula/host.crt', [0o644, 0o644], "the node's Nebula certificate (PEM)"),
   // Optional: a node whose key the joining organization generated itself gets a bundle without it.
-  fileEntry('nebula/host.key', false, [0o600, 0o600], "the node's private key (PEM)"),
-  {...fileEntry('nebula/config.yml', true, [0o644, 0o644], 'Nebula configuration'), installRewrite: 'nebula-pki'},
+  fileEntry('nebula/host.key', [0o600, 0o600], "the node's private key (PEM)"),
+  {...fileEntry('nebula/config.yml', [0o644, 0o644], 'Nebula configuration'), installRewrite: 'nebula-pki'},
   dirEntry('multichain/', 0o700, 'MultiChain settings'),
-  fileEntry('multichain/multichain.conf', true, [0o644, 0o600], 'MultiChain settings (holds the RPC password)'),
+  fileEntry('multichain/multichain.conf', [0o644, 0o600], 'MultiChain settings (holds the RPC password)'),
   dirEntry('trubudget/', 0o700, 'TruBudget settings'),
-  fileEntry('trubudget/blockchain.env', true, [0o644, 0o600], "TruBudget blockchain container's environment (holds the RPC password)"),
+  fileEntry('trubudget/blockchain.env', [0o644, 0o600], "TruBudget blockchain container's environment (holds the RPC password)"),
   dirEntry('systemd/', 0o755, 'systemd unit'),
-  {...fileEntry('systemd/nebula.service', true, [0o644, 0o644], 'systemd unit running nebula with the installed config.yml'), installRewrite: 'systemd'},
+  {...fileEntry('systemd/nebula.service', [0o644, 0o644], 'systemd unit running nebula with the installed config.yml'), installRewrite: 'systemd'},
   dirEntry('docker/', 0o755, 'docker compose files'),
-  {...fileEntry('docker/docker-compose.nebula.yml', true, [0o644, 0o644], 'nebula as a container (docker compose)'), installRewrite: 'compose'},
+  {...fileEntry('docker/docker-compose.nebula.yml', [0o644, 0o644], 'nebula as a container (docker compose)'), installRewrite: 'compose'},
   {
-    ...fileEntry('docker/docker-compose.trubudget.override.yml', true, [0o644, 0o644], "override for TruBudget's compose files: environment, P2P on the overlay IP only"),
+    ...fileEntry('docker/docker-compose.trubudget.override.yml', [0o644, 0o644], "override for TruBudget's compose files: environment, P2P on the overlay IP only"),
     installRewrite: 'compose',
   },
-  fileEntry('README.md', true, [0o644, 0o644], "what the package holds and what the organization's admin does"),
+  fileEntry('README.md', [0o644, 0o644], "what the package holds and what the organization's admin does"),
 ] as const satisfies readonly BundleEntrySpec[]
 
 /** The path of a file (not a directory) in {@link BUNDLE_LAYOUT}. */
@@ -171,7 +169,7 @@ export type BundleMeta = Omit<BundleManifest, 'files' | 'schemaVersion'>
 export type BundleKind = 'join' | 'update'
 
 /** The files each kind of bundle must hold; a join bundle may also hold `nebula/host.key`, an update nothing else. */
-const REQUIRED: Record<BundleKind, readonly string[]> = {
+export const REQUIRED: Record<BundleKind, readonly string[]> = {
   join: [
     'manifest.json',
     'manifest.sig',

@@ -19,6 +19,7 @@ import {afterAll, beforeAll, beforeEach, describe, expect, it} from 'vitest'
 import {
   BUNDLE_LAYOUT,
   DEFAULT_MAX_ENTRY_BYTES,
+  REQUIRED,
   type BundleManifest,
   type BundleMeta,
   installBundle,
@@ -172,7 +173,7 @@ beforeAll(async () => {
   }
   // Any other file the layout requires (deployment files, …): a stand-in naming the default installation directory.
   for (const spec of BUNDLE_LAYOUT) {
-    if (spec.type === 'file' && spec.listed && spec.required && !(spec.path in files)) files[spec.path] = `# ${spec.description}\n# /etc/tbmesh/nebula/config.yml\n`
+    if (spec.type === 'file' && spec.listed && REQUIRED.join.includes(spec.path) && !(spec.path in files)) files[spec.path] = `# ${spec.description}\n# /etc/tbmesh/nebula/config.yml\n`
   }
   good = join(work, 'umbrella-1.tbmesh.tar.gz')
   await writeBundle(good, meta, files, {sign})
