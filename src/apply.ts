@@ -63,7 +63,7 @@ export async function readNetworkFile(file: string): Promise<NetworkFile> {
     const segments = error.instancePath.split('/').slice(1).map((s) => (/^\d+$/.test(s) ? Number(s) : s))
     const extra = error.keyword === 'additionalProperties' ? (error.params as {additionalProperty: string}).additionalProperty : undefined
     const path = [...segments, ...(extra ? [extra] : [])]
-    const node = doc.getIn(extra ? segments : path, true) as {range?: [number, number]} | undefined
+    const node = (doc.getIn(path, true) ?? doc.getIn(segments, true)) as {range?: [number, number]} | undefined
     const line = node?.range ? lines.linePos(node.range[0]).line : 1
     const key = path.reduce<string>((acc, s) => (typeof s === 'number' ? `${acc}[${s}]` : acc ? `${acc}.${s}` : String(s)), '') || '(top level)'
     const message =
