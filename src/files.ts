@@ -23,10 +23,10 @@ export async function writeNewFile(
   // Synchronous calls: a handful of tiny operations per file, where thread-pool round trips would cost more than the
   // work (a thousand bundles in one `apply`).
   const dir = path.dirname(target)
-  const existing = fs.lstatSync(target, {throwIfNoEntry: false})
+  const existing = lstatOrUndefined(target)
   if (existing?.isDirectory()) throw new UserError(`${target} is a directory`, {fix: `give a file name for ${opts.what}`})
   if (existing && !opts.force) throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
-  const dirStat = fs.statSync(dir, {throwIfNoEntry: false})
+  const dirStat = statOrUndefined(dir)
   if (!dirStat?.isDirectory()) {
     throw new UserError(dirStat ? `${dir} is not a directory` : `directory ${dir} does not exist`, {fix: `${dirStat ? 'choose a directory' : 'create it'} or write ${opts.what} elsewhere`})
   }
@@ -64,7 +64,7 @@ export async function writeNewFile(
         if (code === 'EEXIST') throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
         // Filesystems without hard links: fall back to a (racy) check and rename.
         if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EMLINK'].includes(code ?? '')) throw error
-        if (fs.lstatSync(target, {throwIfNoEntry: false})) throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
+        if (lstatOrUndefined(target)) throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
         fs.renameSync(tmp, target)
       }
     }
@@ -72,6 +72,25 @@ export async function writeNewFile(
   } finally {
     if (fd !== undefined) fs.closeSync(fd)
     fs.rmSync(tmp, {force: true})
+  }
+}
+
+/** lstat, or undefined when nothing is there (also when a parent is not a directory: the caller reports that). */
+function lstatOrUndefined(file: string): fs.Stats | undefined {
+  return orUndefined(() => fs.lstatSync(file, {throwIfNoEntry: false}))
+}
+
+/** stat, or undefined when nothing is there (also when a parent is not a directory). */
+function statOrUndefined(file: string): fs.Stats | undefined {
+  return orUndefined(() => fs.statSync(file, {throwIfNoEntry: false}))
+}
+
+function orUndefined(fn: () => fs.Stats | undefined): fs.Stats | undefined {
+  try {
+    return fn()
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined
+    throw error
   }
 }
 
