@@ -15,7 +15,7 @@ async function readKeyFile(file: string): Promise<string> {
 }
 
 export default class Install extends TbmeshCommand {
-  static override summary = 'Install a join package on the node (run by the joining organization\'s admin).'
+  static override summary = 'Install a join or update bundle on the node (run by the organization\'s admin).'
 
   static override description = `Verifies, before anything is written: the CA's signature of the manifest; that the CA's fingerprint equals --ca-fingerprint (get it from the network operator on a channel other than the bundle's); every file's SHA-256; the host certificate against the CA (all Nebula rules); that the private key matches the certificate (the bundle's, or for a node that joined with \`tbmesh join-request\`, the key kept in this machine's --home); and the bundle's expiry. Refuses archive entries outside the bundle layout.
 
