@@ -12,6 +12,9 @@ const UNIT_SECONDS: Record<string, number> = {
   y: 365 * 86_400,
 }
 
+/** A certificate expiring within this many seconds (30 days) is warned about, by the CA's commands and by doctor. */
+export const EXPIRY_WARNING_SECONDS = 30 * 86_400
+
 /**
  * Parses a duration into whole seconds (> 0). Fractions are allowed per component (`1.5h`).
  * Throws UsageError naming `flag` when the text does not parse, is zero or negative.

@@ -114,12 +114,14 @@ export async function syncFiles(files: string[]): Promise<void> {
   for (const dir of new Set(files.map((f) => path.dirname(f)))) await fsyncDir(dir)
 }
 
-/** Flushes a directory's entries to disk (after a rename or link in it). Best effort. */
+/** Flushes a directory's entries to disk (after a rename, link or new file in it). */
 export async function fsyncDir(dir: string): Promise<void> {
-  const h = await open(dir, 'r').catch(() => undefined)
-  if (!h) return
-  await h.sync().catch(() => {})
-  await h.close().catch(() => {})
+  const h = await open(dir, 'r')
+  try {
+    await h.sync()
+  } finally {
+    await h.close()
+  }
 }
 
 /** Turns a permission error into a UserError with `message` and `fix`; other errors are returned unchanged. */

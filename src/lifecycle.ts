@@ -3,7 +3,7 @@
  * revocation (the network's blocklist), update bundles that carry changes to running nodes, and CA rotation with an
  * overlap period. tbmesh has no server: every change reaches nodes as a signed update bundle.
  */
-import {formatDuration} from './duration.js'
+import {EXPIRY_WARNING_SECONDS, formatDuration} from './duration.js'
 import {UsageError, UserError} from './errors.js'
 import {
   caPrivateKeyMatchesCertificate,
@@ -31,8 +31,6 @@ import {
   type Transaction,
 } from './state.js'
 
-/** A certificate expiring within this many seconds counts as "expiring" (30 days). */
-export const EXPIRY_WARNING_SECONDS = 30 * 86_400
 
 /** Status of a node's current certificate, as `tbmesh list` shows it. */
 export type CertificateStatus = 'valid' | 'expiring' | 'expired' | 'revoked' | 'superseded'

@@ -9,6 +9,7 @@ import path from 'node:path'
 import {execa} from 'execa'
 import yaml from 'js-yaml'
 
+import {EXPIRY_WARNING_SECONDS} from './duration.js'
 import {ExternalError, UserError} from './errors.js'
 import {
   CertificateVerifyError,
@@ -105,8 +106,6 @@ export interface DoctorOptions {
 export const DEFAULT_INSTALL_DIR = INSTALL_DIR_PLACEHOLDER
 /** Oldest Nebula the rendered config.yml is for. */
 export const MIN_NEBULA_VERSION = '1.6.1'
-/** Certificates expiring within this many days are a warning. */
-export const EXPIRY_WARNING_DAYS = 30
 
 const DAY = 86_400
 const HEX256 = /^[0-9a-f]{64}$/
@@ -119,7 +118,7 @@ const HEX256 = /^[0-9a-f]{64}$/
  * - `nebula-test`: `nebula -test -config DIR/nebula/config.yml` passes;
  * - `ca-pin`: the installed manifest's `caFingerprint`, and that `nebula/ca.crt` holds that CA;
  * - `ca-validity`, `host-cert`: validity and days left of the host certificate's CA and of the host certificate
- *   (warn within {@link EXPIRY_WARNING_DAYS} days, fail when expired or not yet valid); the host certificate must be
+ *   (warn within 30 days ({@link EXPIRY_WARNING_SECONDS}), fail when expired or not yet valid); the host certificate must be
  *   for the manifest's node and overlay IP;
  * - `host-cert-verify`: the host certificate passes every Nebula rule against `nebula/ca.crt` and config.yml's
  *   blocklist (expiry is left to the checks above);
@@ -358,7 +357,7 @@ async function checkTun(device: string): Promise<[string, DoctorStatus, string]>
   return ['tun', 'pass', `${device} is a character device and opens read-write`]
 }
 
-/** Validity of `cert` at `now` (Unix seconds): fail when not valid, warn within {@link EXPIRY_WARNING_DAYS} days. */
+/** Validity of `cert` at `now` (Unix seconds): fail when not valid, warn within 30 days ({@link EXPIRY_WARNING_SECONDS}). */
 function validity(what: string, cert: NebulaCertificate, now: number): [DoctorStatus, string] {
   const {notBefore, notAfter} = cert.details
   const at = (t: number): string => new Date(t * 1000).toISOString().replace('.000Z', 'Z')
@@ -366,7 +365,7 @@ function validity(what: string, cert: NebulaCertificate, now: number): [DoctorSt
   if (now > notAfter) return ['fail', `${what} expired on ${at(notAfter)}`]
   const days = Math.floor((notAfter - now) / DAY)
   const left = `valid until ${at(notAfter)}, ${days} day${days === 1 ? '' : 's'} left`
-  if (days < EXPIRY_WARNING_DAYS) return ['warn', `${what} is ${left}: ask the network operator for a renewal`]
+  if (days < EXPIRY_WARNING_SECONDS / 86_400) return ['warn', `${what} is ${left}: ask the network operator for a renewal`]
   return ['pass', `${what} is ${left}`]
 }
 

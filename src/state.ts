@@ -18,16 +18,16 @@
  * temporary files, keys of nodes that were never committed). So a crash at any point leaves a state that loads, in
  * which every certificate file is in the ledger and every ledger row's certificate is on disk (at worst still pending).
  */
-import fs, {constants as fsConstants} from 'node:fs'
+import fs from 'node:fs'
 import {createHash} from 'node:crypto'
-import {mkdir, open, readFile, readdir, rename, rm, stat} from 'node:fs/promises'
+import {mkdir, readFile, readdir, rename, rm, stat} from 'node:fs/promises'
 import {hostname} from 'node:os'
 import {dirname, join} from 'node:path'
 import lockfile from 'proper-lockfile'
 import writeFileAtomic from 'write-file-atomic'
 
 import {UsageError, UserError} from './errors.js'
-import {syncFiles} from './files.js'
+import {fsyncDir, syncFiles} from './files.js'
 import {contains, formatCidr, overlaps, parseCidr, parseIp} from './ip.js'
 
 /** The state file's schema version this build reads and writes. */
@@ -591,14 +591,6 @@ async function writeAtomic(file: string, data: string | Buffer, mode: number): P
   }
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, fsConstants.O_RDONLY)
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-}
 
 /** Suffix of a certificate written before the commit of its ledger row (see {@link Home.transaction}). */
 const PENDING = '.pending'
