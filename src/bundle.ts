@@ -619,10 +619,12 @@ export interface TrustOptions {
   /** A host private key (PEM) the installer holds, for a bundle that carries none (a node added with --pubkey). */
   hostKey?: string
   /**
-   * For an update bundle: the installation it updates. Its trust bundle replaces the pin (the update must be signed
-   * by one of its CAs, or by a CA one of them vouched for), and its key must match the new certificate.
+   * For an update bundle: the installation it updates. Its signer replaces the pin: the update must be signed by the CA
+   * that signed the installed bundle (`signer`, a fingerprint), or by a CA that one vouched for (a rotation). Another
+   * CA of the trust bundle is not enough: in a federated network that is another organization's. The key must match
+   * the new certificate.
    */
-  installed?: {cas: NebulaCertificate[]; hostKeyPem: string}
+  installed?: {cas: NebulaCertificate[]; signer: string; hostKeyPem: string}
   /** Current time in ms since the epoch (tests). */
   now?: number
 }
@@ -670,13 +672,13 @@ export async function verifyBundleTrust(file: string, read: ReadBundleResult, op
     const installed = opts.installed
     if (!installed) throw new Error('verifyBundleTrust: an update needs the installation it updates')
     const endorsement = manifest.caEndorsement
-    const endorser = endorsement && installed.cas.find((c) => fingerprint(c) === endorsement.by)
+    const endorser = endorsement?.by === installed.signer ? installed.cas.find((c) => fingerprint(c) === endorsement.by) : undefined
     const trusted =
-      installed.cas.some((c) => fingerprint(c) === manifest.caFingerprint) ||
+      manifest.caFingerprint === installed.signer ||
       (endorser !== undefined &&
         ed25519Verify(endorser.details.publicKey, endorsementMessage(manifest.caFingerprint), Buffer.from(endorsement!.signature, 'base64')))
     if (!trusted) {
-      throw new UserError(`update ${path.basename(file)} is signed by CA ${manifest.caFingerprint}, which this installation does not trust`, {
+      throw new UserError(`update ${path.basename(file)} is signed by CA ${manifest.caFingerprint}, which did not sign this installation`, {
         fix: 'install the earlier updates first, or ask the network operator for a new join bundle',
       })
     }
@@ -832,7 +834,7 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     } catch {
       throw new UserError(`${target}/nebula/ca.crt does not parse`, {fix: 'reinstall the join bundle with --force'})
     }
-    trusted = await verifyBundleTrust(file, read, {...opts, installed: {cas, hostKeyPem: current.files.get('nebula/host.key')!.toString('utf8')}})
+    trusted = await verifyBundleTrust(file, read, {...opts, installed: {cas, signer: current.manifest.caFingerprint, hostKeyPem: current.files.get('nebula/host.key')!.toString('utf8')}})
     files = new Map([...current.files, ...read.files])
     previousSequence = current.manifest.sequence
     opts = {...opts, force: true}

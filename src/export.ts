@@ -10,7 +10,7 @@ import {writeBundle, type BundleKind, type BundleManifest} from './bundle.js'
 import {syncFiles} from './files.js'
 import {UsageError, UserError} from './errors.js'
 import {ed25519Sign} from './nebula/index.js'
-import {findNode, nodeProfile} from './network.js'
+import {findNode, nodeProfile, trustedMembers} from './network.js'
 import {renderBlockchainEnv} from './render/blockchain-env.js'
 import {renderBundleReadme} from './render/bundle-readme.js'
 import {renderNebulaCompose} from './render/docker-compose-nebula.js'
@@ -78,18 +78,23 @@ export async function writeNodeBundle(
   if (node.revoked) throw new UserError(`node ${node.name} was revoked on ${node.revoked.at}`, {fix: 'add a new node instead'})
   const cert = currentCertificate(state, node.name)
   if (!cert) throw new UserError(`node ${node.name} has no certificate`, {fix: 'add it again with `tbmesh add-node`'})
-  if (!state.nodes.some((n) => n.lighthouse && !n.revoked)) {
-    throw new UserError('the network has no lighthouse yet', {fix: 'add one with `tbmesh add-node --lighthouse --endpoint HOST:PORT`'})
-  }
-  if (!node.origin && !state.nodes.some((n) => n.origin)) {
-    throw new UserError('the network has no origin node yet', {fix: 'add one with `tbmesh add-node --origin`'})
-  }
   const secrets = await home.readSecrets()
   const now = Date.now()
   const profile = nodeProfile(state, node.name, {user: secrets.rpcUser, password: secrets.rpcPassword})
-  const trusted = state.cas.filter((ca) => ca.status !== 'retired')
+  if (profile.lighthouses.length === 0) {
+    throw new UserError('the network has no lighthouse yet', {
+      fix: state.federation ? "the founding organization adds one; then `tbmesh federation import` the descriptor it sends" : 'add one with `tbmesh add-node --lighthouse --endpoint HOST:PORT`',
+    })
+  }
+  if (!node.origin && profile.originOverlayIp === undefined) {
+    throw new UserError('the network has no origin node yet', {
+      fix: state.federation ? "the founding organization adds it; then `tbmesh federation import` the descriptor it sends" : 'add one with `tbmesh add-node --origin`',
+    })
+  }
   const signer = state.cas.find((ca) => ca.status === 'active')!
-  const caPems = await Promise.all(trusted.map((ca) => home.readCaCertificate(ca)))
+  // The trust bundle: the network's CAs, or in a federated network every member's CA (PEMs from the descriptor).
+  const members = trustedMembers(state)
+  const caPems = members ? members.map((m) => m.caCertificate) : await Promise.all(state.cas.filter((ca) => ca.status !== 'retired').map((ca) => home.readCaCertificate(ca)))
   const files: Record<string, string> = {
     'nebula/ca.crt': caPems.join(''),
     'nebula/host.crt': await tx.readCertificate(cert.fingerprint),

@@ -233,11 +233,20 @@ export interface RotateCaResult {
   keyEncrypted: boolean
 }
 
+/** Throws UserError in a federated network's home: its CA is listed in the descriptor, which tbmesh does not yet rotate. */
+export function refuseFederatedRotation(state: NetworkState): void {
+  if (state.federation) {
+    throw new UserError("a federated network's member CAs are listed in its descriptor; tbmesh cannot rotate one yet", {
+      fix: 'keep the current CA (it lives ten years by default)',
+    })
+  }
+}
+
 /**
  * Starts a CA rotation: creates a new CA (same name and IP constraint, `durationSeconds`, key encrypted with
  * `passphrase` unless null), has the current CA (`caKey`) vouch for it, keeps the current CA in the trust bundle as
  * `retiring`, and re-issues every node's certificate with the new CA (same key, IP, groups and not-after, capped by
- * the new CA). Throws UserError while another rotation is under way.
+ * the new CA). Throws UserError while another rotation is under way, and in a federated network.
  */
 export async function rotateCa(
   home: Home,
@@ -245,6 +254,7 @@ export async function rotateCa(
   opts: {passphrase: Buffer | null; durationSeconds?: number; argon2?: Argon2Parameters; now?: number},
 ): Promise<RotateCaResult> {
   const now = opts.now ?? Math.floor(Date.now() / 1000)
+  refuseFederatedRotation(home.state)
   if (home.state.cas.some((c) => c.status === 'retiring')) {
     throw new UserError('a CA rotation is already under way', {fix: 'ship its updates, then run `tbmesh rotate-ca --finish`'})
   }

@@ -24,7 +24,8 @@ import {
   type NebulaCertificate,
 } from './nebula/index.js'
 import type {NodeProfile} from './render/profile.js'
-import {Home, SCHEMA_VERSION, type AccessLevel, type CaRecord, type CertificateRecord, type NetworkState, type NodeRecord, type Transaction} from './state.js'
+import {approvalsNeeded, approve, nextVersion, type Member} from './descriptor.js'
+import {Home, SCHEMA_VERSION, type AccessLevel, type CaRecord, type CertificateRecord, type NetworkSecrets, type NetworkState, type NodeRecord, type Transaction} from './state.js'
 
 /** Default ports and device settings of a new network. */
 export const DEFAULTS = {
@@ -103,15 +104,61 @@ export async function initCa(homeDir: string, opts: InitCaOptions): Promise<Init
   const {name, net, orgPrefix} = checkNetworkOptions(opts)
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const duration = opts.durationSeconds ?? DEFAULTS.caDurationSeconds
+  const ca = await createCa({name, ips: [formatCidr(net)], groups: [], organization: null, durationSeconds: duration, passphrase: opts.passphrase, argon2: opts.argon2, now})
+  const state: NetworkState = {
+    schemaVersion: SCHEMA_VERSION,
+    network: {name, cidr: formatCidr(net), orgPrefix, createdAt: iso(now), ports: {...DEFAULTS.ports}, tun: {...DEFAULTS.tun}},
+    cas: [ca.record],
+    organizations: [],
+    nodes: [],
+    certificates: [],
+  }
+  const home = await Home.create(homeDir, {state, secrets: newSecrets(), caCertificatePem: ca.pem, caKeyPem: ca.keyPem}, {force: opts.force})
+  return {
+    home: resolve(home.dir),
+    network: name,
+    cidr: state.network.cidr,
+    orgPrefix,
+    caFingerprint: ca.record.id,
+    caNotBefore: ca.record.notBefore,
+    caNotAfter: ca.record.notAfter,
+    caLifetime: formatDuration(duration),
+    keyEncrypted: opts.passphrase !== null,
+  }
+}
+
+/** A new CA: its certificate (PEM), its private key (64 bytes, and as PEM, encrypted unless `passphrase` is null), its state record. */
+export interface NewCa {
+  certificate: NebulaCertificate
+  pem: string
+  privateKey: Buffer
+  keyPem: string
+  record: CaRecord
+}
+
+/**
+ * Generates an Ed25519 CA key pair and its self-signed Nebula certificate named `name`, constrained to `ips` (IPv4
+ * CIDRs) and `groups` (empty: no constraint), valid from `now` (Unix seconds, backdated) for `durationSeconds`.
+ */
+export async function createCa(opts: {
+  name: string
+  ips: string[]
+  groups: string[]
+  organization: string | null
+  durationSeconds: number
+  passphrase: Buffer | null
+  argon2?: Argon2Parameters
+  now: number
+}): Promise<NewCa> {
   const keys = generateCaKeyPair()
-  const ca = signCertificate(
+  const certificate = signCertificate(
     {
-      name,
-      ips: [formatCidr(net)],
+      name: opts.name,
+      ips: opts.ips,
       subnets: [],
-      groups: [],
-      notBefore: now - BACKDATE_SECONDS,
-      notAfter: now + duration,
+      groups: opts.groups,
+      notBefore: opts.now - BACKDATE_SECONDS,
+      notAfter: opts.now + opts.durationSeconds,
       publicKey: keys.publicKey,
       isCA: true,
       issuer: '',
@@ -119,50 +166,23 @@ export async function initCa(homeDir: string, opts: InitCaOptions): Promise<Init
     },
     keys.privateKey,
   )
-  const id = fingerprint(ca)
   const keyPem = opts.passphrase ? await encryptCaKey(keys.privateKey, opts.passphrase, opts.argon2) : caPrivateKeyToPem(keys.privateKey)
-  const createdAt = iso(now)
-  const state: NetworkState = {
-    schemaVersion: SCHEMA_VERSION,
-    network: {name, cidr: formatCidr(net), orgPrefix, createdAt, ports: {...DEFAULTS.ports}, tun: {...DEFAULTS.tun}},
-    cas: [
-      {
-        id,
-        name,
-        notBefore: iso(ca.details.notBefore),
-        notAfter: iso(ca.details.notAfter),
-        encrypted: opts.passphrase !== null,
-        organization: null,
-        status: 'active',
-      },
-    ],
-    organizations: [],
-    nodes: [],
-    certificates: [],
+  const record: CaRecord = {
+    id: fingerprint(certificate),
+    name: opts.name,
+    notBefore: iso(certificate.details.notBefore),
+    notAfter: iso(certificate.details.notAfter),
+    encrypted: opts.passphrase !== null,
+    organization: opts.organization,
+    status: 'active',
   }
+  return {certificate, pem: certificateToPem(certificate), privateKey: keys.privateKey, keyPem, record}
+}
+
+/** New network secrets: the MultiChain RPC user and a random password (44 characters). */
+export function newSecrets(): NetworkSecrets {
   // base64url of 33 random bytes: 44 characters, no characters that need quoting in env or conf files
-  const rpcPassword = randomBytes(33).toString('base64url')
-  const home = await Home.create(
-    homeDir,
-    {
-      state,
-      secrets: {schemaVersion: SCHEMA_VERSION, rpcUser: DEFAULTS.rpcUser, rpcPassword},
-      caCertificatePem: certificateToPem(ca),
-      caKeyPem: keyPem,
-    },
-    {force: opts.force},
-  )
-  return {
-    home: resolve(home.dir),
-    network: name,
-    cidr: state.network.cidr,
-    orgPrefix,
-    caFingerprint: id,
-    caNotBefore: state.cas[0].notBefore,
-    caNotAfter: state.cas[0].notAfter,
-    caLifetime: formatDuration(duration),
-    keyEncrypted: opts.passphrase !== null,
-  }
+  return {schemaVersion: SCHEMA_VERSION, rpcUser: DEFAULTS.rpcUser, rpcPassword: randomBytes(33).toString('base64url')}
 }
 
 /**
@@ -316,6 +336,12 @@ export async function addPreparedNode(tx: Transaction, caRecord: CaRecord, caKey
   const keys = opts.publicKey ? undefined : generateHostKeyPair()
   const {state} = tx
   const net = parseCidr(state.network.cidr)
+  const fed = state.federation
+  if (fed && slug !== fed.self.slug) {
+    throw new UserError(`this home's CA belongs to ${fed.self.organization} and cannot issue certificates for ${orgName}`, {
+      fix: `${orgName}'s admin adds its nodes in its own tbmesh home`,
+    })
+  }
   let org = state.organizations.find((o) => o.slug === slug)
   if (!org) {
     const block = nextFreeBlock(net, state.network.orgPrefix, state.organizations.map((o) => parseCidr(o.block)))
@@ -380,6 +406,7 @@ export async function addPreparedNode(tx: Transaction, caRecord: CaRecord, caKey
     keyInHome: keys !== undefined,
     ...(opts.requestNonce ? {requestNonce: opts.requestNonce} : {}),
   }
+  if (fed && (node.lighthouse || node.origin)) publishRoleNode(state, caRecord, caKey, node)
   if (keys) await tx.writeHostKey(name, hostPrivateKeyToPem(keys.privateKey))
   state.nodes.push(node)
   used.add(ip)
@@ -401,6 +428,44 @@ export async function addPreparedNode(tx: Transaction, caRecord: CaRecord, caKey
   }
 }
 
+/**
+ * Records a federated network's new lighthouse or origin node in a new descriptor version, approved by this
+ * organization alone. Possible only while that is enough (the founder, before other organizations join): the
+ * descriptor lists lighthouses and the origin for every member. Throws UserError otherwise.
+ */
+function publishRoleNode(state: NetworkState, caRecord: CaRecord, caKey: Buffer, node: NodeRecord): void {
+  const fed = state.federation!
+  const role = node.lighthouse ? 'lighthouse' : 'origin node'
+  if (!fed.member) throw new UserError(`${fed.self.organization} is not a member of the federated network yet`, {fix: `add the ${role} once the membership is approved`})
+  const needed = approvalsNeeded(fed.current.descriptor.requiredApprovals, fed.current.descriptor.members.length)
+  if (needed > 1) {
+    throw new UserError(`a new ${role} changes the network descriptor, which now takes ${needed} organizations' approvals`, {
+      fix: 'lighthouses and the origin are added by the founder before other organizations join',
+    })
+  }
+  if (node.origin && fed.current.descriptor.origin) {
+    throw new UserError(`the network already has an origin node (${fed.current.descriptor.origin.overlayIp})`, {fix: 'drop --origin'})
+  }
+  const organization = fed.self.slug
+  let d = fed.current.descriptor
+  if (node.lighthouse) {
+    d = nextVersion(d, {kind: 'add-lighthouse', organization, overlayIp: node.overlayIp}, (next) => void next.lighthouses.push({organization, overlayIp: node.overlayIp, endpoint: node.endpoint!}))
+  }
+  if (node.origin) d = nextVersion(d, {kind: 'set-origin', organization, overlayIp: node.overlayIp}, (next) => void (next.origin = {organization, overlayIp: node.overlayIp}))
+  fed.current = {descriptor: d, approvals: [approve(d, organization, caRecord.id, caKey)]}
+}
+
+/**
+ * The organizations whose CAs a node of a federated network trusts: the descriptor's members and, while this
+ * organization's membership is pending, this organization. Undefined in single-CA mode.
+ */
+export function trustedMembers(state: NetworkState): Member[] | undefined {
+  const fed = state.federation
+  if (!fed) return undefined
+  const members = fed.current.descriptor.members
+  return fed.member ? members : [...members, fed.self]
+}
+
 /** Where the rendered config.yml expects the PKI files (Debian's and Nebula's customary /etc/nebula). */
 export const BUNDLE_PKI = {ca: '/etc/nebula/ca.crt', cert: '/etc/nebula/host.crt', key: '/etc/nebula/host.key'} as const
 
@@ -410,7 +475,12 @@ export const BUNDLE_PKI = {ca: '/etc/nebula/ca.crt', cert: '/etc/nebula/host.crt
 export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: string; password: string}, pki: NodeProfile['pki'] = BUNDLE_PKI): NodeProfile {
   const node = findNode(state, nodeName)
   const org = state.organizations.find((o) => o.slug === node.organization)!
-  const origin = state.nodes.find((n) => n.origin)
+  const descriptor = state.federation?.current.descriptor
+  const origin = descriptor ? descriptor.origin ?? undefined : state.nodes.find((n) => n.origin)
+  const lighthouses = descriptor
+    ? descriptor.lighthouses.map((l) => ({overlayIp: l.overlayIp, endpoint: l.endpoint}))
+    : state.nodes.filter((n) => n.lighthouse && n.endpoint && !n.revoked).map((n) => ({overlayIp: n.overlayIp, endpoint: n.endpoint!}))
+  const members = trustedMembers(state)
   return {
     network: {name: state.network.name, cidr: state.network.cidr},
     node: {
@@ -422,8 +492,9 @@ export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: s
       ...(node.endpoint ? {endpoint: node.endpoint} : {}),
     },
     ports: {...state.network.ports},
-    lighthouses: state.nodes.filter((n) => n.lighthouse && n.endpoint && !n.revoked).map((n) => ({overlayIp: n.overlayIp, endpoint: n.endpoint!})),
+    lighthouses,
     ...(origin ? {originOverlayIp: origin.overlayIp} : {}),
+    ...(members ? {members: members.map((m) => ({organization: m.slug, block: m.block, caFingerprint: m.caFingerprint}))} : {}),
     rpc,
     tun: {...state.network.tun},
     pki,

@@ -28,6 +28,7 @@ import writeFileAtomic from 'write-file-atomic'
 
 import {UsageError, UserError} from './errors.js'
 import {fsyncDir, syncFiles} from './files.js'
+import type {Member, SignedDescriptor} from './descriptor.js'
 import {contains, formatCidr, overlaps, parseCidr, parseIp} from './ip.js'
 
 /** The state file's schema version this build reads and writes. */
@@ -153,6 +154,19 @@ export interface CertificateRecord {
   supersededAt?: string
 }
 
+/**
+ * A federated network, seen from one member organization's home (see descriptor.ts). The home's one organization
+ * (`organizations[0]`) is `self.slug`; its active CA is `self`'s CA and issues only for that organization.
+ */
+export interface FederationState {
+  /** This organization as it appears (or will appear, once approved) among the descriptor's members. */
+  self: Member
+  /** True once a descriptor version listing `self` was adopted; false while the membership is pending. */
+  member: boolean
+  /** The adopted descriptor version and its approvals; while pending, the version the membership request extends. */
+  current: SignedDescriptor
+}
+
 /** Everything in `state.json`. */
 export interface NetworkState {
   schemaVersion: typeof SCHEMA_VERSION
@@ -161,6 +175,8 @@ export interface NetworkState {
   organizations: OrganizationRecord[]
   nodes: NodeRecord[]
   certificates: CertificateRecord[]
+  /** Present in a federated network's home; absent in single-CA mode. */
+  federation?: FederationState
 }
 
 /** Everything in `secrets.json`. */
@@ -518,6 +534,13 @@ export function validateState(state: NetworkState, file: string): void {
     if (node.origin) origins++
   }
   if (origins > 1) bad('more than one origin node')
+  if (state.federation !== undefined) {
+    const f = state.federation
+    if (typeof f !== 'object' || f === null || typeof f.self !== 'object' || f.self === null || typeof f.member !== 'boolean') bad('"federation" is malformed')
+    if (!blocks.has(f.self.slug) || state.organizations.length !== 1) bad('"federation.self" is not the one organization of this home')
+    if (typeof f.current?.descriptor !== 'object' || f.current.descriptor === null || !Array.isArray(f.current.approvals)) bad('"federation.current" is not a descriptor')
+    if (!state.cas.some((ca) => ca.id === f.self.caFingerprint)) bad('"federation.self" names a CA this home does not hold')
+  }
   for (const cert of state.certificates) {
     if (typeof cert?.fingerprint !== 'string' || !SHA256_HEX.test(cert.fingerprint)) bad('a ledger row has no valid fingerprint (SHA-256 hex)')
     if (fingerprints.has(cert.fingerprint)) bad(`fingerprint ${cert.fingerprint} is listed twice`)

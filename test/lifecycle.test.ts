@@ -569,7 +569,7 @@ describe('install of update bundles', () => {
     const installed = (await installedManifest(dir)).sequence as number
     const out = (name: string) => join(twin.dir, `${name}.tar.gz`)
     const forged = await repack(genuine, out('unendorsed'), {sequence: installed + 10}, twin.caKey)
-    const notTrusted = new RegExp(`is signed by CA ${twin.caId}, which this installation does not trust: install the earlier updates first`)
+    const notTrusted = new RegExp(`is signed by CA ${twin.caId}, which did not sign this installation: install the earlier updates first`)
     await expectRefusedInstall(['install', forged, '--dir', dir], dir, notTrusted, 1)
 
     const endorsements: Record<string, {by: string; signature: string}> = {
@@ -665,7 +665,7 @@ describe('rotation chain', () => {
     await expectRefusedInstall(
       ['install', round3['hooli-1'], '--dir', dirs['hooli-1']],
       dirs['hooli-1'],
-      new RegExp(`is signed by CA ${ca3}, which this installation does not trust: install the earlier updates first, or ask the network operator for a new join bundle`),
+      new RegExp(`is signed by CA ${ca3}, which did not sign this installation: install the earlier updates first, or ask the network operator for a new join bundle`),
       1,
     )
     // following that advice works: round 2 (CA 2, endorsed by CA 1), then round 3 (CA 3, endorsed by CA 2)

@@ -27,7 +27,7 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
   ]
 
   static override flags = {
-    org: Flags.string({char: 'o', description: 'organization name as TruBudget knows it (ORGANIZATION); required unless --request gives it'}),
+    org: Flags.string({char: 'o', description: "organization name as TruBudget knows it (ORGANIZATION); required unless --request gives it or the home is a federated organization's"}),
     name: Flags.string({description: 'node name, a lowercase DNS label (default: <org-slug>-<n>)'}),
     ip: Flags.string({description: 'overlay IP inside the organization\'s block (default: the next free one)'}),
     lighthouse: Flags.boolean({description: 'make the node a Nebula lighthouse (needs --endpoint)', dependsOn: ['endpoint']}),
@@ -52,7 +52,7 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
         ? {publicKey: await readPublicKeyFile(flags.pubkey)}
         : undefined
     const known = home.state.organizations.map((o) => o.name)
-    const org = joiner?.request?.organization ?? (await this.ask('--org', flags.org, {message: 'Organization (as TruBudget knows it)', choices: undefined, default: known[0]}))
+    const org = joiner?.request?.organization ?? (await this.ask('--org', flags.org ?? home.state.federation?.self.organization, {message: 'Organization (as TruBudget knows it)', choices: undefined, default: known[0]}))
     const caKey = await this.unlockCa(home, flags['passphrase-file'])
     const result = await addNode(home, caKey, {
       org,

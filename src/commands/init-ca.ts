@@ -1,7 +1,8 @@
 import {Flags} from '@oclif/core'
 
-import {TbmeshCommand} from '../base-command.js'
+import {TbmeshCommand, type TbmeshFlags} from '../base-command.js'
 import {parseDuration} from '../duration.js'
+import {foundFederation, joinFederation, type FederatedInitResult} from '../federation.js'
 import {DEFAULTS, checkNetworkOptions, initCa, type InitCaResult} from '../network.js'
 import {resolvePassphrase} from '../passphrase.js'
 
@@ -12,12 +13,16 @@ export default class InitCa extends TbmeshCommand {
 
 The CA key is stored encrypted (Argon2id + AES-256-GCM, nebula-cert's format). The passphrase comes from --passphrase-file, TBMESH_CA_PASSPHRASE, or a prompt on a terminal (asked twice); --no-passphrase stores the key unencrypted.
 
-A CA that expires breaks every tunnel of the network at once, so the default lifetime is ten years.`
+A CA that expires breaks every tunnel of the network at once, so the default lifetime is ten years.
+
+With --federated there is no network-wide CA: each organization has its own, constrained (in the certificate, which Nebula enforces) to the overlay and to its own groups (org:<slug>, access:…, role:…), and a signed network descriptor lists the members. --federated --org ORG founds such a network (ORG gets the first block and signs descriptor version 1); --federated --org ORG --descriptor FILE creates a joining organization's home against a version received from a member, then \`tbmesh federation request\` asks to join.`
 
   static override examples = [
     {description: 'Create a network on 10.42.0.0/16, asking for the CA passphrase', command: '<%= config.bin %> <%= command.id %> --network trubudget-prod --cidr 10.42.0.0/16'},
     {description: 'Scripted, with the passphrase in a file and a 5-year CA', command: '<%= config.bin %> <%= command.id %> --network tb --cidr 10.42.0.0/16 --duration 5y --passphrase-file ca.pass'},
     {description: 'Organizations get /20 blocks instead of /24', command: '<%= config.bin %> <%= command.id %> --network tb --cidr 10.0.0.0/12 --org-prefix 20'},
+    {description: 'Found a federated network as ACME (one CA per organization)', command: '<%= config.bin %> <%= command.id %> --federated --org ACME --network tb --cidr 10.42.0.0/16'},
+    {description: 'Join a federated network as Umbrella, against the descriptor ACME sent', command: '<%= config.bin %> <%= command.id %> --federated --org Umbrella --descriptor tb.v3.json'},
   ]
 
   static override flags = {
@@ -28,11 +33,18 @@ A CA that expires breaks every tunnel of the network at once, so the default lif
     'passphrase-file': Flags.file({description: 'file holding the CA passphrase (or set TBMESH_CA_PASSPHRASE)', exists: false, exclusive: ['no-passphrase']}),
     'no-passphrase': Flags.boolean({description: 'store the CA key unencrypted (not recommended)'}),
     force: Flags.boolean({char: 'f', description: 'destroy an existing network in --home and start over'}),
+    federated: Flags.boolean({description: 'one CA per organization: found a federated network, or join one with --descriptor', helpGroup: 'FEDERATION'}),
+    org: Flags.string({char: 'o', description: 'this organization (with --federated)', dependsOn: ['federated'], helpGroup: 'FEDERATION'}),
+    descriptor: Flags.file({description: 'network descriptor received from a member: join that network', dependsOn: ['federated'], exclusive: ['network', 'cidr', 'org-prefix', 'approvals'], helpGroup: 'FEDERATION'}),
+    block: Flags.string({description: 'IP block (CIDR) to request when joining (default: the first free one)', dependsOn: ['descriptor'], helpGroup: 'FEDERATION'}),
+    access: Flags.option({options: ['trusted', 'managed'] as const, description: 'TruBudget access level to request when joining (default managed)', dependsOn: ['descriptor'], helpGroup: 'FEDERATION'})(),
+    approvals: Flags.integer({description: 'approvals every change needs (default: more than half of the members)', dependsOn: ['federated'], helpGroup: 'FEDERATION'}),
   }
 
-  async run(): Promise<InitCaResult> {
+  async run(): Promise<InitCaResult | FederatedInitResult> {
     const {flags} = await this.parse(InitCa)
     const durationSeconds = parseDuration(flags.duration)
+    if (flags.federated) return this.federated(flags, durationSeconds)
     const network = await this.ask('--network', flags.network, {message: 'Network name', default: 'trubudget'})
     const cidr = await this.ask('--cidr', flags.cidr, {message: 'Overlay network (IPv4 CIDR)', default: '10.42.0.0/16'})
     checkNetworkOptions({network, cidr, orgPrefix: flags['org-prefix']})
@@ -53,6 +65,33 @@ A CA that expires breaks every tunnel of the network at once, so the default lif
     this.log(`CA fingerprint: ${result.caFingerprint}`)
     this.log(`CA valid until: ${result.caNotAfter} (${result.caLifetime})${result.keyEncrypted ? '' : ' — key NOT encrypted'}`)
     this.log('Next: tbmesh add-node --org ORG --origin --lighthouse --endpoint HOST:4242')
+    return result
+  }
+
+  private async federated(flags: TbmeshFlags<typeof InitCa>, durationSeconds: number): Promise<FederatedInitResult> {
+    const org = await this.ask('--org', flags.org, {message: 'Your organization (as TruBudget knows it)'})
+    let network: string | undefined
+    if (!flags.descriptor) {
+      network = await this.ask('--network', flags.network, {message: 'Network name', default: 'trubudget'})
+      const cidr = await this.ask('--cidr', flags.cidr, {message: 'Overlay network (IPv4 CIDR)', default: '10.42.0.0/16'})
+      checkNetworkOptions({network, cidr, orgPrefix: flags['org-prefix']})
+      flags.cidr = cidr
+    }
+    const passphrase = flags['no-passphrase']
+      ? null
+      : await resolvePassphrase({file: flags['passphrase-file'], fileFlag: '--passphrase-file', env: 'TBMESH_CA_PASSPHRASE', purpose: 'CA key', confirm: true, alternatives: ['--no-passphrase']})
+    const common = {org, passphrase, durationSeconds, force: flags.force}
+    const result = flags.descriptor
+      ? await joinFederation(this.homeDir(flags), {...common, descriptorFile: flags.descriptor, block: flags.block, access: flags.access})
+      : await foundFederation(this.homeDir(flags), {...common, network: network!, cidr: flags.cidr!, orgPrefix: flags['org-prefix'], requiredApprovals: flags.approvals})
+    if (!passphrase) this.warn(`the CA key is stored unencrypted: anyone who can read it can add nodes as ${result.organization}`)
+    this.log(`${result.member ? 'Founded' : 'Prepared to join'} federated network ${result.network} (${result.cidr}) as ${result.organization}, block ${result.block}, in ${result.home}`)
+    this.log(`CA fingerprint: ${result.caFingerprint} (valid until ${result.caNotAfter})`)
+    this.log(
+      result.member
+        ? 'Next: tbmesh add-node --org ORG --origin --lighthouse --endpoint HOST:4242, then send `tbmesh federation show --out FILE` to the organizations that join'
+        : 'Next: tbmesh federation request --out REQUEST.json, and send it to the members',
+    )
     return result
   }
 }

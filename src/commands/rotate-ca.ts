@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 
 import {TbmeshCommand, caPassphraseFlag} from '../base-command.js'
 import {parseDuration} from '../duration.js'
-import {finishCaRotation, rotateCa, type RotateCaResult} from '../lifecycle.js'
+import {finishCaRotation, refuseFederatedRotation, rotateCa, type RotateCaResult} from '../lifecycle.js'
 import {canPrompt, resolvePassphrase} from '../passphrase.js'
 
 export default class RotateCa extends TbmeshCommand {
@@ -30,6 +30,7 @@ The current CA's passphrase is read from --passphrase-file / TBMESH_CA_PASSPHRAS
   async run(): Promise<RotateCaResult> {
     const {flags} = await this.parse(RotateCa)
     const home = await this.openHome(flags)
+    refuseFederatedRotation(home.state)
     let result: RotateCaResult
     if (flags.finish) {
       result = await finishCaRotation(home)

@@ -44,4 +44,10 @@ export interface NodeProfile {
   pki: {ca: string; cert: string; key: string}
   /** Certificate fingerprints (hex SHA-256) that nodes must refuse; rendered into `pki.blocklist`. */
   blocklist: string[]
+  /**
+   * A federated network's member organizations (slug, IPv4 CIDR block, hex SHA-256 of their CA certificate): every
+   * firewall rule is rendered once per member, scoped to its CA (`ca_sha`) and its block (`cidr`), so a peer is
+   * believed only within the block of the CA that issued its certificate. Undefined in single-CA mode.
+   */
+  members?: Array<{organization: string; block: string; caFingerprint: string}>
 }

@@ -1,0 +1,34 @@
+import {Args} from '@oclif/core'
+
+import {TbmeshCommand} from '../../base-command.js'
+import {importDescriptor, type ImportResult} from '../../federation.js'
+
+export default class FederationImport extends TbmeshCommand {
+  static override summary = 'Adopt a new version of the network descriptor, approved by enough member organizations.'
+
+  static override description = `The version must extend the one this home holds (the next number, naming its digest), change only what it says it changes, and carry valid approvals of enough members of the version it extends (by default more than half). Anything else is refused and the home is left as it was.
+
+A joining organization becomes a member with the version that lists its CA. After an import, every node of this home needs an update bundle: run \`tbmesh export-update --all\` and install the bundles, so that your nodes trust the new member's CA.`
+
+  static override examples = [
+    {description: 'Adopt version 5', command: '<%= config.bin %> <%= command.id %> tb.v5.json'},
+  ]
+
+  static override args = {
+    file: Args.file({description: 'descriptor version file (from `tbmesh federation approve` or `federation show --out`)', required: true}),
+  }
+
+  async run(): Promise<ImportResult> {
+    const {args, flags} = await this.parse(FederationImport)
+    const home = await this.openHome(flags)
+    const result = await importDescriptor(home, args.file)
+    if (!result.adopted) {
+      this.log(`This home already holds version ${result.version}; nothing changed`)
+      return result
+    }
+    this.log(`Adopted descriptor version ${result.version} (${result.change.kind} ${result.change.organization}), approved by ${result.approvedBy.join(', ')}`)
+    if (result.member) this.log(`${result.nodesToUpdate.length} node(s) need an update: tbmesh export-update --all --out DIR`)
+    for (const warning of result.warnings) this.warn(warning)
+    return result
+  }
+}

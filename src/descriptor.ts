@@ -1,0 +1,380 @@
+/**
+ * The network descriptor of a federated network, and the membership requests that extend it. Pure functions: no I/O.
+ *
+ * A federated network has no single CA. Each member organization has its own Nebula CA, constrained (in the CA
+ * certificate, which Nebula enforces) to the overlay CIDR and to the groups it may issue: `org:<slug>`, its
+ * `access:<level>` groups and the `role:` groups. The descriptor lists the network's settings, its members (name, IP
+ * block, access level, CA certificate), its lighthouses and its origin node; every node trusts the CAs it lists and
+ * scopes its firewall rules by CA (`ca_sha`) and block (`cidr`).
+ *
+ * The descriptor is versioned. Version 1 is signed by the founding organization. Every later version changes one thing
+ * (`change`), names the digest of the version it extends (`previous`), and is valid only with the approvals of enough
+ * members of that previous version: by default more than half of them (`requiredApprovals: 'majority'`), as TruBudget
+ * requires for new organizations. An approval is an Ed25519 signature by a member's CA key over
+ * `tbmesh-network-descriptor:v1:<digest>`, where the digest is the hex SHA-256 of the descriptor's canonical JSON
+ * (object keys sorted, no white space).
+ *
+ * File format (JSON, UTF-8): `{"descriptor": NetworkDescriptor, "approvals": Approval[]}` ({@link SignedDescriptor}).
+ * Membership request: `{"request": MembershipRequest, "signature": base64}`, signed by the requesting CA's key.
+ */
+import {createHash} from 'node:crypto'
+
+import {UserError} from './errors.js'
+import {contains, formatCidr, overlaps, parseCidr, parseIp} from './ip.js'
+import {certificateFromPem, checkSignature, ed25519Sign, ed25519Verify, fingerprint, type NebulaCertificate} from './nebula/index.js'
+import type {AccessLevel, NetworkSettings} from './state.js'
+
+export const DESCRIPTOR_TYPE = 'tbmesh-network-descriptor'
+export const MEMBERSHIP_REQUEST_TYPE = 'tbmesh-membership-request'
+export const FORMAT_VERSION = 1
+
+/** A member organization of a federated network. */
+export interface Member {
+  /** Organization name as TruBudget knows it, e.g. `Umbrella Bank`. */
+  organization: string
+  /** DNS-label form of the name, used in groups (`org:<slug>`) and node names. */
+  slug: string
+  /** The organization's IP block inside the overlay, IPv4 CIDR; firewall rules accept its CA only from there. */
+  block: string
+  /** TruBudget access level the members approved: trusted (admin rights) or managed (basic rights). */
+  access: AccessLevel
+  /** The organization's Nebula CA certificate (PEM, Nebula v1, `cert/cert.proto` in slackhq/nebula). */
+  caCertificate: string
+  /** Hex SHA-256 of the CA certificate (what Nebula's `ca_sha` and `pki.blocklist` match). */
+  caFingerprint: string
+}
+
+/** What a version changes relative to the previous one. */
+export type DescriptorChange =
+  | {kind: 'found'; organization: string}
+  | {kind: 'add-member'; organization: string}
+  | {kind: 'add-lighthouse'; organization: string; overlayIp: string}
+  | {kind: 'set-origin'; organization: string; overlayIp: string}
+
+/** The signed body of a descriptor version. Times are ISO 8601. */
+export interface NetworkDescriptor {
+  type: typeof DESCRIPTOR_TYPE
+  formatVersion: typeof FORMAT_VERSION
+  /** Network name. */
+  network: string
+  /** Overlay network, IPv4 CIDR. */
+  cidr: string
+  /** Prefix length of each organization's block. */
+  orgPrefix: number
+  ports: NetworkSettings['ports']
+  /** 1, 2, … */
+  version: number
+  /** Digest of the version this one extends; null for version 1. */
+  previous: string | null
+  /** Approvals a change needs: `majority` (more than half of the previous version's members) or a fixed number. */
+  requiredApprovals: 'majority' | number
+  createdAt: string
+  change: DescriptorChange
+  members: Member[]
+  /** Lighthouses: overlay IP in their organization's block, public underlay `host:port`. */
+  lighthouses: Array<{organization: string; overlayIp: string; endpoint: string}>
+  /** The TruBudget origin (alpha) node, once there is one. */
+  origin: {organization: string; overlayIp: string} | null
+}
+
+/** One member's approval of a version: base64 Ed25519 by the CA `caFingerprint` of member `organization` (slug). */
+export interface Approval {
+  organization: string
+  caFingerprint: string
+  signature: string
+}
+
+/** A descriptor version with the approvals gathered so far (the descriptor file). */
+export interface SignedDescriptor {
+  descriptor: NetworkDescriptor
+  approvals: Approval[]
+}
+
+/** A request to join a federated network, made by the joining organization against the version it received. */
+export interface MembershipRequest {
+  type: typeof MEMBERSHIP_REQUEST_TYPE
+  formatVersion: typeof FORMAT_VERSION
+  network: string
+  /** The descriptor version the request extends: its number and digest. */
+  base: {version: number; digest: string}
+  organization: string
+  slug: string
+  /** Requested block, IPv4 CIDR. */
+  block: string
+  access: AccessLevel
+  /** The joining organization's CA certificate (PEM). */
+  caCertificate: string
+  createdAt: string
+}
+
+/** The request file: the request and a base64 Ed25519 signature over its canonical JSON by the CA it carries. */
+export interface SignedMembershipRequest {
+  request: MembershipRequest
+  signature: string
+}
+
+/** JSON with object keys sorted and no white space: the bytes that digests and signatures cover. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v)).join(',')}]`
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined)
+    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`
+  }
+  return JSON.stringify(value)
+}
+
+/** Hex SHA-256 of a descriptor's canonical JSON. */
+export function descriptorDigest(descriptor: NetworkDescriptor): string {
+  return createHash('sha256').update(canonicalJson(descriptor)).digest('hex')
+}
+
+/** The bytes an approval signs. */
+export function approvalMessage(descriptor: NetworkDescriptor): Buffer {
+  return Buffer.from(`tbmesh-network-descriptor:v1:${descriptorDigest(descriptor)}`, 'utf8')
+}
+
+/** Signs `descriptor` as member `organization` (slug) with its CA key (64 bytes, Nebula Ed25519). */
+export function approve(descriptor: NetworkDescriptor, organization: string, caFingerprint: string, caKey: Buffer): Approval {
+  return {organization, caFingerprint, signature: ed25519Sign(caKey, approvalMessage(descriptor)).toString('base64')}
+}
+
+/** The groups a member's CA may list: its `org:` group, its access groups and the role groups. */
+export function allowedCaGroups(slug: string, access: AccessLevel): string[] {
+  return [`org:${slug}`, ...(access === 'trusted' ? ['access:trusted'] : []), 'access:managed', 'role:lighthouse', 'role:origin']
+}
+
+/** How many approvals a change to a version with `members` members needs. */
+export function approvalsNeeded(rule: NetworkDescriptor['requiredApprovals'], members: number): number {
+  return rule === 'majority' ? Math.floor(members / 2) + 1 : Math.min(rule, members)
+}
+
+/** The members whose approvals count for `d`: those of the version it extends (for version 1, the founder). */
+export function approvingMembers(d: NetworkDescriptor): Member[] {
+  return d.change.kind === 'add-member' ? d.members.filter((m) => m.slug !== d.change.organization) : d.members
+}
+
+/** Approval status of a version: who approved (slugs, each counted once) and how many are needed. */
+export interface ApprovalStatus {
+  approvedBy: string[]
+  needed: number
+  complete: boolean
+}
+
+/**
+ * Checks every approval of `signed` (each must be a valid signature by a member of the approving set, with that
+ * member's CA) and counts them. Throws UserError naming `what` and the first bad approval.
+ */
+export function checkApprovals(signed: SignedDescriptor, what: string): ApprovalStatus {
+  const d = signed.descriptor
+  const voters = approvingMembers(d)
+  const message = approvalMessage(d)
+  const approvedBy: string[] = []
+  for (const a of signed.approvals) {
+    const member = voters.find((m) => m.slug === a.organization)
+    const fix = 'ask for a fresh copy from the organization that sent it'
+    if (!member) throw new UserError(`${what} carries an approval by ${JSON.stringify(a.organization)}, which cannot approve version ${d.version}`, {fix})
+    if (member.caFingerprint !== a.caFingerprint) throw new UserError(`${what}: the approval of ${a.organization} names another CA than the member's`, {fix})
+    const ca = certificateFromPem(member.caCertificate)
+    if (!ed25519Verify(ca.details.publicKey, message, Buffer.from(a.signature, 'base64'))) {
+      throw new UserError(`${what}: the approval of ${a.organization} does not verify (the file was changed after it was signed)`, {fix})
+    }
+    if (!approvedBy.includes(a.organization)) approvedBy.push(a.organization)
+  }
+  const needed = approvalsNeeded(d.requiredApprovals, voters.length)
+  return {approvedBy, needed, complete: approvedBy.length >= needed}
+}
+
+const DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
+const HEX256 = /^[0-9a-f]{64}$/
+const ENDPOINT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
+
+/**
+ * Parses and checks a member's CA certificate: a valid self-signed Nebula CA whose fingerprint is `caFingerprint`,
+ * constrained to exactly the overlay `cidr` and to a non-empty subset of {@link allowedCaGroups} that includes
+ * `org:<slug>`. Returns the problem as text, or the certificate.
+ */
+export function checkMemberCa(m: Pick<Member, 'slug' | 'access' | 'caCertificate'> & {caFingerprint?: string}, cidr: string): NebulaCertificate | string {
+  let ca: NebulaCertificate
+  try {
+    ca = certificateFromPem(m.caCertificate)
+  } catch (error) {
+    return `the CA certificate of ${m.slug} does not parse (${(error as Error).message})`
+  }
+  if (!ca.details.isCA || !checkSignature(ca, ca.details.publicKey)) return `the CA certificate of ${m.slug} is not a valid self-signed CA`
+  if (m.caFingerprint !== undefined && fingerprint(ca) !== m.caFingerprint) return `the CA fingerprint of ${m.slug} does not match its certificate`
+  if (ca.details.ips.length !== 1 || ca.details.ips[0] !== cidr) return `the CA of ${m.slug} is not constrained to the overlay ${cidr}`
+  const allowed = allowedCaGroups(m.slug, m.access)
+  if (!ca.details.groups.includes(`org:${m.slug}`)) return `the CA of ${m.slug} is not constrained to the group org:${m.slug}`
+  const extra = ca.details.groups.find((g) => !allowed.includes(g))
+  if (extra) return `the CA of ${m.slug} may issue the group ${extra}, which is not its own`
+  return ca
+}
+
+/**
+ * Checks the shape and the invariants of one descriptor version: settings, members (unique slugs and CAs, blocks
+ * inside the overlay and disjoint, CA constraints as {@link checkMemberCa}), lighthouses and origin inside their
+ * organization's block, `change` consistent with the content. Throws UserError naming `what`.
+ */
+export function checkDescriptor(value: unknown, what: string): SignedDescriptor {
+  const bad = (problem: string): never => {
+    throw new UserError(`${what}: ${problem}`, {fix: 'ask for a fresh copy from the organization that sent it'})
+  }
+  const signed = value as SignedDescriptor
+  if (typeof signed !== 'object' || signed === null || typeof signed.descriptor !== 'object' || signed.descriptor === null || !Array.isArray(signed.approvals)) {
+    bad('not a tbmesh network descriptor')
+  }
+  const d = signed.descriptor
+  if (d.type !== DESCRIPTOR_TYPE) bad('not a tbmesh network descriptor')
+  if (d.formatVersion !== FORMAT_VERSION) bad(`format version ${JSON.stringify(d.formatVersion)} is not supported (this tbmesh reads ${FORMAT_VERSION})`)
+  if (typeof d.network !== 'string' || d.network.length === 0) bad('"network" is missing')
+  if (typeof d.cidr !== 'string') bad('"cidr" is missing')
+  const net = guard(() => parseCidr(d.cidr, 'cidr'), bad)
+  if (formatCidr(net) !== d.cidr) bad('"cidr" is not in canonical form')
+  if (!Number.isInteger(d.orgPrefix) || d.orgPrefix < net.prefix || d.orgPrefix > 30) bad(`"orgPrefix" does not fit ${d.cidr}`)
+  const ports = d.ports as unknown as Record<string, unknown>
+  for (const key of ['nebula', 'p2p', 'rpc', 'api']) {
+    if (typeof ports !== 'object' || ports === null || !Number.isInteger(ports[key]) || (ports[key] as number) < 1 || (ports[key] as number) > 65_535) bad(`"ports.${key}" is not a port`)
+  }
+  if (!Number.isInteger(d.version) || d.version < 1) bad('"version" is not a positive integer')
+  if (d.version === 1 ? d.previous !== null : typeof d.previous !== 'string' || !HEX256.test(d.previous)) bad('"previous" does not fit the version')
+  if (d.requiredApprovals !== 'majority' && !(Number.isInteger(d.requiredApprovals) && (d.requiredApprovals as number) >= 1)) bad('"requiredApprovals" is neither "majority" nor a positive integer')
+  if (typeof d.createdAt !== 'string' || Number.isNaN(Date.parse(d.createdAt))) bad('"createdAt" is not a time')
+  if (!Array.isArray(d.members) || d.members.length === 0) bad('"members" is empty')
+  const blocks: Array<[string, ReturnType<typeof parseCidr>]> = []
+  const cas = new Set<string>()
+  for (const m of d.members) {
+    if (typeof m !== 'object' || m === null || typeof m.slug !== 'string' || !DNS_LABEL.test(m.slug)) bad('a member has no valid slug')
+    if (typeof m.organization !== 'string' || m.organization.trim().length === 0) bad(`member ${m.slug} has no organization name`)
+    if (m.access !== 'trusted' && m.access !== 'managed') bad(`member ${m.slug} has no valid access level`)
+    if (typeof m.block !== 'string') bad(`member ${m.slug} has no block`)
+    const block = guard(() => parseCidr(m.block, `block of ${m.slug}`), bad)
+    if (block.prefix < net.prefix || !contains(net, block.base)) bad(`the block ${m.block} of ${m.slug} lies outside ${d.cidr}`)
+    for (const [other, b] of blocks) {
+      if (other === m.slug) bad(`member ${m.slug} is listed twice`)
+      if (overlaps(b, block)) bad(`the blocks of ${other} and ${m.slug} overlap`)
+    }
+    blocks.push([m.slug, block])
+    if (typeof m.caCertificate !== 'string' || typeof m.caFingerprint !== 'string') bad(`member ${m.slug} has no CA certificate`)
+    const ca = checkMemberCa(m, d.cidr)
+    if (typeof ca === 'string') bad(ca)
+    if (cas.has(m.caFingerprint)) bad(`the CA of ${m.slug} belongs to another member too`)
+    cas.add(m.caFingerprint)
+  }
+  const blockOf = (slug: unknown, ip: unknown, role: string): void => {
+    const entry = blocks.find(([s]) => s === slug)
+    if (!entry) bad(`the ${role} belongs to ${JSON.stringify(slug)}, which is not a member`)
+    if (typeof ip !== 'string') bad(`the ${role} has no overlay IP`)
+    const addr = guard(() => parseIp(ip as string, `${role} overlay IP`), bad)
+    if (!contains(entry![1], addr)) bad(`the ${role} ${ip} lies outside the block of ${slug}`)
+  }
+  if (!Array.isArray(d.lighthouses)) bad('"lighthouses" is not a list')
+  const lighthouseIps = new Set<string>()
+  for (const l of d.lighthouses) {
+    blockOf(l?.organization, l?.overlayIp, 'lighthouse')
+    if (typeof l.endpoint !== 'string' || !ENDPOINT.test(l.endpoint)) bad(`the lighthouse ${l.overlayIp} has no valid endpoint`)
+    if (lighthouseIps.has(l.overlayIp)) bad(`the lighthouse ${l.overlayIp} is listed twice`)
+    lighthouseIps.add(l.overlayIp)
+  }
+  if (d.origin !== null) blockOf(d.origin?.organization, d.origin?.overlayIp, 'origin')
+  const c = d.change as unknown as Record<string, unknown>
+  if (typeof c !== 'object' || c === null) bad('"change" is missing')
+  const kindOk =
+    (c.kind === 'found' && d.version === 1 && d.members.length === 1 && c.organization === d.members[0].slug) ||
+    (c.kind === 'add-member' && d.version > 1 && d.members.length > 1 && d.members.some((m) => m.slug === c.organization)) ||
+    (c.kind === 'add-lighthouse' && d.version > 1 && d.lighthouses.some((l) => l.overlayIp === c.overlayIp && l.organization === c.organization)) ||
+    (c.kind === 'set-origin' && d.version > 1 && d.origin?.overlayIp === c.overlayIp && d.origin?.organization === c.organization)
+  if (!kindOk) bad(`"change" (${JSON.stringify(c.kind)}) does not fit the version`)
+  for (const a of signed.approvals) {
+    if (typeof a !== 'object' || a === null || typeof a.organization !== 'string' || typeof a.caFingerprint !== 'string' || typeof a.signature !== 'string') bad('an approval is malformed')
+  }
+  return signed
+}
+
+/**
+ * Checks that `next` is the version right after `current` and changes only what its `change` says: same settings,
+ * every member, lighthouse and the origin of `current` kept unchanged, plus exactly the one addition. Throws UserError.
+ */
+export function checkSuccessor(current: NetworkDescriptor, next: NetworkDescriptor, what: string): void {
+  const fix = 'import the versions in order, or ask for the current version'
+  if (next.network !== current.network || next.cidr !== current.cidr) {
+    throw new UserError(`${what} describes network ${JSON.stringify(next.network)} (${next.cidr}), not ${JSON.stringify(current.network)} (${current.cidr})`, {fix: 'check that the file is for this network'})
+  }
+  if (next.version !== current.version + 1 || next.previous !== descriptorDigest(current)) {
+    throw new UserError(`${what} (version ${next.version}) does not extend version ${current.version}, the one this home holds`, {fix})
+  }
+  const base = (d: NetworkDescriptor) => canonicalJson({...d, version: 0, previous: null, createdAt: '', change: null, members: [], lighthouses: [], origin: null})
+  const refuse = (problem: string): never => {
+    throw new UserError(`${what} ${problem}`, {fix: 'refuse it and tell the other organizations'})
+  }
+  if (base(next) !== base(current)) refuse('changes the network settings or the approval rule')
+  const sameList = <T>(a: T[], b: T[]) => a.length <= b.length && a.every((x, i) => canonicalJson(x) === canonicalJson(b[i]))
+  if (!sameList(current.members, next.members)) refuse('changes or removes a member')
+  if (!sameList(current.lighthouses, next.lighthouses)) refuse('changes or removes a lighthouse')
+  if (current.origin !== null && canonicalJson(current.origin) !== canonicalJson(next.origin)) refuse('changes the origin node')
+  const added = {
+    members: next.members.length - current.members.length,
+    lighthouses: next.lighthouses.length - current.lighthouses.length,
+    origin: current.origin === null && next.origin !== null ? 1 : 0,
+  }
+  const expected = {
+    members: next.change.kind === 'add-member' ? 1 : 0,
+    lighthouses: next.change.kind === 'add-lighthouse' ? 1 : 0,
+    origin: next.change.kind === 'set-origin' ? 1 : 0,
+  }
+  if (canonicalJson(added) !== canonicalJson(expected)) refuse(`makes more changes than its "change" (${next.change.kind}) says`)
+}
+
+/** The next version of `current` with `change` applied by `mutate`, unsigned. */
+export function nextVersion(current: NetworkDescriptor, change: DescriptorChange, mutate: (d: NetworkDescriptor) => void, now = new Date()): NetworkDescriptor {
+  const next: NetworkDescriptor = structuredClone({...current, version: current.version + 1, previous: descriptorDigest(current), createdAt: now.toISOString(), change})
+  mutate(next)
+  return next
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Membership requests
+
+/** The bytes a membership request's signature covers. */
+export function requestMessage(request: MembershipRequest): Buffer {
+  return Buffer.from(`tbmesh-membership-request:v1:${canonicalJson(request)}`, 'utf8')
+}
+
+/**
+ * Checks a membership request file's content: shape, a CA certificate as {@link checkMemberCa} wants it for the
+ * requested slug and access level, and the signature by that CA. Throws UserError naming `what`.
+ */
+export function checkMembershipRequest(value: unknown, what: string): {request: MembershipRequest; ca: NebulaCertificate} {
+  const bad = (problem: string): never => {
+    throw new UserError(`${what}: ${problem}`, {fix: 'ask the organization for a new request (`tbmesh federation request`)'})
+  }
+  const signed = value as SignedMembershipRequest
+  if (typeof signed !== 'object' || signed === null || typeof signed.request !== 'object' || signed.request === null || typeof signed.signature !== 'string') bad('not a tbmesh membership request')
+  const r = signed.request
+  if (r.type !== MEMBERSHIP_REQUEST_TYPE) bad('not a tbmesh membership request')
+  if (r.formatVersion !== FORMAT_VERSION) bad(`format version ${JSON.stringify(r.formatVersion)} is not supported`)
+  for (const key of ['network', 'organization', 'slug', 'block', 'caCertificate', 'createdAt'] as const) if (typeof r[key] !== 'string') bad(`"${key}" is missing`)
+  if (!DNS_LABEL.test(r.slug)) bad('"slug" is not a DNS label')
+  if (r.access !== 'trusted' && r.access !== 'managed') bad('"access" is neither trusted nor managed')
+  if (typeof r.base !== 'object' || r.base === null || !Number.isInteger(r.base.version) || typeof r.base.digest !== 'string') bad('"base" is missing')
+  guard(() => parseCidr(r.block, 'block'), bad)
+  if (Number.isNaN(Date.parse(r.createdAt))) bad('"createdAt" is not a time')
+  let cidr: string | undefined
+  try {
+    cidr = certificateFromPem(r.caCertificate).details.ips[0]
+  } catch {}
+  const ca = checkMemberCa(r, cidr ?? '')
+  if (typeof ca === 'string') bad(ca)
+  if (!ed25519Verify((ca as NebulaCertificate).details.publicKey, requestMessage(r), Buffer.from(signed.signature, 'base64'))) {
+    bad('its signature does not verify (the file was changed after it was made)')
+  }
+  return {request: r, ca: ca as NebulaCertificate}
+}
+
+function guard<T>(fn: () => T, bad: (problem: string) => never): T {
+  try {
+    return fn()
+  } catch (error) {
+    return bad((error as Error).message)
+  }
+}

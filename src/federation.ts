@@ -1,0 +1,502 @@
+/**
+ * Federated networks, one CA per organization (the descriptor format and its rules are in descriptor.ts): found a
+ * network, join one against a received descriptor, request membership, approve a request or a proposed version, import
+ * an approved version, and show where the network stands. Commands call these functions; tests call them directly.
+ */
+import {readFile} from 'node:fs/promises'
+import {resolve} from 'node:path'
+
+import {
+  allowedCaGroups,
+  approve,
+  approvalsNeeded,
+  canonicalJson,
+  checkApprovals,
+  checkDescriptor,
+  checkMemberCa,
+  checkMembershipRequest,
+  checkSuccessor,
+  descriptorDigest,
+  DESCRIPTOR_TYPE,
+  FORMAT_VERSION,
+  MEMBERSHIP_REQUEST_TYPE,
+  nextVersion,
+  requestMessage,
+  type DescriptorChange,
+  type Member,
+  type MembershipRequest,
+  type NetworkDescriptor,
+  type SignedDescriptor,
+} from './descriptor.js'
+import {formatDuration} from './duration.js'
+import {UsageError, UserError} from './errors.js'
+import {writeNewFile} from './files.js'
+import {formatCidr, nextFreeBlock, overlaps, parseCidr} from './ip.js'
+import {verificationCode} from './join-request.js'
+import {ed25519Sign, fingerprint, type Argon2Parameters} from './nebula/index.js'
+import {DEFAULTS, checkNetworkOptions, checkOrganizationName, createCa, iso, newSecrets, slugify} from './network.js'
+import {Home, SCHEMA_VERSION, type AccessLevel, type FederationState, type NetworkState} from './state.js'
+
+/** Options shared by {@link foundFederation} and {@link joinFederation}. Durations in seconds. */
+export interface FederatedCaOptions {
+  /** This organization's name as TruBudget knows it. */
+  org: string
+  /** Passphrase for the CA key; null stores it unencrypted. */
+  passphrase: Buffer | null
+  durationSeconds?: number
+  force?: boolean
+  argon2?: Argon2Parameters
+  /** Current time, Unix seconds (tests). */
+  now?: number
+}
+
+/** What `init-ca --federated` reports. Times ISO 8601. */
+export interface FederatedInitResult {
+  home: string
+  network: string
+  cidr: string
+  organization: string
+  /** This organization's block, IPv4 CIDR. */
+  block: string
+  access: AccessLevel
+  caFingerprint: string
+  caNotAfter: string
+  caLifetime: string
+  keyEncrypted: boolean
+  /** Descriptor version held: 1 for a founder; for a joiner, the version its request will extend. */
+  version: number
+  /** True for a founder; false for a joiner until its membership is approved and imported. */
+  member: boolean
+}
+
+/**
+ * Founds a federated network in `homeDir`: this organization's CA (constrained to the overlay and its own groups), the
+ * first block of the overlay, and descriptor version 1 signed by it. `requiredApprovals` fixes how many approvals
+ * every later change needs; default: more than half of the members. Throws UsageError/UserError as {@link initCa}.
+ */
+export async function foundFederation(
+  homeDir: string,
+  opts: FederatedCaOptions & {network: string; cidr: string; orgPrefix?: number; requiredApprovals?: number},
+): Promise<FederatedInitResult> {
+  const {name, net, orgPrefix} = checkNetworkOptions(opts)
+  if (opts.requiredApprovals !== undefined && (!Number.isInteger(opts.requiredApprovals) || opts.requiredApprovals < 1)) {
+    throw new UsageError(`--approvals ${opts.requiredApprovals} is not a positive number`, {fix: 'give a number of organizations, e.g. --approvals 2, or leave it out for a majority'})
+  }
+  const now = opts.now ?? Math.floor(Date.now() / 1000)
+  const block = formatCidr(nextFreeBlock(net, orgPrefix, []))
+  const settings = {name, cidr: formatCidr(net), orgPrefix, createdAt: iso(now), ports: {...DEFAULTS.ports}, tun: {...DEFAULTS.tun}}
+  return createMemberHome(homeDir, opts, settings, block, 'trusted', now, (self, caKey) => {
+    const descriptor: NetworkDescriptor = {
+      type: DESCRIPTOR_TYPE,
+      formatVersion: FORMAT_VERSION,
+      network: name,
+      cidr: settings.cidr,
+      orgPrefix,
+      ports: {...settings.ports},
+      version: 1,
+      previous: null,
+      requiredApprovals: opts.requiredApprovals ?? 'majority',
+      createdAt: new Date(now * 1000).toISOString(),
+      change: {kind: 'found', organization: self.slug},
+      members: [self],
+      lighthouses: [],
+      origin: null,
+    }
+    return {self, member: true, current: {descriptor, approvals: [approve(descriptor, self.slug, self.caFingerprint, caKey)]}}
+  })
+}
+
+/**
+ * Creates this organization's home against a descriptor version received from a member (`descriptorFile`): its CA,
+ * its block (`block`, or the first free one) and a pending membership, to be requested with
+ * {@link createMembershipRequest}. The file must hold a complete version (enough valid approvals); it is trusted as
+ * received, so get it from a member you know. Throws UserError/UsageError.
+ */
+export async function joinFederation(homeDir: string, opts: FederatedCaOptions & {descriptorFile: string; block?: string; access?: AccessLevel}): Promise<FederatedInitResult> {
+  const received = await readDescriptorFile(opts.descriptorFile)
+  const status = checkApprovals(received, opts.descriptorFile)
+  if (!status.complete) throw incomplete(opts.descriptorFile, received.descriptor, status.approvedBy.length, status.needed)
+  const d = received.descriptor
+  const orgName = checkOrganizationName(opts.org)
+  const slug = slugify(orgName)
+  const taken = d.members.find((m) => m.slug === slug)
+  if (taken) throw new UserError(`${taken.organization} is already a member of ${d.network}`, {fix: 'use your own organization name with --org'})
+  const net = parseCidr(d.cidr)
+  const blocks = d.members.map((m) => parseCidr(m.block))
+  let block: string
+  if (opts.block === undefined) block = formatCidr(nextFreeBlock(net, d.orgPrefix, blocks))
+  else {
+    const wanted = parseCidr(opts.block, '--block')
+    if (wanted.prefix < net.prefix || wanted.prefix > 30 || (wanted.base & ~(2 ** (32 - net.prefix) - 1)) >>> 0 !== net.base) {
+      throw new UsageError(`--block ${opts.block} lies outside the overlay ${d.cidr}`, {fix: `choose a /${d.orgPrefix} inside ${d.cidr}`})
+    }
+    const holder = d.members.find((m) => overlaps(parseCidr(m.block), wanted))
+    if (holder) throw new UserError(`--block ${opts.block} overlaps the block ${holder.block} of ${holder.organization}`, {fix: 'choose a free block, or leave --block out'})
+    block = formatCidr(wanted)
+  }
+  const now = opts.now ?? Math.floor(Date.now() / 1000)
+  const settings = {name: d.network, cidr: d.cidr, orgPrefix: d.orgPrefix, createdAt: iso(now), ports: {...d.ports}, tun: {...DEFAULTS.tun}}
+  const access = opts.access ?? 'managed'
+  return createMemberHome(homeDir, {...opts, org: orgName}, settings, block, access, now, (self) => ({self, member: false, current: received}))
+}
+
+async function createMemberHome(
+  homeDir: string,
+  opts: FederatedCaOptions,
+  network: NetworkState['network'],
+  block: string,
+  access: AccessLevel,
+  now: number,
+  federation: (self: Member, caKey: Buffer) => FederationState,
+): Promise<FederatedInitResult> {
+  const organization = checkOrganizationName(opts.org)
+  const slug = slugify(organization)
+  const duration = opts.durationSeconds ?? DEFAULTS.caDurationSeconds
+  const ca = await createCa({
+    name: `${organization} CA (${network.name})`,
+    ips: [network.cidr],
+    groups: allowedCaGroups(slug, access),
+    organization: slug,
+    durationSeconds: duration,
+    passphrase: opts.passphrase,
+    argon2: opts.argon2,
+    now,
+  })
+  const self: Member = {organization, slug, block, access, caCertificate: ca.pem, caFingerprint: ca.record.id}
+  const state: NetworkState = {
+    schemaVersion: SCHEMA_VERSION,
+    network,
+    cas: [ca.record],
+    organizations: [{name: organization, slug, block, createdAt: iso(now)}],
+    nodes: [],
+    certificates: [],
+    federation: federation(self, ca.privateKey),
+  }
+  const home = await Home.create(homeDir, {state, secrets: newSecrets(), caCertificatePem: ca.pem, caKeyPem: ca.keyPem}, {force: opts.force})
+  return {
+    home: resolve(home.dir),
+    network: network.name,
+    cidr: network.cidr,
+    organization,
+    block,
+    access,
+    caFingerprint: ca.record.id,
+    caNotAfter: ca.record.notAfter,
+    caLifetime: formatDuration(duration),
+    keyEncrypted: opts.passphrase !== null,
+    version: state.federation!.current.descriptor.version,
+    member: state.federation!.member,
+  }
+}
+
+/**
+ * The verification code of a membership: the first 60 bits of the SHA-256 of the member entry's canonical JSON
+ * (organization, slug, block, access, CA fingerprint), as `XXXX-XXXX-XXXX`. The requester and every approver see the
+ * same code and compare it by phone: it covers the CA that will be trusted and the block it may use.
+ */
+export function membershipCode(m: Pick<Member, 'organization' | 'slug' | 'block' | 'access' | 'caFingerprint'>): string {
+  return verificationCode(Buffer.from(canonicalJson({organization: m.organization, slug: m.slug, block: m.block, access: m.access, caFingerprint: m.caFingerprint})))
+}
+
+/** What `tbmesh federation request` reports. */
+export interface MembershipRequestResult {
+  path: string
+  organization: string
+  block: string
+  access: AccessLevel
+  caFingerprint: string
+  /** The descriptor version the request extends. */
+  baseVersion: number
+  /** Read it to each approving organization's admin; they see the same code. */
+  verificationCode: string
+}
+
+/**
+ * Writes this (pending) organization's membership request to `out`, signed by its CA key (`caKey`, 64 bytes).
+ * Refuses an existing `out` without `force`, and a home that is already a member. Throws UserError.
+ */
+export async function createMembershipRequest(home: Home, caKey: Buffer, out: string, opts: {force?: boolean} = {}): Promise<MembershipRequestResult> {
+  const fed = requireFederation(home.state)
+  if (fed.member) throw new UserError(`${fed.self.organization} is already a member of ${home.state.network.name}`, {fix: 'nothing to request'})
+  const base = fed.current.descriptor
+  const request: MembershipRequest = {
+    type: MEMBERSHIP_REQUEST_TYPE,
+    formatVersion: FORMAT_VERSION,
+    network: base.network,
+    base: {version: base.version, digest: descriptorDigest(base)},
+    organization: fed.self.organization,
+    slug: fed.self.slug,
+    block: fed.self.block,
+    access: fed.self.access,
+    caCertificate: fed.self.caCertificate,
+    createdAt: new Date().toISOString(),
+  }
+  const text = `${JSON.stringify({request, signature: ed25519Sign(caKey, requestMessage(request)).toString('base64')}, null, 2)}\n`
+  await writeNewFile(out, text, {force: opts.force, mode: 0o644, what: 'request'})
+  return {
+    path: resolve(out),
+    organization: request.organization,
+    block: request.block,
+    access: request.access,
+    caFingerprint: fed.self.caFingerprint,
+    baseVersion: base.version,
+    verificationCode: membershipCode(fed.self),
+  }
+}
+
+/** What an approver is shown before signing (see {@link approveChange}'s `confirm`). */
+export interface ChangeSummary {
+  version: number
+  change: DescriptorChange
+  /** The new member, for an `add-member` change. */
+  member?: Member
+  verificationCode?: string
+  approvedBy: string[]
+  needed: number
+}
+
+/** What `tbmesh federation approve` reports. */
+export interface ApproveResult extends ChangeSummary {
+  /** Where the version with this organization's approval was written. */
+  path: string
+  complete: boolean
+  /** True when the approvals are now enough and this home adopted the version. */
+  adopted: boolean
+  /** Nodes of this home that need an update bundle (`tbmesh export-update --all`) after an adoption. */
+  nodesToUpdate: string[]
+}
+
+/**
+ * Approves a change with this organization's CA key (`caKey`, 64 bytes) and writes the version with its approval to
+ * `out` (refused when it exists, unless `force`). `file` is either a membership request (the next version, adding the
+ * requester, is made here) or a proposed version from another member (this approval is added to those it carries).
+ * `confirm` is shown the change and the verification code and must return true. When the approvals reach the number
+ * needed, this home adopts the version in the same step. Throws UserError for anything that does not check out.
+ */
+export async function approveChange(
+  home: Home,
+  caKey: Buffer,
+  file: string,
+  opts: {out: string; force?: boolean; confirm: (summary: ChangeSummary) => Promise<boolean>},
+): Promise<ApproveResult> {
+  const fed = requireMember(home.state, 'approve changes')
+  const current = fed.current.descriptor
+  const value = await readJson(file, 'file')
+  const proposal: SignedDescriptor =
+    typeof value === 'object' && value !== null && 'request' in value ? proposeMember(current, value, file) : checkProposal(current, value, file)
+  const d = proposal.descriptor
+  if (proposal.approvals.some((a) => a.organization === fed.self.slug)) {
+    throw new UserError(`${fed.self.organization} already approved version ${d.version}`, {fix: 'send the file on to the other organizations'})
+  }
+  const before = checkApprovals(proposal, file)
+  const member = d.change.kind === 'add-member' ? d.members.find((m) => m.slug === d.change.organization) : undefined
+  const summary: ChangeSummary = {
+    version: d.version,
+    change: d.change,
+    ...(member ? {member, verificationCode: membershipCode(member)} : {}),
+    approvedBy: before.approvedBy,
+    needed: before.needed,
+  }
+  if (!(await opts.confirm(summary))) throw new UserError(`version ${d.version} not approved`, {fix: 'ask the organization for a new request if the codes differ'})
+  const signed: SignedDescriptor = {descriptor: d, approvals: [...proposal.approvals, approve(d, fed.self.slug, fed.self.caFingerprint, caKey)]}
+  const status = checkApprovals(signed, file)
+  await writeNewFile(opts.out, `${JSON.stringify(signed, null, 2)}\n`, {force: opts.force, mode: 0o644, what: 'descriptor'})
+  const nodesToUpdate = status.complete ? await adopt(home, signed, current) : []
+  return {...summary, approvedBy: status.approvedBy, path: resolve(opts.out), complete: status.complete, adopted: status.complete, nodesToUpdate}
+}
+
+/** The version adding the requester of membership request `value` to `current`, unsigned. Throws UserError. */
+function proposeMember(current: NetworkDescriptor, value: unknown, file: string): SignedDescriptor {
+  const {request: r} = checkMembershipRequest(value, file)
+  const refuse = (problem: string, fix: string): never => {
+    throw new UserError(`membership request of ${JSON.stringify(r.organization)}: ${problem}`, {fix})
+  }
+  if (r.network !== current.network) refuse(`it is for network ${JSON.stringify(r.network)}, not ${JSON.stringify(current.network)}`, 'check that the request is for this network')
+  if (r.base.version !== current.version || r.base.digest !== descriptorDigest(current)) {
+    refuse(`it was made against version ${r.base.version}, but the network is at version ${current.version}`, `send them version ${current.version} (\`tbmesh federation show --out FILE\`) to import and request again`)
+  }
+  if (r.slug !== slugify(r.organization)) refuse('its slug does not match the organization name', 'ask for a new request')
+  const ca = checkMemberCa(r, current.cidr)
+  if (typeof ca === 'string') return refuse(ca, 'ask for a new request made with `tbmesh init-ca --federated`')
+  const caFingerprint = fingerprint(ca)
+  const sameCa = current.members.find((m) => m.caFingerprint === caFingerprint)
+  if (sameCa) refuse(`its CA is already the CA of ${sameCa.organization}`, 'each organization needs its own CA')
+  const taken = current.members.find((m) => m.slug === r.slug)
+  if (taken) refuse(`${taken.organization} is already a member`, 'nothing to approve')
+  const block = parseCidr(r.block)
+  const net = parseCidr(current.cidr)
+  if (block.prefix < net.prefix || block.prefix > 30 || (block.base & ~(2 ** (32 - net.prefix) - 1)) >>> 0 !== net.base) refuse(`its block ${r.block} lies outside ${current.cidr}`, 'ask for a request with a block inside the overlay')
+  const holder = current.members.find((m) => overlaps(parseCidr(m.block), block))
+  if (holder) refuse(`its block ${r.block} overlaps the block ${holder.block} of ${holder.organization}`, 'ask them to choose a free block (init-ca --federated --block)')
+  const member: Member = {organization: r.organization, slug: r.slug, block: r.block, access: r.access, caCertificate: r.caCertificate, caFingerprint}
+  const descriptor = nextVersion(current, {kind: 'add-member', organization: r.slug}, (next) => void next.members.push(member))
+  return {descriptor, approvals: []}
+}
+
+/** A proposed version from another member: well formed, the successor of `current`, its approvals valid. */
+function checkProposal(current: NetworkDescriptor, value: unknown, file: string): SignedDescriptor {
+  const proposal = checkDescriptor(value, file)
+  if (descriptorDigest(proposal.descriptor) === descriptorDigest(current)) {
+    throw new UserError(`${file} is version ${current.version}, which this home already adopted`, {fix: 'nothing to approve'})
+  }
+  checkSuccessor(current, proposal.descriptor, file)
+  return proposal
+}
+
+/** What `tbmesh federation import` reports. */
+export interface ImportResult {
+  version: number
+  change: DescriptorChange
+  /** False when the home already held this version. */
+  adopted: boolean
+  /** Whether this organization is a member after the import. */
+  member: boolean
+  approvedBy: string[]
+  /** Nodes of this home that need an update bundle (`tbmesh export-update --all`). */
+  nodesToUpdate: string[]
+  /** Problems for this organization: e.g. a pending request made stale by another organization's admission. */
+  warnings: string[]
+}
+
+/**
+ * Imports a descriptor version approved by enough members: it must extend the version this home holds and carry
+ * enough valid approvals of that version's members. A pending organization becomes a member with the version that
+ * lists its CA. Marks this home's nodes as needing an update. Throws UserError for anything that does not check out.
+ */
+export async function importDescriptor(home: Home, file: string): Promise<ImportResult> {
+  const fed = requireFederation(home.state)
+  const signed = checkDescriptor(await readJson(file, 'descriptor'), file)
+  const d = signed.descriptor
+  const current = fed.current.descriptor
+  if (descriptorDigest(d) === descriptorDigest(current)) {
+    return {version: d.version, change: d.change, adopted: false, member: fed.member, approvedBy: checkApprovals(fed.current, file).approvedBy, nodesToUpdate: [], warnings: []}
+  }
+  checkSuccessor(current, d, file)
+  const status = checkApprovals(signed, file)
+  if (!status.complete) throw incomplete(file, d, status.approvedBy.length, status.needed)
+  const nodesToUpdate = await adopt(home, signed, current)
+  const after = home.state.federation!
+  const warnings: string[] = []
+  if (!after.member) {
+    const holder = d.members.find((m) => overlaps(parseCidr(m.block), parseCidr(after.self.block)))
+    warnings.push(
+      holder
+        ? `your block ${after.self.block} now belongs to ${holder.organization}: create your home again with \`tbmesh init-ca --federated --force --block\` and a free block`
+        : `your membership request was made against an older version: make a new one with \`tbmesh federation request\``,
+    )
+  }
+  return {version: d.version, change: d.change, adopted: true, member: after.member, approvedBy: status.approvedBy, nodesToUpdate, warnings}
+}
+
+/**
+ * Adopts `signed` (checked by the caller) in a transaction, provided the home still holds `expected`: it becomes the
+ * current version, a pending organization listed in it becomes a member, and every node not revoked is marked as
+ * needing an update. Returns the names of those nodes.
+ */
+async function adopt(home: Home, signed: SignedDescriptor, expected: NetworkDescriptor): Promise<string[]> {
+  return home.transaction(async ({state}) => {
+    const fed = requireFederation(state)
+    if (descriptorDigest(fed.current.descriptor) !== descriptorDigest(expected)) {
+      throw new UserError('the descriptor of this home changed while the command ran', {fix: 'run the command again'})
+    }
+    fed.current = signed
+    if (!fed.member) {
+      const listed = signed.descriptor.members.find((m) => m.slug === fed.self.slug)
+      if (listed) {
+        if (canonicalJson(listed) !== canonicalJson(fed.self)) {
+          throw new UserError(`version ${signed.descriptor.version} lists ${listed.organization} with another CA or block than this home's`, {
+            fix: 'do not use it; tell the other organizations',
+          })
+        }
+        fed.member = true
+      }
+    }
+    const names: string[] = []
+    for (const node of state.nodes) {
+      if (node.revoked) continue
+      node.updatePending = true
+      names.push(node.name)
+    }
+    return names
+  })
+}
+
+/** Where a federated network stands, from this home: what `tbmesh federation show` reports. */
+export interface FederationStatus {
+  network: string
+  cidr: string
+  version: number
+  /** Hex SHA-256 of the current version (compare it with other organizations to be sure you hold the same). */
+  digest: string
+  organization: string
+  member: boolean
+  requiredApprovals: 'majority' | number
+  /** Approvals the next change needs. */
+  nextChangeNeeds: number
+  members: Array<Omit<Member, 'caCertificate'> & {self: boolean}>
+  lighthouses: NetworkDescriptor['lighthouses']
+  origin: NetworkDescriptor['origin']
+  approvedBy: string[]
+  /** Set when `out` was given: where the current version was written. */
+  path?: string
+}
+
+/** This home's view of its federated network; with `out`, also writes the current version there (to send to others). */
+export async function federationStatus(home: Home, opts: {out?: string; force?: boolean} = {}): Promise<FederationStatus> {
+  const fed = requireFederation(home.state)
+  const d = fed.current.descriptor
+  if (opts.out) await writeNewFile(opts.out, `${JSON.stringify(fed.current, null, 2)}\n`, {force: opts.force, mode: 0o644, what: 'descriptor'})
+  return {
+    network: d.network,
+    cidr: d.cidr,
+    version: d.version,
+    digest: descriptorDigest(d),
+    organization: fed.self.organization,
+    member: fed.member,
+    requiredApprovals: d.requiredApprovals,
+    nextChangeNeeds: approvalsNeeded(d.requiredApprovals, d.members.length),
+    members: d.members.map(({caCertificate: _, ...m}) => ({...m, self: m.slug === fed.self.slug})),
+    lighthouses: d.lighthouses,
+    origin: d.origin,
+    approvedBy: fed.current.approvals.map((a) => a.organization),
+    ...(opts.out ? {path: resolve(opts.out)} : {}),
+  }
+}
+
+/** The home's federation; throws UserError in a single-CA home. */
+export function requireFederation(state: NetworkState): FederationState {
+  if (!state.federation) {
+    throw new UserError(`network ${state.network.name} has a single CA, not a federation`, {fix: 'federation commands work in homes made with `tbmesh init-ca --federated`'})
+  }
+  return state.federation
+}
+
+function requireMember(state: NetworkState, what: string): FederationState {
+  const fed = requireFederation(state)
+  if (!fed.member) throw new UserError(`${fed.self.organization} is not a member yet and cannot ${what}`, {fix: 'import the version that admits it first (`tbmesh federation import`)'})
+  return fed
+}
+
+function incomplete(file: string, d: NetworkDescriptor, have: number, needed: number): UserError {
+  return new UserError(`${file} (version ${d.version}) has ${have} valid approval${have === 1 ? '' : 's'}; it needs ${needed}`, {
+    fix: 'have more member organizations approve it (`tbmesh federation approve`)',
+  })
+}
+
+async function readDescriptorFile(file: string): Promise<SignedDescriptor> {
+  return checkDescriptor(await readJson(file, 'descriptor'), file)
+}
+
+async function readJson(file: string, what: string): Promise<unknown> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (error) {
+    throw new UserError(`cannot read ${what} ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`, {fix: 'check the path'})
+  }
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new UserError(`${file} is not JSON`, {fix: 'ask for a fresh copy of the file'})
+  }
+}
