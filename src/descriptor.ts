@@ -47,9 +47,10 @@ export interface Member {
 /** What a version changes relative to the previous one. */
 export type DescriptorChange =
   | {kind: 'found'; organization: string}
+  /** The member added, last in `members`. */
   | {kind: 'add-member'; organization: string}
-  | {kind: 'add-lighthouse'; organization: string; overlayIp: string}
-  | {kind: 'set-origin'; organization: string; overlayIp: string}
+  /** A node of `organization` that becomes a lighthouse (added last to `lighthouses`), the origin, or both. */
+  | {kind: 'add-role-node'; organization: string; overlayIp: string; lighthouse: boolean; origin: boolean}
 
 /** The signed body of a descriptor version. Times are ISO 8601. */
 export interface NetworkDescriptor {
@@ -146,12 +147,16 @@ export function allowedCaGroups(slug: string, access: AccessLevel): string[] {
 
 /** How many approvals a change to a version with `members` members needs. */
 export function approvalsNeeded(rule: NetworkDescriptor['requiredApprovals'], members: number): number {
+  // A fixed number larger than the membership (say 3 while the founder is alone) is capped, or nothing could change.
   return rule === 'majority' ? Math.floor(members / 2) + 1 : Math.min(rule, members)
 }
 
-/** The members whose approvals count for `d`: those of the version it extends (for version 1, the founder). */
+/**
+ * The members whose approvals count for `d`: those of the version it extends (for version 1, the founder). An added
+ * member is always the last one ({@link checkDescriptor} and {@link checkSuccessor} insist), so it never counts.
+ */
 export function approvingMembers(d: NetworkDescriptor): Member[] {
-  return d.change.kind === 'add-member' ? d.members.filter((m) => m.slug !== d.change.organization) : d.members
+  return d.change.kind === 'add-member' ? d.members.slice(0, -1) : d.members
 }
 
 /** Approval status of a version: who approved (slugs, each counted once) and how many are needed. */
@@ -203,6 +208,7 @@ export function checkMemberCa(m: Pick<Member, 'slug' | 'access' | 'caCertificate
   }
   if (!ca.details.isCA || !checkSignature(ca, ca.details.publicKey)) return `the CA certificate of ${m.slug} is not a valid self-signed CA`
   if (m.caFingerprint !== undefined && fingerprint(ca) !== m.caFingerprint) return `the CA fingerprint of ${m.slug} does not match its certificate`
+  if (ca.details.curve !== 'CURVE25519') return `the CA of ${m.slug} is not an Ed25519 CA`
   if (ca.details.ips.length !== 1 || ca.details.ips[0] !== cidr) return `the CA of ${m.slug} is not constrained to the overlay ${cidr}`
   const allowed = allowedCaGroups(m.slug, m.access)
   if (!ca.details.groups.includes(`org:${m.slug}`)) return `the CA of ${m.slug} is not constrained to the group org:${m.slug}`
@@ -250,6 +256,7 @@ export function checkDescriptor(value: unknown, what: string): SignedDescriptor 
     if (typeof m.block !== 'string') bad(`member ${m.slug} has no block`)
     const block = guard(() => parseCidr(m.block, `block of ${m.slug}`), bad)
     if (block.prefix < net.prefix || !contains(net, block.base)) bad(`the block ${m.block} of ${m.slug} lies outside ${d.cidr}`)
+    if (block.prefix !== d.orgPrefix) bad(`the block ${m.block} of ${m.slug} is not a /${d.orgPrefix}`)
     for (const [other, b] of blocks) {
       if (other === m.slug) bad(`member ${m.slug} is listed twice`)
       if (overlaps(b, block)) bad(`the blocks of ${other} and ${m.slug} overlap`)
@@ -272,18 +279,27 @@ export function checkDescriptor(value: unknown, what: string): SignedDescriptor 
   const lighthouseIps = new Set<string>()
   for (const l of d.lighthouses) {
     blockOf(l?.organization, l?.overlayIp, 'lighthouse')
-    if (typeof l.endpoint !== 'string' || !ENDPOINT.test(l.endpoint)) bad(`the lighthouse ${l.overlayIp} has no valid endpoint`)
+    const port = typeof l.endpoint === 'string' ? Number(ENDPOINT.exec(l.endpoint)?.[2]) : 0
+    if (!(port >= 1 && port <= 65_535)) bad(`the lighthouse ${l.overlayIp} has no valid endpoint HOST:PORT`)
     if (lighthouseIps.has(l.overlayIp)) bad(`the lighthouse ${l.overlayIp} is listed twice`)
     lighthouseIps.add(l.overlayIp)
   }
   if (d.origin !== null) blockOf(d.origin?.organization, d.origin?.overlayIp, 'origin')
   const c = d.change as unknown as Record<string, unknown>
   if (typeof c !== 'object' || c === null) bad('"change" is missing')
+  // What a change names must be what it added (the last member, the last lighthouse): the approving members are
+  // derived from it, so naming an older member would let the new one approve its own admission.
+  const lastLighthouse = d.lighthouses.at(-1)
   const kindOk =
     (c.kind === 'found' && d.version === 1 && d.members.length === 1 && c.organization === d.members[0].slug) ||
-    (c.kind === 'add-member' && d.version > 1 && d.members.length > 1 && d.members.some((m) => m.slug === c.organization)) ||
-    (c.kind === 'add-lighthouse' && d.version > 1 && d.lighthouses.some((l) => l.overlayIp === c.overlayIp && l.organization === c.organization)) ||
-    (c.kind === 'set-origin' && d.version > 1 && d.origin?.overlayIp === c.overlayIp && d.origin?.organization === c.organization)
+    (c.kind === 'add-member' && d.version > 1 && d.members.length > 1 && c.organization === d.members.at(-1)!.slug) ||
+    (c.kind === 'add-role-node' &&
+      d.version > 1 &&
+      typeof c.lighthouse === 'boolean' &&
+      typeof c.origin === 'boolean' &&
+      (c.lighthouse || c.origin) &&
+      (!c.lighthouse || (lastLighthouse?.overlayIp === c.overlayIp && lastLighthouse?.organization === c.organization)) &&
+      (!c.origin || (d.origin?.overlayIp === c.overlayIp && d.origin?.organization === c.organization)))
   if (!kindOk) bad(`"change" (${JSON.stringify(c.kind)}) does not fit the version`)
   for (const a of signed.approvals) {
     if (typeof a !== 'object' || a === null || typeof a.organization !== 'string' || typeof a.caFingerprint !== 'string' || typeof a.signature !== 'string') bad('an approval is malformed')
@@ -317,10 +333,11 @@ export function checkSuccessor(current: NetworkDescriptor, next: NetworkDescript
     lighthouses: next.lighthouses.length - current.lighthouses.length,
     origin: current.origin === null && next.origin !== null ? 1 : 0,
   }
+  const c = next.change
   const expected = {
-    members: next.change.kind === 'add-member' ? 1 : 0,
-    lighthouses: next.change.kind === 'add-lighthouse' ? 1 : 0,
-    origin: next.change.kind === 'set-origin' ? 1 : 0,
+    members: c.kind === 'add-member' ? 1 : 0,
+    lighthouses: c.kind === 'add-role-node' && c.lighthouse ? 1 : 0,
+    origin: c.kind === 'add-role-node' && c.origin ? 1 : 0,
   }
   if (canonicalJson(added) !== canonicalJson(expected)) refuse(`makes more changes than its "change" (${next.change.kind}) says`)
 }
@@ -377,4 +394,75 @@ function guard<T>(fn: () => T, bad: (problem: string) => never): T {
   } catch (error) {
     return bad((error as Error).message)
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Revocation lists: how a member's revocations reach the other members' nodes
+
+export const REVOCATION_LIST_TYPE = 'tbmesh-revocation-list'
+
+/**
+ * A member's revoked certificates, as it publishes them to the other members: every certificate it ever issued to a
+ * node it revoked (PEM, Nebula v1). Certificates rather than fingerprints, so that an importer can check each was
+ * issued by that member's CA: a member cannot blocklist another organization's nodes. `sequence` grows with every list
+ * a member publishes; an importer refuses one not newer than what it holds.
+ */
+export interface RevocationList {
+  type: typeof REVOCATION_LIST_TYPE
+  formatVersion: typeof FORMAT_VERSION
+  network: string
+  /** The publishing member's slug and CA fingerprint. */
+  organization: string
+  caFingerprint: string
+  sequence: number
+  createdAt: string
+  certificates: string[]
+}
+
+/** The revocation list file: the list and a base64 Ed25519 signature over its canonical JSON by the member's CA. */
+export interface SignedRevocationList {
+  revocations: RevocationList
+  signature: string
+}
+
+/** The bytes a revocation list's signature covers. */
+export function revocationMessage(list: RevocationList): Buffer {
+  return Buffer.from(`tbmesh-revocation-list:v1:${canonicalJson(list)}`, 'utf8')
+}
+
+/**
+ * Checks a revocation list against descriptor `d`: published by a member with its current CA, signed by it, and every
+ * certificate a host certificate issued and signed by that CA. Returns the list and the revoked fingerprints (sorted).
+ * Throws UserError naming `what`.
+ */
+export function checkRevocationList(value: unknown, d: NetworkDescriptor, what: string): {list: RevocationList; fingerprints: string[]} {
+  const bad = (problem: string): never => {
+    throw new UserError(`${what}: ${problem}`, {fix: 'ask the organization that sent it for a fresh copy (`tbmesh federation revocations`)'})
+  }
+  const signed = value as SignedRevocationList
+  if (typeof signed !== 'object' || signed === null || typeof signed.revocations !== 'object' || signed.revocations === null || typeof signed.signature !== 'string') bad('not a tbmesh revocation list')
+  const r = signed.revocations
+  if (r.type !== REVOCATION_LIST_TYPE || r.formatVersion !== FORMAT_VERSION) bad('not a tbmesh revocation list of a supported format')
+  if (r.network !== d.network) bad(`it is for network ${JSON.stringify(r.network)}, not ${JSON.stringify(d.network)}`)
+  if (!Number.isInteger(r.sequence) || r.sequence < 1) bad('"sequence" is not a positive integer')
+  if (!Array.isArray(r.certificates) || r.certificates.some((c) => typeof c !== 'string')) bad('"certificates" is not a list of PEM certificates')
+  const member = d.members.find((m) => m.slug === r.organization)
+  if (!member) bad(`${JSON.stringify(r.organization)} is not a member of version ${d.version}`)
+  if (member!.caFingerprint !== r.caFingerprint) bad(`it names another CA than ${member!.organization}'s`)
+  const ca = certificateFromPem(member!.caCertificate)
+  if (!ed25519Verify(ca.details.publicKey, revocationMessage(r), Buffer.from(signed.signature, 'base64'))) bad('its signature does not verify (the file was changed after it was signed)')
+  const fingerprints = new Set<string>()
+  for (const pem of r.certificates) {
+    let cert: NebulaCertificate
+    try {
+      cert = certificateFromPem(pem)
+    } catch (error) {
+      return bad(`a certificate does not parse (${(error as Error).message})`)
+    }
+    if (cert.details.isCA || cert.details.issuer !== member!.caFingerprint || !checkSignature(cert, ca.details.publicKey)) {
+      bad(`it lists ${JSON.stringify(cert.details.name)}, a certificate not issued by ${member!.organization}'s CA`)
+    }
+    fingerprints.add(fingerprint(cert))
+  }
+  return {list: r, fingerprints: [...fingerprints].sort()}
 }

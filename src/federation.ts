@@ -3,7 +3,7 @@
  * network, join one against a received descriptor, request membership, approve a request or a proposed version, import
  * an approved version, and show where the network stands. Commands call these functions; tests call them directly.
  */
-import {readFile} from 'node:fs/promises'
+import {readFile, rm} from 'node:fs/promises'
 import {resolve} from 'node:path'
 
 import {
@@ -15,6 +15,7 @@ import {
   checkDescriptor,
   checkMemberCa,
   checkMembershipRequest,
+  checkRevocationList,
   checkSuccessor,
   descriptorDigest,
   DESCRIPTOR_TYPE,
@@ -22,18 +23,21 @@ import {
   MEMBERSHIP_REQUEST_TYPE,
   nextVersion,
   requestMessage,
+  revocationMessage,
+  REVOCATION_LIST_TYPE,
   type DescriptorChange,
   type Member,
   type MembershipRequest,
   type NetworkDescriptor,
+  type RevocationList,
   type SignedDescriptor,
 } from './descriptor.js'
 import {formatDuration} from './duration.js'
 import {UsageError, UserError} from './errors.js'
 import {writeNewFile} from './files.js'
-import {formatCidr, nextFreeBlock, overlaps, parseCidr} from './ip.js'
+import {contains, formatCidr, nextFreeBlock, overlaps, parseCidr} from './ip.js'
 import {verificationCode} from './join-request.js'
-import {ed25519Sign, fingerprint, type Argon2Parameters} from './nebula/index.js'
+import {ed25519Sign, fingerprint, type Argon2Parameters, type NebulaCertificate} from './nebula/index.js'
 import {DEFAULTS, checkNetworkOptions, checkOrganizationName, createCa, iso, newSecrets, slugify} from './network.js'
 import {Home, SCHEMA_VERSION, type AccessLevel, type FederationState, type NetworkState} from './state.js'
 
@@ -127,8 +131,8 @@ export async function joinFederation(homeDir: string, opts: FederatedCaOptions &
   if (opts.block === undefined) block = formatCidr(nextFreeBlock(net, d.orgPrefix, blocks))
   else {
     const wanted = parseCidr(opts.block, '--block')
-    if (wanted.prefix < net.prefix || wanted.prefix > 30 || (wanted.base & ~(2 ** (32 - net.prefix) - 1)) >>> 0 !== net.base) {
-      throw new UsageError(`--block ${opts.block} lies outside the overlay ${d.cidr}`, {fix: `choose a /${d.orgPrefix} inside ${d.cidr}`})
+    if (wanted.prefix !== d.orgPrefix || !contains(net, wanted.base)) {
+      throw new UsageError(`--block ${opts.block} is not a /${d.orgPrefix} inside the overlay ${d.cidr}`, {fix: `choose a /${d.orgPrefix} inside ${d.cidr}`})
     }
     const holder = d.members.find((m) => overlaps(parseCidr(m.block), wanted))
     if (holder) throw new UserError(`--block ${opts.block} overlaps the block ${holder.block} of ${holder.organization}`, {fix: 'choose a free block, or leave --block out'})
@@ -323,9 +327,10 @@ function proposeMember(current: NetworkDescriptor, value: unknown, file: string)
   if (sameCa) refuse(`its CA is already the CA of ${sameCa.organization}`, 'each organization needs its own CA')
   const taken = current.members.find((m) => m.slug === r.slug)
   if (taken) refuse(`${taken.organization} is already a member`, 'nothing to approve')
+  if ((ca as NebulaCertificate).details.notAfter <= Date.now() / 1000) refuse('its CA has expired', 'ask for a new request with a new CA')
   const block = parseCidr(r.block)
-  const net = parseCidr(current.cidr)
-  if (block.prefix < net.prefix || block.prefix > 30 || (block.base & ~(2 ** (32 - net.prefix) - 1)) >>> 0 !== net.base) refuse(`its block ${r.block} lies outside ${current.cidr}`, 'ask for a request with a block inside the overlay')
+  if (!contains(parseCidr(current.cidr), block.base)) refuse(`its block ${r.block} lies outside ${current.cidr}`, 'ask for a request with a block inside the overlay')
+  if (block.prefix !== current.orgPrefix) refuse(`its block ${r.block} is not a /${current.orgPrefix}, the size of every organization's block`, `ask for a request with a /${current.orgPrefix}`)
   const holder = current.members.find((m) => overlaps(parseCidr(m.block), block))
   if (holder) refuse(`its block ${r.block} overlaps the block ${holder.block} of ${holder.organization}`, 'ask them to choose a free block (init-ca --federated --block)')
   const member: Member = {organization: r.organization, slug: r.slug, block: r.block, access: r.access, caCertificate: r.caCertificate, caFingerprint}
@@ -343,8 +348,9 @@ function checkProposal(current: NetworkDescriptor, value: unknown, file: string)
   return proposal
 }
 
-/** What `tbmesh federation import` reports. */
+/** What `tbmesh federation import` reports for a descriptor version. */
 export interface ImportResult {
+  kind: 'descriptor'
   version: number
   change: DescriptorChange
   /** False when the home already held this version. */
@@ -369,7 +375,7 @@ export async function importDescriptor(home: Home, file: string): Promise<Import
   const d = signed.descriptor
   const current = fed.current.descriptor
   if (descriptorDigest(d) === descriptorDigest(current)) {
-    return {version: d.version, change: d.change, adopted: false, member: fed.member, approvedBy: checkApprovals(fed.current, file).approvedBy, nodesToUpdate: [], warnings: []}
+    return {kind: 'descriptor', version: d.version, change: d.change, adopted: false, member: fed.member, approvedBy: checkApprovals(fed.current, file).approvedBy, nodesToUpdate: [], warnings: []}
   }
   checkSuccessor(current, d, file)
   const status = checkApprovals(signed, file)
@@ -385,7 +391,94 @@ export async function importDescriptor(home: Home, file: string): Promise<Import
         : `your membership request was made against an older version: make a new one with \`tbmesh federation request\``,
     )
   }
-  return {version: d.version, change: d.change, adopted: true, member: after.member, approvedBy: status.approvedBy, nodesToUpdate, warnings}
+  return {kind: 'descriptor', version: d.version, change: d.change, adopted: true, member: after.member, approvedBy: status.approvedBy, nodesToUpdate, warnings}
+}
+
+/** What `tbmesh federation revocations` reports. */
+export interface ExportRevocationsResult {
+  path: string
+  sequence: number
+  /** Fingerprints of the certificates listed: every certificate ever issued to a node this organization revoked. */
+  fingerprints: string[]
+}
+
+/**
+ * Writes this organization's revocation list to `out` (refused when it exists, unless `force`), signed by its CA key
+ * (`caKey`, 64 bytes), with the next sequence number: every certificate ever issued to a node it revoked. The other
+ * members import it with {@link importRevocations}, and their nodes refuse those certificates after the next update.
+ */
+export async function exportRevocations(home: Home, caKey: Buffer, out: string, opts: {force?: boolean} = {}): Promise<ExportRevocationsResult> {
+  let written = false
+  // A list whose sequence number was not committed must not stay behind: the next one would reuse the number.
+  return home.transaction(async (tx) => {
+    const fed = requireMember(tx.state, 'publish revocations')
+    const revoked = new Set(tx.state.nodes.filter((n) => n.revoked).map((n) => n.name))
+    const rows = tx.state.certificates.filter((c) => revoked.has(c.name) && c.issuer === fed.self.caFingerprint)
+    const sequence = (fed.revocationSequence ?? 0) + 1
+    const revocations: RevocationList = {
+      type: REVOCATION_LIST_TYPE,
+      formatVersion: FORMAT_VERSION,
+      network: tx.state.network.name,
+      organization: fed.self.slug,
+      caFingerprint: fed.self.caFingerprint,
+      sequence,
+      createdAt: new Date().toISOString(),
+      certificates: await Promise.all(rows.map((c) => tx.readCertificate(c.fingerprint))),
+    }
+    const text = `${JSON.stringify({revocations, signature: ed25519Sign(caKey, revocationMessage(revocations)).toString('base64')}, null, 2)}\n`
+    await writeNewFile(out, text, {force: opts.force, mode: 0o644, what: 'revocation list'})
+    written = true
+    fed.revocationSequence = sequence
+    return {path: resolve(out), sequence, fingerprints: rows.map((c) => c.fingerprint).sort()}
+  }).catch(async (error: unknown) => {
+    if (written) await rm(out, {force: true}).catch(() => {})
+    throw error
+  })
+}
+
+/** What `tbmesh federation import` reports for a revocation list. */
+export interface ImportRevocationsResult {
+  kind: 'revocations'
+  /** The member that published the list (slug). */
+  organization: string
+  sequence: number
+  fingerprints: string[]
+  /** Nodes of this home that need an update bundle to refuse the certificates (`tbmesh export-update --all`). */
+  nodesToUpdate: string[]
+}
+
+/**
+ * Imports another member's revocation list (checked by {@link checkRevocationList} against the current descriptor):
+ * newer than the one held from that member, or refused. Its fingerprints join this home's blocklist; every node not
+ * revoked is marked as needing an update. Throws UserError.
+ */
+export async function importRevocations(home: Home, file: string): Promise<ImportRevocationsResult> {
+  const value = await readJson(file, 'revocation list')
+  return home.transaction(async ({state}) => {
+    const fed = requireFederation(state)
+    const {list, fingerprints} = checkRevocationList(value, fed.current.descriptor, file)
+    if (list.organization === fed.self.slug) throw new UserError(`${file} is ${fed.self.organization}'s own revocation list`, {fix: 'send it to the other members; your nodes get your revocations from `tbmesh export-update`'})
+    const held = fed.revocations && Object.hasOwn(fed.revocations, list.organization) ? fed.revocations[list.organization] : undefined
+    if (held && list.sequence <= held.sequence) {
+      throw new UserError(`${file} has sequence ${list.sequence}, not newer than the ${held.sequence} held from ${list.organization} (a replay or a rollback)`, {
+        fix: 'import the newest revocation list of that organization',
+      })
+    }
+    fed.revocations = {...fed.revocations, [list.organization]: {sequence: list.sequence, fingerprints}}
+    const nodesToUpdate: string[] = []
+    for (const node of state.nodes) {
+      if (node.revoked) continue
+      node.updatePending = true
+      nodesToUpdate.push(node.name)
+    }
+    return {kind: 'revocations' as const, organization: list.organization, sequence: list.sequence, fingerprints, nodesToUpdate}
+  })
+}
+
+/** Imports a federation file of either kind: a descriptor version ({@link importDescriptor}) or a revocation list. */
+export async function importFederationFile(home: Home, file: string): Promise<ImportResult | ImportRevocationsResult> {
+  const value = await readJson(file, 'file')
+  return typeof value === 'object' && value !== null && 'revocations' in value ? importRevocations(home, file) : importDescriptor(home, file)
 }
 
 /**

@@ -447,11 +447,12 @@ function publishRoleNode(state: NetworkState, caRecord: CaRecord, caKey: Buffer,
     throw new UserError(`the network already has an origin node (${fed.current.descriptor.origin.overlayIp})`, {fix: 'drop --origin'})
   }
   const organization = fed.self.slug
-  let d = fed.current.descriptor
-  if (node.lighthouse) {
-    d = nextVersion(d, {kind: 'add-lighthouse', organization, overlayIp: node.overlayIp}, (next) => void next.lighthouses.push({organization, overlayIp: node.overlayIp, endpoint: node.endpoint!}))
-  }
-  if (node.origin) d = nextVersion(d, {kind: 'set-origin', organization, overlayIp: node.overlayIp}, (next) => void (next.origin = {organization, overlayIp: node.overlayIp}))
+  const {overlayIp, lighthouse, origin} = node
+  // One version for both roles: members import versions one by one, so every version made must be the one they get.
+  const d = nextVersion(fed.current.descriptor, {kind: 'add-role-node', organization, overlayIp, lighthouse, origin}, (next) => {
+    if (lighthouse) next.lighthouses.push({organization, overlayIp, endpoint: node.endpoint!})
+    if (origin) next.origin = {organization, overlayIp}
+  })
   fed.current = {descriptor: d, approvals: [approve(d, organization, caRecord.id, caKey)]}
 }
 
@@ -477,8 +478,9 @@ export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: s
   const org = state.organizations.find((o) => o.slug === node.organization)!
   const descriptor = state.federation?.current.descriptor
   const origin = descriptor ? descriptor.origin ?? undefined : state.nodes.find((n) => n.origin)
+  const revoked = new Set(state.nodes.filter((n) => n.revoked).map((n) => n.overlayIp))
   const lighthouses = descriptor
-    ? descriptor.lighthouses.map((l) => ({overlayIp: l.overlayIp, endpoint: l.endpoint}))
+    ? descriptor.lighthouses.filter((l) => !(l.organization === state.federation!.self.slug && revoked.has(l.overlayIp))).map((l) => ({overlayIp: l.overlayIp, endpoint: l.endpoint}))
     : state.nodes.filter((n) => n.lighthouse && n.endpoint && !n.revoked).map((n) => ({overlayIp: n.overlayIp, endpoint: n.endpoint!}))
   const members = trustedMembers(state)
   return {
@@ -502,10 +504,15 @@ export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: s
   }
 }
 
-/** Every certificate fingerprint ever issued to a revoked node (the network's blocklist), sorted. */
+/**
+ * The network's blocklist, sorted: every certificate fingerprint ever issued to a revoked node and, in a federated
+ * network, those of the revocation lists imported from other members.
+ */
 export function blocklist(state: NetworkState): string[] {
   const revoked = new Set(state.nodes.filter((n) => n.revoked).map((n) => n.name))
-  return state.certificates.filter((c) => revoked.has(c.name)).map((c) => c.fingerprint).sort()
+  const own = state.certificates.filter((c) => revoked.has(c.name)).map((c) => c.fingerprint)
+  const imported = Object.values(state.federation?.revocations ?? {}).flatMap((r) => r.fingerprints)
+  return [...new Set([...own, ...imported])].sort()
 }
 
 /** The node named `name`; throws UserError naming the known nodes when there is none. */

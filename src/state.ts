@@ -28,7 +28,7 @@ import writeFileAtomic from 'write-file-atomic'
 
 import {UsageError, UserError} from './errors.js'
 import {fsyncDir, syncFiles} from './files.js'
-import type {Member, SignedDescriptor} from './descriptor.js'
+import {checkDescriptor, type Member, type SignedDescriptor} from './descriptor.js'
 import {contains, formatCidr, overlaps, parseCidr, parseIp} from './ip.js'
 
 /** The state file's schema version this build reads and writes. */
@@ -165,6 +165,13 @@ export interface FederationState {
   member: boolean
   /** The adopted descriptor version and its approvals; while pending, the version the membership request extends. */
   current: SignedDescriptor
+  /** Sequence number of the last revocation list this organization published (`federation revocations`). */
+  revocationSequence?: number
+  /**
+   * Revocations imported from other members, by slug: the sequence number of their newest list and the fingerprints
+   * (hex SHA-256) of the certificates it revokes. Rendered into every node's `pki.blocklist`.
+   */
+  revocations?: Record<string, {sequence: number; fingerprints: string[]}>
 }
 
 /** Everything in `state.json`. */
@@ -538,8 +545,13 @@ export function validateState(state: NetworkState, file: string): void {
     const f = state.federation
     if (typeof f !== 'object' || f === null || typeof f.self !== 'object' || f.self === null || typeof f.member !== 'boolean') bad('"federation" is malformed')
     if (!blocks.has(f.self.slug) || state.organizations.length !== 1) bad('"federation.self" is not the one organization of this home')
-    if (typeof f.current?.descriptor !== 'object' || f.current.descriptor === null || !Array.isArray(f.current.approvals)) bad('"federation.current" is not a descriptor')
+    guard(() => checkDescriptor(f.current, '"federation.current"'), bad)
     if (!state.cas.some((ca) => ca.id === f.self.caFingerprint)) bad('"federation.self" names a CA this home does not hold')
+    for (const [org, r] of Object.entries(f.revocations ?? {})) {
+      if (!Number.isInteger(r?.sequence) || !Array.isArray(r.fingerprints) || !r.fingerprints.every((fp) => typeof fp === 'string' && SHA256_HEX.test(fp))) {
+        bad(`the revocations imported from ${org} are malformed`)
+      }
+    }
   }
   for (const cert of state.certificates) {
     if (typeof cert?.fingerprint !== 'string' || !SHA256_HEX.test(cert.fingerprint)) bad('a ledger row has no valid fingerprint (SHA-256 hex)')

@@ -19,11 +19,13 @@ import {
   descriptorDigest,
   nextVersion,
   requestMessage,
+  revocationMessage,
   type MembershipRequest,
   type SignedDescriptor,
 } from '../src/descriptor.js'
 import {exportBundle, exportUpdates} from '../src/export.js'
-import {approveChange, createMembershipRequest, federationStatus, foundFederation, importDescriptor, joinFederation} from '../src/federation.js'
+import {approveChange, createMembershipRequest, exportRevocations, federationStatus, foundFederation, importDescriptor, importRevocations, joinFederation} from '../src/federation.js'
+import {revoke} from '../src/lifecycle.js'
 import {addNode, createCa} from '../src/network.js'
 import {caPrivateKeyFromPem, certificateFromPem, certificateToPem, certificatesFromPem, ed25519Sign, ed25519Verify, fingerprint, generateHostKeyPair, signCertificate} from '../src/nebula/index.js'
 import {Home} from '../src/state.js'
@@ -120,7 +122,7 @@ describe('founding and the CA constraints', () => {
 
   it('records the lighthouse and the origin in versions signed by the founder while it is alone', async () => {
     const v3 = await read(join(root, 'v3.json'))
-    expect(v3.descriptor).toMatchObject({version: 3, change: {kind: 'set-origin', organization: 'acme'}, lighthouses: [{overlayIp: '10.77.0.1', endpoint: '192.0.2.10:4242'}], origin: {overlayIp: '10.77.0.2'}})
+    expect(v3.descriptor).toMatchObject({version: 3, change: {kind: 'add-role-node', organization: 'acme', lighthouse: false, origin: true}, lighthouses: [{overlayIp: '10.77.0.1', endpoint: '192.0.2.10:4242'}], origin: {overlayIp: '10.77.0.2'}})
     expect(v3.approvals.map((a) => a.organization)).toEqual(['acme'])
     const acmeCa = certificateFromPem(v3.descriptor.members[0].caCertificate)
     expect(ed25519Verify(acmeCa.details.publicKey, approvalMessage(v3.descriptor), Buffer.from(v3.approvals[0].signature, 'base64'))).toBe(true)
@@ -196,6 +198,16 @@ describe('admitting organizations', () => {
     ['a version on another branch', (v) => ((v.descriptor.previous = 'ab'.repeat(32)), v), /does not extend version 4/],
     ['a member CA that does not match its fingerprint', (v) => ((v.descriptor.members[2].caCertificate = v.descriptor.members[0].caCertificate), v), /fingerprint of globex does not match|belongs to another member/],
     ['a file that is no descriptor', () => ({} as SignedDescriptor), /not a tbmesh network descriptor/],
+    [
+      // The new member approving its own admission by naming an older member as the one added
+      'a version whose change names another member than the one it adds',
+      (v) => {
+        v.descriptor.change = {kind: 'add-member', organization: 'acme'}
+        return {descriptor: v.descriptor, approvals: [approve(v.descriptor, 'umbrella', umbrella.fingerprint, umbrella.key), approve(v.descriptor, 'globex', globex.fingerprint, globex.key)]}
+      },
+      /"change" \("add-member"\) does not fit the version/,
+    ],
+    ['a member block of another size than the others', (v) => ((v.descriptor.members[2].block = '10.77.128.0/17'), v), /block 10.77.128.0\/17 of globex is not a \/24/],
   ]
   let hoolis = 0
   it.each(refusals)('refuses %s at import, leaving the home as it was', async (_what, mutate, reason) => {
@@ -234,6 +246,7 @@ describe('admitting organizations', () => {
     ['a request made against an older version', async (r) => resign({...r.request, base: {version: 4, digest: descriptorDigest((await read(join(root, 'v4.json'))).descriptor)}}), /made against version 4, but the network is at version 5/],
     ['a block overlapping a member\'s', async (r) => resign({...r.request, block: '10.77.1.0/24'}), /overlaps the block 10.77.1.0\/24 of Umbrella/],
     ['a block outside the overlay', async (r) => resign({...r.request, block: '10.78.0.0/24'}), /lies outside 10.77.0.0\/16/],
+    ['a block of half the overlay', async (r) => resign({...r.request, block: '10.77.128.0/17'}), /is not a \/24, the size of every organization's block/],
     ['an organization that is a member', async (r) => resign({...r.request, organization: 'Umbrella', slug: 'umbrella'}), /not constrained to the group org:umbrella|already a member/],
     ['a CA that may issue another organization\'s group', async (r) => withCa(r.request, ['org:newco', 'org:acme']), /may issue the group org:acme/],
     ['a CA without group constraints', async (r) => withCa(r.request, []), /not constrained to the group org:newco/],
@@ -260,6 +273,15 @@ describe('admitting organizations', () => {
 describe('nodes of a federated network', () => {
   it('issues only for the home\'s own organization', async () => {
     await expect(addNode(await acme.home(), acme.key, {org: 'Umbrella'})).rejects.toThrow(/belongs to ACME and cannot issue certificates for Umbrella/)
+  })
+
+  it('records a node that is both lighthouse and origin in one version (members import versions one at a time)', async () => {
+    const dir = join(root, 'solo')
+    const solo = await org(dir, await foundFederation(dir, {org: 'Solo', network: 'solo', cidr: '10.66.0.0/16', passphrase: null}))
+    await addNode(await solo.home(), solo.key, {org: 'Solo', lighthouse: true, origin: true, endpoint: '192.0.2.20:4242'})
+    const d = (await solo.home()).state.federation!.current.descriptor
+    expect(d).toMatchObject({version: 2, change: {kind: 'add-role-node', lighthouse: true, origin: true, overlayIp: '10.66.0.1'}, origin: {overlayIp: '10.66.0.1'}})
+    expect(d.lighthouses).toEqual([{organization: 'solo', overlayIp: '10.66.0.1', endpoint: '192.0.2.20:4242'}])
   })
 
   it('refuses a new lighthouse once the descriptor needs other members\' approvals', async () => {
@@ -301,6 +323,33 @@ describe('nodes of a federated network', () => {
   })
 })
 
+describe('revocations across members', () => {
+  it('carry a member\'s revocations to the other members\' nodes, and only certificates of its own CA', async () => {
+    const lost = await addNode(await acme.home(), acme.key, {org: 'ACME', name: 'acme-lost'})
+    await revoke(await acme.home(), 'acme-lost')
+    const list = join(root, 'acme.revocations.json')
+    expect(await exportRevocations(await acme.home(), acme.key, list)).toMatchObject({sequence: 1, fingerprints: [lost.fingerprint]})
+    const signed = JSON.parse(await readFile(list, 'utf8'))
+    const u = await umbrella.home()
+    const umbrellaCert = await u.readCertificate(u.currentCertificate('umbrella-1')!.fingerprint)
+    const forgedList = {...signed.revocations, certificates: [...signed.revocations.certificates, umbrellaCert]}
+    const forged = await write('forged.revocations.json', {revocations: forgedList, signature: ed25519Sign(acme.key, revocationMessage(forgedList)).toString('base64')})
+    const tampered = await write('tampered.revocations.json', {...signed, revocations: {...signed.revocations, sequence: 9}})
+    const before = await snapshot(umbrella.dir)
+    await expect(importRevocations(await umbrella.home(), forged)).rejects.toThrow(/lists "umbrella-1", a certificate not issued by ACME's CA/)
+    await expect(importRevocations(await umbrella.home(), tampered)).rejects.toThrow(/signature does not verify/)
+    await expect(importRevocations(await acme.home(), list)).rejects.toThrow(/ACME's own revocation list/)
+    expect(await snapshot(umbrella.dir)).toEqual(before)
+
+    expect(await importRevocations(await umbrella.home(), list)).toMatchObject({kind: 'revocations', organization: 'acme', sequence: 1, fingerprints: [lost.fingerprint]})
+    await expect(importRevocations(await umbrella.home(), list)).rejects.toThrow(/sequence 1, not newer than the 1 held from acme/)
+    const bundle = join(root, 'umbrella-1.after-revocation.tar.gz')
+    await exportBundle(await umbrella.home(), 'umbrella-1', bundle, {caKey: umbrella.key, passphrase: null})
+    const config = yaml.load((await readBundle(bundle)).files.get('nebula/config.yml')!.toString()) as any
+    expect(config.pki.blocklist).toEqual([lost.fingerprint])
+  })
+})
+
 async function exportFor(home: Home, o: Org, node: string): Promise<string> {
   const out = join(root, `${node}.join.tar.gz`)
   await exportBundle(home, node, out, {caKey: o.key, passphrase: null, force: true})
@@ -326,6 +375,13 @@ describe('the federation commands', () => {
     expect(await tbmeshJson(['federation', 'import', join(root, 'cli-d2.json'), ...u])).toMatchObject({version: 2, adopted: false})
     const shown = await tbmeshJson<{members: Array<{slug: string; self: boolean}>}>(['federation', 'show', ...u])
     expect(shown.members).toEqual([expect.objectContaining({slug: 'acme', self: false}), expect.objectContaining({slug: 'umbrella', self: true})])
+    await tbmeshJson(['add-node', ...a, '--name', 'acme-x'])
+    const revoked = await tbmesh(['revoke', 'acme-x', ...a])
+    expect(revoked.stdout).toMatch(/tbmesh federation revocations --out FILE/)
+    const list = join(root, 'cli-revocations.json')
+    const published = await tbmeshJson<{sequence: number; fingerprints: string[]}>(['federation', 'revocations', ...a, '--out', list])
+    expect(published.fingerprints).toHaveLength(1)
+    expect(await tbmeshJson(['federation', 'import', list, ...u])).toMatchObject({kind: 'revocations', organization: 'acme', sequence: 1, fingerprints: published.fingerprints})
     expectOneLineError(await tbmesh(['rotate-ca', ...u]), /cannot rotate one yet/)
     expectOneLineError(await tbmesh(['add-node', ...u, '--org', 'ACME']), /belongs to Umbrella and cannot issue certificates for ACME/)
   })

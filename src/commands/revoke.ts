@@ -27,6 +27,14 @@ export default class Revoke extends TbmeshCommand {
     const result = await revoke(home, args.name, {reason: flags.reason})
     this.log(`Revoked ${result.name}: ${result.fingerprints.length} certificate(s) blocked (${result.blocklistSize} in the blocklist)`)
     this.log('Next: tbmesh export-update --all --out updates/ and install the updates on every node')
+    if (home.state.federation) {
+      this.log('and send the other members your revocation list: tbmesh federation revocations --out FILE')
+      const listed = home.state.federation.current.descriptor
+      const ip = home.state.nodes.find((n) => n.name === result.name)?.overlayIp
+      if (listed.lighthouses.some((l) => l.overlayIp === ip) || listed.origin?.overlayIp === ip) {
+        this.warn(`${result.name} stays listed as lighthouse or origin in the network descriptor: tbmesh cannot remove it from there yet, so other members' nodes keep addressing it (and refuse it once they import your revocation list)`)
+      }
+    }
     return result
   }
 }
