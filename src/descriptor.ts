@@ -20,7 +20,7 @@
 import {createHash} from 'node:crypto'
 
 import {UserError} from './errors.js'
-import {contains, formatCidr, overlaps, parseCidr, parseIp} from './ip.js'
+import {checkEndpoint, contains, formatCidr, overlaps, parseCidr, parseIp} from './ip.js'
 import {certificateFromPem, checkSignature, ed25519Sign, ed25519Verify, fingerprint, type NebulaCertificate} from './nebula/index.js'
 import type {AccessLevel, NetworkSettings} from './state.js'
 
@@ -192,7 +192,6 @@ export function checkApprovals(signed: SignedDescriptor, what: string): Approval
 
 const DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
 const HEX256 = /^[0-9a-f]{64}$/
-const ENDPOINT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
 
 /**
  * Parses and checks a member's CA certificate: a valid self-signed Nebula CA whose fingerprint is `caFingerprint`,
@@ -279,8 +278,8 @@ export function checkDescriptor(value: unknown, what: string): SignedDescriptor 
   const lighthouseIps = new Set<string>()
   for (const l of d.lighthouses) {
     blockOf(l?.organization, l?.overlayIp, 'lighthouse')
-    const port = typeof l.endpoint === 'string' ? Number(ENDPOINT.exec(l.endpoint)?.[2]) : 0
-    if (!(port >= 1 && port <= 65_535)) bad(`the lighthouse ${l.overlayIp} has no valid endpoint HOST:PORT`)
+    if (typeof l.endpoint !== 'string') bad(`the lighthouse ${l.overlayIp} has no endpoint`)
+    guard(() => checkEndpoint(l.endpoint), (problem) => bad(`the lighthouse ${l.overlayIp}: ${problem}`))
     if (lighthouseIps.has(l.overlayIp)) bad(`the lighthouse ${l.overlayIp} is listed twice`)
     lighthouseIps.add(l.overlayIp)
   }

@@ -71,6 +71,8 @@ export interface FederatedInitResult {
   version: number
   /** True for a founder; false for a joiner until its membership is approved and imported. */
   member: boolean
+  /** Hex SHA-256 of the descriptor version held; a joiner compares it with the member who sent the file. */
+  descriptorDigest: string
 }
 
 /**
@@ -190,16 +192,21 @@ async function createMemberHome(
     keyEncrypted: opts.passphrase !== null,
     version: state.federation!.current.descriptor.version,
     member: state.federation!.member,
+    descriptorDigest: descriptorDigest(state.federation!.current.descriptor),
   }
 }
 
 /**
- * The verification code of a membership: the first 60 bits of the SHA-256 of the member entry's canonical JSON
- * (organization, slug, block, access, CA fingerprint), as `XXXX-XXXX-XXXX`. The requester and every approver see the
- * same code and compare it by phone: it covers the CA that will be trusted and the block it may use.
+ * The verification code of a membership: the first 60 bits of the SHA-256 of the canonical JSON of the member entry
+ * (organization, slug, block, access, CA fingerprint) and of `baseDigest`, the digest of the descriptor version the
+ * membership extends, as `XXXX-XXXX-XXXX`. The requester and every approver see the same code and compare it by phone:
+ * it covers the CA that will be trusted, the block it may use, and the network the joiner was given (a joiner trusts
+ * the descriptor file it received; a matching code shows it received the members' own).
  */
-export function membershipCode(m: Pick<Member, 'organization' | 'slug' | 'block' | 'access' | 'caFingerprint'>): string {
-  return verificationCode(Buffer.from(canonicalJson({organization: m.organization, slug: m.slug, block: m.block, access: m.access, caFingerprint: m.caFingerprint})))
+export function membershipCode(m: Pick<Member, 'organization' | 'slug' | 'block' | 'access' | 'caFingerprint'>, baseDigest: string): string {
+  return verificationCode(
+    Buffer.from(canonicalJson({organization: m.organization, slug: m.slug, block: m.block, access: m.access, caFingerprint: m.caFingerprint, base: baseDigest})),
+  )
 }
 
 /** What `tbmesh federation request` reports. */
@@ -244,7 +251,7 @@ export async function createMembershipRequest(home: Home, caKey: Buffer, out: st
     access: request.access,
     caFingerprint: fed.self.caFingerprint,
     baseVersion: base.version,
-    verificationCode: membershipCode(fed.self),
+    verificationCode: membershipCode(fed.self, request.base.digest),
   }
 }
 
@@ -275,13 +282,14 @@ export interface ApproveResult extends ChangeSummary {
  * `out` (refused when it exists, unless `force`). `file` is either a membership request (the next version, adding the
  * requester, is made here) or a proposed version from another member (this approval is added to those it carries).
  * `confirm` is shown the change and the verification code and must return true. When the approvals reach the number
- * needed, this home adopts the version in the same step. Throws UserError for anything that does not check out.
+ * needed, this home adopts the version in the same step. A member approves one successor per version (recorded in the
+ * state); a different one is refused unless `replace`. Throws UserError for anything that does not check out.
  */
 export async function approveChange(
   home: Home,
   caKey: Buffer,
   file: string,
-  opts: {out: string; force?: boolean; confirm: (summary: ChangeSummary) => Promise<boolean>},
+  opts: {out: string; force?: boolean; replace?: boolean; confirm: (summary: ChangeSummary) => Promise<boolean>},
 ): Promise<ApproveResult> {
   const fed = requireMember(home.state, 'approve changes')
   const current = fed.current.descriptor
@@ -297,15 +305,36 @@ export async function approveChange(
   const summary: ChangeSummary = {
     version: d.version,
     change: d.change,
-    ...(member ? {member, verificationCode: membershipCode(member)} : {}),
+    ...(member ? {member, verificationCode: membershipCode(member, d.previous!)} : {}),
     approvedBy: before.approvedBy,
     needed: before.needed,
   }
   if (!(await opts.confirm(summary))) throw new UserError(`version ${d.version} not approved`, {fix: 'ask the organization for a new request if the codes differ'})
   const signed: SignedDescriptor = {descriptor: d, approvals: [...proposal.approvals, approve(d, fed.self.slug, fed.self.caFingerprint, caKey)]}
   const status = checkApprovals(signed, file)
-  await writeNewFile(opts.out, `${JSON.stringify(signed, null, 2)}\n`, {force: opts.force, mode: 0o644, what: 'descriptor'})
-  const nodesToUpdate = status.complete ? await adopt(home, signed, current) : []
+  const digest = descriptorDigest(d)
+  let written = false
+  // A list of approvals whose record was not committed must not stay behind: it would count as this member's vote.
+  const nodesToUpdate = await home
+    .transaction(async ({state}) => {
+      const now = requireMember(state, 'approve changes')
+      if (descriptorDigest(now.current.descriptor) !== descriptorDigest(current)) {
+        throw new UserError('the descriptor of this home changed while the command ran', {fix: 'run the command again'})
+      }
+      if (now.approved && now.approved.version === d.version && now.approved.digest !== digest && !opts.replace) {
+        throw new UserError(`${fed.self.organization} already approved another version ${d.version}; approving a second one could split the network`, {
+          fix: 'complete that version first; if every member agrees it was abandoned, pass --replace-approval',
+        })
+      }
+      now.approved = {version: d.version, digest}
+      await writeNewFile(opts.out, `${JSON.stringify(signed, null, 2)}\n`, {force: opts.force, mode: 0o644, what: 'descriptor'})
+      written = true
+      return status.complete ? adoptInto(state, signed) : []
+    })
+    .catch(async (error: unknown) => {
+      if (written) await rm(opts.out, {force: true}).catch(() => {})
+      throw error
+    })
   return {...summary, approvedBy: status.approvedBy, path: resolve(opts.out), complete: status.complete, adopted: status.complete, nodesToUpdate}
 }
 
@@ -482,36 +511,44 @@ export async function importFederationFile(home: Home, file: string): Promise<Im
 }
 
 /**
- * Adopts `signed` (checked by the caller) in a transaction, provided the home still holds `expected`: it becomes the
- * current version, a pending organization listed in it becomes a member, and every node not revoked is marked as
- * needing an update. Returns the names of those nodes.
+ * Adopts `signed` (checked by the caller) in a transaction, provided the home still holds `expected`: see
+ * {@link adoptInto}. Returns the names of the nodes that need an update.
  */
 async function adopt(home: Home, signed: SignedDescriptor, expected: NetworkDescriptor): Promise<string[]> {
   return home.transaction(async ({state}) => {
-    const fed = requireFederation(state)
-    if (descriptorDigest(fed.current.descriptor) !== descriptorDigest(expected)) {
+    if (descriptorDigest(requireFederation(state).current.descriptor) !== descriptorDigest(expected)) {
       throw new UserError('the descriptor of this home changed while the command ran', {fix: 'run the command again'})
     }
-    fed.current = signed
-    if (!fed.member) {
-      const listed = signed.descriptor.members.find((m) => m.slug === fed.self.slug)
-      if (listed) {
-        if (canonicalJson(listed) !== canonicalJson(fed.self)) {
-          throw new UserError(`version ${signed.descriptor.version} lists ${listed.organization} with another CA or block than this home's`, {
-            fix: 'do not use it; tell the other organizations',
-          })
-        }
-        fed.member = true
-      }
-    }
-    const names: string[] = []
-    for (const node of state.nodes) {
-      if (node.revoked) continue
-      node.updatePending = true
-      names.push(node.name)
-    }
-    return names
+    return adoptInto(state, signed)
   })
+}
+
+/**
+ * Makes `signed` the current version of `state`: a pending organization listed in it becomes a member, and every node
+ * not revoked is marked as needing an update. Returns the names of those nodes. Throws UserError when the version lists
+ * this organization with another CA or block than its own.
+ */
+function adoptInto(state: NetworkState, signed: SignedDescriptor): string[] {
+  const fed = requireFederation(state)
+  fed.current = signed
+  if (!fed.member) {
+    const listed = signed.descriptor.members.find((m) => m.slug === fed.self.slug)
+    if (listed) {
+      if (canonicalJson(listed) !== canonicalJson(fed.self)) {
+        throw new UserError(`version ${signed.descriptor.version} lists ${listed.organization} with another CA or block than this home's`, {
+          fix: 'do not use it; tell the other organizations',
+        })
+      }
+      fed.member = true
+    }
+  }
+  const names: string[] = []
+  for (const node of state.nodes) {
+    if (node.revoked) continue
+    node.updatePending = true
+    names.push(node.name)
+  }
+  return names
 }
 
 /** Where a federated network stands, from this home: what `tbmesh federation show` reports. */

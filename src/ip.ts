@@ -1,5 +1,5 @@
 /**
- * IPv4 arithmetic for the overlay: CIDR parsing, organization blocks and overlay-IP allocation.
+ * IPv4 arithmetic for the overlay: CIDR parsing, organization blocks and overlay-IP allocation; underlay endpoints.
  * Addresses are handled as unsigned 32-bit numbers; CIDRs as `a.b.c.d/n` strings.
  */
 import {UsageError, UserError} from './errors.js'
@@ -143,4 +143,22 @@ const SPECIAL_RANGES: ReadonlyArray<readonly [string, string]> = [
 export function specialRangeOverlap(net: Ipv4Network): string | undefined {
   for (const [cidr, name] of SPECIAL_RANGES) if (overlaps(net, parseCidr(cidr))) return `${name} range ${cidr}`
   return undefined
+}
+
+/**
+ * Checks an underlay endpoint `host:port` (IPv4, DNS name or `[IPv6]`; port 1-65535) and returns it.
+ * Throws UsageError.
+ */
+export function checkEndpoint(text: string): string {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text)
+  const fix = 'write HOST:PORT with a port from 1 to 65535, e.g. 203.0.113.7:4242'
+  if (!m) throw new UsageError(`--endpoint "${text}" is not HOST:PORT`, {fix})
+  const port = Number(m[2])
+  if (port < 1 || port > 65_535) throw new UsageError(`--endpoint "${text}" has port ${port}`, {fix})
+  const host = m[1]
+  if (!host.startsWith('[') && !/^\d+(\.\d+){3}$/.test(host) && !host.split('.').every((l) => /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(l))) {
+    throw new UsageError(`--endpoint "${text}" has an invalid host name`, {fix})
+  }
+  if (/^\d+(\.\d+){3}$/.test(host)) parseIp(host, '--endpoint host')
+  return text
 }

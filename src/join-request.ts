@@ -8,7 +8,8 @@ import {readFile, rm} from 'node:fs/promises'
 
 import {UsageError, UserError} from './errors.js'
 import {KeyFormatError, generateHostKeyPair, hostPrivateKeyToPem, hostPublicKeyFromPem, hostPublicKeyToPem} from './nebula/index.js'
-import {checkEndpoint, checkNodeName, checkOrganizationName} from './network.js'
+import {checkEndpoint} from './ip.js'
+import {checkNodeName, checkOrganizationName} from './network.js'
 import {writeNewFile} from './files.js'
 import {saveJoinRequest} from './state.js'
 

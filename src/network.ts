@@ -7,7 +7,7 @@ import {resolve} from 'node:path'
 
 import {formatDuration} from './duration.js'
 import {UsageError, UserError} from './errors.js'
-import {checkRequestedIp, formatCidr, formatIp, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap, type Ipv4Network} from './ip.js'
+import {checkEndpoint, checkRequestedIp, formatCidr, formatIp, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap, type Ipv4Network} from './ip.js'
 import {
   certificateFromPem,
   caPrivateKeyToPem,
@@ -572,24 +572,6 @@ export function checkNodeName(name: string): void {
   if (!DNS_LABEL.test(name)) {
     throw new UsageError(`--name "${name}" is not a lowercase DNS label`, {fix: 'use a-z, 0-9 and inner dashes, at most 63 characters, e.g. acme-1'})
   }
-}
-
-/**
- * Checks an underlay endpoint `host:port` (IPv4, DNS name or `[IPv6]`; port 1-65535) and returns it.
- * Throws UsageError.
- */
-export function checkEndpoint(text: string): string {
-  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text)
-  const fix = 'write HOST:PORT with a port from 1 to 65535, e.g. 203.0.113.7:4242'
-  if (!m) throw new UsageError(`--endpoint "${text}" is not HOST:PORT`, {fix})
-  const port = Number(m[2])
-  if (port < 1 || port > 65_535) throw new UsageError(`--endpoint "${text}" has port ${port}`, {fix})
-  const host = m[1]
-  if (!host.startsWith('[') && !/^\d+(\.\d+){3}$/.test(host) && !host.split('.').every((l) => /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(l))) {
-    throw new UsageError(`--endpoint "${text}" has an invalid host name`, {fix})
-  }
-  if (/^\d+(\.\d+){3}$/.test(host)) parseIp(host, '--endpoint host')
-  return text
 }
 
 const RESERVED_GROUP_PREFIXES = ['org:', 'role:', 'access:']

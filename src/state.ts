@@ -28,7 +28,8 @@ import writeFileAtomic from 'write-file-atomic'
 
 import {UsageError, UserError} from './errors.js'
 import {fsyncDir, syncFiles} from './files.js'
-import {checkDescriptor, type Member, type SignedDescriptor} from './descriptor.js'
+import {canonicalJson, checkDescriptor, checkMemberCa, type Member, type SignedDescriptor} from './descriptor.js'
+import {fingerprint as fingerprintOf} from './nebula/index.js'
 import {contains, formatCidr, overlaps, parseCidr, parseIp} from './ip.js'
 
 /** The state file's schema version this build reads and writes. */
@@ -165,6 +166,11 @@ export interface FederationState {
   member: boolean
   /** The adopted descriptor version and its approvals; while pending, the version the membership request extends. */
   current: SignedDescriptor
+  /**
+   * The successor this organization approved of the version it holds (`federation approve`): one per version, so that
+   * two competing successors cannot both gather a majority through the same member.
+   */
+  approved?: {version: number; digest: string}
   /** Sequence number of the last revocation list this organization published (`federation revocations`). */
   revocationSequence?: number
   /**
@@ -545,7 +551,13 @@ export function validateState(state: NetworkState, file: string): void {
     const f = state.federation
     if (typeof f !== 'object' || f === null || typeof f.self !== 'object' || f.self === null || typeof f.member !== 'boolean') bad('"federation" is malformed')
     if (!blocks.has(f.self.slug) || state.organizations.length !== 1) bad('"federation.self" is not the one organization of this home')
-    guard(() => checkDescriptor(f.current, '"federation.current"'), bad)
+    const {descriptor} = guard(() => checkDescriptor(f.current, '"federation.current"'), bad)
+    const ca = checkMemberCa(f.self, network.cidr)
+    if (typeof ca === 'string' || f.self.caFingerprint !== fingerprintOf(ca)) bad(`"federation.self": ${typeof ca === 'string' ? ca : 'its CA fingerprint does not match'}`)
+    const listed = descriptor.members.find((m) => m.slug === f.self.slug)
+    if (f.member !== (listed !== undefined && canonicalJson(listed) === canonicalJson(f.self))) bad('"federation.member" does not match the descriptor')
+    if (f.revocationSequence !== undefined && !(Number.isInteger(f.revocationSequence) && f.revocationSequence >= 1)) bad('"federation.revocationSequence" is not a positive integer')
+    if (f.approved !== undefined && !(Number.isInteger(f.approved?.version) && typeof f.approved.digest === 'string')) bad('"federation.approved" is malformed')
     if (!state.cas.some((ca) => ca.id === f.self.caFingerprint)) bad('"federation.self" names a CA this home does not hold')
     for (const [org, r] of Object.entries(f.revocations ?? {})) {
       if (!Number.isInteger(r?.sequence) || !Array.isArray(r.fingerprints) || !r.fingerprints.every((fp) => typeof fp === 'string' && SHA256_HEX.test(fp))) {

@@ -187,6 +187,17 @@ describe('admitting organizations', () => {
     }
   })
 
+  it('approves one successor per version, so that two competing versions cannot both reach a majority', async () => {
+    const rival = await joiner('Rival', v5)
+    const out = join(root, 'v6.rival.json')
+    const before = await snapshot(acme.dir)
+    await expect(approveChange(await acme.home(), acme.key, rival.request, {out, confirm: yes})).rejects.toThrow(/ACME already approved another version 6; approving a second one could split the network/)
+    expect(await snapshot(acme.dir)).toEqual(before)
+    await expect(readFile(out)).rejects.toThrow(/ENOENT/)
+    // Once every member agrees the first one was abandoned:
+    expect(await approveChange(await acme.home(), acme.key, rival.request, {out, replace: true, confirm: yes})).toMatchObject({version: 6, complete: false})
+  })
+
   const refusals: Array<[string, (v: SignedDescriptor) => SignedDescriptor | Promise<SignedDescriptor>, RegExp]> = [
     ['a body changed after signing', (v) => ((v.descriptor.members[2].block = '10.77.9.0/24'), v), /approval of acme does not verify/],
     ['an approval by the new member itself', (v) => ({...v, approvals: [v.approvals[0], approve(v.descriptor, 'globex', globex.fingerprint, globex.key)]}), /"globex", which cannot approve version 5/],

@@ -87,6 +87,7 @@ With --federated there is no network-wide CA: each organization has its own, con
     if (!passphrase) this.warn(`the CA key is stored unencrypted: anyone who can read it can add nodes as ${result.organization}`)
     this.log(`${result.member ? 'Founded' : 'Prepared to join'} federated network ${result.network} (${result.cidr}) as ${result.organization}, block ${result.block}, in ${result.home}`)
     this.log(`CA fingerprint: ${result.caFingerprint} (valid until ${result.caNotAfter})`)
+    if (!result.member) this.log(`Joining against descriptor version ${result.version}, digest ${result.descriptorDigest}: check it with the member who sent the file`)
     this.log(
       result.member
         ? 'Next: tbmesh add-node --org ORG --origin --lighthouse --endpoint HOST:4242, then send `tbmesh federation show --out FILE` to the organizations that join'
