@@ -39,7 +39,7 @@ import {contains, formatCidr, nextFreeBlock, overlaps, parseCidr} from './ip.js'
 import {verificationCode} from './join-request.js'
 import {ed25519Sign, fingerprint, type Argon2Parameters, type NebulaCertificate} from './nebula/index.js'
 import {DEFAULTS, checkNetworkOptions, checkOrganizationName, createCa, iso, newSecrets, slugify} from './network.js'
-import {Home, SCHEMA_VERSION, type AccessLevel, type FederationState, type NetworkState} from './state.js'
+import {Home, SCHEMA_VERSION, isMember, type AccessLevel, type FederationState, type NetworkState} from './state.js'
 
 /** Options shared by {@link foundFederation} and {@link joinFederation}. Durations in seconds. */
 export interface FederatedCaOptions {
@@ -108,7 +108,7 @@ export async function foundFederation(
       lighthouses: [],
       origin: null,
     }
-    return {self, member: true, current: {descriptor, approvals: [approve(descriptor, self.slug, self.caFingerprint, caKey)]}}
+    return {self, current: {descriptor, approvals: [approve(descriptor, self.slug, self.caFingerprint, caKey)]}}
   })
 }
 
@@ -143,7 +143,7 @@ export async function joinFederation(homeDir: string, opts: FederatedCaOptions &
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const settings = {name: d.network, cidr: d.cidr, orgPrefix: d.orgPrefix, createdAt: iso(now), ports: {...d.ports}, tun: {...DEFAULTS.tun}}
   const access = opts.access ?? 'managed'
-  return createMemberHome(homeDir, {...opts, org: orgName}, settings, block, access, now, (self) => ({self, member: false, current: received}))
+  return createMemberHome(homeDir, {...opts, org: orgName}, settings, block, access, now, (self) => ({self, current: received}))
 }
 
 async function createMemberHome(
@@ -191,7 +191,7 @@ async function createMemberHome(
     caLifetime: formatDuration(duration),
     keyEncrypted: opts.passphrase !== null,
     version: state.federation!.current.descriptor.version,
-    member: state.federation!.member,
+    member: isMember(state.federation!),
     descriptorDigest: descriptorDigest(state.federation!.current.descriptor),
   }
 }
@@ -228,7 +228,7 @@ export interface MembershipRequestResult {
  */
 export async function createMembershipRequest(home: Home, caKey: Buffer, out: string, opts: {force?: boolean} = {}): Promise<MembershipRequestResult> {
   const fed = requireFederation(home.state)
-  if (fed.member) throw new UserError(`${fed.self.organization} is already a member of ${home.state.network.name}`, {fix: 'nothing to request'})
+  if (isMember(fed)) throw new UserError(`${fed.self.organization} is already a member of ${home.state.network.name}`, {fix: 'nothing to request'})
   const base = fed.current.descriptor
   const request: MembershipRequest = {
     type: MEMBERSHIP_REQUEST_TYPE,
@@ -404,7 +404,7 @@ export async function importDescriptor(home: Home, file: string): Promise<Import
   const d = signed.descriptor
   const current = fed.current.descriptor
   if (descriptorDigest(d) === descriptorDigest(current)) {
-    return {kind: 'descriptor', version: d.version, change: d.change, adopted: false, member: fed.member, approvedBy: checkApprovals(fed.current, file).approvedBy, nodesToUpdate: [], warnings: []}
+    return {kind: 'descriptor', version: d.version, change: d.change, adopted: false, member: isMember(fed), approvedBy: checkApprovals(fed.current, file).approvedBy, nodesToUpdate: [], warnings: []}
   }
   checkSuccessor(current, d, file)
   const status = checkApprovals(signed, file)
@@ -412,7 +412,7 @@ export async function importDescriptor(home: Home, file: string): Promise<Import
   const nodesToUpdate = await adopt(home, signed, current)
   const after = home.state.federation!
   const warnings: string[] = []
-  if (!after.member) {
+  if (!isMember(after)) {
     const holder = d.members.find((m) => overlaps(parseCidr(m.block), parseCidr(after.self.block)))
     warnings.push(
       holder
@@ -420,7 +420,7 @@ export async function importDescriptor(home: Home, file: string): Promise<Import
         : `your membership request was made against an older version: make a new one with \`tbmesh federation request\``,
     )
   }
-  return {kind: 'descriptor', version: d.version, change: d.change, adopted: true, member: after.member, approvedBy: status.approvedBy, nodesToUpdate, warnings}
+  return {kind: 'descriptor', version: d.version, change: d.change, adopted: true, member: isMember(after), approvedBy: status.approvedBy, nodesToUpdate, warnings}
 }
 
 /** What `tbmesh federation revocations` reports. */
@@ -524,24 +524,19 @@ async function adopt(home: Home, signed: SignedDescriptor, expected: NetworkDesc
 }
 
 /**
- * Makes `signed` the current version of `state`: a pending organization listed in it becomes a member, and every node
- * not revoked is marked as needing an update. Returns the names of those nodes. Throws UserError when the version lists
+ * Makes `signed` the current version of `state` (a pending organization listed in it is a member from then on), and
+ * every node not revoked is marked as needing an update. Returns the names of those nodes. Throws UserError when the version lists
  * this organization with another CA or block than its own.
  */
 function adoptInto(state: NetworkState, signed: SignedDescriptor): string[] {
   const fed = requireFederation(state)
-  fed.current = signed
-  if (!fed.member) {
-    const listed = signed.descriptor.members.find((m) => m.slug === fed.self.slug)
-    if (listed) {
-      if (canonicalJson(listed) !== canonicalJson(fed.self)) {
-        throw new UserError(`version ${signed.descriptor.version} lists ${listed.organization} with another CA or block than this home's`, {
-          fix: 'do not use it; tell the other organizations',
-        })
-      }
-      fed.member = true
-    }
+  const listed = signed.descriptor.members.find((m) => m.slug === fed.self.slug)
+  if (listed && canonicalJson(listed) !== canonicalJson(fed.self)) {
+    throw new UserError(`version ${signed.descriptor.version} lists ${listed.organization} with another CA or block than this home's`, {
+      fix: 'do not use it; tell the other organizations',
+    })
   }
+  fed.current = signed
   const names: string[] = []
   for (const node of state.nodes) {
     if (node.revoked) continue
@@ -582,7 +577,7 @@ export async function federationStatus(home: Home, opts: {out?: string; force?: 
     version: d.version,
     digest: descriptorDigest(d),
     organization: fed.self.organization,
-    member: fed.member,
+    member: isMember(fed),
     requiredApprovals: d.requiredApprovals,
     nextChangeNeeds: approvalsNeeded(d.requiredApprovals, d.members.length),
     members: d.members.map(({caCertificate: _, ...m}) => ({...m, self: m.slug === fed.self.slug})),
@@ -603,7 +598,7 @@ export function requireFederation(state: NetworkState): FederationState {
 
 function requireMember(state: NetworkState, what: string): FederationState {
   const fed = requireFederation(state)
-  if (!fed.member) throw new UserError(`${fed.self.organization} is not a member yet and cannot ${what}`, {fix: 'import the version that admits it first (`tbmesh federation import`)'})
+  if (!isMember(fed)) throw new UserError(`${fed.self.organization} is not a member yet and cannot ${what}`, {fix: 'import the version that admits it first (`tbmesh federation import`)'})
   return fed
 }
 

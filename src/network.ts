@@ -25,7 +25,7 @@ import {
 } from './nebula/index.js'
 import type {NodeProfile} from './render/profile.js'
 import {approvalsNeeded, approve, nextVersion, type Member} from './descriptor.js'
-import {Home, SCHEMA_VERSION, type AccessLevel, type CaRecord, type CertificateRecord, type NetworkSecrets, type NetworkState, type NodeRecord, type Transaction} from './state.js'
+import {Home, SCHEMA_VERSION, isMember, type AccessLevel, type CaRecord, type CertificateRecord, type NetworkSecrets, type NetworkState, type NodeRecord, type Transaction} from './state.js'
 
 /** Default ports and device settings of a new network. */
 export const DEFAULTS = {
@@ -436,7 +436,7 @@ export async function addPreparedNode(tx: Transaction, caRecord: CaRecord, caKey
 function publishRoleNode(state: NetworkState, caRecord: CaRecord, caKey: Buffer, node: NodeRecord): void {
   const fed = state.federation!
   const role = node.lighthouse ? 'lighthouse' : 'origin node'
-  if (!fed.member) throw new UserError(`${fed.self.organization} is not a member of the federated network yet`, {fix: `add the ${role} once the membership is approved`})
+  if (!isMember(fed)) throw new UserError(`${fed.self.organization} is not a member of the federated network yet`, {fix: `add the ${role} once the membership is approved`})
   const needed = approvalsNeeded(fed.current.descriptor.requiredApprovals, fed.current.descriptor.members.length)
   if (needed > 1) {
     throw new UserError(`a new ${role} changes the network descriptor, which now takes ${needed} organizations' approvals`, {
@@ -464,7 +464,7 @@ export function trustedMembers(state: NetworkState): Member[] | undefined {
   const fed = state.federation
   if (!fed) return undefined
   const members = fed.current.descriptor.members
-  return fed.member ? members : [...members, fed.self]
+  return isMember(fed) ? members : [...members, fed.self]
 }
 
 /** Where the rendered config.yml expects the PKI files (Debian's and Nebula's customary /etc/nebula). */

@@ -162,8 +162,6 @@ export interface CertificateRecord {
 export interface FederationState {
   /** This organization as it appears (or will appear, once approved) among the descriptor's members. */
   self: Member
-  /** True once a descriptor version listing `self` was adopted; false while the membership is pending. */
-  member: boolean
   /** The adopted descriptor version and its approvals; while pending, the version the membership request extends. */
   current: SignedDescriptor
   /**
@@ -178,6 +176,11 @@ export interface FederationState {
    * (hex SHA-256) of the certificates it revokes. Rendered into every node's `pki.blocklist`.
    */
   revocations?: Record<string, {sequence: number; fingerprints: string[]}>
+}
+
+/** Whether this organization is a member: the adopted descriptor version lists it (false while its membership is pending). */
+export function isMember(f: FederationState): boolean {
+  return f.current.descriptor.members.some((m) => m.slug === f.self.slug)
 }
 
 /** Everything in `state.json`. */
@@ -549,13 +552,13 @@ export function validateState(state: NetworkState, file: string): void {
   if (origins > 1) bad('more than one origin node')
   if (state.federation !== undefined) {
     const f = state.federation
-    if (typeof f !== 'object' || f === null || typeof f.self !== 'object' || f.self === null || typeof f.member !== 'boolean') bad('"federation" is malformed')
+    if (typeof f !== 'object' || f === null || typeof f.self !== 'object' || f.self === null) bad('"federation" is malformed')
     if (!blocks.has(f.self.slug) || state.organizations.length !== 1) bad('"federation.self" is not the one organization of this home')
     const {descriptor} = guard(() => checkDescriptor(f.current, '"federation.current"'), bad)
     const ca = checkMemberCa(f.self, network.cidr)
     if (typeof ca === 'string' || f.self.caFingerprint !== fingerprintOf(ca)) bad(`"federation.self": ${typeof ca === 'string' ? ca : 'its CA fingerprint does not match'}`)
     const listed = descriptor.members.find((m) => m.slug === f.self.slug)
-    if (f.member !== (listed !== undefined && canonicalJson(listed) === canonicalJson(f.self))) bad('"federation.member" does not match the descriptor')
+    if (listed !== undefined && canonicalJson(listed) !== canonicalJson(f.self)) bad('"federation.self" differs from its entry in the descriptor')
     if (f.revocationSequence !== undefined && !(Number.isInteger(f.revocationSequence) && f.revocationSequence >= 1)) bad('"federation.revocationSequence" is not a positive integer')
     if (f.approved !== undefined && !(Number.isInteger(f.approved?.version) && typeof f.approved.digest === 'string')) bad('"federation.approved" is malformed')
     if (!state.cas.some((ca) => ca.id === f.self.caFingerprint)) bad('"federation.self" names a CA this home does not hold')

@@ -28,7 +28,7 @@ import {approveChange, createMembershipRequest, exportRevocations, federationSta
 import {revoke} from '../src/lifecycle.js'
 import {addNode, createCa} from '../src/network.js'
 import {caPrivateKeyFromPem, certificateFromPem, certificateToPem, certificatesFromPem, ed25519Sign, ed25519Verify, fingerprint, generateHostKeyPair, signCertificate} from '../src/nebula/index.js'
-import {Home} from '../src/state.js'
+import {Home, isMember} from '../src/state.js'
 import {expectOneLineError, NEBULA_CERT, removeDir, snapshot, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
 let root: string
@@ -170,7 +170,7 @@ describe('admitting organizations', () => {
     expect(complete.approvals.map((a) => a.organization)).toEqual(['acme', 'umbrella'])
     const digests = await Promise.all([acme, umbrella, globex].map(async (o) => (await federationStatus(await o.home())).digest))
     expect(new Set(digests)).toEqual(new Set([descriptorDigest(complete.descriptor)]))
-    expect((await globex.home()).state.federation!.member).toBe(true)
+    expect(isMember((await globex.home()).state.federation!)).toBe(true)
     expect((await acme.home()).state.nodes.every((n) => n.updatePending)).toBe(true)
   })
 
