@@ -318,9 +318,7 @@ export async function approveChange(
   const nodesToUpdate = await home
     .transaction(async ({state}) => {
       const now = requireMember(state, 'approve changes')
-      if (descriptorDigest(now.current.descriptor) !== descriptorDigest(current)) {
-        throw new UserError('the descriptor of this home changed while the command ran', {fix: 'run the command again'})
-      }
+      assertHolds(now, current)
       if (now.approved && now.approved.version === d.version && now.approved.digest !== digest && !opts.replace) {
         throw new UserError(`${fed.self.organization} already approved another version ${d.version}; approving a second one could split the network`, {
           fix: 'complete that version first; if every member agrees it was abandoned, pass --replace-approval',
@@ -494,13 +492,7 @@ export async function importRevocations(home: Home, file: string): Promise<Impor
       })
     }
     fed.revocations = {...fed.revocations, [list.organization]: {sequence: list.sequence, fingerprints}}
-    const nodesToUpdate: string[] = []
-    for (const node of state.nodes) {
-      if (node.revoked) continue
-      node.updatePending = true
-      nodesToUpdate.push(node.name)
-    }
-    return {kind: 'revocations' as const, organization: list.organization, sequence: list.sequence, fingerprints, nodesToUpdate}
+    return {kind: 'revocations' as const, organization: list.organization, sequence: list.sequence, fingerprints, nodesToUpdate: markForUpdate(state)}
   })
 }
 
@@ -516,11 +508,27 @@ export async function importFederationFile(home: Home, file: string): Promise<Im
  */
 async function adopt(home: Home, signed: SignedDescriptor, expected: NetworkDescriptor): Promise<string[]> {
   return home.transaction(async ({state}) => {
-    if (descriptorDigest(requireFederation(state).current.descriptor) !== descriptorDigest(expected)) {
-      throw new UserError('the descriptor of this home changed while the command ran', {fix: 'run the command again'})
-    }
+    assertHolds(requireFederation(state), expected)
     return adoptInto(state, signed)
   })
+}
+
+/** Throws UserError unless the home (freshly loaded under the lock) still holds `expected`, the version checked against. */
+function assertHolds(fed: FederationState, expected: NetworkDescriptor): void {
+  if (descriptorDigest(fed.current.descriptor) !== descriptorDigest(expected)) {
+    throw new UserError('the descriptor of this home changed while the command ran', {fix: 'run the command again'})
+  }
+}
+
+/** Marks every node not revoked as needing an update bundle; returns their names. */
+function markForUpdate(state: NetworkState): string[] {
+  const names: string[] = []
+  for (const node of state.nodes) {
+    if (node.revoked) continue
+    node.updatePending = true
+    names.push(node.name)
+  }
+  return names
 }
 
 /**
@@ -537,13 +545,7 @@ function adoptInto(state: NetworkState, signed: SignedDescriptor): string[] {
     })
   }
   fed.current = signed
-  const names: string[] = []
-  for (const node of state.nodes) {
-    if (node.revoked) continue
-    node.updatePending = true
-    names.push(node.name)
-  }
-  return names
+  return markForUpdate(state)
 }
 
 /** Where a federated network stands, from this home: what `tbmesh federation show` reports. */
