@@ -2,13 +2,15 @@
  * What every tbmesh command shares: `--home` (env `TBMESH_HOME`), `--json`, and error reporting — one line with the fix
  * for anything the user can fix, a non-zero exit, and no stack trace unless `DEBUG` is set.
  */
+
 import {Command, Flags, type Interfaces} from '@oclif/core'
 
+import {unlockCaKey} from './ca/ca.js'
+import {expiryWarnings} from './ca/lifecycle.js'
 import {ExternalError, UsageError, UserError} from './errors.js'
-import {expiryWarnings} from './lifecycle.js'
-import {unlockCaKey} from './network.js'
-import {canPrompt, resolvePassphrase} from './passphrase.js'
-import {Home} from './state.js'
+import {Home} from './home/home.js'
+import {canPrompt, resolvePassphrase} from './lib/passphrase.js'
+import {safeLine} from './lib/text.js'
 
 /** `--passphrase-file` for the CA key, shared by every command that signs. */
 export const caPassphraseFlag = Flags.file({description: 'file holding the CA key passphrase (or set TBMESH_CA_PASSPHRASE)'})
@@ -109,6 +111,21 @@ export abstract class TbmeshCommand extends Command {
     return inquirer.input({message: prompt.message, default: prompt.default, validate: prompt.validate, required: true}, {output: process.stderr})
   }
 
+  /**
+   * Shows `lines` (untrusted text made safe, see `safeLine`) on stderr and asks `question` (default no). With `yes`
+   * (the command's --yes) it shows them, does not ask, and returns true. Without a terminal it asks nothing: it throws
+   * a UsageError saying `unattended` (what needs confirmation, and the fix: check, then pass --yes) — or, with no
+   * `unattended` given, shows nothing and returns false.
+   */
+  protected async confirmOrYes(opts: {lines?: string[]; question: string; yes?: boolean; unattended?: {message: string; fix: string}}): Promise<boolean> {
+    if (!opts.yes && !canPrompt() && !opts.unattended) return false
+    if (!this.jsonEnabled()) for (const line of opts.lines ?? []) process.stderr.write(`${safeLine(line)}\n`)
+    if (opts.yes) return true
+    if (!canPrompt()) throw new UsageError(opts.unattended!.message, {fix: opts.unattended!.fix})
+    const {confirm} = await import('@inquirer/prompts')
+    return confirm({message: opts.question, default: false}, {output: process.stderr})
+  }
+
   /** Warnings are one line on stderr (oclif's own wraps them), and silent under --json. */
   override warn(input: string | Error): string | Error {
     if (!this.jsonEnabled()) process.stderr.write(`Warning: ${typeof input === 'string' ? input : input.message}\n`)
@@ -142,7 +159,7 @@ function userFacing(error: Error & {oclif?: {exit?: number}; parse?: unknown}): 
     const parts = error.message
       .replace(/^Parsing (--[\w-]+) *\n\s*/, '$1: ')
       .split('\n')
-      .map((l) => l.trim().replace(/\bflags? ([a-z][\w-]*)/g, (_m, name: string) => `flag --${name}`))
+      .map((l) => l.trim().replaceAll(/\bflags? ([a-z][\w-]*)/g, (_m, name: string) => `flag --${name}`))
       .filter((l) => l && !l.startsWith('See more help') && !l.endsWith(':'))
     return {line: `${parts.join('; ')} (see --help)`, exit: error.oclif.exit}
   }

@@ -7,6 +7,8 @@
  * - Anything else is a bug and keeps its stack trace.
  */
 
+import {safeLine} from './lib/text.js'
+
 /** An error the user can fix. `message` is one line; `fix` (optional) says what to do about it. */
 export class UserError extends Error {
   override name = 'UserError'
@@ -24,7 +26,7 @@ export class UserError extends Error {
   /** The single line shown to the user: message and fix, with line breaks and other control characters escaped. */
   get line(): string {
     const text = this.fix ? `${this.message}: ${this.fix}` : this.message
-    return text.replace(/[\u0000-\u001F\u007F-\u009F\u2028\u2029]/g, (c) => (c === '\t' ? ' ' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`))
+    return safeLine(text)
   }
 }
 

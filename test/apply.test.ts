@@ -2,8 +2,10 @@
  * `tbmesh apply` through the real CLI: plan, dry run, creation in one run, idempotence, refusal of silent changes,
  * schema errors with line and key; and the non-TTY behaviour of commands missing a required value.
  */
-import {readFile, readdir, writeFile} from 'node:fs/promises'
+
+import {readdir, readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {expectOneLineError, removeDir, snapshot, tbmesh, tbmeshJson, tempDir} from './helpers.js'

@@ -3,8 +3,10 @@
  * exit 2 for bad usage and 1 for a refused operation, and not one byte changed on disk (every home and output path
  * lives below one temp dir, snapshotted before and after each case).
  */
+
 import {mkdir, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {removeDir, snapshot, tbmesh, tbmeshJson, tempDir} from './helpers.js'

@@ -4,28 +4,22 @@
  * valid and signed by the CA, so that each is refused for the intended reason — each leaving the target directory
  * exactly as it was. The CLI side of the same checks is in join-security.test.ts.
  */
-import {createHash} from 'node:crypto'
+
 import {spawnSync} from 'node:child_process'
-import {mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile} from 'node:fs/promises'
+import {createHash} from 'node:crypto'
+import {mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {isAbsolute, join} from 'node:path'
 import {gzipSync} from 'node:zlib'
 
 import {execa} from 'execa'
-import yaml from 'js-yaml'
-import {Header, Pack, ReadEntry, list} from 'tar'
+import {Header, list, Pack, ReadEntry} from 'tar'
 import {afterAll, beforeAll, beforeEach, describe, expect, it} from 'vitest'
+import yaml from 'yaml'
 
-import {
-  BUNDLE_LAYOUT,
-  DEFAULT_MAX_ENTRY_BYTES,
-  REQUIRED,
-  type BundleManifest,
-  type BundleMeta,
-  installBundle,
-  readBundle,
-  writeBundle,
-} from '../src/bundle.js'
+import {readBundle, writeBundle} from '../src/bundle/archive.js'
+import {installBundle} from '../src/bundle/install.js'
+import {BUNDLE_LAYOUT, type BundleManifest, type BundleMeta, DEFAULT_MAX_ENTRY_BYTES, REQUIRED} from '../src/bundle/layout.js'
 import {UserError} from '../src/errors.js'
 import {
   certificateToPem,
@@ -35,7 +29,7 @@ import {
   generateCaKeyPair,
   generateHostKeyPair,
   hostPrivateKeyToPem,
-  signCertificate,
+  signDetails,
 } from '../src/nebula/index.js'
 import {renderBlockchainEnv} from '../src/render/blockchain-env.js'
 import {renderBundleReadme} from '../src/render/bundle-readme.js'
@@ -72,12 +66,12 @@ const sha256 = (data: Buffer | string): string => createHash('sha256').update(da
 
 const NOW = Math.floor(Date.now() / 1000)
 /** `text` as a literal inside a RegExp. */
-const re = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
+const re = (text: string): string => text.replaceAll(/[.*+?^${}()|[\]\\/]/g, '\\$&')
 
 /** A Nebula CA made with the codec: its 64-byte Ed25519 key, PEM and fingerprint. */
 function makeCa(name: string): {key: Buffer; publicKey: Buffer; pem: string; fingerprint: string} {
   const keys = generateCaKeyPair()
-  const cert = signCertificate(
+  const cert = signDetails(
     {name, ips: ['10.42.0.0/16'], subnets: [], groups: [], notBefore: NOW - 3600, notAfter: NOW + 10 * 365 * 86_400, publicKey: keys.publicKey, isCA: true, issuer: '', curve: 'CURVE25519'},
     keys.privateKey,
   )
@@ -86,7 +80,7 @@ function makeCa(name: string): {key: Buffer; publicKey: Buffer; pem: string; fin
 
 /** A host certificate for `name`/`ip` signed by `ca`, for `keys` (default: a fresh key pair); PEMs. */
 function makeHost(ca: ReturnType<typeof makeCa>, name: string, ip: string, keys = generateHostKeyPair()): {cert: string; key: string} {
-  const cert = signCertificate(
+  const cert = signDetails(
     {name, ips: [`${ip}/16`], subnets: [], groups: ['org:umbrella', 'access:managed'], notBefore: NOW - 60, notAfter: NOW + 365 * 86_400, publicKey: keys.publicKey, isCA: false, issuer: ca.fingerprint, curve: 'CURVE25519'},
     ca.key,
   )
@@ -100,7 +94,6 @@ let otherCa: ReturnType<typeof makeCa>
 const sign = (manifest: Buffer): Buffer => ed25519Sign(ca.key, manifest)
 /** installBundle's options with the right pin. */
 const pinned = (extra: Parameters<typeof installBundle>[2] = {}): Parameters<typeof installBundle>[2] => ({pin: ca.fingerprint, ...extra})
-
 
 interface Crafted {
   path: string
@@ -191,7 +184,7 @@ describe('writeBundle', () => {
     expect(result.bytes).toBe((await stat(out)).size)
     expect(result.encrypted).toBe(false)
     expect((await stat(out)).mode & 0o777).toBe(0o600)
-    expect(result.manifest).toEqual({schemaVersion: 1, ...meta, files: Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha256(d)]))})
+    expect(result.manifest).toEqual({schemaVersion: 2, ...meta, files: Object.fromEntries(Object.entries(files).map(([p, d]) => [p, sha256(d)]))})
 
     const listed: Array<{path: string; type: string; mode: number; uid?: number; uname?: string; mtime?: Date}> = []
     await list({file: out, onReadEntry: (e) => listed.push({path: e.path, type: e.type, mode: e.mode!, uid: e.uid, uname: e.uname, mtime: e.mtime})})
@@ -207,12 +200,15 @@ describe('writeBundle', () => {
       if (e.type === 'File') expect(e.mtime?.toISOString()).toBe('2025-01-31T12:00:00.000Z')
     }
 
-    // manifest.sig: the CA's Ed25519 signature of the exact bytes of manifest.json, base64.
+    // manifest.sig: the CA's Ed25519 signature, base64, of the exact bytes of manifest.json under the manifest's
+    // domain prefix (schema version 2) — never of the bare bytes, which another protocol could have had signed.
     const read = await readBundle(out)
     const signature = Buffer.from(read.files.get('manifest.sig')!.toString('utf8').trim(), 'base64')
     expect(signature).toHaveLength(64)
-    expect(ed25519Verify(ca.publicKey, read.files.get('manifest.json')!, signature)).toBe(true)
-    expect(ed25519Verify(otherCa.publicKey, read.files.get('manifest.json')!, signature)).toBe(false)
+    const manifestBytes = read.files.get('manifest.json')!
+    expect(ed25519Verify(ca.publicKey, Buffer.concat([Buffer.from('tbmesh-bundle-manifest:v2:'), manifestBytes]), signature)).toBe(true)
+    expect(ed25519Verify(ca.publicKey, manifestBytes, signature)).toBe(false)
+    expect(ed25519Verify(otherCa.publicKey, Buffer.concat([Buffer.from('tbmesh-bundle-manifest:v2:'), manifestBytes]), signature)).toBe(false)
 
     const before = await readFile(out)
     await expect(writeBundle(out, meta, files, {sign})).rejects.toThrow(/already exists/)
@@ -227,7 +223,7 @@ describe('writeBundle', () => {
   })
 
   it('leaves host.key out when it is not given', async () => {
-    const {['nebula/host.key']: _key, ...rest} = files
+    const {'nebula/host.key': _key, ...rest} = files
     const out = join(work, 'nokey.tar.gz')
     const result = await writeBundle(out, meta, rest, {sign})
     expect(Object.keys(result.manifest.files)).not.toContain('nebula/host.key')
@@ -277,7 +273,7 @@ describe('installBundle', () => {
     const configText = await readFile(join(dir, 'nebula', 'config.yml'), 'utf8')
     expect(configText.split('\n')[0]).toMatch(/^# Nebula config.yml for node umbrella-1/)
     expect(configText).toContain('# Installed by tbmesh install')
-    const config = yaml.load(configText) as {pki: Record<string, string>}
+    const config = yaml.parse(configText) as {pki: Record<string, string>}
     expect(config.pki).toMatchObject({ca: join(dir, 'nebula', 'ca.crt'), cert: join(dir, 'nebula', 'host.crt'), key: join(dir, 'nebula', 'host.key')})
     for (const p of Object.values(config.pki).slice(0, 3)) expect(isAbsolute(p)).toBe(true)
     expect(await readFile(join(dir, 'nebula', 'host.key'), 'utf8')).toBe(files['nebula/host.key'])
@@ -421,7 +417,7 @@ describe('refusals', () => {
       name: 'tar without end marker',
       make: async (f) => {
         const tar = await readFile(await craft(f, entriesFor(files), {gzip: false}))
-        await writeFile(f, gzipSync(tar.subarray(0, tar.length - 1024)))
+        await writeFile(f, gzipSync(tar.subarray(0, -1024)))
         return f
       },
       message: /not a tbmesh bundle, or truncated \(tar: no end-of-archive marker\)/,
@@ -441,7 +437,7 @@ describe('refusals', () => {
     {name: 'manifest wrong shape', make: (f) => craft(f, entriesFor(files, manifestFor(files, {caFingerprint: 'nope'}))), message: /entry "manifest.json" is not a tbmesh join manifest \(caFingerprint/},
     {name: 'manifest unknown field', make: (f) => craft(f, entriesFor(files, JSON.stringify({...JSON.parse(manifestFor(files)), signature: 'x'}))), message: /unknown field "signature"/},
     {name: 'manifest without expiry', make: (f) => craft(f, entriesFor(files, JSON.stringify({...JSON.parse(manifestFor(files)), expiresAt: undefined}))), message: /\(expiresAt is not an ISO 8601 time\)/},
-    {name: 'manifest schemaVersion 2', make: (f) => craft(f, entriesFor(files, manifestFor(files, {schemaVersion: 2 as 1}))), message: /schemaVersion 2.*upgrade tbmesh/},
+    {name: 'manifest schemaVersion 3', make: (f) => craft(f, entriesFor(files, manifestFor(files, {schemaVersion: 3 as 1}))), message: /schemaVersion 3.*upgrade tbmesh/},
     {
       name: 'missing required entry',
       make: (f) => {
@@ -474,6 +470,14 @@ describe('refusals', () => {
     {
       name: 'edited byte in manifest.json',
       make: (f) => editedAfterSigning(f, 'manifest.json', (d) => Buffer.from(d.toString('utf8').replace('"network": "tb-prod"', '"network": "tb-prud"'))),
+      message: /manifest\.sig is not a valid signature of manifest\.json by its CA/,
+      stage: 'trust',
+    },
+    {
+      // The signature covers the manifest under its domain prefix: the CA's signature of the bare bytes (what a
+      // schema version 1 manifest carries, or what another protocol might get signed) does not pass for version 2.
+      name: 'schema version 2 manifest signed without its domain prefix',
+      make: async (f) => craft(f, entriesFor(files, manifestFor(files, {schemaVersion: 2}))),
       message: /manifest\.sig is not a valid signature of manifest\.json by its CA/,
       stage: 'trust',
     },

@@ -2,8 +2,10 @@
  * The CLI as users run it: real processes through bin/run.js on a real home, certificates checked by nebula-cert.
  * (Every error case is in test/bad-input.test.ts.)
  */
+
 import {readFile, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {certificateFromPem, fingerprint} from '../src/nebula/index.js'

@@ -4,16 +4,20 @@
  * certificate file is in the ledger and every ledger row's certificate is on disk. TBMESH_CRASH_TRIALS sets the number
  * of crash trials (default 50).
  */
-import {execa, type ResultPromise} from 'execa'
-import {readdirSync, watch, type FSWatcher} from 'node:fs'
-import {mkdir, readFile, readdir, utimes, writeFile} from 'node:fs/promises'
+
+import {type FSWatcher, readdirSync, watch} from 'node:fs'
+import {mkdir, readdir, readFile, utimes, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
+
+import {execa, type ResultPromise} from 'execa'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
+import {addNode, unlockCaKey} from '../src/ca/ca.js'
+import {Home} from '../src/home/home.js'
+import {currentCertificate} from '../src/home/queries.js'
 import {certificateFromPem, fingerprint} from '../src/nebula/index.js'
-import {addNode, unlockCaKey} from '../src/network.js'
-import {Home} from '../src/state.js'
-import {BIN, NEBULA_CERT, ROOT, nebulaCertCheck, removeDir, tbmesh, tbmeshJson, tempDir} from './helpers.js'
+import {BIN, NEBULA_CERT, nebulaCertCheck, removeDir, ROOT, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
 let dir: string
 const running = new Set<ResultPromise>()
@@ -68,7 +72,7 @@ async function checkHome(homeDir: string, opts: {settled: boolean}): Promise<Hom
     expect(i, `ledger row ${fp} has no certificate file`).toBe(ledger.length - 1)
     expect(certFiles).toContain(`${fp}.crt.pending`)
   })
-  for (const node of state.nodes) expect(home.currentCertificate(node.name)).toBeDefined()
+  for (const node of state.nodes) expect(currentCertificate(home.state, node.name)).toBeDefined()
 
   if (opts.settled) {
     expect(certFiles.sort()).toEqual(ledger.map((fp) => `${fp}.crt`).sort())
@@ -157,7 +161,7 @@ describe('the lock', () => {
    */
   async function holdLock(home: string): Promise<{holder: ResultPromise}> {
     const script = `
-      const {Home} = await import(${JSON.stringify(join(ROOT, 'dist', 'state.js'))})
+      const {Home} = await import(${JSON.stringify(join(ROOT, 'dist', 'home', 'home.js'))})
       const home = await Home.open(${JSON.stringify(home)})
       await home.transaction(async () => {
         process.stdout.write('locked\\n')
@@ -185,7 +189,7 @@ describe('the lock', () => {
 
     // A waiting process gets the lock as soon as the holder is gone, even if it was SIGKILLed: no stale-time wait.
     const waiting = start(['add-node', '--home', home, '--org', 'ACME'])
-    await new Promise((resolve) => setTimeout(resolve, 1500))
+    await sleep(1500)
     const killedAt = Date.now()
     holder.kill('SIGKILL')
     await holder

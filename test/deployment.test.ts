@@ -4,19 +4,21 @@
  * rendering and installing, escaping for each syntax), and the real chain: init-ca → add-node → export-bundle →
  * install into a directory with a blank in its name, then an update on top.
  */
+
 import {spawnSync} from 'node:child_process'
 import {mkdir, readFile, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
-import yaml from 'js-yaml'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import yaml from 'yaml'
 
-import {BUNDLE_LAYOUT, readBundle} from '../src/bundle.js'
+import {readBundle} from '../src/bundle/archive.js'
+import {BUNDLE_LAYOUT} from '../src/bundle/layout.js'
 import {UserError} from '../src/errors.js'
-import {composePorts} from '../src/node.js'
+import {composePorts} from '../src/node/compose-ports.js'
 import {renderBundleReadme} from '../src/render/bundle-readme.js'
 import {NEBULA_IMAGE_TAG, renderNebulaCompose} from '../src/render/docker-compose-nebula.js'
-import {COMPOSE_RPC_ALLOW_IP, TRUBUDGET_BLOCKCHAIN_SERVICE, renderTrubudgetOverride} from '../src/render/docker-compose-trubudget.js'
+import {COMPOSE_RPC_ALLOW_IP, renderTrubudgetOverride, TRUBUDGET_BLOCKCHAIN_SERVICE} from '../src/render/docker-compose-trubudget.js'
 import {INSTALL_DIR_PLACEHOLDER, placeInstallDir} from '../src/render/install-dir.js'
 import {renderNebulaService} from '../src/render/nebula-service.js'
 import type {NodeProfile} from '../src/render/profile.js'
@@ -43,13 +45,13 @@ const plain: NodeProfile = {...origin, node: {name: 'umbrella-1', organization: 
 
 type Doc = Record<string, any>
 
-/** js-yaml with compose's merge tags: `!override` / `!reset` values come back as {tag, value}. */
-const COMPOSE_SCHEMA = yaml.DEFAULT_SCHEMA.extend(
-  (['sequence', 'mapping', 'scalar'] as const).flatMap((kind) =>
-    ['!override', '!reset'].map((tag) => new yaml.Type(tag, {kind, construct: (value: unknown) => ({tag, value})})),
-  ),
-)
-const parseCompose = (text: string): Doc => yaml.load(text, {schema: COMPOSE_SCHEMA}) as Doc
+/** YAML with compose's merge tags: `!override` / `!reset` values come back as {tag, value}. */
+const COMPOSE_TAGS: Array<yaml.ScalarTag | yaml.CollectionTag> = (['!override', '!reset'] as const).flatMap((tag): Array<yaml.ScalarTag | yaml.CollectionTag> => [
+  {tag, collection: 'seq', nodeClass: yaml.YAMLSeq, resolve: (value) => ({tag, value: value.toJSON()}) as never},
+  {tag, collection: 'map', nodeClass: yaml.YAMLMap, resolve: (value) => ({tag, value: value.toJSON()}) as never},
+  {tag, resolve: (value: string) => ({tag, value})},
+])
+const parseCompose = (text: string): Doc => yaml.parse(text, {customTags: COMPOSE_TAGS}) as Doc
 
 /** A unit file as section → key → values (keys may repeat); comments and blank lines dropped. */
 function parseUnit(text: string): Record<string, Record<string, string[]>> {
@@ -65,8 +67,8 @@ function parseUnit(text: string): Record<string, Record<string, string[]>> {
     }
     const eq = line.indexOf('=')
     expect(eq, line).toBeGreaterThan(0)
-    const key = line.slice(0, eq)
-    ;(out[section][key] ??= []).push(line.slice(eq + 1))
+    const key = line.slice(0, eq);
+(out[section][key] ??= []).push(line.slice(eq + 1))
   }
   return out
 }
@@ -299,7 +301,7 @@ describe('export-bundle → install: the deployment files name the installed dir
     const config = join(dir, 'nebula', 'config.yml')
     expect(unit.Service.ExecStart).toEqual([`/usr/bin/nebula -config "${config}"`])
     expect((await stat(config)).isFile()).toBe(true)
-    const pki = (yaml.load(await readFile(config, 'utf8')) as Doc).pki
+    const pki = (yaml.parse(await readFile(config, 'utf8')) as Doc).pki
     expect(pki).toMatchObject({ca: join(dir, 'nebula', 'ca.crt'), cert: join(dir, 'nebula', 'host.crt'), key: join(dir, 'nebula', 'host.key')})
   })
 
@@ -309,7 +311,7 @@ describe('export-bundle → install: the deployment files name the installed dir
     expect(mount).toEqual({type: 'bind', source: join(dir, 'nebula'), target: join(dir, 'nebula'), read_only: true})
     const config = nebula.command[1] as string
     expect(nebula.command).toEqual(['-config', join(dir, 'nebula', 'config.yml')])
-    const pki = (yaml.load(await readFile(config, 'utf8')) as Doc).pki as Record<string, string>
+    const pki = (yaml.parse(await readFile(config, 'utf8')) as Doc).pki as Record<string, string>
     for (const key of ['ca', 'cert', 'key']) expect(pki[key].startsWith(`${mount.target}/`), key).toBe(true)
   })
 
@@ -331,7 +333,7 @@ describe('export-bundle → install: the deployment files name the installed dir
     await tbmeshJson(['install', update.bundles[0].path, '--dir', dir])
     const after = await Promise.all(['systemd/nebula.service', 'docker/docker-compose.nebula.yml'].map((p) => readFile(join(dir, p), 'utf8')))
     expect(after).toEqual(before)
-    const pki = (yaml.load(await readFile(join(dir, 'nebula', 'config.yml'), 'utf8')) as Doc).pki
+    const pki = (yaml.parse(await readFile(join(dir, 'nebula', 'config.yml'), 'utf8')) as Doc).pki
     expect(pki.ca).toBe(join(dir, 'nebula', 'ca.crt'))
   })
 })

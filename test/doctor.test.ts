@@ -4,14 +4,16 @@
  * node's key, a compose override publishing P2P on every interface, a config.yml nebula rejects — fail the right
  * check and exit 1, with --json too. Needs nebula and a usable /dev/net/tun (root), like the end-to-end suite.
  */
+
 import {copyFile, readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {installBundle} from '../src/bundle.js'
-import {composePorts, doctor, type DoctorResult} from '../src/node.js'
+import {installBundle} from '../src/bundle/install.js'
+import {composePorts} from '../src/node/compose-ports.js'
+import {doctor, type DoctorResult} from '../src/node/doctor.js'
 import {removeDir, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
 const ALL_CHECKS = ['nebula', 'tun', 'nebula-test', 'ca-pin', 'ca-validity', 'host-cert', 'host-cert-verify', 'host-key', 'multichain-conf', 'blockchain-env', 'compose-ports']

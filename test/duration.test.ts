@@ -1,7 +1,7 @@
 import {describe, expect, it} from 'vitest'
 
-import {formatDuration, parseDuration} from '../src/duration.js'
 import {UsageError} from '../src/errors.js'
+import {formatDuration, parseDuration} from '../src/lib/duration.js'
 
 describe('parseDuration', () => {
   it.each([

@@ -4,31 +4,27 @@
  * checked by the real nebula-cert, rendered configs accepted by `nebula -test` (via install), and the refusals — each
  * leaving the home byte-identical.
  */
+
 import {readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {execa} from 'execa'
-import yaml from 'js-yaml'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import yaml from 'yaml'
 
-import {installBundle, readBundle, writeBundle} from '../src/bundle.js'
-import {
-  approvalMessage,
-  approve,
-  canonicalJson,
-  descriptorDigest,
-  nextVersion,
-  requestMessage,
-  revocationMessage,
-  type MembershipRequest,
-  type SignedDescriptor,
-} from '../src/descriptor.js'
-import {exportBundle, exportUpdates} from '../src/export.js'
-import {approveChange, createMembershipRequest, exportRevocations, federationStatus, foundFederation, importDescriptor, importRevocations, joinFederation} from '../src/federation.js'
-import {revoke} from '../src/lifecycle.js'
-import {addNode, createCa} from '../src/network.js'
-import {caPrivateKeyFromPem, certificateFromPem, certificateToPem, certificatesFromPem, ed25519Sign, ed25519Verify, fingerprint, generateHostKeyPair, signCertificate} from '../src/nebula/index.js'
-import {Home, isMember} from '../src/state.js'
+import {readBundle, writeBundle} from '../src/bundle/archive.js'
+import {installBundle} from '../src/bundle/install.js'
+import {addNode, createCa} from '../src/ca/ca.js'
+import {exportBundle, exportUpdates} from '../src/ca/export.js'
+import {revoke} from '../src/ca/lifecycle.js'
+import {approve, descriptorDigest, nextVersion} from '../src/federation/descriptor.js'
+import {approveChange, createMembershipRequest, federationStatus, foundFederation, importDescriptor, joinFederation} from '../src/federation/federation.js'
+import {exportRevocations, importRevocations} from '../src/federation/revocations.js'
+import {Home} from '../src/home/home.js'
+import {currentCertificate, isMember} from '../src/home/queries.js'
+import {type MembershipRequest, type SignedDescriptor} from '../src/home/types.js'
+import {approvalMessage, canonicalJson, requestMessage, revocationMessage} from '../src/lib/messages.js'
+import {caPrivateKeyFromPem, certificateFromPem, certificatesFromPem, certificateToPem, ed25519Sign, ed25519Verify, fingerprint, generateHostKeyPair, signDetails} from '../src/nebula/index.js'
 import {expectOneLineError, NEBULA_CERT, removeDir, snapshot, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
 let root: string
@@ -125,7 +121,7 @@ describe('founding and the CA constraints', () => {
     expect(v3.descriptor).toMatchObject({version: 3, change: {kind: 'add-role-node', organization: 'acme', lighthouse: false, origin: true}, lighthouses: [{overlayIp: '10.77.0.1', endpoint: '192.0.2.10:4242'}], origin: {overlayIp: '10.77.0.2'}})
     expect(v3.approvals.map((a) => a.organization)).toEqual(['acme'])
     const acmeCa = certificateFromPem(v3.descriptor.members[0].caCertificate)
-    expect(ed25519Verify(acmeCa.details.publicKey, approvalMessage(v3.descriptor), Buffer.from(v3.approvals[0].signature, 'base64'))).toBe(true)
+    expect(ed25519Verify(acmeCa.details.publicKey, approvalMessage(descriptorDigest(v3.descriptor)), Buffer.from(v3.approvals[0].signature, 'base64'))).toBe(true)
   })
 
   it.runIf(NEBULA_CERT || process.env.CI)('has Nebula refuse a certificate from ACME\'s CA that claims Umbrella\'s group, and accept ACME\'s own', async () => {
@@ -133,7 +129,7 @@ describe('founding and the CA constraints', () => {
     await writeFile(trust, (await read(v5)).descriptor.members.map((m) => m.caCertificate).join(''))
     const sign = async (name: string, ip: string, groups: string[]): Promise<string> => {
       const now = Math.floor(Date.now() / 1000)
-      const cert = signCertificate(
+      const cert = signDetails(
         {name, ips: [`${ip}/16`], subnets: [], groups, notBefore: now - 60, notAfter: now + 3600, publicKey: generateHostKeyPair().publicKey, isCA: false, issuer: acme.fingerprint, curve: 'CURVE25519'},
         acme.key,
       )
@@ -242,7 +238,9 @@ describe('admitting organizations', () => {
     const other = await joiner('Other', join(root, 'v4.json'))
     // Another version 5, admitting Other instead of Globex, approved by the same two members: valid on its own…
     const self = (await other.home()).state.federation!.self
-    const forked = nextVersion((await read(join(root, 'v4.json'))).descriptor, {kind: 'add-member', organization: self.slug}, (d) => void d.members.push(self))
+    const forked = nextVersion((await read(join(root, 'v4.json'))).descriptor, {kind: 'add-member', organization: self.slug}, (d) => {
+      d.members.push(self)
+    })
     const fork = await write('v5.fork.json', {descriptor: forked, approvals: [approve(forked, 'acme', acme.fingerprint, acme.key), approve(forked, 'umbrella', umbrella.fingerprint, umbrella.key)]})
     expect(await importDescriptor(await other.home(), fork)).toMatchObject({version: 5, member: true})
     // …but not in a home that adopted the other version 5, nor is going back to version 4.
@@ -307,7 +305,7 @@ describe('nodes of a federated network', () => {
     const {files} = await readBundle(bundle)
     const members = (await read(v5)).descriptor.members
     expect(certificatesFromPem(files.get('nebula/ca.crt')!).map((c) => fingerprint(c))).toEqual(members.map((m) => m.caFingerprint))
-    const config = yaml.load(files.get('nebula/config.yml')!.toString()) as any
+    const config = yaml.parse(files.get('nebula/config.yml')!.toString()) as any
     const expected = members.map((m) => ({cidr: m.block, ca_sha: m.caFingerprint}))
     expect(config.firewall.outbound).toEqual(expected.map((e) => ({port: 'any', proto: 'any', ...e})))
     expect(config.firewall.inbound.filter((r: any) => r.port === 7447)).toEqual(expected.map((e) => ({port: 7447, proto: 'tcp', ...e})))
@@ -342,7 +340,7 @@ describe('revocations across members', () => {
     expect(await exportRevocations(await acme.home(), acme.key, list)).toMatchObject({sequence: 1, fingerprints: [lost.fingerprint]})
     const signed = JSON.parse(await readFile(list, 'utf8'))
     const u = await umbrella.home()
-    const umbrellaCert = await u.readCertificate(u.currentCertificate('umbrella-1')!.fingerprint)
+    const umbrellaCert = await u.readCertificate(currentCertificate(u.state, 'umbrella-1')!.fingerprint)
     const forgedList = {...signed.revocations, certificates: [...signed.revocations.certificates, umbrellaCert]}
     const forged = await write('forged.revocations.json', {revocations: forgedList, signature: ed25519Sign(acme.key, revocationMessage(forgedList)).toString('base64')})
     const tampered = await write('tampered.revocations.json', {...signed, revocations: {...signed.revocations, sequence: 9}})
@@ -356,7 +354,7 @@ describe('revocations across members', () => {
     await expect(importRevocations(await umbrella.home(), list)).rejects.toThrow(/sequence 1, not newer than the 1 held from acme/)
     const bundle = join(root, 'umbrella-1.after-revocation.tar.gz')
     await exportBundle(await umbrella.home(), 'umbrella-1', bundle, {caKey: umbrella.key, passphrase: null})
-    const config = yaml.load((await readBundle(bundle)).files.get('nebula/config.yml')!.toString()) as any
+    const config = yaml.parse((await readBundle(bundle)).files.get('nebula/config.yml')!.toString()) as any
     expect(config.pki.blocklist).toEqual([lost.fingerprint])
   })
 })

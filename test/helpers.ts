@@ -2,12 +2,14 @@
  * Shared test helpers: run the built CLI as a real process, make temp dirs, and check certificates with the real
  * nebula-cert (required when CI is set).
  */
-import {execa, type Result} from 'execa'
-import {expect} from 'vitest'
-import {mkdtemp, readFile, readdir, rm, stat, writeFile} from 'node:fs/promises'
+
+import {spawnSync} from 'node:child_process'
+import {mkdtemp, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join, resolve} from 'node:path'
-import {spawnSync} from 'node:child_process'
+
+import {execa, type Result} from 'execa'
+import {expect} from 'vitest'
 
 export const ROOT = resolve(import.meta.dirname, '..')
 export const BIN = join(ROOT, 'bin', 'run.js')

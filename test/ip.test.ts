@@ -2,7 +2,7 @@ import fc from 'fast-check'
 import {describe, expect, it} from 'vitest'
 
 import {UsageError, UserError} from '../src/errors.js'
-import {checkRequestedIp, contains, formatCidr, formatIp, maskOf, nextFreeBlock, nextFreeIp, overlaps, parseCidr, parseIp, sizeOf, specialRangeOverlap, type Ipv4Network} from '../src/ip.js'
+import {checkRequestedIp, contains, formatCidr, formatIp, type Ipv4Network, maskOf, nextFreeBlock, nextFreeIp, overlaps, parseCidr, parseIp, sizeOf, specialRangeOverlap} from '../src/lib/ip.js'
 
 describe('parseIp / parseCidr', () => {
   it('round-trips addresses and networks', () => {

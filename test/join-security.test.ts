@@ -6,8 +6,9 @@
  * it. Then the good paths of join requests, `--pubkey` and `--access`, interoperability with the real `age` CLI, and
  * a check that no secret ever shows up on argv or in any command's output.
  */
+
 import {createHash, randomBytes} from 'node:crypto'
-import {cp, mkdtemp, readFile, readdir, writeFile} from 'node:fs/promises'
+import {cp, mkdtemp, readdir, readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 import {gunzipSync} from 'node:zlib'
@@ -16,7 +17,8 @@ import {execa, type Result} from 'execa'
 import {Header, Pack, Parser, ReadEntry} from 'tar'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {BUNDLE_LAYOUT} from '../src/bundle.js'
+import {BUNDLE_LAYOUT} from '../src/bundle/layout.js'
+import {manifestMessage} from '../src/lib/messages.js'
 import {
   certificateFromPem,
   certificateToPem,
@@ -30,14 +32,14 @@ import {
   hostPublicKeyFromPem,
   hostPublicKeyToPem,
   readCaPrivateKey,
-  signCertificate,
+  signDetails,
 } from '../src/nebula/index.js'
 import {expectOneLineError, have, NEBULA_CERT, nebulaCertCheck, removeDir, snapshot, tbmesh, tempDir} from './helpers.js'
 
 const AGE = have('age')
 const sha256 = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex')
 /** `text` as a literal inside a RegExp. */
-const re = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
+const re = (text: string): string => text.replaceAll(/[.*+?^${}()|[\]\\/]/g, '\\$&')
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Running tbmesh, keeping a transcript of every command for the secrets check at the end
@@ -55,7 +57,6 @@ async function runJson<T = Record<string, any>>(args: string[], opts: {env?: Rec
   if (result.exitCode !== 0) throw new Error(`tbmesh ${args.join(' ')} exited ${result.exitCode}: ${result.stderr}\n${result.stdout}`)
   return JSON.parse(String(result.stdout)) as T
 }
-
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Taking bundles apart and putting them back together with node-tar
@@ -124,7 +125,7 @@ function resigned(entries: Entry[], caKey: Buffer, edit: (manifest: Record<strin
   m.files = Object.fromEntries(out.filter((e) => e.type === 'File' && !e.path.startsWith('manifest.')).map((e) => [e.path, sha256(e.data)]))
   edit(m)
   manifest.data = Buffer.from(`${JSON.stringify(m, null, 2)}\n`)
-  get(out, 'manifest.sig').data = Buffer.from(`${ed25519Sign(caKey, manifest.data).toString('base64')}\n`)
+  get(out, 'manifest.sig').data = Buffer.from(`${ed25519Sign(caKey, manifestMessage(manifest.data, JSON.parse(manifest.data.toString()).schemaVersion)).toString('base64')}\n`)
   return out
 }
 
@@ -139,7 +140,7 @@ const flipMiddleByte = (data: Buffer): Buffer => {
 function otherCa(name: string, cidr: string): {key: Buffer; pem: string; fingerprint: string} {
   const now = Math.floor(Date.now() / 1000)
   const keys = generateCaKeyPair()
-  const cert = signCertificate(
+  const cert = signDetails(
     {name, ips: [cidr], subnets: [], groups: [], notBefore: now - 60, notAfter: now + 365 * 86_400, publicKey: keys.publicKey, isCA: true, issuer: '', curve: 'CURVE25519'},
     keys.privateKey,
   )
@@ -150,7 +151,7 @@ function otherCa(name: string, cidr: string): {key: Buffer; pem: string; fingerp
 function hostCertificate(ca: {key: Buffer; fingerprint: string}, name: string, cidr: string, publicKey: Buffer): string {
   const now = Math.floor(Date.now() / 1000)
   return certificateToPem(
-    signCertificate(
+    signDetails(
       {name, ips: [cidr], subnets: [], groups: ['org:umbrella', 'access:managed'], notBefore: now - 60, notAfter: now + 30 * 86_400, publicKey, isCA: false, issuer: ca.fingerprint, curve: 'CURVE25519'},
       ca.key,
     ),
@@ -186,7 +187,7 @@ let previous: string
 /** Every secret of this file: none may appear on argv or in any output. */
 const secrets: Array<{what: string; value: string}> = []
 /** The base64 body of a PEM (the key material), without banners and line breaks. */
-const pemBody = (pem: string): string => pem.replace(/-----[A-Z0-9 ]+-----/g, '').replace(/\s+/g, '')
+const pemBody = (pem: string): string => pem.replaceAll(/-----[A-Z0-9 ]+-----/g, '').replaceAll(/\s+/g, '')
 
 const h = (): string[] => ['--home', home]
 const caPass = (): string[] => ['--passphrase-file', caPassFile]
@@ -357,7 +358,7 @@ describe.concurrent('install refuses bad bundles: one line, non-zero exit, DIR u
 
   it('a truncated encrypted bundle', async () => {
     const data = await readFile(encrypted.path)
-    const file = await bundleFile(data.subarray(0, data.length - 200), 'tar.gz.age')
+    const file = await bundleFile(data.subarray(0, -200), 'tar.gz.age')
     await expectRefused(file, /Refusing bundle bad-\d+\.tar\.gz\.age: it is not a valid age file/, {args: [...pin(), '--bundle-passphrase-file', bundlePassFile]})
   })
 
@@ -631,7 +632,9 @@ describe.skipIf(!AGE && !process.env.CI)('interoperability with the age CLI', ()
     const manifest = get(e, 'manifest.json').data
     expect(JSON.parse(manifest.toString('utf8'))).toEqual(encrypted.manifest)
     const signature = Buffer.from(get(e, 'manifest.sig').data.toString('utf8').trim(), 'base64')
-    expect(ed25519Verify(certificateFromPem(caPem).details.publicKey, manifest, signature)).toBe(true)
+    // Signed under the manifest's domain prefix (schema version 2), never the bare bytes.
+    expect(ed25519Verify(certificateFromPem(caPem).details.publicKey, manifestMessage(manifest, 2), signature)).toBe(true)
+    expect(ed25519Verify(certificateFromPem(caPem).details.publicKey, manifest, signature)).toBe(false)
     for (const [path, hash] of Object.entries(encrypted.manifest.files as Record<string, string>)) expect(sha256(get(e, path).data), path).toBe(hash)
 
     // And a wrong passphrase fails in age too.

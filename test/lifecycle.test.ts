@@ -5,18 +5,24 @@
  * `install --reload`. Module-level on temp homes with unencrypted or cheaply encrypted CA keys, and through the built
  * CLI as real processes. Issued and re-issued certificates are checked with the real nebula-cert (when installed).
  */
+
 import {spawn} from 'node:child_process'
-import {mkdir, readFile, readdir, rm, writeFile} from 'node:fs/promises'
+import {mkdir, readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import {basename, dirname, isAbsolute, join} from 'node:path'
 
-import yaml from 'js-yaml'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import yaml from 'yaml'
 
-import {installBundle, readBundle, writeBundle, type BundleMeta, type InstallResult} from '../src/bundle.js'
+import {readBundle, writeBundle} from '../src/bundle/archive.js'
+import {installBundle, type InstallResult} from '../src/bundle/install.js'
+import {type BundleMeta} from '../src/bundle/layout.js'
+import {addNode, initCa, unlockCaKey} from '../src/ca/ca.js'
+import {exportBundle, exportUpdates} from '../src/ca/export.js'
+import {expiryWarnings, finishCaRotation, listNodes, renew, revoke, rotateCa} from '../src/ca/lifecycle.js'
 import {UsageError, UserError} from '../src/errors.js'
-import {exportBundle, exportUpdates} from '../src/export.js'
-import {expiryWarnings, finishCaRotation, listNodes, renew, revoke, rotateCa} from '../src/lifecycle.js'
-import {addNode, initCa, unlockCaKey} from '../src/network.js'
+import {Home} from '../src/home/home.js'
+import {currentCertificate} from '../src/home/queries.js'
+import {endorsementMessage} from '../src/lib/messages.js'
 import {
   caPrivateKeyMatchesCertificate,
   certificateFromPem,
@@ -24,11 +30,10 @@ import {
   ed25519Sign,
   ed25519Verify,
   fingerprint,
+  type NebulaCertificate,
   readCaPrivateKey,
   WrongPassphraseError,
-  type NebulaCertificate,
 } from '../src/nebula/index.js'
-import {Home, endorsementMessage} from '../src/state.js'
 import {expectOneLineError, NEBULA_CERT, nebulaCertCheck, removeDir, snapshot, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
 const DAY = 86_400
@@ -78,7 +83,7 @@ async function unlock(net: Net, passphrase: Buffer | null = null): Promise<void>
 const caPem = (net: Net, id: string): Promise<string> => readFile(join(net.home.dir, 'ca', `${id}.crt`), 'utf8')
 const certPem = (net: Net, fp: string): Promise<string> => net.home.readCertificate(fp)
 const cert = async (net: Net, fp: string): Promise<NebulaCertificate> => certificateFromPem(await certPem(net, fp))
-const current = (net: Net, name: string) => net.home.currentCertificate(name)!
+const current = (net: Net, name: string) => currentCertificate(net.home.state, name)!
 const stateBytes = (net: Net): Promise<string> => readFile(join(net.home.dir, 'state.json'), 'utf8')
 
 /** Exports `name`'s join bundle (unencrypted) and installs it into `dir` pinned to the active CA. */
@@ -97,7 +102,7 @@ async function updates(net: Net, names: string[] | 'all'): Promise<Record<string
 }
 
 /** A config.yml (installed or from a bundle), parsed. */
-const configOf = (text: string | Buffer): any => yaml.load(text.toString())
+const configOf = (text: string | Buffer): any => yaml.parse(text.toString())
 
 /** The fingerprints of the CAs in a PEM trust bundle. */
 const caIds = (pem: string | Buffer): string[] => certificatesFromPem(pem).map((c) => fingerprint(c)).sort()
@@ -119,7 +124,6 @@ async function installedManifest(dir: string): Promise<Record<string, any>> {
 
 /** Every entry of `dir`'s parent (to see that no staging directory was left behind). */
 const siblings = async (dir: string): Promise<string[]> => (await readdir(dirname(dir))).sort()
-
 
 /** Runs a CLI refusal against DIR and checks it changed nothing there or beside it. */
 async function expectRefusedInstall(args: string[], dir: string, reason: RegExp, exit?: number): Promise<void> {
@@ -698,7 +702,9 @@ async function hupListener(): Promise<{pid: number; exited: Promise<{code: numbe
     child.on('error', reject)
     child.on('exit', () => reject(new Error(`listener exited early: ${out}`)))
   })
-  return {pid: child.pid!, exited, stop: () => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL'))}
+  return {pid: child.pid!, exited, stop: () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  }}
 }
 
 /** `promise`, or a rejection saying `what` after 10 s. */
@@ -964,7 +970,8 @@ describe('CLI: rotate-ca', () => {
     const started = await tbmeshJson<any>(['rotate-ca', ...homeOf('a'), '--passphrase-file', p1, '--duration', '5y'])
     expect(started).toMatchObject({phase: 'started', previousCaFingerprint: oldId, keyEncrypted: true})
     expect(started.reissued.map((r: any) => r.name)).toEqual(['acme-1', 'umbrella-1'])
-    const newId = (ids.a.new = started.caFingerprint as string)
+    ids.a.new = started.caFingerprint as string
+    const newId = ids.a.new
     // both keys decrypt with the current passphrase
     const [oldCa, newCa] = [await caCert('a', oldId), await caCert('a', newId)]
     expect(caPrivateKeyMatchesCertificate(await readCaPrivateKey(await keyPem('a', oldId), 'the current passphrase'), oldCa)).toBe(true)

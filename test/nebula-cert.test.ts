@@ -13,13 +13,15 @@ import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {
-  CertificateVerifyError,
   caPrivateKeyFromPem,
   caPrivateKeyMatchesCertificate,
   caPrivateKeyToPem,
+  type CertificateDetails,
   certificateFromPem,
-  certificateToPem,
   certificatesFromPem,
+  certificateToPem,
+  CertificateVerifyError,
+  type CertificateVerifyReason,
   checkSignature,
   fingerprint,
   generateCaKeyPair,
@@ -30,13 +32,14 @@ import {
   hostPublicKeyFromPrivate,
   hostPublicKeyToPem,
   marshalCertificate,
+  type NebulaCertificate,
   signCertificate,
+  signDetails,
+  SigningError,
+  type SigningReason,
   toPrintJson,
   unmarshalCertificate,
   verifyCertificate,
-  type CertificateDetails,
-  type CertificateVerifyReason,
-  type NebulaCertificate,
   type VerifyOptions,
 } from '../src/nebula/index.js'
 
@@ -112,7 +115,7 @@ describe('nebula-cert fixtures', () => {
       it('is reproduced exactly by re-signing its details with the fixture CA key', async () => {
         const certificate = certificateFromPem(await fixture(`${name}.crt`))
         const caKey = caPrivateKeyFromPem(await fixture(ISSUER_KEY[name]))
-        const resigned = signCertificate(certificate.details, caKey)
+        const resigned = signDetails(certificate.details, caKey)
         expect(resigned.signature.equals(certificate.signature)).toBe(true)
         expect(certificateToPem(resigned)).toBe(await fixture(`${name}.crt`))
       })
@@ -199,7 +202,7 @@ describe.runIf(runNebulaCertTests)('certificates we sign, checked by the real ne
     issuer: '',
     curve: 'CURVE25519',
   }
-  const ca = signCertificate(caDetails, caKeys.privateKey)
+  const ca = signDetails(caDetails, caKeys.privateKey)
   const hostDetails: CertificateDetails = {
     name: 'acme-1',
     ips: ['10.42.1.5/16'],
@@ -212,7 +215,7 @@ describe.runIf(runNebulaCertTests)('certificates we sign, checked by the real ne
     issuer: fingerprint(ca),
     curve: 'CURVE25519',
   }
-  const host = signCertificate(hostDetails, caKeys.privateKey)
+  const host = signDetails(hostDetails, caKeys.privateKey)
 
   async function write(name: string, text: string): Promise<string> {
     const path = join(dir, name)
@@ -258,24 +261,24 @@ describe.runIf(runNebulaCertTests)('certificates we sign, checked by the real ne
   it('agrees with nebula-cert verify on the constraint violations', async () => {
     const caPath = await write('ca.crt', certificateToPem(ca))
     const other = generateCaKeyPair()
-    const stranger = signCertificate({...caDetails, name: 'stranger', publicKey: other.publicKey}, other.privateKey)
+    const stranger = signDetails({...caDetails, name: 'stranger', publicKey: other.publicKey}, other.privateKey)
     const cases: Array<[NebulaCertificate, CertificateVerifyReason, RegExp]> = [
       [
-        signCertificate({...hostDetails, issuer: fingerprint(stranger)}, other.privateKey),
+        signDetails({...hostDetails, issuer: fingerprint(stranger)}, other.privateKey),
         'unknown-issuer',
         /could not find ca/,
       ],
-      [signCertificate({...hostDetails, groups: ['chain', 'admin']}, caKeys.privateKey), 'group-not-allowed', /group/],
-      [signCertificate({...hostDetails, ips: ['10.43.0.1/16']}, caKeys.privateKey), 'ip-not-allowed', /ip assignment/],
-      [signCertificate({...hostDetails, ips: ['10.42.1.5/8']}, caKeys.privateKey), 'ip-not-allowed', /ip assignment/],
+      [signDetails({...hostDetails, groups: ['chain', 'admin']}, caKeys.privateKey), 'group-not-allowed', /group/],
+      [signDetails({...hostDetails, ips: ['10.43.0.1/16']}, caKeys.privateKey), 'ip-not-allowed', /ip assignment/],
+      [signDetails({...hostDetails, ips: ['10.42.1.5/8']}, caKeys.privateKey), 'ip-not-allowed', /ip assignment/],
       [
-        signCertificate({...hostDetails, subnets: ['192.168.0.0/16']}, caKeys.privateKey),
+        signDetails({...hostDetails, subnets: ['192.168.0.0/16']}, caKeys.privateKey),
         'subnet-not-allowed',
         /subnet assignment/,
       ],
-      [signCertificate({...hostDetails, notAfter: now - 10}, caKeys.privateKey), 'expired', /is expired/],
+      [signDetails({...hostDetails, notAfter: now - 10}, caKeys.privateKey), 'expired', /is expired/],
       [
-        signCertificate({...hostDetails, notAfter: caDetails.notAfter + 1}, caKeys.privateKey),
+        signDetails({...hostDetails, notAfter: caDetails.notAfter + 1}, caKeys.privateKey),
         'validity-outside-ca',
         /expires after signing certificate/,
       ],
@@ -306,7 +309,7 @@ describe('verifyCertificate', () => {
     issuer: '',
     curve: 'CURVE25519',
   }
-  const ca = signCertificate(caDetails, caKeys.privateKey)
+  const ca = signDetails(caDetails, caKeys.privateKey)
   const good: CertificateDetails = {
     name: 'node',
     ips: ['10.42.9.9/16', '10.42.1.1/24'],
@@ -319,7 +322,7 @@ describe('verifyCertificate', () => {
     issuer: fingerprint(ca),
     curve: 'CURVE25519',
   }
-  const sign = (changes: Partial<CertificateDetails>) => signCertificate({...good, ...changes}, caKeys.privateKey)
+  const sign = (changes: Partial<CertificateDetails>) => signDetails({...good, ...changes}, caKeys.privateKey)
   const opts = {trusted: [ca], now}
 
   it('accepts a good certificate, at its boundaries too', () => {
@@ -331,8 +334,8 @@ describe('verifyCertificate', () => {
   })
 
   it('accepts anything when the CA has no constraints', () => {
-    const open = signCertificate({...caDetails, ips: [], subnets: [], groups: []}, caKeys.privateKey)
-    const certificate = signCertificate(
+    const open = signDetails({...caDetails, ips: [], subnets: [], groups: []}, caKeys.privateKey)
+    const certificate = signDetails(
       {...good, issuer: fingerprint(open), ips: ['192.0.2.1/1'], subnets: ['0.0.0.0/0'], groups: ['anything']},
       caKeys.privateKey,
     )
@@ -356,7 +359,7 @@ describe('verifyCertificate', () => {
     ['expired', 'certificate not yet valid', () => sign({}), {now: now - 501}],
     ['bad-signature', 'flipped signature byte', () => ({...sign({}), signature: flipByte(sign({}).signature, 0)}), {}],
     ['bad-signature', 'details changed after signing', () => ({...sign({}), details: {...good, name: 'other'}}), {}],
-    ['bad-signature', 'signed by another key', () => signCertificate(good, generateCaKeyPair().privateKey), {}],
+    ['bad-signature', 'signed by another key', () => signDetails(good, generateCaKeyPair().privateKey), {}],
     ['validity-outside-ca', 'ends after the CA', () => sign({notAfter: now + 1001}), {}],
     ['validity-outside-ca', 'starts before the CA', () => sign({notBefore: now - 1001}), {}],
     ['group-not-allowed', 'group outside the CA', () => sign({groups: ['ops', 'admin']}), {}],
@@ -382,6 +385,52 @@ describe('verifyCertificate', () => {
     expect(verifyError(sign({groups: ['admin'], notAfter: now + 5000}), {...opts, now: now + 2000})?.reason)
       .toBe('ca-expired')
   })
+})
+
+describe('signCertificate (SignWith): the issuer derived, the CA\'s limits enforced', () => {
+  const now = 1_800_000_000
+  const caKeys = generateCaKeyPair()
+  const caDetails = {name: 'ca', ips: ['10.42.0.0/16'], subnets: ['10.0.0.0/8'], groups: ['chain', 'ops'], notBefore: now - 1000, notAfter: now + 1000, publicKey: caKeys.publicKey, isCA: true, curve: 'CURVE25519'} as const
+  const ca = signCertificate({...caDetails, ips: [...caDetails.ips], subnets: [...caDetails.subnets], groups: [...caDetails.groups]}, {key: caKeys.privateKey})
+  const host = {name: 'node', ips: ['10.42.9.9/16'], subnets: ['10.7.0.0/16'], groups: ['ops'], notBefore: now - 500, notAfter: now + 500, publicKey: generateHostKeyPair().publicKey, isCA: false, curve: 'CURVE25519' as const}
+  const signer = {certificate: ca, key: caKeys.privateKey}
+
+  it('self-signs a CA (no issuer) and signs a host as that CA: issuer = the CA\'s fingerprint, verifiable, same bytes as the primitive', () => {
+    expect(ca.details.issuer).toBe('')
+    expect(checkSignature(ca, caKeys.publicKey)).toBe(true)
+    const certificate = signCertificate(host, signer)
+    expect(certificate.details.issuer).toBe(fingerprint(ca))
+    expect(() => verifyCertificate(certificate, {trusted: [ca], now})).not.toThrow()
+    expect(certificateToPem(certificate)).toBe(certificateToPem(signDetails({...host, issuer: fingerprint(ca)}, caKeys.privateKey)))
+  })
+
+  const other = generateCaKeyPair()
+  const refusals: Array<[SigningReason, string, () => unknown]> = [
+    ['validity-outside-ca', 'a host outliving its CA', () => signCertificate({...host, notAfter: now + 1001}, signer)],
+    ['validity-outside-ca', 'a host valid before its CA', () => signCertificate({...host, notBefore: now - 1001}, signer)],
+    ['group-not-allowed', 'a group the CA does not list', () => signCertificate({...host, groups: ['ops', 'admin']}, signer)],
+    ['ip-not-allowed', 'an IP outside the CA', () => signCertificate({...host, ips: ['10.43.0.1/16']}, signer)],
+    ['ip-not-allowed', 'an IP prefix shorter than the CA\'s', () => signCertificate({...host, ips: ['10.42.0.1/15']}, signer)],
+    ['subnet-not-allowed', 'a subnet outside the CA', () => signCertificate({...host, subnets: ['192.168.0.0/24']}, signer)],
+    ['not-a-ca', 'a CA signed by another CA', () => signCertificate({...host, isCA: true}, signer)],
+    ['not-a-ca', 'a host that signs itself', () => signCertificate(host, {key: caKeys.privateKey})],
+    ['not-a-ca', 'an issuer that is not a CA', () => signCertificate(host, {certificate: signCertificate(host, signer), key: caKeys.privateKey})],
+    ['wrong-key', 'another key than the issuing CA\'s', () => signCertificate(host, {certificate: ca, key: other.privateKey})],
+    ['wrong-key', 'a CA certificate for another key than the signing one', () => signCertificate({...caDetails, ips: [], subnets: [], groups: []}, {key: other.privateKey})],
+  ]
+  for (const [reason, label, sign] of refusals) {
+    it(`refuses ${label} (${reason})`, () => {
+      let error: unknown
+      try {
+        sign()
+      } catch (error_) {
+        error = error_
+      }
+      expect(error).toBeInstanceOf(SigningError)
+      expect((error as SigningError).reason).toBe(reason)
+      expect((error as SigningError).message).not.toContain('\n')
+    })
+  }
 })
 
 function verifyError(

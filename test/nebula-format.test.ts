@@ -12,23 +12,23 @@ import {describe, expect, it} from 'vitest'
 import {
   CERTIFICATE_BANNER,
   CERTIFICATE_V2_BANNER,
+  type CertificateDetails,
   CertificateFormatError,
-  X25519_PRIVATE_KEY_BANNER,
   certificateFromPem,
-  certificateToPem,
   certificatesFromPem,
+  certificateToPem,
   decodePemBlocks,
   encodePem,
   fingerprint,
   marshalCertificate,
   marshalDetails,
-  unmarshalCertificate,
-  type CertificateDetails,
   type NebulaCertificate,
+  unmarshalCertificate,
+  X25519_PRIVATE_KEY_BANNER,
 } from '../src/nebula/index.js'
-import {ProtoWriter, encodeVarint} from '../src/nebula/proto.js'
+import {encodeVarint, ProtoWriter} from '../src/nebula/proto.js'
 
-const hex = (text: string): Buffer => Buffer.from(text.replace(/\s+/g, ''), 'hex')
+const hex = (text: string): Buffer => Buffer.from(text.replaceAll(/\s+/g, ''), 'hex')
 const KEY = `3a20${'11'.repeat(32)}` // field 7, PublicKey, 32 bytes
 const SIGNATURE = Buffer.alloc(64, 7)
 
@@ -164,9 +164,9 @@ describe('marshalDetails', () => {
     ])
     expect(marshalDetails(details).toString('hex')).toBe(expected.toString('hex'))
     const ca = marshalDetails({...details, isCA: true, issuer: ''})
-    expect(ca.subarray(ca.length - 2).toString('hex')).toBe('4001')
+    expect(ca.subarray(-2).toString('hex')).toBe('4001')
     const p256 = marshalDetails({...details, curve: 'P256', publicKey: Buffer.alloc(65, 4)})
-    expect(p256.subarray(p256.length - 3).toString('hex')).toBe('a00601')
+    expect(p256.subarray(-3).toString('hex')).toBe('a00601')
   })
 
   const invalid: Array<[string, Partial<CertificateDetails>, RegExp]> = [
@@ -206,7 +206,7 @@ describe('PEM', () => {
   })
 
   it('accepts comments, blank lines and CRLF around blocks', () => {
-    const text = `# trust bundle\n\n${pem}\r\n# second\r\n${pem.replace(/\n/g, '\r\n')}\n\n`
+    const text = `# trust bundle\n\n${pem}\r\n# second\r\n${pem.replaceAll('\n', '\r\n')}\n\n`
     expect(certificatesFromPem(text)).toHaveLength(2)
     expect(decodePemBlocks(text).map((block) => block.type)).toEqual([CERTIFICATE_BANNER, CERTIFICATE_BANNER])
   })

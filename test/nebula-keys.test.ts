@@ -11,20 +11,15 @@ import fc from 'fast-check'
 import {describe, expect, it} from 'vitest'
 
 import {
-  DEFAULT_ARGON2_PARAMETERS,
-  ED25519_ENCRYPTED_PRIVATE_KEY_BANNER,
-  ED25519_PRIVATE_KEY_BANNER,
-  KeyFormatError,
-  NebulaError,
-  PassphraseRequiredError,
-  WrongPassphraseError,
-  X25519_PRIVATE_KEY_BANNER,
   caPrivateKeyFromPem,
   caPrivateKeyToPem,
   caPublicKeyFromPem,
   caPublicKeyToPem,
   decodePemBlocks,
   decryptCaKey,
+  DEFAULT_ARGON2_PARAMETERS,
+  ED25519_ENCRYPTED_PRIVATE_KEY_BANNER,
+  ED25519_PRIVATE_KEY_BANNER,
   ed25519PublicKeyFromSeed,
   ed25519Sign,
   ed25519Verify,
@@ -38,8 +33,13 @@ import {
   hostPublicKeyFromPrivate,
   hostPublicKeyToPem,
   isEncryptedCaKey,
+  KeyFormatError,
+  NebulaError,
+  PassphraseRequiredError,
   readArgon2Parameters,
   readCaPrivateKey,
+  WrongPassphraseError,
+  X25519_PRIVATE_KEY_BANNER,
 } from '../src/nebula/index.js'
 
 /** From slackhq/nebula `cert/crypto_test.go` (TestDecryptAndUnmarshalSigningPrivateKey), passphrase "DO NOT USE". */
@@ -294,7 +294,7 @@ describe('encrypted CA key (nebula-cert 1.7.0+ format)', () => {
     expect(await rejection(readCaPrivateKey(pem, 'wrong'))).toBeInstanceOf(WrongPassphraseError)
     const block = decodePemBlocks(pem)[0]!
     const altered = Buffer.from(block.bytes)
-    altered[altered.length - 20] = altered[altered.length - 20]! ^ 1
+    altered[altered.length - 20] = altered.at(-20)! ^ 1
     expect(await rejection(decryptCaKey(encodePem(block.type, altered), 'right'))).toBeInstanceOf(WrongPassphraseError)
   })
 
@@ -324,7 +324,7 @@ describe('encrypted CA key (nebula-cert 1.7.0+ format)', () => {
     const malformed: Array<[Buffer, RegExp]> = [
       [Buffer.alloc(0), /no data/],
       [Buffer.concat([good, Buffer.from('1801', 'hex')]), /unknown field 3/],
-      [good.subarray(0, good.length - 5), /runs past the end/],
+      [good.subarray(0, -5), /runs past the end/],
       [Buffer.from(good.toString('latin1').replace('AES-256-GCM', 'AES-256-CBC'), 'latin1'), /unsupported algorithm/],
       [Buffer.from(good.toString('hex').replace('0813', '0812'), 'hex'), /unsupported Argon2 version 18/],
     ]

@@ -2,14 +2,15 @@
  * Renderers: parsed output of every template for an origin+lighthouse node and a plain node of another organization,
  * and the real `nebula -test` on the rendered configs with certificates made by the real nebula-cert.
  */
+
 import {spawnSync} from 'node:child_process'
 import {mkdtemp, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import {execa} from 'execa'
-import yaml from 'js-yaml'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import yaml from 'yaml'
 
 import {UserError} from '../src/errors.js'
 import {MIN_RPC_PASSWORD_LENGTH, renderBlockchainEnv} from '../src/render/blockchain-env.js'
@@ -17,7 +18,7 @@ import {renderBundleReadme} from '../src/render/bundle-readme.js'
 import {renderMultichainConf} from '../src/render/multichain-conf.js'
 import {renderNebulaConfig} from '../src/render/nebula-config.js'
 import type {NodeProfile} from '../src/render/profile.js'
-import {NoOriginError, UnsafeValueError, fillPlaceholders} from '../src/render/template.js'
+import {fillPlaceholders, NoOriginError, UnsafeValueError} from '../src/render/template.js'
 
 const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
 const NEBULA = have('nebula') && have('nebula-cert')
@@ -53,7 +54,7 @@ const plain: NodeProfile = {
 }
 
 type Doc = Record<string, any>
-const parse = (text: string): Doc => yaml.load(text) as Doc
+const parse = (text: string): Doc => yaml.parse(text) as Doc
 const envMap = (text: string): Map<string, string> =>
   new Map(
     text

@@ -3,16 +3,20 @@
  * refused with one line naming the file and nothing is written; failed transactions leave nothing behind; what a killed
  * process leaves is finished or removed by the next transaction; a full disk is a one-line error that changes nothing.
  */
-import {execa} from 'execa'
+
 import {spawnSync} from 'node:child_process'
-import fc from 'fast-check'
-import {chmod, mkdir, readFile, readdir, rename, rm, stat, writeFile} from 'node:fs/promises'
+import {chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+
+import {execa} from 'execa'
+import fc from 'fast-check'
 import {afterAll, afterEach, beforeEach, describe, expect, it} from 'vitest'
 
+import {addNode, initCa, unlockCaKey} from '../src/ca/ca.js'
 import {UserError} from '../src/errors.js'
-import {addNode, initCa, unlockCaKey} from '../src/network.js'
-import {Home, validateState, type NetworkState} from '../src/state.js'
+import {Home} from '../src/home/home.js'
+import {type NetworkState} from '../src/home/types.js'
+import {validateState} from '../src/home/validate.js'
 import {BIN, removeDir, snapshot, tbmesh, tempDir} from './helpers.js'
 
 let dir: string

@@ -1,11 +1,11 @@
 import {Flags} from '@oclif/core'
 
-import {TbmeshCommand, caPassphraseFlag} from '../base-command.js'
-import {parseDuration} from '../duration.js'
+import {caPassphraseFlag, TbmeshCommand} from '../base-command.js'
+import {addNode, type AddNodeResult} from '../ca/ca.js'
 import {UsageError, UserError} from '../errors.js'
-import {readJoinRequest, readPublicKeyFile, type JoinRequest, type ReceivedJoinRequest} from '../join-request.js'
-import {addNode, slugify, type AddNodeResult} from '../network.js'
-import {canPrompt} from '../passphrase.js'
+import {type JoinRequest, readJoinRequest, readPublicKeyFile, type ReceivedJoinRequest} from '../join/join-request.js'
+import {parseDuration} from '../lib/duration.js'
+import {slugify} from '../lib/names.js'
 
 export default class AddNode extends TbmeshCommand {
   static override summary = 'Add a node: allocate its overlay IP and sign its Nebula host certificate.'
@@ -82,16 +82,16 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
     if (org !== undefined && slugify(org) !== slugify(request.organization)) {
       throw new UsageError(`--org ${org} differs from the request's organization ${request.organization}`, {fix: 'drop --org'})
     }
-    const summary = [
-      // Quoted: an organization name may hold characters that would change how the line reads (bidi marks).
-      `Join request from ${JSON.stringify(request.organization).replaceAll(/[\u200E\u200F\u202A-\u202E\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16)}`)}${request.name ? ` for node ${request.name}` : ''}${request.endpoint ? ` at ${request.endpoint}` : ''}, made ${request.createdAt}`,
-      `Verification code: ${received.verificationCode}`,
-    ]
-    if (!this.jsonEnabled()) for (const line of summary) process.stderr.write(`${line}\n`)
-    if (yes) return received
-    if (!canPrompt()) throw new UsageError('approving a join request needs confirmation', {fix: 'check the verification code with the joiner, then pass --yes'})
-    const {confirm} = await import('@inquirer/prompts')
-    const ok = await confirm({message: 'Does the joiner read you the same verification code?', default: false}, {output: process.stderr})
+    const ok = await this.confirmOrYes({
+      // Quoted and made safe: an organization name may hold characters that would change how the line reads.
+      lines: [
+        `Join request from ${JSON.stringify(request.organization)}${request.name ? ` for node ${request.name}` : ''}${request.endpoint ? ` at ${request.endpoint}` : ''}, made ${request.createdAt}`,
+        `Verification code: ${received.verificationCode}`,
+      ],
+      question: 'Does the joiner read you the same verification code?',
+      yes,
+      unattended: {message: 'approving a join request needs confirmation', fix: 'check the verification code with the joiner, then pass --yes'},
+    })
     if (!ok) throw new UserError('join request not approved', {fix: 'ask the joiner for a new request if the codes differ'})
     return received
   }

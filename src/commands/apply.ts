@@ -1,11 +1,11 @@
 import {Flags} from '@oclif/core'
 
-import {TbmeshCommand, bundlePassphraseFlag, caPassphraseFlag} from '../base-command.js'
-import {applyPlan, planApply, readNetworkFile, refuseDifferences, type ApplyPlan, type ApplyResult} from '../apply.js'
-import {parseDuration} from '../duration.js'
-import {initCa, unlockCaKey} from '../network.js'
-import {resolvePassphrase} from '../passphrase.js'
-import {Home} from '../state.js'
+import {bundlePassphraseFlag, caPassphraseFlag, TbmeshCommand} from '../base-command.js'
+import {applyPlan, type ApplyPlan, type ApplyResult, planApply, readNetworkFile, refuseDifferences} from '../ca/apply.js'
+import {initCa, unlockCaKey} from '../ca/ca.js'
+import {Home} from '../home/home.js'
+import {parseDuration} from '../lib/duration.js'
+import {resolvePassphrase} from '../lib/passphrase.js'
 
 export default class Apply extends TbmeshCommand {
   static override summary = 'Create what a network file describes: the network, organizations and nodes, with their join bundles.'

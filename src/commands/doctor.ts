@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {TbmeshCommand} from '../base-command.js'
-import {DEFAULT_INSTALL_DIR, doctor, type DoctorResult, type DoctorStatus} from '../node.js'
+import {DEFAULT_INSTALL_DIR, doctor, type DoctorResult, type DoctorStatus} from '../node/doctor.js'
 
 const MARK: Record<DoctorStatus, string> = {pass: '✔', warn: '!', fail: '✖'}
 

@@ -1,10 +1,10 @@
 import {Args, Flags} from '@oclif/core'
 
-import {TbmeshCommand, bundlePassphraseFlag, caPassphraseFlag} from '../base-command.js'
-import {parseDuration} from '../duration.js'
-import {exportBundle, type ExportBundleResult} from '../export.js'
-import {findNode} from '../network.js'
-import {resolvePassphrase} from '../passphrase.js'
+import {bundlePassphraseFlag, caPassphraseFlag, TbmeshCommand} from '../base-command.js'
+import {exportBundle, type ExportBundleResult} from '../ca/export.js'
+import {findNode} from '../home/queries.js'
+import {parseDuration} from '../lib/duration.js'
+import {resolvePassphrase} from '../lib/passphrase.js'
 
 export default class ExportBundle extends TbmeshCommand {
   static override summary = 'Write a node\'s join package: certificates, Nebula config, multichain.conf and blockchain.env, signed by the CA.'

@@ -1,13 +1,13 @@
 import {Args, Flags} from '@oclif/core'
 
-import {TbmeshCommand, caPassphraseFlag} from '../base-command.js'
-import {parseDuration} from '../duration.js'
-import {exportUpdates, type ExportUpdateResult} from '../export.js'
+import {caPassphraseFlag, TbmeshCommand} from '../base-command.js'
+import {type ExportUpdateResult, exportUpdates} from '../ca/export.js'
+import {parseDuration} from '../lib/duration.js'
 
 export default class ExportUpdate extends TbmeshCommand {
   static override summary = 'Write signed update bundles: current certificate, CA trust bundle and config.yml.'
 
-  static override description = `One update bundle per node, signed like join bundles and carrying a sequence number: the node's current certificate, the CA trust bundle, and a freshly rendered config.yml (blocklist, lighthouses, static host map). They hold no secret and are not encrypted. On the node: \`tbmesh install BUNDLE --dir DIR --reload --pid-file FILE\`.`
+  static override description = 'One update bundle per node, signed like join bundles and carrying a sequence number: the node\'s current certificate, the CA trust bundle, and a freshly rendered config.yml (blocklist, lighthouses, static host map). They hold no secret and are not encrypted. On the node: `tbmesh install BUNDLE --dir DIR --reload --pid-file FILE`.'
 
   static override examples = [
     {description: 'Updates for every node after a revocation or a CA rotation', command: '<%= config.bin %> <%= command.id %> --all --out updates/'},

@@ -1,10 +1,10 @@
 import {Flags} from '@oclif/core'
 
 import {TbmeshCommand, type TbmeshFlags} from '../base-command.js'
-import {parseDuration} from '../duration.js'
-import {foundFederation, joinFederation, type FederatedInitResult} from '../federation.js'
-import {DEFAULTS, checkNetworkOptions, initCa, type InitCaResult} from '../network.js'
-import {resolvePassphrase} from '../passphrase.js'
+import {checkNetworkOptions, DEFAULTS, initCa, type InitCaResult} from '../ca/ca.js'
+import {type FederatedInitResult, foundFederation, joinFederation} from '../federation/federation.js'
+import {parseDuration} from '../lib/duration.js'
+import {resolvePassphrase} from '../lib/passphrase.js'
 
 export default class InitCa extends TbmeshCommand {
   static override summary = 'Create a network: its CA, overlay CIDR, RPC secret and state.'

@@ -1,11 +1,12 @@
 import {Args, Flags} from '@oclif/core'
 
-import {TbmeshCommand, bundlePassphraseFlag} from '../base-command.js'
-import {installBundle, type InstallResult} from '../bundle.js'
+import {bundlePassphraseFlag, TbmeshCommand} from '../base-command.js'
+import {installBundle, type InstallResult} from '../bundle/install.js'
+import {checkFingerprint} from '../bundle/trust.js'
 import {UserError} from '../errors.js'
-import {canPrompt, resolvePassphrase} from '../passphrase.js'
-import {reloadNebula, type ReloadResult} from '../node.js'
-import {loadJoinRequest} from '../state.js'
+import {loadJoinRequest} from '../join/join-request.js'
+import {resolvePassphrase} from '../lib/passphrase.js'
+import {reloadNebula, type ReloadResult} from '../node/reload.js'
 
 async function readKeyFile(file: string): Promise<string> {
   const {readFile} = await import('node:fs/promises')
@@ -49,10 +50,7 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
 
   async run(): Promise<InstallResult & {reloaded?: ReloadResult}> {
     const {args, flags} = await this.parse(Install)
-    const pin = flags['ca-fingerprint']
-    if (pin !== undefined && !/^[0-9a-f]{64}$/.test(pin.trim().toLowerCase().replaceAll(':', ''))) {
-      throw new UserError(`--ca-fingerprint "${pin}" is not a hex SHA-256 (64 hex digits)`, {exit: 2, fix: 'copy it from `tbmesh init-ca` or `nebula-cert print`'})
-    }
+    const pin = flags['ca-fingerprint'] === undefined ? undefined : checkFingerprint(flags['ca-fingerprint'], '--ca-fingerprint')
     // Checked here, not after installing: a usage error must change nothing.
     if (flags.reload && flags['pid-file'] === undefined && flags['reload-cmd'] === undefined) {
       throw new UserError('--reload needs --pid-file or --reload-cmd', {exit: 2, fix: 'e.g. --pid-file /run/nebula.pid'})
@@ -62,12 +60,11 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     const result = await installBundle(args.bundle, dir, {
       force: flags.force,
       pin,
-      confirmCa: async (fingerprint, manifest) => {
-        if (!canPrompt()) return false
-        const {confirm} = await import('@inquirer/prompts')
-        process.stderr.write(`Bundle for ${manifest.node} (${manifest.organization}) of network ${manifest.network}\nCA fingerprint: ${fingerprint}\n`)
-        return confirm({message: 'Does this fingerprint match the one the network operator gave you?', default: false}, {output: process.stderr})
-      },
+      confirmCa: async (fingerprint, manifest) =>
+        this.confirmOrYes({
+          lines: [`Bundle for ${manifest.node} (${manifest.organization}) of network ${manifest.network}`, `CA fingerprint: ${fingerprint}`],
+          question: 'Does this fingerprint match the one the network operator gave you?',
+        }),
       passphrase: () =>
         resolvePassphrase({file: flags['bundle-passphrase-file'], fileFlag: '--bundle-passphrase-file', env: 'TBMESH_BUNDLE_PASSPHRASE', purpose: 'bundle'}),
       joinerKey: async (nonce) => (await loadJoinRequest(homeDir, nonce))?.keyPem,

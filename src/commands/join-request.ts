@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {TbmeshCommand} from '../base-command.js'
-import {createJoinRequest, type JoinRequestResult} from '../join-request.js'
+import {createJoinRequest, type JoinRequestResult} from '../join/join-request.js'
 
 export default class JoinRequest extends TbmeshCommand {
   static override summary = 'Ask to join a network, keeping the node\'s private key on this machine.'

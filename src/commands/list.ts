@@ -1,12 +1,12 @@
 import {Flags} from '@oclif/core'
 
 import {TbmeshCommand} from '../base-command.js'
-import {listNodes, type ListResult} from '../lifecycle.js'
+import {listNodes, type ListResult} from '../ca/lifecycle.js'
 
 export default class List extends TbmeshCommand {
   static override summary = 'List the nodes: overlay IP, roles, certificate fingerprint, expiry and status.'
 
-  static override description = `One row per node with the state of its current certificate: valid, expiring (within 30 days), expired, revoked or superseded. During a CA rotation, nodes marked "update pending" have not yet been sent the update with their new certificate.`
+  static override description = 'One row per node with the state of its current certificate: valid, expiring (within 30 days), expired, revoked or superseded. During a CA rotation, nodes marked "update pending" have not yet been sent the update with their new certificate.'
 
   static override examples = [
     {description: 'Every node of the network', command: '<%= config.bin %> <%= command.id %>'},

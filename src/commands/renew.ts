@@ -1,14 +1,14 @@
 import {Args, Flags} from '@oclif/core'
 
-import {TbmeshCommand, caPassphraseFlag} from '../base-command.js'
-import {parseDuration} from '../duration.js'
+import {caPassphraseFlag, TbmeshCommand} from '../base-command.js'
+import {renew, type RenewResult} from '../ca/lifecycle.js'
 import {UsageError} from '../errors.js'
-import {renew, type RenewResult} from '../lifecycle.js'
+import {parseDuration} from '../lib/duration.js'
 
 export default class Renew extends TbmeshCommand {
   static override summary = 'Re-sign node certificates with a new validity (same key, IP and groups).'
 
-  static override description = `Renews the named nodes, or with --expiring-within every node whose certificate expires within that time. The old certificate is marked superseded in the ledger. Ship the new certificates with \`tbmesh export-update\`.`
+  static override description = 'Renews the named nodes, or with --expiring-within every node whose certificate expires within that time. The old certificate is marked superseded in the ledger. Ship the new certificates with `tbmesh export-update`.'
 
   static override examples = [
     {description: 'Renew two nodes for another year', command: '<%= config.bin %> <%= command.id %> acme-1 umbrella-1'},

@@ -1,12 +1,12 @@
 import {Args, Flags} from '@oclif/core'
 
 import {TbmeshCommand} from '../base-command.js'
-import {revoke, type RevokeResult} from '../lifecycle.js'
+import {revoke, type RevokeResult} from '../ca/lifecycle.js'
 
 export default class Revoke extends TbmeshCommand {
   static override summary = 'Revoke a node: block every certificate it was ever issued.'
 
-  static override description = `Adds every certificate fingerprint ever issued to the node to the network's blocklist and marks it revoked; its overlay IP is never handed out again. Nodes refuse it once they install the next update bundle (\`tbmesh export-update --all\`), which also tears down its open tunnels.`
+  static override description = 'Adds every certificate fingerprint ever issued to the node to the network\'s blocklist and marks it revoked; its overlay IP is never handed out again. Nodes refuse it once they install the next update bundle (`tbmesh export-update --all`), which also tears down its open tunnels.'
 
   static override examples = [
     {description: 'Revoke a node and ship the blocklist', command: '<%= config.bin %> <%= command.id %> umbrella-1 --reason "key lost" && <%= config.bin %> export-update --all --out updates/'},

@@ -1,9 +1,9 @@
 import {Flags} from '@oclif/core'
 
-import {TbmeshCommand, caPassphraseFlag} from '../base-command.js'
-import {parseDuration} from '../duration.js'
-import {finishCaRotation, refuseFederatedRotation, rotateCa, type RotateCaResult} from '../lifecycle.js'
-import {canPrompt, resolvePassphrase} from '../passphrase.js'
+import {caPassphraseFlag, TbmeshCommand} from '../base-command.js'
+import {finishCaRotation, refuseFederatedRotation, rotateCa, type RotateCaResult} from '../ca/lifecycle.js'
+import {parseDuration} from '../lib/duration.js'
+import {canPrompt, resolvePassphrase} from '../lib/passphrase.js'
 
 export default class RotateCa extends TbmeshCommand {
   static override summary = 'Replace the CA with overlap: new CA, both trusted, every node re-issued; --finish drops the old one.'

@@ -21,13 +21,13 @@ import argon2 from 'argon2'
 import {KeyFormatError, NebulaError, PassphraseRequiredError, WrongPassphraseError} from './errors.js'
 import {assertCaPrivateKey, caPrivateKeyFromPem} from './keys.js'
 import {
+  decodePemBlocks,
   ED25519_ENCRYPTED_PRIVATE_KEY_BANNER,
   ED25519_PRIVATE_KEY_BANNER,
-  decodePemBlocks,
   encodePem,
   type Fail,
 } from './pem.js'
-import {ProtoWriter, decodeMessage, toInt32, toUint32, toUtf8String, type MessageSchema} from './proto.js'
+import {decodeMessage, type MessageSchema, ProtoWriter, toInt32, toUint32, toUtf8String} from './proto.js'
 
 /** Argon2id cost parameters, as stored in the key file. */
 export interface Argon2Parameters {
@@ -89,6 +89,7 @@ const fail: Fail = (message) => {
 /**
  * Encrypts a 64-byte CA key with a passphrase into a `NEBULA ED25519 ENCRYPTED PRIVATE KEY` PEM that nebula-cert
  * 1.7.0+ reads (fresh 32-byte salt and 12-byte nonce each time).
+ * @param privateKey the 64-byte Nebula Ed25519 key (seed ‖ public key)
  * @param passphrase bytes, or a string taken as UTF-8; must not be empty
  * @param params Argon2id costs, default {@link DEFAULT_ARGON2_PARAMETERS}
  * @throws KeyFormatError on a malformed key; NebulaError on an empty passphrase or out-of-range parameters
@@ -123,6 +124,7 @@ export async function encryptCaKey(
 
 /**
  * Decrypts a `NEBULA ED25519 ENCRYPTED PRIVATE KEY` PEM (exactly one block) to the 64-byte CA key.
+ * @param pem the key file's text or bytes
  * @param passphrase bytes, or a string taken as UTF-8
  * @throws WrongPassphraseError when AES-GCM authentication fails (wrong passphrase or altered file);
  *   KeyFormatError on bad PEM, another banner, malformed or unsupported parameters, or a decrypted key that is not a

@@ -80,3 +80,21 @@ export class PassphraseRequiredError extends NebulaError {
     super(message)
   }
 }
+
+/** Why {@link SigningError} refused: a rule of verification the result would break, or a wrong signer. */
+export type SigningReason = CertificateVerifyReason | 'not-a-ca' | 'wrong-key'
+
+/**
+ * A CA was asked to sign what it may not (`SignWith` in slackhq/nebula refuses the same): a certificate outside its
+ * validity, groups or ranges, of another curve, a CA signed by another CA, a non-CA self-signed, or a key that is not
+ * the signer's. `reason` says which.
+ */
+export class SigningError extends NebulaError {
+  override name = 'SigningError'
+  constructor(
+    readonly reason: SigningReason,
+    message: string,
+  ) {
+    super(message)
+  }
+}

@@ -1,7 +1,9 @@
 /**
- * The Nebula certificate format (v1, `cert/cert.proto` in slackhq/nebula), its keys and PEM files: marshal,
- * unmarshal, PEM, fingerprint, sign, verify. Pure functions on `node:crypto` and `argon2`; no I/O, no CLI.
- * Errors are the classes of `./errors.js`; callers map them to user errors.
+ * Nebula's certificate formats and keys (`cert/` in slackhq/nebula): one interface for a certificate
+ * (`certificate.ts`), one file per format version (`cert-v1.ts`), one place that picks the version (`codec.ts`),
+ * signing as a CA (`sign.ts`), verification and key matching (`verify.ts`), keys (`keys.ts`, `encrypted-key.ts`), PEM.
+ * Pure functions on `node:crypto` and `argon2`; no I/O, no CLI. Errors are the classes of `./errors.js`; callers map
+ * them to user errors.
  */
 
 export {
@@ -11,49 +13,33 @@ export {
   NebulaError,
   NebulaFormatError,
   PassphraseRequiredError,
+  SigningError,
   WrongPassphraseError,
   type CertificateVerifyReason,
+  type SigningReason,
 } from './errors.js'
 export {
   CERTIFICATE_BANNER,
   CERTIFICATE_V2_BANNER,
-  ECDSA_P256_ENCRYPTED_PRIVATE_KEY_BANNER,
-  ECDSA_P256_PRIVATE_KEY_BANNER,
   ED25519_ENCRYPTED_PRIVATE_KEY_BANNER,
   ED25519_PRIVATE_KEY_BANNER,
-  ED25519_PUBLIC_KEY_BANNER,
-  P256_PRIVATE_KEY_BANNER,
-  P256_PUBLIC_KEY_BANNER,
   X25519_PRIVATE_KEY_BANNER,
-  X25519_PUBLIC_KEY_BANNER,
   decodePemBlocks,
   encodePem,
-  type PemBlock,
 } from './pem.js'
+export type {CertificateDetails, NebulaCertificate} from './certificate.js'
+export {marshalDetails, unmarshalCertificate} from './cert-v1.js'
+export {certificateFromPem, certificateToPem, certificatesFromPem, fingerprint, marshalCertificate} from './codec.js'
+export {checkSignature, signCertificate, signDetails} from './sign.js'
 export {
-  certificateFromPem,
-  certificateToPem,
-  certificatesFromPem,
-  checkSignature,
-  fingerprint,
-  marshalCertificate,
-  marshalDetails,
-  signCertificate,
-  toPrintJson,
-  unmarshalCertificate,
-  verifyCertificate,
-  type CertificateDetails,
-  type CertificatePrintJson,
-  type Curve,
-  type NebulaCertificate,
-  type VerifyOptions,
-} from './cert.js'
-export {
-  CA_PRIVATE_KEY_LENGTH,
-  KEY_LENGTH,
-  assertCaPrivateKey,
-  caPrivateKeyFromPem,
   caPrivateKeyMatchesCertificate,
+  hostKeyMatchesCertificate,
+  toPrintJson,
+  verifyCertificate,
+  type VerifyOptions,
+} from './verify.js'
+export {
+  caPrivateKeyFromPem,
   caPrivateKeyToPem,
   caPublicKeyFromPem,
   caPublicKeyToPem,
@@ -62,14 +48,11 @@ export {
   ed25519Verify,
   generateCaKeyPair,
   generateHostKeyPair,
-  hostKeyMatchesCertificate,
   hostPrivateKeyFromPem,
   hostPrivateKeyToPem,
   hostPublicKeyFromPem,
   hostPublicKeyFromPrivate,
   hostPublicKeyToPem,
-  type CaKeyPair,
-  type HostKeyPair,
 } from './keys.js'
 export {
   DEFAULT_ARGON2_PARAMETERS,
@@ -79,5 +62,4 @@ export {
   readArgon2Parameters,
   readCaPrivateKey,
   type Argon2Parameters,
-  type EncryptedKeyParameters,
 } from './encrypted-key.js'

@@ -6,23 +6,23 @@
  * - Host (key agreement) keys are X25519: the private key is the raw 32-byte scalar (unclamped, as nebula-cert writes
  *   it); the public key is 32 bytes.
  *
- * Node loads raw keys through fixed DER prefixes: PKCS#8 for private keys, SPKI for public keys.
+ * Node loads raw keys through fixed DER prefixes: PKCS#8 for private keys, SPKI for public keys. Whether a key belongs
+ * to a certificate is the certificate's business (`verify.ts`): this module knows nothing of certificates.
  */
 
-import {createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, verify, type KeyObject} from 'node:crypto'
+import {createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, sign, verify} from 'node:crypto'
 
 import {KeyFormatError} from './errors.js'
 import {
+  decodePemBlocks,
   ED25519_ENCRYPTED_PRIVATE_KEY_BANNER,
   ED25519_PRIVATE_KEY_BANNER,
   ED25519_PUBLIC_KEY_BANNER,
-  X25519_PRIVATE_KEY_BANNER,
-  X25519_PUBLIC_KEY_BANNER,
-  decodePemBlocks,
   encodePem,
   type Fail,
+  X25519_PRIVATE_KEY_BANNER,
+  X25519_PUBLIC_KEY_BANNER,
 } from './pem.js'
-import type {NebulaCertificate} from './cert.js'
 
 /** Length in bytes of an Ed25519 CA private key as Nebula stores it (seed ‖ public key). */
 export const CA_PRIVATE_KEY_LENGTH = 64
@@ -198,30 +198,6 @@ export function hostPublicKeyFromPem(pem: string | Uint8Array): Buffer {
   return key
 }
 
-/**
- * Whether a 64-byte Ed25519 private key belongs to a CA certificate (a Curve25519 CA whose public key is the key's).
- * Never throws: a malformed key gives false.
- */
-export function caPrivateKeyMatchesCertificate(privateKey: Uint8Array, certificate: NebulaCertificate): boolean {
-  const {details} = certificate
-  if (!details.isCA || details.curve !== 'CURVE25519') return false
-  try {
-    assertCaPrivateKey(privateKey)
-  } catch {
-    return false
-  }
-  return Buffer.from(privateKey.subarray(32)).equals(details.publicKey)
-}
-
-/**
- * Whether a 32-byte X25519 private key belongs to a (Curve25519, non-CA) certificate. Never throws.
- */
-export function hostKeyMatchesCertificate(privateKey: Uint8Array, certificate: NebulaCertificate): boolean {
-  const {details} = certificate
-  if (details.isCA || details.curve !== 'CURVE25519' || privateKey.length !== KEY_LENGTH) return false
-  return hostPublicKeyFromPrivate(privateKey).equals(details.publicKey)
-}
-
 /** The one PEM block of `pem`, which must carry `banner`. */
 function singleBlock(pem: string | Uint8Array, banner: string): Buffer {
   const blocks = decodePemBlocks(pem, failKey)
@@ -244,5 +220,5 @@ function privateKeyObject(prefix: Buffer, raw: Uint8Array): KeyObject {
 
 function rawPublicKey(privateKey: KeyObject): Buffer {
   const der = createPublicKey(privateKey).export({format: 'der', type: 'spki'})
-  return der.subarray(der.length - 32)
+  return der.subarray(-32)
 }

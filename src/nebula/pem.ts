@@ -23,14 +23,6 @@ export const ED25519_ENCRYPTED_PRIVATE_KEY_BANNER = 'NEBULA ED25519 ENCRYPTED PR
 export const X25519_PRIVATE_KEY_BANNER = 'NEBULA X25519 PRIVATE KEY'
 /** X25519 host public key: 32 bytes. */
 export const X25519_PUBLIC_KEY_BANNER = 'NEBULA X25519 PUBLIC KEY'
-/** P-256 signing (CA) private key (nebula-cert 1.7.0+; not produced by tbmesh). */
-export const ECDSA_P256_PRIVATE_KEY_BANNER = 'NEBULA ECDSA P256 PRIVATE KEY'
-/** Passphrase-protected P-256 CA key (not produced by tbmesh). */
-export const ECDSA_P256_ENCRYPTED_PRIVATE_KEY_BANNER = 'NEBULA ECDSA P256 ENCRYPTED PRIVATE KEY'
-/** P-256 host private key (not produced by tbmesh). */
-export const P256_PRIVATE_KEY_BANNER = 'NEBULA P256 PRIVATE KEY'
-/** P-256 host public key (not produced by tbmesh). */
-export const P256_PUBLIC_KEY_BANNER = 'NEBULA P256 PUBLIC KEY'
 
 /** One PEM block: its banner type (e.g. `NEBULA CERTIFICATE`) and its decoded bytes. */
 export interface PemBlock {
@@ -64,6 +56,7 @@ export function encodePem(type: string, bytes: Uint8Array): string {
 /**
  * Decodes every PEM block of a text, in order (a trust bundle holds several). Blank lines and `#` comment lines
  * between blocks are skipped; LF and CRLF line ends are accepted. A text without any block gives an empty array.
+ * @param text the PEM text, or its bytes (UTF-8)
  * @param fail raises the caller's error type (default: throws {@link NebulaFormatError})
  * @throws whatever `fail` throws on text outside blocks, PEM headers, a mismatched or missing END line, bad base64
  */

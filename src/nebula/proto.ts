@@ -106,7 +106,7 @@ export function decodeMessage(bytes: Uint8Array, schema: MessageSchema, fail: Fa
 
     let value: bigint | Buffer
     if (wireType === WIRE_VARINT) {
-      ;[value, pos] = readVarint(buffer, pos, fail)
+      [value, pos] = readVarint(buffer, pos, fail)
       if (value === 0n && !rule.repeated) fail(`field ${rule.name} holds its default value (not canonical)`)
     } else {
       const [length, afterLength] = readVarint(buffer, pos, fail)
@@ -146,7 +146,7 @@ export function toInt64(value: bigint, name: string, fail: Fail): number {
   return Number(signed)
 }
 
-const utf8 = new TextDecoder('utf-8', {fatal: true, ignoreBOM: true})
+const utf8 = new TextDecoder('utf8', {fatal: true, ignoreBOM: true})
 
 /** A proto3 `string`: bytes that must be valid UTF-8 (Go's protobuf refuses anything else). */
 export function toUtf8String(bytes: Uint8Array, name: string, fail: Fail): string {

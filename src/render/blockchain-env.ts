@@ -9,8 +9,9 @@
  * therefore written unquoted and refused when the two readers would disagree about them.
  */
 
+import {safeLine} from '../lib/text.js'
 import type {NodeProfile} from './profile.js'
-import {UnsafeValueError, assertIPv4, assertPort, fillPlaceholders, oneLine, originIp, readTemplate} from './template.js'
+import {assertIPv4, assertPort, fillPlaceholders, originIp, readTemplate, UnsafeValueError} from './template.js'
 
 /** TruBudget requires `MULTICHAIN_RPC_PASSWORD` to have at least this many characters. */
 export const MIN_RPC_PASSWORD_LENGTH = 32
@@ -63,8 +64,8 @@ export function renderBlockchainEnv(p: NodeProfile): string {
     ].join('\n')
   }
   return fillPlaceholders(readTemplate('blockchain.env'), {
-    node: oneLine(p.node.name),
-    network: oneLine(JSON.stringify(p.network.name)),
+    node: safeLine(p.node.name),
+    network: safeLine(JSON.stringify(p.network.name)),
     organization: envValue('ORGANIZATION', p.node.organization),
     overlayIp: assertIPv4(p.node.overlayIp, 'node.overlayIp'),
     p2pPort: assertPort(p.ports.p2p, 'ports.p2p'),

@@ -3,11 +3,12 @@
  * the package holds and what the organization's admin does with it.
  */
 
-import type {NodeProfile} from './profile.js'
-import {assertIPv4, assertPort, fillPlaceholders, oneLine, originIp, readTemplate} from './template.js'
-import {inboundRules} from './nebula-config.js'
+import {safeLine} from '../lib/text.js'
 import {trubudgetBlockchainCompose} from './docker-compose-trubudget.js'
 import {INSTALL_DIR_PLACEHOLDER} from './install-dir.js'
+import {inboundRules} from './nebula-config.js'
+import type {NodeProfile} from './profile.js'
+import {assertIPv4, assertPort, fillPlaceholders, originIp, readTemplate} from './template.js'
 
 /** Optional facts about the package itself that the README mentions. */
 export interface BundleReadmeExtra {
@@ -23,7 +24,7 @@ export interface BundleReadmeExtra {
 
 /** Markdown inline code for `s`, on one line, using a backtick fence longer than any run of backticks in `s`. */
 function code(s: string): string {
-  const text = oneLine(s)
+  const text = safeLine(s)
   const longest = Math.max(0, ...(text.match(/`+/g) ?? []).map((run) => run.length))
   const fence = '`'.repeat(longest + 1)
   return longest > 0 || text.startsWith(' ') || text.endsWith(' ') ? `${fence} ${text} ${fence}` : `${fence}${text}${fence}`
@@ -31,7 +32,7 @@ function code(s: string): string {
 
 /** `s` on one line with Markdown's emphasis, link and HTML characters escaped. */
 function prose(s: string): string {
-  return oneLine(s).replace(/[\\`*_{}[\]()<>#|!~]/g, (c) => `\\${c}`)
+  return safeLine(s).replaceAll(/[\\`*_{}[\]()<>#|!~]/g, (c) => `\\${c}`)
 }
 
 /**
@@ -72,9 +73,9 @@ export function renderBundleReadme(p: NodeProfile, extra: BundleReadmeExtra = {}
     issued: issued ? ` (${issued})` : '',
     overlayIp,
     originOverlayIp: origin,
-    bundleFile: oneLine(extra.bundleFile ?? `${p.node.name}.tbmesh.tar.gz`),
-    installDir: oneLine(extra.installDir ?? INSTALL_DIR_PLACEHOLDER),
-    tunDev: oneLine(p.tun.dev),
+    bundleFile: safeLine(extra.bundleFile ?? `${p.node.name}.tbmesh.tar.gz`),
+    installDir: safeLine(extra.installDir ?? INSTALL_DIR_PLACEHOLDER),
+    tunDev: safeLine(p.tun.dev),
     firewallSummary,
     rpcPort: assertPort(p.ports.rpc, 'ports.rpc'),
     p2pPort: assertPort(p.ports.p2p, 'ports.p2p'),

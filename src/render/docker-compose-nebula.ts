@@ -4,9 +4,10 @@
  * path, so that config.yml's absolute pki paths hold inside the container too.
  */
 
-import {INSTALL_DIR_PLACEHOLDER, placeInstallDir, type DeploymentExtra} from './install-dir.js'
+import {safeLine} from '../lib/text.js'
+import {type DeploymentExtra, INSTALL_DIR_PLACEHOLDER, placeInstallDir} from './install-dir.js'
 import type {NodeProfile} from './profile.js'
-import {assertIPv4, fillPlaceholders, oneLine, readTemplate} from './template.js'
+import {assertIPv4, fillPlaceholders, readTemplate} from './template.js'
 
 /**
  * The Nebula image the compose file runs: the Nebula project's own (`nebulaoss/nebula`, published from 1.9 on;
@@ -24,10 +25,10 @@ export const NEBULA_IMAGE_TAG = '1.9.5'
  */
 export function renderNebulaCompose(p: NodeProfile, extra: DeploymentExtra = {}): string {
   const text = fillPlaceholders(readTemplate('docker-compose.nebula.yml'), {
-    node: oneLine(p.node.name),
-    network: oneLine(JSON.stringify(p.network.name)),
+    node: safeLine(p.node.name),
+    network: safeLine(JSON.stringify(p.network.name)),
     overlayIp: assertIPv4(p.node.overlayIp, 'node.overlayIp'),
-    tunDev: oneLine(p.tun.dev),
+    tunDev: safeLine(p.tun.dev),
     imageTag: NEBULA_IMAGE_TAG,
     installDir: INSTALL_DIR_PLACEHOLDER,
   })

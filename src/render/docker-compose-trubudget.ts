@@ -10,9 +10,10 @@
  * the port list with `!override` (Compose 2.24.4 or later).
  */
 
-import {INSTALL_DIR_PLACEHOLDER, placeInstallDir, type DeploymentExtra} from './install-dir.js'
+import {safeLine} from '../lib/text.js'
+import {type DeploymentExtra, INSTALL_DIR_PLACEHOLDER, placeInstallDir} from './install-dir.js'
 import type {NodeProfile} from './profile.js'
-import {assertIPv4, assertPort, fillPlaceholders, oneLine, originIp, readTemplate} from './template.js'
+import {assertIPv4, assertPort, fillPlaceholders, originIp, readTemplate} from './template.js'
 
 /** The service the override configures, as TruBudget's per-node compose files name it. */
 export const TRUBUDGET_BLOCKCHAIN_SERVICE = 'blockchain'
@@ -52,8 +53,8 @@ export function renderTrubudgetOverride(p: NodeProfile, extra: DeploymentExtra =
         `      API_PORT: "${assertPort(p.ports.api, 'ports.api')}"`,
       ].join('\n')
   const text = fillPlaceholders(readTemplate('docker-compose.trubudget.override.yml'), {
-    node: oneLine(p.node.name),
-    network: oneLine(JSON.stringify(p.network.name)),
+    node: safeLine(p.node.name),
+    network: safeLine(JSON.stringify(p.network.name)),
     overlayIp: assertIPv4(p.node.overlayIp, 'node.overlayIp'),
     p2pPort: assertPort(p.ports.p2p, 'ports.p2p'),
     rpcPort: assertPort(p.ports.rpc, 'ports.rpc'),

@@ -40,8 +40,8 @@ export function escapeInstallDir(dir: string, syntax: InstallDirSyntax): string 
   }
   if (!dir.startsWith('/')) throw new Error(`install directory is not absolute: ${JSON.stringify(dir)}`)
   const trimmed = dir.length > 1 ? dir.replace(/\/+$/, '') : dir
-  const quoted = trimmed.replace(/[\\"]/g, (c) => `\\${c}`).replace(/\$/g, '$$$$')
-  return syntax === 'systemd' ? quoted.replace(/%/g, '%%') : quoted
+  const quoted = trimmed.replaceAll(/[\\"]/g, (c) => `\\${c}`).replaceAll('$', '$$$$')
+  return syntax === 'systemd' ? quoted.replaceAll('%', '%%') : quoted
 }
 
 /**
@@ -52,5 +52,5 @@ export function escapeInstallDir(dir: string, syntax: InstallDirSyntax): string 
  */
 export function placeInstallDir(text: string, syntax: InstallDirSyntax, dir: string): string {
   const escaped = escapeInstallDir(dir, syntax)
-  return text.replace(OCCURRENCE, () => escaped)
+  return text.replaceAll(OCCURRENCE, () => escaped)
 }

@@ -5,8 +5,9 @@
  * `#` and trims whitespace), so values with `#`, line breaks or surrounding blanks are refused rather than mangled.
  */
 
+import {safeLine} from '../lib/text.js'
 import type {NodeProfile} from './profile.js'
-import {UnsafeValueError, assertIPv4, assertPort, fillPlaceholders, oneLine, readTemplate} from './template.js'
+import {assertIPv4, assertPort, fillPlaceholders, readTemplate, UnsafeValueError} from './template.js'
 
 /** @throws UnsafeValueError when `value` would not survive MultiChain's config reader unchanged. */
 function confValue(setting: string, value: string, extra: {forbid?: string} = {}): string {
@@ -30,8 +31,8 @@ function confValue(setting: string, value: string, extra: {forbid?: string} = {}
  */
 export function renderMultichainConf(p: NodeProfile): string {
   return fillPlaceholders(readTemplate('multichain.conf'), {
-    node: oneLine(p.node.name),
-    network: oneLine(JSON.stringify(p.network.name)),
+    node: safeLine(p.node.name),
+    network: safeLine(JSON.stringify(p.network.name)),
     rpcPort: assertPort(p.ports.rpc, 'ports.rpc'),
     rpcUser: confValue('rpcuser', p.rpc.user, {forbid: ':'}),
     rpcPassword: confValue('rpcpassword', p.rpc.password),

@@ -3,9 +3,10 @@
  * as a service with the installed `config.yml`, reloaded with SIGHUP, restarted when it exits.
  */
 
-import {INSTALL_DIR_PLACEHOLDER, placeInstallDir, type DeploymentExtra} from './install-dir.js'
+import {safeLine} from '../lib/text.js'
+import {type DeploymentExtra, INSTALL_DIR_PLACEHOLDER, placeInstallDir} from './install-dir.js'
 import type {NodeProfile} from './profile.js'
-import {assertIPv4, fillPlaceholders, oneLine, readTemplate} from './template.js'
+import {assertIPv4, fillPlaceholders, readTemplate} from './template.js'
 
 /**
  * The text of the node's `nebula.service`: `Type=simple` (Nebula 1.6 does not notify systemd), run as root with
@@ -17,10 +18,10 @@ import {assertIPv4, fillPlaceholders, oneLine, readTemplate} from './template.js
  */
 export function renderNebulaService(p: NodeProfile, extra: DeploymentExtra = {}): string {
   const text = fillPlaceholders(readTemplate('nebula.service'), {
-    node: oneLine(p.node.name),
-    network: oneLine(JSON.stringify(p.network.name)),
+    node: safeLine(p.node.name),
+    network: safeLine(JSON.stringify(p.network.name)),
     overlayIp: assertIPv4(p.node.overlayIp, 'node.overlayIp'),
-    tunDev: oneLine(p.tun.dev),
+    tunDev: safeLine(p.tun.dev),
     installDir: INSTALL_DIR_PLACEHOLDER,
   })
   return placeInstallDir(text, 'systemd', extra.installDir ?? INSTALL_DIR_PLACEHOLDER)

@@ -9,6 +9,7 @@
 import {readFileSync} from 'node:fs'
 
 import {UserError} from '../errors.js'
+import {isIpv4} from '../lib/ip.js'
 import type {NodeProfile} from './profile.js'
 
 const cache = new Map<string, string>()
@@ -37,11 +38,11 @@ const PLACEHOLDER = /\{\{([A-Za-z][A-Za-z0-9]*)\}\}/g
  *   name the template never uses, or when a `{{` / `}}` is left that is not a well-formed placeholder.
  */
 export function fillPlaceholders(template: string, values: Record<string, string | number | undefined>): string {
-  const rest = template.replace(PLACEHOLDER, '')
+  const rest = template.replaceAll(PLACEHOLDER, '')
   const stray = /\{\{|\}\}/.exec(rest)
   if (stray) throw new Error(`template has a malformed placeholder near ${JSON.stringify(rest.slice(stray.index, stray.index + 24))}`)
   const used = new Set<string>()
-  const out = template.replace(PLACEHOLDER, (_match, name: string) => {
+  const out = template.replaceAll(PLACEHOLDER, (_match, name: string) => {
     const value = Object.hasOwn(values, name) ? values[name] : undefined
     if (value === undefined) throw new Error(`template placeholder {{${name}}} has no value`)
     used.add(name)
@@ -51,14 +52,6 @@ export function fillPlaceholders(template: string, values: Record<string, string
     if (!used.has(name)) throw new Error(`template has no placeholder {{${name}}}`)
   }
   return out
-}
-
-/**
- * `s` made safe for one line of a comment or of Markdown prose: control characters, line and paragraph separators are
- * written as `\uXXXX` escapes, so a value can never start a new line in a generated file.
- */
-export function oneLine(s: string): string {
-  return s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
 /**
@@ -93,11 +86,9 @@ export function originIp(p: NodeProfile): string {
   return p.originOverlayIp
 }
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
-
 /** @throws Error unless `ip` is a dotted-quad IPv4 address (a profile is built by tbmesh, so this is a bug). */
 export function assertIPv4(ip: string, what: string): string {
-  if (!IPV4.test(ip)) throw new Error(`profile ${what} is not an IPv4 address: ${JSON.stringify(ip)}`)
+  if (!isIpv4(ip)) throw new Error(`profile ${what} is not an IPv4 address: ${JSON.stringify(ip)}`)
   return ip
 }
 

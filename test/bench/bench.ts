@@ -9,6 +9,7 @@
  *
  * Medians of several runs; wall-clock time. Needs nebula-cert for figure 2 (skipped, and said so, without it).
  */
+
 import {execFileSync, spawnSync} from 'node:child_process'
 import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
@@ -90,7 +91,7 @@ try {
     const nc = join(work, 'nebula-cert')
     execFileSync('mkdir', ['-p', nc])
     execFileSync('nebula-cert', ['ca', '-name', 'bench', '-out-crt', join(nc, 'ca.crt'), '-out-key', join(nc, 'ca.key')])
-    const loop = `for i in $(seq 1 1000); do nebula-cert sign -ca-crt ca.crt -ca-key ca.key -name "n$i" -ip "10.0.$((i / 250)).$((i % 250 + 1))/8" -out-crt "n$i.crt" -out-key "n$i.key" || exit 1; done`
+    const loop = 'for i in $(seq 1 1000); do nebula-cert sign -ca-crt ca.crt -ca-key ca.key -name "n$i" -ip "10.0.$((i / 250)).$((i % 250 + 1))/8" -out-crt "n$i.crt" -out-key "n$i.key" || exit 1; done'
     const signing = time('bash', ['-c', `cd ${nc} && ${loop}`])
     const applyHome = join(work, 'apply')
     tbmesh(['init-ca', '--home', applyHome, '--network', 'bench', '--cidr', '10.0.0.0/8', '--no-passphrase'])

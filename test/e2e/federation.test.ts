@@ -10,15 +10,16 @@
  *   update bundles (with `install --reload`); then it connects.
  * Fails (never skips) when it cannot run: it needs root, iproute2, /dev/net/tun and nebula.
  */
+
 import {cp, readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
-import yaml from 'js-yaml'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import yaml from 'yaml'
 
-import {caPrivateKeyFromPem, certificateToPem, generateHostKeyPair, hostPrivateKeyToPem, signCertificate} from '../../src/nebula/index.js'
+import {caPrivateKeyFromPem, certificateToPem, generateHostKeyPair, hostPrivateKeyToPem, signDetails} from '../../src/nebula/index.js'
 import {expectOneLineError, removeDir, tbmesh, tbmeshJson, tempDir} from '../helpers.js'
-import {createLab, requireLab, type Lab, type NebulaProcess} from './netns.js'
+import {createLab, type Lab, type NebulaProcess, requireLab} from './netns.js'
 
 const P2P = 7447
 const CIDR = '10.77.0.0/16'
@@ -70,12 +71,12 @@ describe('a federated network on real Nebula nodes', () => {
     const caKey = caPrivateKeyFromPem(await readFile(join(dir, 'home-acme', 'ca', `${ca.acme.caFingerprint}.key`), 'utf8'))
     const keys = generateHostKeyPair()
     const now = Math.floor(Date.now() / 1000)
-    const cert = signCertificate(
+    const cert = signDetails(
       {name: label, ips: [`${overlayIp}/16`], subnets: [], groups, notBefore: now - 60, notAfter: now + 3600, publicKey: keys.publicKey, isCA: false, issuer: ca.acme.caFingerprint, curve: 'CURVE25519'},
       caKey,
     )
     await cp(installDir('acme'), installDir(label), {recursive: true})
-    const config = yaml.load(await readFile(join(installDir('acme'), 'nebula', 'config.yml'), 'utf8')) as any
+    const config = yaml.parse(await readFile(join(installDir('acme'), 'nebula', 'config.yml'), 'utf8')) as any
     await writeFile(join(installDir(label), 'rogue.crt'), certificateToPem(cert))
     await writeFile(join(installDir(label), 'rogue.key'), hostPrivateKeyToPem(keys.privateKey), {mode: 0o600})
     config.pki.cert = join(installDir(label), 'rogue.crt')
@@ -86,7 +87,7 @@ describe('a federated network on real Nebula nodes', () => {
     expect(port, sockets.stdout).toBeDefined()
     config.static_host_map[node.umbrella.overlayIp] = [`${lab!.host('umbrella').underlayIp}:${port}`]
     const file = join(installDir(label), 'rogue.yml')
-    await writeFile(file, yaml.dump(config))
+    await writeFile(file, yaml.stringify(config))
     return file
   }
 

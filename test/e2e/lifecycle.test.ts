@@ -13,14 +13,16 @@
  *
  * One lab, ordered tests (each builds on the state the previous one left). Fails (never skips) when it cannot run.
  */
+
 import {copyFile, readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
+
 import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {removeDir, tbmeshJson, tempDir} from '../helpers.js'
-import {createLab, requireLab, type Lab, type Listener, type NebulaProcess} from './netns.js'
+import {createLab, type Lab, type Listener, type NebulaProcess, requireLab} from './netns.js'
 
 const P2P = 7447
 const CA_PASSPHRASE = 'e2e lifecycle passphrase'
@@ -134,7 +136,7 @@ describe('certificate lifecycle on real Nebula nodes', () => {
       expect(installed.nebulaTest.ok).toBe(true)
     }))
     await start('origin')
-    await Promise.all((['acme', 'umbrella', 'initech'] as const).map(start))
+    await Promise.all((['acme', 'umbrella', 'initech'] as const).map((label) => start(label)))
   }, 120_000)
 
   afterAll(async () => {

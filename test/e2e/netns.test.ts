@@ -2,13 +2,18 @@
  * Proves the netns harness with real Nebula 1.6.1: certificates from the real `nebula-cert`, hand-written configs,
  * a lighthouse (A) and two hosts (B, C) in three namespaces on a private bridge.
  */
+
 import {spawn} from 'node:child_process'
+import {once} from 'node:events'
 import {mkdtemp, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
+
 import {execa} from 'execa'
 import {afterAll, beforeAll, beforeEach, describe, expect, test} from 'vitest'
-import {createLab, listNamespaces, NS_PREFIX, requireLab, sweepStale, type Lab, type NebulaProcess} from './netns.js'
+
+import {createLab, type Lab, listNamespaces, type NebulaProcess, NS_PREFIX, requireLab, sweepStale} from './netns.js'
 
 const OVERLAY = {a: '10.77.0.1', b: '10.77.0.2', c: '10.77.0.3'} as const
 type Label = keyof typeof OVERLAY
@@ -184,7 +189,7 @@ describe('netns lab with real Nebula nodes', () => {
     const pids = LABELS.map((label) => nebula[label].pid)
     // A process started behind the harness's back inside a namespace must go too.
     const stray = spawn('ip', ['netns', 'exec', l.host('b').name, 'sleep', '600'], {stdio: 'ignore'})
-    const strayExit = new Promise((resolve) => stray.on('exit', resolve))
+    const strayExit = once(stray, 'exit')
     await waitUntil(async () => (await execa('ip', ['netns', 'pids', l.host('b').name])).stdout.includes(String(stray.pid)))
     await l.cleanup()
     await l.cleanup()
@@ -202,7 +207,7 @@ describe('sweepStale', () => {
     requireLab()
     // A pid that existed and is gone now.
     const gone = spawn('true')
-    await new Promise((resolve) => gone.on('close', resolve))
+    await once(gone, 'close')
     const deadPid = gone.pid as number
     expect(isAlive(deadPid)).toBe(false)
     const stale = `${NS_PREFIX}${deadPid}-beef-x`
@@ -213,7 +218,7 @@ describe('sweepStale', () => {
       // An orphan (like a nebula of a crashed run) inside the stale namespace.
       const orphan = spawn('ip', ['netns', 'exec', stale, 'sleep', '600'], {stdio: 'ignore', detached: true})
       orphan.unref()
-      const orphanExit = new Promise((resolve) => orphan.on('exit', resolve))
+      const orphanExit = once(orphan, 'exit')
       await waitUntil(async () => (await execa('ip', ['netns', 'pids', stale])).stdout.trim() !== '')
       const removed = await sweepStale()
       // (A concurrent run's sweep may have removed it first, so only assert what must hold either way.)
@@ -249,6 +254,6 @@ async function waitUntil(check: () => Promise<boolean>, timeoutMs = 5000): Promi
   const deadline = Date.now() + timeoutMs
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
+    await sleep(20)
   }
 }

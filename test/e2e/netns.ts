@@ -17,7 +17,8 @@
  * Requires root (CAP_NET_ADMIN and CAP_SYS_ADMIN), iproute2, `/dev/net/tun`, `nebula` and `nebula-cert` on PATH.
  * Call {@link requireLab} first: e2e tests fail, never skip, when they cannot run.
  */
-import {spawn, spawnSync, type ChildProcess} from 'node:child_process'
+
+import {type ChildProcess, spawn, spawnSync} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import {closeSync, existsSync, mkdirSync, openSync, readFileSync} from 'node:fs'
 import {dirname, resolve} from 'node:path'
@@ -249,7 +250,7 @@ export function requireLab(): void {
   if (tunProblem) problems.push(tunProblem)
 
   if (problems.length > 0) {
-    throw new Error(`e2e prerequisites missing (these tests must run as root on Linux with Nebula installed):\n` +
+    throw new Error('e2e prerequisites missing (these tests must run as root on Linux with Nebula installed):\n' +
       problems.map((p) => `  - ${p}`).join('\n'))
   }
 }
@@ -393,7 +394,7 @@ class Child {
     this.proc.stdout?.destroy()
     this.proc.stderr?.destroy()
     this.proc.stdin?.destroy()
-    return await withTimeout(this.exited, 2000, {exitCode: null, signal: 'SIGKILL' as NodeJS.Signals})
+    return withTimeout(this.exited, 2000, {exitCode: null, signal: 'SIGKILL' as NodeJS.Signals})
   }
 
   /** Last part of the output with the command, for error messages. */
@@ -416,7 +417,7 @@ class Child {
   }
 
   private notify(): void {
-    for (const wake of [...this.waiters]) {
+    for (const wake of this.waiters) {
       this.waiters.delete(wake)
       wake()
     }
@@ -444,7 +445,7 @@ function describeExit(info: ExitInfo): string {
 }
 
 function quote(arg: string): string {
-  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'\\''`)}'`
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", '\'\\\'\'')}'`
 }
 
 /** Run a command to completion with a hard timeout; `track` lets a lab kill it during cleanup. */
@@ -490,7 +491,7 @@ export async function listNamespaces(): Promise<string[]> {
 
 function parseNetnsList(out: string): string[] {
   // Lines look like "name" or "name (id: 3)".
-  return out.split('\n').map((line) => line.trim().split(/\s+/)[0]).filter((name): name is string => Boolean(name))
+  return out.split('\n').map((line) => line.trim().split(/\s+/)[0]).filter(Boolean)
 }
 
 function pidAlive(pid: number): boolean {

@@ -4,12 +4,14 @@
  * `join-request` → `add-node --request` → an encrypted bundle → `install --ca-fingerprint`, keeping its own key.
  * Fails (never skips) when it cannot run: it needs root, iproute2, /dev/net/tun and nebula.
  */
+
 import {readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {removeDir, tbmeshJson, tempDir} from '../helpers.js'
-import {createLab, requireLab, type Lab} from './netns.js'
+import {createLab, type Lab, requireLab} from './netns.js'
 
 const P2P = 7447
 const RPC = 8000

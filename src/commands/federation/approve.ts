@@ -1,9 +1,9 @@
 import {Args, Flags} from '@oclif/core'
 
-import {TbmeshCommand, caPassphraseFlag} from '../../base-command.js'
+import {caPassphraseFlag, TbmeshCommand} from '../../base-command.js'
 import {UsageError} from '../../errors.js'
-import {approveChange, type ApproveResult, type ChangeSummary} from '../../federation.js'
-import {canPrompt} from '../../passphrase.js'
+import {approveChange, type ApproveResult, type ChangeSummary} from '../../federation/federation.js'
+import {canPrompt} from '../../lib/passphrase.js'
 
 export default class FederationApprove extends TbmeshCommand {
   static override summary = 'Approve a change of the federated network: a membership request, or a version another member proposed.'
@@ -34,7 +34,7 @@ Before signing, the change is shown with the verification code of the new member
   async run(): Promise<ApproveResult> {
     const {args, flags} = await this.parse(FederationApprove)
     const home = await this.openHome(flags)
-    if (!flags.yes && !canPrompt()) throw new UsageError('approving a change needs confirmation', {fix: 'check the verification code with the requesting admin, then pass --yes'})
+    if (!flags.yes && !canPrompt()) throw new UsageError(UNATTENDED.message, {fix: UNATTENDED.fix})
     const caKey = await this.unlockCa(home, flags['passphrase-file'])
     const result = await approveChange(home, caKey, args.file, {out: flags.out, force: flags.force, replace: flags['replace-approval'], confirm: (summary) => this.confirm(summary, Boolean(flags.yes))})
     this.log(`Approved version ${result.version}: ${result.approvedBy.length} of ${result.needed} approval(s) needed (${result.approvedBy.join(', ')}); wrote ${result.path}`)
@@ -55,9 +55,10 @@ Before signing, the change is shown with the verification code of the new member
           ]
         : [`Version ${s.version}: ${s.change.kind} by ${s.change.organization}`]
     lines.push(`Approved so far by: ${s.approvedBy.join(', ') || 'nobody'} (${s.needed} needed)`)
-    if (!this.jsonEnabled()) for (const line of lines) process.stderr.write(`${line.replaceAll(/[\u200E\u200F\u202A-\u202E\u2066-\u2069]/g, '')}\n`)
-    if (yes) return true
-    const {confirm} = await import('@inquirer/prompts')
-    return confirm({message: s.verificationCode ? 'Does their admin read you the same verification code?' : 'Approve this change?', default: false}, {output: process.stderr})
+    const question = s.verificationCode ? 'Does their admin read you the same verification code?' : 'Approve this change?'
+    return this.confirmOrYes({lines, question, yes, unattended: UNATTENDED})
   }
 }
+
+/** Why approving needs a terminal or --yes, and what to do. */
+const UNATTENDED = {message: 'approving a change needs confirmation', fix: 'check the verification code with the requesting admin, then pass --yes'}

@@ -1,7 +1,8 @@
 import {Args} from '@oclif/core'
 
 import {TbmeshCommand} from '../../base-command.js'
-import {importFederationFile, type ImportResult, type ImportRevocationsResult} from '../../federation.js'
+import {importFederationFile, type ImportResult} from '../../federation/federation.js'
+import type {ImportRevocationsResult} from '../../federation/revocations.js'
 
 export default class FederationImport extends TbmeshCommand {
   static override summary = "Adopt a new version of the network descriptor approved by enough members, or a member's revocation list."

@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 
-import {TbmeshCommand, caPassphraseFlag} from '../../base-command.js'
-import {createMembershipRequest, type MembershipRequestResult} from '../../federation.js'
+import {caPassphraseFlag, TbmeshCommand} from '../../base-command.js'
+import {createMembershipRequest, type MembershipRequestResult} from '../../federation/federation.js'
 
 export default class FederationRequest extends TbmeshCommand {
   static override summary = 'Ask to join a federated network: write a membership request signed by your CA.'

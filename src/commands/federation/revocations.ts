@@ -1,12 +1,12 @@
 import {Flags} from '@oclif/core'
 
-import {TbmeshCommand, caPassphraseFlag} from '../../base-command.js'
-import {exportRevocations, type ExportRevocationsResult} from '../../federation.js'
+import {caPassphraseFlag, TbmeshCommand} from '../../base-command.js'
+import {exportRevocations, type ExportRevocationsResult} from '../../federation/revocations.js'
 
 export default class FederationRevocations extends TbmeshCommand {
   static override summary = "Publish your organization's revocations to the other members: a signed revocation list."
 
-  static override description = `\`tbmesh revoke\` blocks a node on your own nodes. In a federated network the other members' nodes learn of it only from your revocation list: every certificate ever issued to a node you revoked, signed by your CA, with a sequence number that grows with each list. Send it to every member; they run \`tbmesh federation import FILE\` and \`tbmesh export-update --all\`. Importers check that each certificate was issued by your CA, so a list cannot block another organization's nodes.`
+  static override description = '`tbmesh revoke` blocks a node on your own nodes. In a federated network the other members\' nodes learn of it only from your revocation list: every certificate ever issued to a node you revoked, signed by your CA, with a sequence number that grows with each list. Send it to every member; they run `tbmesh federation import FILE` and `tbmesh export-update --all`. Importers check that each certificate was issued by your CA, so a list cannot block another organization\'s nodes.'
 
   static override examples = [
     {description: 'After revoking a node', command: '<%= config.bin %> revoke acme-3 && <%= config.bin %> <%= command.id %> --out acme.revocations.json'},

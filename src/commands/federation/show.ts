@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {TbmeshCommand} from '../../base-command.js'
-import {federationStatus, type FederationStatus} from '../../federation.js'
+import {federationStatus, type FederationStatus} from '../../federation/federation.js'
 
 export default class FederationShow extends TbmeshCommand {
   static override summary = "Show the federated network's current descriptor: members, blocks, CAs, approvals."

@@ -1,13 +1,18 @@
 /**
- * Writing files outside the home safely: output files (bundles, request files) appear whole or not at all, and an
- * existing file is never replaced unless the user said `--force`.
+ * Writing files safely, and file-system errors as one line the user can act on. Output files (bundles, request files)
+ * appear whole or not at all, and an existing one is never replaced unless the user said `--force`
+ * ({@link writeNewFile}); the home's files are replaced atomically and durably ({@link writeAtomic},
+ * {@link writeAtomicMany}).
  */
+
 import {randomBytes} from 'node:crypto'
 import fs from 'node:fs'
-import {open} from 'node:fs/promises'
+import {mkdir, open, stat} from 'node:fs/promises'
 import path from 'node:path'
 
-import {UserError} from './errors.js'
+import writeFileAtomic from 'write-file-atomic'
+
+import {UserError} from '../errors.js'
 
 /**
  * Writes `data` to `target` atomically with `mode`: a temporary file in the same directory, flushed, then hard-linked
@@ -37,7 +42,7 @@ export async function writeNewFile(
       fs.writeFileSync(target, data, {mode: opts.mode, flag: 'wx'})
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
-      throw fsUserError(error, `cannot write to ${dir}`, 'choose a directory you can write to')
+      throw fileError(error, `cannot write to ${dir}`, {denied: 'choose a directory you can write to'})
     }
     return
   }
@@ -46,7 +51,7 @@ export async function writeNewFile(
   try {
     fd = fs.openSync(tmp, 'wx', opts.mode)
   } catch (error) {
-    throw fsUserError(error, `cannot write to ${dir}`, 'choose a directory you can write to')
+    throw fileError(error, `cannot write to ${dir}`, {denied: 'choose a directory you can write to'})
   }
   try {
     fs.fchmodSync(fd, opts.mode)
@@ -124,9 +129,90 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Turns a permission error into a UserError with `message` and `fix`; other errors are returned unchanged. */
-export function fsUserError(error: unknown, message: string, fix: string): Error {
-  const code = (error as NodeJS.ErrnoException).code
-  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return new UserError(`${message} (${code})`, {fix, cause: error})
-  return error as Error
+/** What to tell the user for the errno codes whose fix depends on where the file is (see {@link fileError}). */
+export interface FileErrorFixes {
+  /** EACCES, EPERM; default `check the permissions`. */
+  denied?: string
+  /** EROFS; default `the file system is read-only: choose another location`. */
+  readOnly?: string
+  /** Any other code; default `check the disk and run the command again`. */
+  other?: string
+}
+
+/**
+ * A UserError for a failed file operation: `what (CODE): fix`, the fix chosen by the errno code (ENOSPC and EDQUOT:
+ * free disk space; ENOTDIR: a part of the path is not a directory; the others from `fixes`). Errors without an errno
+ * code (bugs) are returned unchanged.
+ */
+export function fileError(error: unknown, what: string, fixes: FileErrorFixes = {}): Error {
+  const code = (error as NodeJS.ErrnoException)?.code
+  if (typeof code !== 'string') return error as Error
+  const fix =
+    code === 'ENOSPC' || code === 'EDQUOT'
+      ? 'free some disk space and run the command again'
+      : code === 'EACCES' || code === 'EPERM'
+        ? (fixes.denied ?? 'check the permissions')
+        : code === 'EROFS'
+          ? (fixes.readOnly ?? 'the file system is read-only: choose another location')
+          : code === 'ENOTDIR'
+            ? 'a part of the path is not a directory: choose another path'
+            : (fixes.other ?? 'check the disk and run the command again')
+  return new UserError(`${what} (${code})`, {fix, cause: error})
+}
+
+/** True when something exists at `file` (stat succeeds). */
+export async function exists(file: string): Promise<boolean> {
+  return stat(file).then(
+    () => true,
+    () => false,
+  )
+}
+
+/**
+ * Writes `data` to `file` atomically: a temporary file in the same directory, fsync, rename, fsync of the directory.
+ * Creates the parent directory (0700) when missing. Throws UserError (naming the file and the errno) when it cannot.
+ */
+export async function writeAtomic(file: string, data: string | Buffer, mode: number, fixes?: FileErrorFixes): Promise<void> {
+  const dir = path.dirname(file)
+  try {
+    const created = await mkdir(dir, {recursive: true, mode: 0o700})
+    if (created) await fsyncDir(path.dirname(created)) // the new directory's entry, too
+    await writeFileAtomic(file, data, {mode, fsync: true})
+    await fsyncDir(dir)
+  } catch (error) {
+    throw fileError(error, `cannot write ${file}`, fixes)
+  }
+}
+
+/**
+ * Writes several files like {@link writeAtomic}, with one flush per file and one per directory at the end: when it
+ * returns, every file is durable. A new file is written under its own name (the caller removes it if it never commits
+ * what refers to it); an existing one is replaced atomically. Parent directories are created 0700.
+ */
+export async function writeAtomicMany(files: Array<[file: string, data: string, mode: number]>, fixes?: FileErrorFixes): Promise<void> {
+  const dirs = new Set<string>()
+  for (const [file] of files) dirs.add(path.dirname(file))
+  for (const dir of dirs) {
+    const created = await mkdir(dir, {recursive: true, mode: 0o700}).catch((error: unknown) => {
+      throw fileError(error, `cannot create ${dir}`, fixes)
+    })
+    if (created) await fsyncDir(path.dirname(created))
+  }
+  // Synchronous writes, then all of them flushed at once, then their directories: durable before the caller commits,
+  // without a thread-pool round trip and a flush per file.
+  for (const [file, data, mode] of files) {
+    try {
+      try {
+        fs.writeFileSync(file, data, {mode, flag: 'wx'})
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+        writeFileAtomic.sync(file, data, {mode, fsync: false})
+      }
+    } catch (error) {
+      throw fileError(error, `cannot write ${file}`, fixes)
+    }
+  }
+  await syncFiles(files.map(([file]) => file)).catch((error: unknown) => {
+    throw fileError(error, `cannot flush ${path.dirname(files[0][0])}`, fixes)
+  })
 }

@@ -2,7 +2,8 @@
  * IPv4 arithmetic for the overlay: CIDR parsing, organization blocks and overlay-IP allocation; underlay endpoints.
  * Addresses are handled as unsigned 32-bit numbers; CIDRs as `a.b.c.d/n` strings.
  */
-import {UsageError, UserError} from './errors.js'
+
+import {UsageError, UserError} from '../errors.js'
 
 /** A parsed IPv4 network: `base` is the network address (host bits cleared), `prefix` 0..32. */
 export interface Ipv4Network {
@@ -11,6 +12,14 @@ export interface Ipv4Network {
 }
 
 const DOTTED = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
+
+/** A dotted-quad IPv4 address, each part 0-255 without leading zeros, e.g. `10.42.1.5`. */
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/
+
+/** True when `value` is a dotted-quad IPv4 address as {@link formatIp} writes it. */
+export function isIpv4(value: unknown): value is string {
+  return typeof value === 'string' && IPV4.test(value)
+}
 
 /** Parses a dotted IPv4 address into an unsigned 32-bit number. Throws UsageError (naming `what`) otherwise. */
 export function parseIp(text: string, what = 'IP address'): number {

@@ -1,72 +1,33 @@
 /**
- * Operations on an installed node (the joining organization's side): telling a running Nebula to pick up new files,
- * and checking an installation ({@link doctor}).
+ * `tbmesh doctor`: checks an installation made by `tbmesh install` and the host it is on, one line per check (nebula,
+ * tun device, certificates and key, the overlay IP in every file TruBudget reads, published ports).
  */
+
 import {constants as fsConstants} from 'node:fs'
 import {open, readFile, stat} from 'node:fs/promises'
 import path from 'node:path'
 
 import {execa} from 'execa'
-import yaml from 'js-yaml'
+import {parse as parseYaml} from 'yaml'
 
-import {EXPIRY_WARNING_SECONDS} from './duration.js'
-import {ExternalError, UserError} from './errors.js'
+import {UserError} from '../errors.js'
+import {EXPIRY_WARNING_SECONDS} from '../lib/duration.js'
+import {safeLine, SHA256_HEX} from '../lib/text.js'
 import {
-  CertificateVerifyError,
   certificateFromPem,
   certificatesFromPem,
+  CertificateVerifyError,
   fingerprint,
   hostKeyMatchesCertificate,
   hostPrivateKeyFromPem,
-  verifyCertificate,
   type NebulaCertificate,
-} from './nebula/index.js'
-import {INSTALL_DIR_PLACEHOLDER} from './render/install-dir.js'
-
-/** How to make a running Nebula reload: SIGHUP to the pid in `pidFile`, or run `command` (a shell command line). */
-export interface ReloadTarget {
-  pidFile?: string
-  command?: string
-}
-
-/** What {@link reloadNebula} did. */
-export interface ReloadResult {
-  method: 'signal' | 'command'
-  /** The pid signalled (method `signal`). */
-  pid?: number
-}
-
-/**
- * Makes a running Nebula re-read its config and certificates (Nebula reloads on SIGHUP). Throws UserError for an
- * unreadable or invalid pid file or a pid that is not running, ExternalError when the command fails.
- */
-export async function reloadNebula(target: ReloadTarget): Promise<ReloadResult> {
-  if (target.command !== undefined) {
-    const {execaCommand} = await import('execa')
-    const result = await execaCommand(target.command, {shell: true, reject: false, all: true, timeout: 60_000, stdin: 'ignore'})
-    if (result.exitCode !== 0) throw new ExternalError('the files are installed, but the reload command failed', target.command, result.exitCode, String(result.all ?? ''))
-    return {method: 'command'}
-  }
-  if (target.pidFile === undefined) throw new UserError('--reload needs --pid-file or --reload-cmd', {exit: 2, fix: 'e.g. --pid-file /run/nebula.pid'})
-  const text = await readFile(target.pidFile, 'utf8').catch((error: NodeJS.ErrnoException) => {
-    throw new UserError(`cannot read --pid-file ${target.pidFile} (${error.code ?? 'error'})`, {fix: 'give the file holding the nebula process id; the files are installed'})
-  })
-  const pid = Number(text.trim())
-  if (!Number.isSafeInteger(pid) || pid <= 1) throw new UserError(`--pid-file ${target.pidFile} holds no process id`, {fix: 'write nebula\'s pid into it; the files are installed'})
-  try {
-    process.kill(pid, 'SIGHUP')
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    throw new UserError(`cannot signal nebula (pid ${pid}): ${code === 'ESRCH' ? 'no such process' : code}`, {fix: 'start nebula, or fix --pid-file; the files are installed'})
-  }
-  return {method: 'signal', pid}
-}
-
-// ---------------------------------------------------------------------------------------------------------------------
-// doctor
+  verifyCertificate,
+} from '../nebula/index.js'
+import {composePorts, type Verdict} from './compose-ports.js'
+import {nebulaTest, onPath} from './nebula.js'
 
 /** Verdict of one {@link DoctorCheck}. */
-export type DoctorStatus = 'pass' | 'warn' | 'fail'
+export type DoctorStatus = Verdict
 
 /** One check of an installation: a stable id, its verdict, and one line saying what was found. */
 export interface DoctorCheck {
@@ -103,12 +64,11 @@ export interface DoctorOptions {
 }
 
 /** The installation directory `doctor` checks by default. */
-export const DEFAULT_INSTALL_DIR = INSTALL_DIR_PLACEHOLDER
+
 /** Oldest Nebula the rendered config.yml is for. */
 export const MIN_NEBULA_VERSION = '1.6.1'
 
 const DAY = 86_400
-const HEX256 = /^[0-9a-f]{64}$/
 
 /**
  * Checks the installation in `dir` (made by `tbmesh install`) and the host it is on, each check one {@link DoctorCheck}:
@@ -138,11 +98,9 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
     throw new UserError(`${target} is not a directory`, {fix: 'pass the --dir you gave `tbmesh install`'})
   }
   const now = Math.floor((opts.now ?? Date.now()) / 1000)
-  // Loaded on demand: only doctor needs the bundle module (and its tar and age dependencies) here.
-  const {nebulaTest, onPath} = await import('./bundle.js')
   const checks: DoctorCheck[] = []
   const check = (name: string, status: DoctorStatus, detail: string): void => {
-    checks.push({name, status, detail: detail.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, ' ')})
+    checks.push({name, status, detail: safeLine(detail)})
   }
   const file = (rel: string): string => path.join(target, ...rel.split('/'))
   const read = async (rel: string): Promise<{data: Buffer} | {problem: string}> => {
@@ -191,7 +149,7 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
       manifestProblem = 'manifest.json is not valid JSON'
     }
   }
-  const pin = typeof manifest?.caFingerprint === 'string' && HEX256.test(manifest.caFingerprint) ? manifest.caFingerprint : undefined
+  const pin = typeof manifest?.caFingerprint === 'string' && SHA256_HEX.test(manifest.caFingerprint) ? manifest.caFingerprint : undefined
 
   let cas: NebulaCertificate[] | undefined
   const caFile = await read('nebula/ca.crt')
@@ -227,7 +185,7 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   const issuer = host && cas?.find((c) => fingerprint(c) === host.details.issuer)
   const ca = issuer ?? cas?.find((c) => fingerprint(c) === pin)
   if (ca) check('ca-validity', ...validity(`CA ${JSON.stringify(ca.details.name)} (${fingerprint(ca)})`, ca, now))
-  else check('ca-validity', 'fail', caProblem ?? `nebula/ca.crt holds neither the host certificate's CA nor the pinned one`)
+  else check('ca-validity', 'fail', caProblem ?? 'nebula/ca.crt holds neither the host certificate\'s CA nor the pinned one')
 
   const manifestIp = typeof manifest?.overlayIp === 'string' ? manifest.overlayIp : undefined
   const certIp = host?.details.ips[0]?.split('/')[0]
@@ -328,7 +286,7 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
 
 /** The last non-empty line of a program's output, for a one-line detail. */
 function lastLine(text: string): string {
-  return text.trim().split('\n').filter((l) => l.trim() !== '').at(-1)?.trim() ?? 'no output'
+  return text.trim().split('\n').findLast((l) => l.trim() !== '')?.trim() ?? 'no output'
 }
 
 /** Negative, zero or positive as version `a` is older than, the same as or newer than `b` (numeric `x.y.z`). */
@@ -372,7 +330,7 @@ function validity(what: string, cert: NebulaCertificate, now: number): [DoctorSt
 /** config.yml's `pki.blocklist`, or empty when it cannot be read (nebula-test reports that). */
 async function configBlocklist(configPath: string): Promise<string[]> {
   try {
-    const doc = yaml.load(await readFile(configPath, 'utf8')) as {pki?: {blocklist?: unknown}} | null
+    const doc = parseYaml(await readFile(configPath, 'utf8')) as {pki?: {blocklist?: unknown}} | null
     const list = doc?.pki?.blocklist
     return Array.isArray(list) ? list.filter((e): e is string => typeof e === 'string') : []
   } catch {
@@ -411,131 +369,4 @@ function stripPort(value: string): string {
   return /^\d+\.\d+\.\d+\.\d+:\d+$/.test(value) ? value.slice(0, value.lastIndexOf(':')) : value
 }
 
-/** A value of a compose file tagged `!override` or `!reset` (Compose 2.24 merge tags). */
-class ComposeTag {
-  constructor(
-    readonly tag: string,
-    readonly value: unknown,
-  ) {}
-}
-
-const COMPOSE_SCHEMA = yaml.DEFAULT_SCHEMA.extend(
-  (['sequence', 'mapping', 'scalar'] as const).flatMap((kind) =>
-    ['!override', '!reset'].map((tag) => new yaml.Type(tag, {kind, construct: (data: unknown) => new ComposeTag(tag, data)})),
-  ),
-)
-
-/** One port mapping of a compose file, as far as it can be read without the environment. */
-interface PortMapping {
-  /** Address the port is published on; '' for every interface. */
-  hostIp: string
-  /** Published (host) port or range, undefined when compose picks one. */
-  published?: [number, number]
-  /** Container port or range. */
-  target?: [number, number]
-  /** The mapping as written, for messages. */
-  text: string
-  /** Why it cannot be read (an unknown variable), if so. */
-  unknown?: string
-}
-
-/**
- * Reads the `ports:` of every service of a compose override and decides: fail when a mapping of `p2pPort` (as host
- * or container port) is published on anything but `overlayIp`; warn when one cannot be read, when no mapping
- * publishes it, or when the list is merged (no `!override`) with the ports of the file it overrides.
- */
-export function composePorts(rel: string, text: string, overlayIp: string, p2pPort: number): [DoctorStatus, string] {
-  let doc: unknown
-  try {
-    doc = yaml.load(text, {schema: COMPOSE_SCHEMA})
-  } catch (error) {
-    return ['fail', `${rel} is not valid YAML (${(error as Error).message.split('\n')[0]})`]
-  }
-  const services = (doc as {services?: unknown} | null)?.services
-  if (typeof services !== 'object' || services === null || Array.isArray(services)) return ['warn', `${rel} has no services`]
-  const exposed: string[] = []
-  const unreadable: string[] = []
-  const merged: string[] = []
-  let onOverlay = 0
-  for (const [service, spec] of Object.entries(services as Record<string, unknown>)) {
-    let ports = (spec as {ports?: unknown} | null)?.ports
-    if (ports === undefined) continue
-    if (ports instanceof ComposeTag) ports = ports.value
-    else merged.push(service)
-    if (!Array.isArray(ports)) continue
-    for (const entry of ports) {
-      const m = portMapping(entry, p2pPort)
-      if (m.unknown) {
-        unreadable.push(`${service}: ${m.text} (${m.unknown})`)
-        continue
-      }
-      const covers = (r?: [number, number]): boolean => r !== undefined && r[0] <= p2pPort && p2pPort <= r[1]
-      if (!covers(m.published) && !covers(m.target)) continue
-      if (m.hostIp === overlayIp) onOverlay++
-      else exposed.push(`${service}: ${m.text}`)
-    }
-  }
-  const list = (items: string[]): string => items.map((i) => JSON.stringify(i)).join(', ')
-  if (exposed.length > 0) {
-    return ['fail', `${rel} publishes MultiChain P2P port ${p2pPort} beyond the overlay IP ${overlayIp}: ${list(exposed)}`]
-  }
-  if (unreadable.length > 0) return ['warn', `${rel} has port mappings doctor cannot read: ${list(unreadable)}`]
-  if (onOverlay === 0) return ['warn', `${rel} does not publish MultiChain P2P port ${p2pPort}: other nodes cannot connect to this one`]
-  if (merged.length > 0) {
-    return ['warn', `${rel} publishes port ${p2pPort} on ${overlayIp} only, but the ports of ${merged.join(', ')} lack !override: compose adds the overridden file's own`]
-  }
-  return ['pass', `${rel} publishes MultiChain P2P port ${p2pPort} on the overlay IP ${overlayIp} only`]
-}
-
-/** A compose `ports:` entry, short (`[HOST:][PUBLISHED:]TARGET[/PROTO]`) or long syntax, read as {@link PortMapping}. */
-function portMapping(entry: unknown, p2pPort: number): PortMapping {
-  const text = typeof entry === 'string' || typeof entry === 'number' ? String(entry) : JSON.stringify(entry)
-  const unknown: string[] = []
-  const interpolate = (value: string): string =>
-    value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (match, braced, op, fallback, bare) => {
-      const name = (braced ?? bare) as string
-      if (name === 'P2P_PORT') return String(p2pPort)
-      if (op === '-' || op === ':-') return fallback as string
-      unknown.push(`\${${name}}`)
-      return match
-    })
-  const range = (value: string | number | undefined): [number, number] | undefined => {
-    if (value === undefined || value === '') return undefined
-    const m = /^(\d+)(?:-(\d+))?$/.exec(interpolate(String(value)).trim())
-    if (!m) {
-      if (unknown.length === 0) unknown.push(`not a port: ${String(value)}`)
-      return undefined
-    }
-    return [Number(m[1]), Number(m[2] ?? m[1])]
-  }
-  if (typeof entry === 'object' && entry !== null) {
-    const long = entry as {target?: string | number; published?: string | number; host_ip?: string}
-    const hostIp = interpolate(String(long.host_ip ?? ''))
-    const mapping: PortMapping = {hostIp: normalizeHostIp(hostIp), published: range(long.published), target: range(long.target), text}
-    return unknown.length > 0 ? {...mapping, unknown: [...new Set(unknown)].join(', ')} : mapping
-  }
-  let rest = interpolate(text).replace(/\/(tcp|udp|sctp)$/i, '')
-  let hostIp = ''
-  const bracketed = /^\[([^\]]*)\]:(.*)$/.exec(rest)
-  if (bracketed) {
-    hostIp = bracketed[1]
-    rest = bracketed[2]
-  }
-  const parts = rest.split(':')
-  let published: string | undefined
-  let target: string
-  if (parts.length === 1) target = parts[0]
-  else {
-    target = parts.at(-1)!
-    published = parts.at(-2)
-    if (!bracketed && parts.length > 2) hostIp = parts.slice(0, -2).join(':')
-  }
-  const mapping: PortMapping = {hostIp: normalizeHostIp(hostIp), published: range(published), target: range(target), text}
-  return unknown.length > 0 ? {...mapping, unknown: [...new Set(unknown)].join(', ')} : mapping
-}
-
-/** '' for every interface (also written `0.0.0.0` or `::`), else the address. */
-function normalizeHostIp(ip: string): string {
-  const trimmed = ip.trim().replace(/^\[|\]$/g, '')
-  return trimmed === '0.0.0.0' || trimmed === '::' ? '' : trimmed
-}
+export {INSTALL_DIR_PLACEHOLDER as DEFAULT_INSTALL_DIR} from '../render/install-dir.js'

@@ -2,9 +2,10 @@
  * Where passphrases come from. Never from a flag value on argv: from a file named by a flag, from an environment
  * variable, or from a prompt on a TTY (only when stdin and stderr are terminals and `CI` is not set).
  */
+
 import {readFile} from 'node:fs/promises'
 
-import {UserError} from './errors.js'
+import {UserError} from '../errors.js'
 
 /** True when tbmesh may ask the user something: an interactive terminal and no `CI` variable. */
 export function canPrompt(): boolean {

@@ -1,31 +1,38 @@
 /**
- * The CA's work on a network: create it, add nodes (allocate overlay IPs, sign host certificates), describe a node for
- * the renderers, and export its join bundle. Commands call these functions; tests call them directly.
+ * The CA's operations on a network: create it (and its CA), unlock the CA key, and issue host certificates — allocate
+ * overlay IPs, sign within the CA's limits, record them in the ledger. Commands call these functions; tests call them
+ * directly. What a node's files are rendered from is `node-profile.ts`.
  */
+
 import {randomBytes} from 'node:crypto'
 import {resolve} from 'node:path'
 
-import {formatDuration} from './duration.js'
-import {UsageError, UserError} from './errors.js'
-import {checkEndpoint, checkRequestedIp, formatCidr, formatIp, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap, type Ipv4Network} from './ip.js'
+import {UsageError, UserError} from '../errors.js'
+import {approvalsNeeded, approve, nextVersion} from '../federation/descriptor.js'
+import {Home, type Transaction} from '../home/home.js'
+import {isMember} from '../home/queries.js'
+import {type AccessLevel, type CaRecord, type CertificateRecord, type NetworkSecrets, type NetworkState, type NodeRecord, SCHEMA_VERSION} from '../home/types.js'
+import {formatDuration, iso} from '../lib/duration.js'
+import {checkEndpoint, checkRequestedIp, formatCidr, formatIp, type Ipv4Network, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap} from '../lib/ip.js'
+import {checkGroups, checkNetworkName, checkNodeName, checkOrganizationName, slugify} from '../lib/names.js'
 import {
-  certificateFromPem,
+  type Argon2Parameters,
   caPrivateKeyToPem,
+  type CertificateDetails,
+  certificateFromPem,
   certificateToPem,
   encryptCaKey,
   fingerprint,
   generateCaKeyPair,
   generateHostKeyPair,
   hostPrivateKeyToPem,
+  type NebulaCertificate,
   readCaPrivateKey,
   signCertificate,
+  SigningError,
+  type SigningReason,
   WrongPassphraseError,
-  type Argon2Parameters,
-  type NebulaCertificate,
-} from './nebula/index.js'
-import type {NodeProfile} from './render/profile.js'
-import {approvalsNeeded, approve, nextVersion, type Member} from './descriptor.js'
-import {Home, SCHEMA_VERSION, isMember, type AccessLevel, type CaRecord, type CertificateRecord, type NetworkSecrets, type NetworkState, type NodeRecord, type Transaction} from './state.js'
+} from '../nebula/index.js'
 
 /** Default ports and device settings of a new network. */
 export const DEFAULTS = {
@@ -39,8 +46,6 @@ export const DEFAULTS = {
 
 /** Certificates are backdated this many seconds to tolerate clock skew between organizations' machines. */
 export const BACKDATE_SECONDS = 60
-
-const DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
 
 /** Options of {@link initCa}. Durations in seconds. */
 export interface InitCaOptions {
@@ -138,11 +143,14 @@ export interface NewCa {
 
 /**
  * Generates an Ed25519 CA key pair and its self-signed Nebula certificate named `name`, constrained to `ips` (IPv4
- * CIDRs) and `groups` (empty: no constraint), valid from `now` (Unix seconds, backdated) for `durationSeconds`.
+ * CIDRs), `subnets` (default none) and `groups` (empty: no constraint), valid from `now` (Unix seconds, backdated by
+ * {@link BACKDATE_SECONDS}) for `durationSeconds`; the key PEM is encrypted with `passphrase` unless it is null. The
+ * record is `active`; the caller files it (a new home, or a rotation that also records an endorsement).
  */
 export async function createCa(opts: {
   name: string
   ips: string[]
+  subnets?: string[]
   groups: string[]
   organization: string | null
   durationSeconds: number
@@ -155,16 +163,15 @@ export async function createCa(opts: {
     {
       name: opts.name,
       ips: opts.ips,
-      subnets: [],
+      subnets: opts.subnets ?? [],
       groups: opts.groups,
       notBefore: opts.now - BACKDATE_SECONDS,
       notAfter: opts.now + opts.durationSeconds,
       publicKey: keys.publicKey,
       isCA: true,
-      issuer: '',
       curve: 'CURVE25519',
     },
-    keys.privateKey,
+    {key: keys.privateKey},
   )
   const keyPem = opts.passphrase ? await encryptCaKey(keys.privateKey, opts.passphrase, opts.argon2) : caPrivateKeyToPem(keys.privateKey)
   const record: CaRecord = {
@@ -177,6 +184,64 @@ export async function createCa(opts: {
     status: 'active',
   }
   return {certificate, pem: certificateToPem(certificate), privateKey: keys.privateKey, keyPem, record}
+}
+
+/**
+ * The validity of a host certificate `ca` issues at `now` (Unix seconds): from `now` backdated by
+ * {@link BACKDATE_SECONDS} (never before the CA) for `durationSeconds` (default one year), never past the CA (one
+ * second before it, as nebula-cert does). The one place a host certificate's lifetime is decided.
+ * @throws UserError when the CA has expired; UsageError when `durationSeconds` goes past the CA's expiry.
+ */
+export function hostValidity(ca: NebulaCertificate, now: number, durationSeconds?: number): {notBefore: number; notAfter: number} {
+  const {notBefore: caNotBefore, notAfter: caNotAfter} = ca.details
+  if (caNotAfter - now <= 1) throw new UserError(`the CA expired on ${iso(caNotAfter)}`, {fix: 'rotate the CA'})
+  if (durationSeconds !== undefined && now + durationSeconds > caNotAfter) {
+    throw new UsageError(`--duration ${formatDuration(durationSeconds)} goes past the CA's expiry (${iso(caNotAfter)})`, {
+      fix: `use at most ${formatDuration(caNotAfter - now - 1)}`,
+    })
+  }
+  return {
+    notBefore: Math.max(now - BACKDATE_SECONDS, caNotBefore),
+    notAfter: Math.min(now + (durationSeconds ?? DEFAULTS.hostDurationSeconds), caNotAfter - 1),
+  }
+}
+
+/** What to do when the CA refuses to sign a host certificate, by the reason it gives. */
+const SIGNING_FIXES: Partial<Record<SigningReason, string>> = {
+  'validity-outside-ca': 'use a shorter --duration, or rotate the CA',
+  'group-not-allowed': 'use only the groups and access level the CA allows (a federated organization issues its own access level only)',
+  'ip-not-allowed': "use an overlay IP inside the CA's range",
+}
+
+/** The active CA's record and certificate, and its private key: what signs. */
+export interface Issuer {
+  record: CaRecord
+  certificate: NebulaCertificate
+  /** 64-byte Nebula Ed25519 key. */
+  key: Buffer
+}
+
+/** The active CA of `home` as an {@link Issuer} with `caKey` (its 64-byte private key, from {@link unlockCaKey}). */
+export async function activeIssuer(home: Home, caKey: Buffer): Promise<Issuer> {
+  const record = home.activeCa()
+  return {record, certificate: certificateFromPem(await home.readCaCertificate(record)), key: caKey}
+}
+
+/**
+ * Signs a host certificate as `issuer` (see `signCertificate` in `nebula/sign.ts`: the issuer is derived, and anything
+ * outside the CA's limits is refused) and files it in `tx` as pending. Returns it and its fingerprint.
+ */
+export function issueHostCertificate(tx: Transaction, issuer: Issuer, details: Omit<CertificateDetails, 'issuer' | 'isCA' | 'curve'>): {certificate: NebulaCertificate; fingerprint: string} {
+  let certificate: NebulaCertificate
+  try {
+    certificate = signCertificate({...details, isCA: false, curve: 'CURVE25519'}, {certificate: issuer.certificate, key: issuer.key})
+  } catch (error) {
+    if (!(error instanceof SigningError)) throw error
+    throw new UserError(`the CA ${JSON.stringify(issuer.record.name)} may not sign ${details.name}: the certificate ${error.message}`, {fix: SIGNING_FIXES[error.reason] ?? 'check the node\'s options against the CA'})
+  }
+  const fp = fingerprint(certificate)
+  tx.addCertificate(fp, certificateToPem(certificate))
+  return {certificate, fingerprint: fp}
 }
 
 /** New network secrets: the MultiChain RPC user and a random password (44 characters). */
@@ -265,19 +330,30 @@ export async function addNode(home: Home, caKey: Buffer, opts: AddNodeOptions): 
 /**
  * Adds several nodes in one transaction (one lock, one commit): all of them or, if any is refused, none. Each is
  * checked and allocated as by {@link addNode}, in order, so later ones see the earlier ones' blocks and addresses.
+ * `progress` is told each node as it is added; `finish` runs in the same transaction afterwards (e.g. to write the new
+ * nodes' bundles), so that its work commits or fails with theirs.
  */
-export async function addNodes(home: Home, caKey: Buffer, list: AddNodeOptions[]): Promise<AddNodeResult[]> {
-  const ca = {record: home.activeCa(), cert: certificateFromPem(await home.readCaCertificate(home.activeCa()))}
-  const prepared = list.map((opts) => prepareNode(opts, ca.cert))
+export async function addNodes(
+  home: Home,
+  caKey: Buffer,
+  list: AddNodeOptions[],
+  opts: {progress?: (done: number, total: number) => void; finish?: (tx: Transaction, added: AddNodeResult[]) => Promise<void>} = {},
+): Promise<AddNodeResult[]> {
+  const issuer = await activeIssuer(home, caKey)
+  const prepared = list.map((o) => prepareNode(o, issuer.certificate))
   return home.transaction(async (tx) => {
-    const results: AddNodeResult[] = []
-    for (const node of prepared) results.push(await addPreparedNode(tx, ca.record, caKey, node))
-    return results
+    const added: AddNodeResult[] = []
+    for (const node of prepared) {
+      added.push(await addPreparedNode(tx, issuer, node))
+      opts.progress?.(added.length, prepared.length)
+    }
+    await opts.finish?.(tx, added)
+    return added
   })
 }
 
 /** A node's options checked against the CA, before any state is read: what {@link addPreparedNode} needs. */
-export interface PreparedNode {
+interface PreparedNode {
   opts: AddNodeOptions
   orgName: string
   slug: string
@@ -291,7 +367,7 @@ export interface PreparedNode {
 }
 
 /** Checks a node's options (names, endpoint, groups, IP syntax, lifetime against the CA). Throws UsageError/UserError. */
-export function prepareNode(opts: AddNodeOptions, caCert: NebulaCertificate): PreparedNode {
+function prepareNode(opts: AddNodeOptions, caCert: NebulaCertificate): PreparedNode {
   const orgName = checkOrganizationName(opts.org)
   const slug = slugify(orgName)
   if (opts.name !== undefined) checkNodeName(opts.name)
@@ -302,15 +378,7 @@ export function prepareNode(opts: AddNodeOptions, caCert: NebulaCertificate): Pr
   const extraGroups = checkGroups(opts.groups ?? [])
   const requestedIp = opts.ip === undefined ? undefined : parseIp(opts.ip, '--ip')
   const now = opts.now ?? Math.floor(Date.now() / 1000)
-  const notBefore = Math.max(now - BACKDATE_SECONDS, caCert.details.notBefore)
-  const caLeft = caCert.details.notAfter - now
-  if (caLeft <= 1) throw new UserError(`the CA expired on ${iso(caCert.details.notAfter)}`, {fix: 'rotate the CA'})
-  if (opts.durationSeconds !== undefined && now + opts.durationSeconds > caCert.details.notAfter) {
-    throw new UsageError(`--duration ${formatDuration(opts.durationSeconds)} goes past the CA's expiry (${iso(caCert.details.notAfter)})`, {
-      fix: `use at most ${formatDuration(caLeft - 1)}`,
-    })
-  }
-  const notAfter = Math.min(now + (opts.durationSeconds ?? DEFAULTS.hostDurationSeconds), caCert.details.notAfter - 1)
+  const {notBefore, notAfter} = hostValidity(caCert, now, opts.durationSeconds)
   const access: AccessLevel = opts.access ?? (opts.origin ? 'trusted' : 'managed')
   return {opts, orgName, slug, endpoint, extraGroups, requestedIp, access, now, notBefore, notAfter}
 }
@@ -331,7 +399,7 @@ function usedIps(state: NetworkState): Set<number> {
 const usedIpCache = new WeakMap<NetworkState, Set<number>>()
 
 /** Allocates, signs and records one prepared node inside `tx` (see {@link addNode}). */
-export async function addPreparedNode(tx: Transaction, caRecord: CaRecord, caKey: Buffer, p: PreparedNode): Promise<AddNodeResult> {
+async function addPreparedNode(tx: Transaction, issuer: Issuer, p: PreparedNode): Promise<AddNodeResult> {
   const {opts, orgName, slug, endpoint, extraGroups, requestedIp, access, now, notBefore, notAfter} = p
   const keys = opts.publicKey ? undefined : generateHostKeyPair()
   const {state} = tx
@@ -365,22 +433,6 @@ export async function addPreparedNode(tx: Transaction, caRecord: CaRecord, caKey
   }
   const overlayIp = formatIp(ip)
   const groups = [`org:${slug}`, `access:${access}`, ...(opts.lighthouse ? ['role:lighthouse'] : []), ...(opts.origin ? ['role:origin'] : []), ...extraGroups]
-  const cert = signCertificate(
-    {
-      name,
-      ips: [`${overlayIp}/${net.prefix}`],
-      subnets: [],
-      groups,
-      notBefore,
-      notAfter,
-      publicKey: keys?.publicKey ?? opts.publicKey!,
-      isCA: false,
-      issuer: caRecord.id,
-      curve: 'CURVE25519',
-    },
-    caKey,
-  )
-  const fp = fingerprint(cert)
   const node: NodeRecord = {
     name,
     organization: slug,
@@ -392,6 +444,17 @@ export async function addPreparedNode(tx: Transaction, caRecord: CaRecord, caKey
     access,
     createdAt: iso(now),
   }
+  // A federated role node changes the descriptor: refused (before anything is signed) unless this home may do that alone.
+  if (fed && (node.lighthouse || node.origin)) publishRoleNode(state, issuer, node)
+  const {fingerprint: fp} = issueHostCertificate(tx, issuer, {
+    name,
+    ips: [`${overlayIp}/${net.prefix}`],
+    subnets: [],
+    groups,
+    notBefore,
+    notAfter,
+    publicKey: keys?.publicKey ?? opts.publicKey!,
+  })
   const row: CertificateRecord = {
     fingerprint: fp,
     name,
@@ -401,17 +464,15 @@ export async function addPreparedNode(tx: Transaction, caRecord: CaRecord, caKey
     roles: roles(node),
     notBefore: iso(notBefore),
     notAfter: iso(notAfter),
-    issuer: caRecord.id,
+    issuer: issuer.record.id,
     issuedAt: new Date().toISOString(),
     keyInHome: keys !== undefined,
     ...(opts.requestNonce ? {requestNonce: opts.requestNonce} : {}),
   }
-  if (fed && (node.lighthouse || node.origin)) publishRoleNode(state, caRecord, caKey, node)
   if (keys) await tx.writeHostKey(name, hostPrivateKeyToPem(keys.privateKey))
   state.nodes.push(node)
   used.add(ip)
   state.certificates.push(row)
-  tx.addCertificate(fp, certificateToPem(cert))
   return {
     name,
     organization: org.name,
@@ -433,7 +494,7 @@ export async function addPreparedNode(tx: Transaction, caRecord: CaRecord, caKey
  * organization alone. Possible only while that is enough (the founder, before other organizations join): the
  * descriptor lists lighthouses and the origin for every member. Throws UserError otherwise.
  */
-function publishRoleNode(state: NetworkState, caRecord: CaRecord, caKey: Buffer, node: NodeRecord): void {
+function publishRoleNode(state: NetworkState, issuer: Issuer, node: NodeRecord): void {
   const fed = state.federation!
   const role = node.lighthouse ? 'lighthouse' : 'origin node'
   if (!isMember(fed)) throw new UserError(`${fed.self.organization} is not a member of the federated network yet`, {fix: `add the ${role} once the membership is approved`})
@@ -453,90 +514,7 @@ function publishRoleNode(state: NetworkState, caRecord: CaRecord, caKey: Buffer,
     if (lighthouse) next.lighthouses.push({organization, overlayIp, endpoint: node.endpoint!})
     if (origin) next.origin = {organization, overlayIp}
   })
-  fed.current = {descriptor: d, approvals: [approve(d, organization, caRecord.id, caKey)]}
-}
-
-/**
- * The organizations whose CAs a node of a federated network trusts: the descriptor's members and, while this
- * organization's membership is pending, this organization. Undefined in single-CA mode.
- */
-export function trustedMembers(state: NetworkState): Member[] | undefined {
-  const fed = state.federation
-  if (!fed) return undefined
-  const members = fed.current.descriptor.members
-  return isMember(fed) ? members : [...members, fed.self]
-}
-
-/** Where the rendered config.yml expects the PKI files (Debian's and Nebula's customary /etc/nebula). */
-export const BUNDLE_PKI = {ca: '/etc/nebula/ca.crt', cert: '/etc/nebula/host.crt', key: '/etc/nebula/host.key'} as const
-
-/**
- * Describes a node for the renderers. Throws UserError for an unknown node.
- */
-export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: string; password: string}, pki: NodeProfile['pki'] = BUNDLE_PKI): NodeProfile {
-  const node = findNode(state, nodeName)
-  const org = state.organizations.find((o) => o.slug === node.organization)!
-  const descriptor = state.federation?.current.descriptor
-  const origin = descriptor ? descriptor.origin ?? undefined : state.nodes.find((n) => n.origin)
-  const revoked = new Set(state.nodes.filter((n) => n.revoked).map((n) => n.overlayIp))
-  const lighthouses = descriptor
-    ? descriptor.lighthouses.filter((l) => !(l.organization === state.federation!.self.slug && revoked.has(l.overlayIp))).map((l) => ({overlayIp: l.overlayIp, endpoint: l.endpoint}))
-    : state.nodes.filter((n) => n.lighthouse && n.endpoint && !n.revoked).map((n) => ({overlayIp: n.overlayIp, endpoint: n.endpoint!}))
-  const members = trustedMembers(state)
-  return {
-    network: {name: state.network.name, cidr: state.network.cidr},
-    node: {
-      name: node.name,
-      organization: org.name,
-      overlayIp: node.overlayIp,
-      lighthouse: node.lighthouse,
-      origin: node.origin,
-      ...(node.endpoint ? {endpoint: node.endpoint} : {}),
-    },
-    ports: {...state.network.ports},
-    lighthouses,
-    ...(origin ? {originOverlayIp: origin.overlayIp} : {}),
-    ...(members ? {members: members.map((m) => ({organization: m.slug, block: m.block, caFingerprint: m.caFingerprint}))} : {}),
-    rpc,
-    tun: {...state.network.tun},
-    pki,
-    blocklist: blocklist(state),
-  }
-}
-
-/**
- * The network's blocklist, sorted: every certificate fingerprint ever issued to a revoked node and, in a federated
- * network, those of the revocation lists imported from other members.
- */
-export function blocklist(state: NetworkState): string[] {
-  const revoked = new Set(state.nodes.filter((n) => n.revoked).map((n) => n.name))
-  const own = state.certificates.filter((c) => revoked.has(c.name)).map((c) => c.fingerprint)
-  const imported = Object.values(state.federation?.revocations ?? {}).flatMap((r) => r.fingerprints)
-  return [...new Set([...own, ...imported])].sort()
-}
-
-/** The node named `name`; throws UserError naming the known nodes when there is none. */
-export function findNode(state: NetworkState, name: string): NodeRecord {
-  const node = state.nodes.find((n) => n.name === name)
-  if (!node) {
-    const known = state.nodes.map((n) => n.name)
-    throw new UserError(`no node named ${name}`, {
-      fix: known.length > 0 ? `known nodes: ${known.slice(0, 10).join(', ')}${known.length > 10 ? ', …' : ''}` : 'add one with `tbmesh add-node`',
-    })
-  }
-  return node
-}
-
-/** The DNS-label form of an organization name: `ACME Corp.` → `acme-corp`. */
-export function slugify(name: string): string {
-  return name
-    .normalize('NFKD')
-    .replaceAll(/[\u0300-\u036F]/g, '')
-    .toLowerCase()
-    .replaceAll(/[^a-z0-9]+/g, '-')
-    .replaceAll(/^-+|-+$/g, '')
-    .slice(0, 63)
-    .replace(/-+$/, '')
+  fed.current = {descriptor: d, approvals: [approve(d, organization, issuer.record.id, issuer.key)]}
 }
 
 function defaultNodeName(state: NetworkState, slug: string): string {
@@ -550,48 +528,3 @@ function defaultNodeName(state: NetworkState, slug: string): string {
 function roles(node: NodeRecord): string[] {
   return [...(node.lighthouse ? ['lighthouse'] : []), ...(node.origin ? ['origin'] : [])]
 }
-
-function checkNetworkName(name: string): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/.test(name)) {
-    throw new UsageError(`--network "${name}" is not a valid network name`, {fix: 'use 1-64 letters, digits, spaces, dots, dashes or underscores'})
-  }
-  return name
-}
-
-/** Checks an organization name (1-100 characters, at least one letter or digit) and returns it trimmed. Throws UsageError. */
-export function checkOrganizationName(name: string): string {
-  const trimmed = name.trim()
-  if (trimmed.length === 0 || trimmed.length > 100 || /[\u0000-\u001F\u007F"\\]/.test(trimmed) || slugify(trimmed) === '') {
-    throw new UsageError(`--org "${name}" is not a valid organization name`, {fix: 'use 1-100 characters with at least one letter or digit, no quotes or control characters'})
-  }
-  return trimmed
-}
-
-/** Throws UsageError unless `name` is a lowercase DNS label. */
-export function checkNodeName(name: string): void {
-  if (!DNS_LABEL.test(name)) {
-    throw new UsageError(`--name "${name}" is not a lowercase DNS label`, {fix: 'use a-z, 0-9 and inner dashes, at most 63 characters, e.g. acme-1'})
-  }
-}
-
-const RESERVED_GROUP_PREFIXES = ['org:', 'role:', 'access:']
-
-function checkGroups(groups: string[]): string[] {
-  const out: string[] = []
-  for (const group of groups) {
-    if (!/^[A-Za-z0-9][A-Za-z0-9:._-]{0,63}$/.test(group)) {
-      throw new UsageError(`--groups "${group}" is not a valid group name`, {fix: 'use letters, digits, ":", ".", "_" and "-"'})
-    }
-    if (RESERVED_GROUP_PREFIXES.some((p) => group.startsWith(p))) {
-      throw new UsageError(`--groups "${group}" uses a prefix tbmesh sets itself`, {fix: 'org:, role: and access: groups come from --org, --lighthouse, --origin'})
-    }
-    if (!out.includes(group)) out.push(group)
-  }
-  return out
-}
-
-/** Unix seconds as ISO 8601 without milliseconds, e.g. `2026-11-21T05:00:00Z`. */
-export function iso(unixSeconds: number): string {
-  return new Date(unixSeconds * 1000).toISOString().replace('.000Z', 'Z')
-}
-

@@ -1,36 +1,17 @@
 /**
  * Certificate lifecycle on the CA side: what is issued and how long it lives (list, expiry warnings), renewal,
- * revocation (the network's blocklist), update bundles that carry changes to running nodes, and CA rotation with an
- * overlap period. tbmesh has no server: every change reaches nodes as a signed update bundle.
+ * revocation (the network's blocklist) and CA rotation with an overlap period. tbmesh has no server: every change
+ * reaches nodes as a signed update bundle (`export.ts`).
  */
-import {EXPIRY_WARNING_SECONDS, formatDuration} from './duration.js'
-import {UsageError, UserError} from './errors.js'
-import {
-  caPrivateKeyMatchesCertificate,
-  caPrivateKeyToPem,
-  certificateFromPem,
-  certificateToPem,
-  ed25519Sign,
-  encryptCaKey,
-  fingerprint,
-  generateCaKeyPair,
-  signCertificate,
-  type Argon2Parameters,
-  type NebulaCertificate,
-} from './nebula/index.js'
-import {BACKDATE_SECONDS, DEFAULTS, blocklist, findNode, iso} from './network.js'
-import {
-  currentCertificate,
-  currentCertificates,
-  endorsementMessage,
-  type CaRecord,
-  type CertificateRecord,
-  type Home,
-  type NetworkState,
-  type NodeRecord,
-  type Transaction,
-} from './state.js'
 
+import {UsageError, UserError} from '../errors.js'
+import type {Home, Transaction} from '../home/home.js'
+import {blocklist, currentCertificate, currentCertificates, findNode, trustedCas} from '../home/queries.js'
+import type {CaRecord, CertificateRecord, NetworkState, NodeRecord} from '../home/types.js'
+import {EXPIRY_WARNING_SECONDS, iso} from '../lib/duration.js'
+import {endorsementMessage} from '../lib/messages.js'
+import {type Argon2Parameters, caPrivateKeyMatchesCertificate, certificateFromPem, ed25519Sign} from '../nebula/index.js'
+import {activeIssuer, createCa, DEFAULTS, hostValidity, issueHostCertificate, type Issuer} from './ca.js'
 
 /** Status of a node's current certificate, as `tbmesh list` shows it. */
 export type CertificateStatus = 'valid' | 'expiring' | 'expired' | 'revoked' | 'superseded'
@@ -95,9 +76,7 @@ export function listNodes(state: NetworkState, opts: {org?: string; now?: number
   }
   return {
     network: state.network.name,
-    cas: state.cas
-      .filter((ca) => ca.status !== 'retired')
-      .map((ca) => ({id: ca.id, name: ca.name, notAfter: ca.notAfter, status: ca.status, daysLeft: Math.floor((Date.parse(ca.notAfter) / 1000 - now) / 86_400)})),
+    cas: trustedCas(state).map((ca) => ({id: ca.id, name: ca.name, notAfter: ca.notAfter, status: ca.status, daysLeft: Math.floor((Date.parse(ca.notAfter) / 1000 - now) / 86_400)})),
     nodes,
   }
 }
@@ -118,8 +97,7 @@ export function certificateStatus(node: NodeRecord, cert: CertificateRecord, now
  */
 export function expiryWarnings(state: NetworkState, now = Math.floor(Date.now() / 1000)): string[] {
   const warnings: string[] = []
-  for (const ca of state.cas) {
-    if (ca.status === 'retired') continue
+  for (const ca of trustedCas(state)) {
     const left = Date.parse(ca.notAfter) / 1000 - now
     if (left <= 0) warnings.push(`the CA ${ca.id.slice(0, 12)} expired on ${ca.notAfter}: every tunnel fails; run \`tbmesh rotate-ca\``)
     else if (left <= EXPIRY_WARNING_SECONDS) warnings.push(`the CA ${ca.id.slice(0, 12)} expires on ${ca.notAfter}: run \`tbmesh rotate-ca\` now`)
@@ -168,8 +146,8 @@ export async function renew(
   opts: {names?: string[]; expiringWithinSeconds?: number; durationSeconds?: number; now?: number},
 ): Promise<RenewResult> {
   const now = opts.now ?? Math.floor(Date.now() / 1000)
-  const ca = await activeCaCertificate(home)
-  const notAfter = hostNotAfter(ca.cert, now, opts.durationSeconds)
+  const issuer = await activeIssuer(home, caKey)
+  const {notAfter} = hostValidity(issuer.certificate, now, opts.durationSeconds)
   return home.transaction(async (tx) => {
     const {state} = tx
     let targets: NodeRecord[]
@@ -183,7 +161,7 @@ export async function renew(
       targets = state.nodes.filter((n) => !n.revoked && Date.parse(newest.get(n.name)!.notAfter) / 1000 <= horizon)
     }
     const renewed: ReissuedCertificate[] = []
-    for (const node of targets) renewed.push(await reissue(home, tx, node, ca, caKey, now, notAfter))
+    for (const node of targets) renewed.push(await reissue(tx, node, issuer, now, notAfter))
     return {renewed}
   })
 }
@@ -258,36 +236,28 @@ export async function rotateCa(
   if (home.state.cas.some((c) => c.status === 'retiring')) {
     throw new UserError('a CA rotation is already under way', {fix: 'ship its updates, then run `tbmesh rotate-ca --finish`'})
   }
-  const old = await activeCaCertificate(home)
-  if (!caPrivateKeyMatchesCertificate(caKey, old.cert)) throw new Error('rotateCa: caKey is not the active CA key')
-  const keys = generateCaKeyPair()
-  const cert = signCertificate(
-    {
-      ...old.cert.details,
-      notBefore: now - BACKDATE_SECONDS,
-      notAfter: now + (opts.durationSeconds ?? DEFAULTS.caDurationSeconds),
-      publicKey: keys.publicKey,
-      issuer: '',
-    },
-    keys.privateKey,
-  )
-  const id = fingerprint(cert)
-  const keyPem = opts.passphrase ? await encryptCaKey(keys.privateKey, opts.passphrase, opts.argon2) : caPrivateKeyToPem(keys.privateKey)
-  const next: CaRecord = {
-    id,
-    name: cert.details.name,
-    notBefore: iso(cert.details.notBefore),
-    notAfter: iso(cert.details.notAfter),
-    encrypted: opts.passphrase !== null,
-    organization: null,
-    status: 'active',
-    endorsement: {by: old.record.id, signature: ed25519Sign(caKey, endorsementMessage(id)).toString('base64')},
-  }
+  const old = await activeIssuer(home, caKey)
+  if (!caPrivateKeyMatchesCertificate(caKey, old.certificate)) throw new Error('rotateCa: caKey is not the active CA key')
+  const {name, ips, subnets, groups} = old.certificate.details
+  const ca = await createCa({
+    name,
+    ips,
+    subnets,
+    groups,
+    organization: old.record.organization,
+    durationSeconds: opts.durationSeconds ?? DEFAULTS.caDurationSeconds,
+    passphrase: opts.passphrase,
+    argon2: opts.argon2,
+    now,
+  })
+  const id = ca.record.id
+  const next: CaRecord = {...ca.record, endorsement: {by: old.record.id, signature: ed25519Sign(caKey, endorsementMessage(id)).toString('base64')}}
+  const issuer: Issuer = {record: next, certificate: ca.certificate, key: ca.privateKey}
   return home.transaction(async (tx) => {
     const {state} = tx
     const retiring = state.cas.find((c) => c.status === 'retiring')
     if (retiring) throw new UserError('a CA rotation is already under way', {fix: 'ship its updates, then run `tbmesh rotate-ca --finish`'})
-    await tx.writeCa(id, certificateToPem(cert), keyPem)
+    await tx.writeCa(id, ca.pem, ca.keyPem)
     state.cas.find((c) => c.id === old.record.id)!.status = 'retiring'
     state.cas.push(next)
     const reissued: ReissuedCertificate[] = []
@@ -297,7 +267,7 @@ export async function rotateCa(
       // Same not-after as today's certificate; one that has already expired gets a fresh default lifetime.
       const today = Date.parse(newest.get(node.name)!.notAfter) / 1000
       const current = today > now ? today : now + DEFAULTS.hostDurationSeconds
-      reissued.push(await reissue(home, tx, node, {record: next, cert}, keys.privateKey, now, Math.min(current, cert.details.notAfter - 1)))
+      reissued.push(await reissue(tx, node, issuer, now, Math.min(current, ca.certificate.details.notAfter - 1)))
     }
     return {phase: 'started', caFingerprint: id, previousCaFingerprint: old.record.id, caNotAfter: next.notAfter, reissued, keyEncrypted: next.encrypted}
   })
@@ -319,47 +289,21 @@ export async function finishCaRotation(home: Home): Promise<RotateCaResult> {
   })
 }
 
-/** The active CA's record and certificate. */
-async function activeCaCertificate(home: Home): Promise<{record: CaRecord; cert: NebulaCertificate}> {
-  const record = home.activeCa()
-  return {record, cert: certificateFromPem(await home.readCaCertificate(record))}
-}
-
-/** Not-after (Unix seconds) of a host certificate issued at `now`: `durationSeconds` (default one year), capped by the CA. */
-function hostNotAfter(ca: NebulaCertificate, now: number, durationSeconds?: number): number {
-  if (ca.details.notAfter - now <= 1) throw new UserError(`the CA expired on ${iso(ca.details.notAfter)}`, {fix: 'rotate the CA'})
-  if (durationSeconds !== undefined && now + durationSeconds > ca.details.notAfter) {
-    throw new UsageError(`--duration ${formatDuration(durationSeconds)} goes past the CA's expiry (${iso(ca.details.notAfter)})`, {
-      fix: `use at most ${formatDuration(ca.details.notAfter - now - 1)}`,
-    })
-  }
-  return Math.min(now + (durationSeconds ?? DEFAULTS.hostDurationSeconds), ca.details.notAfter - 1)
-}
-
 /**
  * Re-signs `node`'s current certificate (same public key, IPs, subnets, groups) with `ca` until `notAfter`, marks the
  * old ledger row superseded, and records the new one; the node then needs an update bundle.
  */
-async function reissue(
-  home: Home,
-  tx: Transaction,
-  node: NodeRecord,
-  ca: {record: CaRecord; cert: NebulaCertificate},
-  caKey: Buffer,
-  now: number,
-  notAfter: number,
-): Promise<ReissuedCertificate> {
+async function reissue(tx: Transaction, node: NodeRecord, issuer: Issuer, now: number, notAfter: number): Promise<ReissuedCertificate> {
   const row = currentCertificate(tx.state, node.name)!
   const old = certificateFromPem(await tx.readCertificate(row.fingerprint))
   // Strictly after the superseded certificate's not-before: re-signing the same details within the second they were
   // signed would otherwise yield the very same certificate (Ed25519 is deterministic), i.e. a duplicate fingerprint.
-  const notBefore = Math.max(now - BACKDATE_SECONDS, ca.cert.details.notBefore, Date.parse(row.notBefore) / 1000 + 1)
-  const cert = signCertificate({...old.details, notBefore, notAfter, issuer: ca.record.id}, caKey)
-  const fp = fingerprint(cert)
+  const notBefore = Math.max(hostValidity(issuer.certificate, now).notBefore, Date.parse(row.notBefore) / 1000 + 1)
+  const {name, ips, subnets, groups, publicKey} = old.details
+  const {fingerprint: fp} = issueHostCertificate(tx, issuer, {name, ips, subnets, groups, publicKey, notBefore, notAfter})
   const issuedAt = new Date(Math.max(Date.now(), Date.parse(row.issuedAt) + 1)).toISOString()
   row.supersededAt = issuedAt
-  tx.state.certificates.push({...row, fingerprint: fp, notBefore: iso(notBefore), notAfter: iso(notAfter), issuer: ca.record.id, issuedAt, supersededAt: undefined})
-  tx.addCertificate(fp, certificateToPem(cert))
+  tx.state.certificates.push({...row, fingerprint: fp, notBefore: iso(notBefore), notAfter: iso(notAfter), issuer: issuer.record.id, issuedAt, supersededAt: undefined})
   node.updatePending = true
-  return {name: node.name, fingerprint: fp, previous: row.fingerprint, issuer: ca.record.id, notAfter: iso(notAfter)}
+  return {name: node.name, fingerprint: fp, previous: row.fingerprint, issuer: issuer.record.id, notAfter: iso(notAfter)}
 }

@@ -1,45 +1,51 @@
 /**
- * Federated networks, one CA per organization (the descriptor format and its rules are in descriptor.ts): found a
- * network, join one against a received descriptor, request membership, approve a request or a proposed version, import
- * an approved version, and show where the network stands. Commands call these functions; tests call them directly.
+ * Federated networks, one CA per organization: found a network, join one against a received descriptor, request
+ * membership, approve a request or a proposed version, import an approved version, and show where the network stands.
+ * The descriptor's checks are in descriptor.ts, its types in home/types.ts, revocation lists in revocations.ts.
+ * Commands call these functions; tests call them directly.
  */
-import {readFile, rm} from 'node:fs/promises'
+
+import {rm} from 'node:fs/promises'
 import {resolve} from 'node:path'
 
+import {checkNetworkOptions, createCa, DEFAULTS, newSecrets} from '../ca/ca.js'
+import {UsageError, UserError} from '../errors.js'
+import {Home} from '../home/home.js'
+import {isMember} from '../home/queries.js'
+import {
+  type AccessLevel,
+  type DescriptorChange,
+  type FederationState,
+  type Member,
+  type MembershipRequest,
+  type NetworkDescriptor,
+  type NetworkState,
+  SCHEMA_VERSION,
+  type SignedDescriptor,
+} from '../home/types.js'
+import {formatDuration, iso} from '../lib/duration.js'
+import {writeNewFile} from '../lib/files.js'
+import {contains, formatCidr, nextFreeBlock, overlaps, parseCidr} from '../lib/ip.js'
+import {canonicalJson, requestMessage, verificationCode} from '../lib/messages.js'
+import {checkOrganizationName, slugify} from '../lib/names.js'
+import {type Argon2Parameters, ed25519Sign, fingerprint, type NebulaCertificate} from '../nebula/index.js'
 import {
   allowedCaGroups,
-  approve,
   approvalsNeeded,
-  canonicalJson,
+  approve,
   checkApprovals,
   checkDescriptor,
   checkMemberCa,
   checkMembershipRequest,
-  checkRevocationList,
   checkSuccessor,
-  descriptorDigest,
   DESCRIPTOR_TYPE,
+  descriptorDigest,
   FORMAT_VERSION,
   MEMBERSHIP_REQUEST_TYPE,
   nextVersion,
-  requestMessage,
-  revocationMessage,
-  REVOCATION_LIST_TYPE,
-  type DescriptorChange,
-  type Member,
-  type MembershipRequest,
-  type NetworkDescriptor,
-  type RevocationList,
-  type SignedDescriptor,
 } from './descriptor.js'
-import {formatDuration} from './duration.js'
-import {UsageError, UserError} from './errors.js'
-import {writeNewFile} from './files.js'
-import {contains, formatCidr, nextFreeBlock, overlaps, parseCidr} from './ip.js'
-import {verificationCode} from './join-request.js'
-import {ed25519Sign, fingerprint, type Argon2Parameters, type NebulaCertificate} from './nebula/index.js'
-import {DEFAULTS, checkNetworkOptions, checkOrganizationName, createCa, iso, newSecrets, slugify} from './network.js'
-import {Home, SCHEMA_VERSION, isMember, type AccessLevel, type FederationState, type NetworkState} from './state.js'
+import {markForUpdate, readJson, requireFederation, requireMember} from './guards.js'
+import {importRevocations, type ImportRevocationsResult} from './revocations.js'
 
 /** Options shared by {@link foundFederation} and {@link joinFederation}. Durations in seconds. */
 export interface FederatedCaOptions {
@@ -78,7 +84,7 @@ export interface FederatedInitResult {
 /**
  * Founds a federated network in `homeDir`: this organization's CA (constrained to the overlay and its own groups), the
  * first block of the overlay, and descriptor version 1 signed by it. `requiredApprovals` fixes how many approvals
- * every later change needs; default: more than half of the members. Throws UsageError/UserError as {@link initCa}.
+ * every later change needs; default: more than half of the members. Throws UsageError/UserError as `initCa` (`ca/ca.ts`).
  */
 export async function foundFederation(
   homeDir: string,
@@ -197,16 +203,14 @@ async function createMemberHome(
 }
 
 /**
- * The verification code of a membership: the first 60 bits of the SHA-256 of the canonical JSON of the member entry
- * (organization, slug, block, access, CA fingerprint) and of `baseDigest`, the digest of the descriptor version the
- * membership extends, as `XXXX-XXXX-XXXX`. The requester and every approver see the same code and compare it by phone:
+ * The verification code of a membership (`verificationCode` in `lib/messages.ts`) over the canonical JSON of the member
+ * entry (organization, slug, block, access, CA fingerprint) and of `baseDigest`, the digest of the descriptor version
+ * the membership extends, as `XXXX-XXXX-XXXX`. The requester and every approver see the same code and compare it by phone:
  * it covers the CA that will be trusted, the block it may use, and the network the joiner was given (a joiner trusts
  * the descriptor file it received; a matching code shows it received the members' own).
  */
 export function membershipCode(m: Pick<Member, 'organization' | 'slug' | 'block' | 'access' | 'caFingerprint'>, baseDigest: string): string {
-  return verificationCode(
-    Buffer.from(canonicalJson({organization: m.organization, slug: m.slug, block: m.block, access: m.access, caFingerprint: m.caFingerprint, base: baseDigest})),
-  )
+  return verificationCode('membership', canonicalJson({organization: m.organization, slug: m.slug, block: m.block, access: m.access, caFingerprint: m.caFingerprint, base: baseDigest}))
 }
 
 /** What `tbmesh federation request` reports. */
@@ -361,7 +365,9 @@ function proposeMember(current: NetworkDescriptor, value: unknown, file: string)
   const holder = current.members.find((m) => overlaps(parseCidr(m.block), block))
   if (holder) refuse(`its block ${r.block} overlaps the block ${holder.block} of ${holder.organization}`, 'ask them to choose a free block (init-ca --federated --block)')
   const member: Member = {organization: r.organization, slug: r.slug, block: r.block, access: r.access, caCertificate: r.caCertificate, caFingerprint}
-  const descriptor = nextVersion(current, {kind: 'add-member', organization: r.slug}, (next) => void next.members.push(member))
+  const descriptor = nextVersion(current, {kind: 'add-member', organization: r.slug}, (next) => {
+    next.members.push(member)
+  })
   return {descriptor, approvals: []}
 }
 
@@ -415,85 +421,10 @@ export async function importDescriptor(home: Home, file: string): Promise<Import
     warnings.push(
       holder
         ? `your block ${after.self.block} now belongs to ${holder.organization}: create your home again with \`tbmesh init-ca --federated --force --block\` and a free block`
-        : `your membership request was made against an older version: make a new one with \`tbmesh federation request\``,
+        : 'your membership request was made against an older version: make a new one with `tbmesh federation request`',
     )
   }
   return {kind: 'descriptor', version: d.version, change: d.change, adopted: true, member: isMember(after), approvedBy: status.approvedBy, nodesToUpdate, warnings}
-}
-
-/** What `tbmesh federation revocations` reports. */
-export interface ExportRevocationsResult {
-  path: string
-  sequence: number
-  /** Fingerprints of the certificates listed: every certificate ever issued to a node this organization revoked. */
-  fingerprints: string[]
-}
-
-/**
- * Writes this organization's revocation list to `out` (refused when it exists, unless `force`), signed by its CA key
- * (`caKey`, 64 bytes), with the next sequence number: every certificate ever issued to a node it revoked. The other
- * members import it with {@link importRevocations}, and their nodes refuse those certificates after the next update.
- */
-export async function exportRevocations(home: Home, caKey: Buffer, out: string, opts: {force?: boolean} = {}): Promise<ExportRevocationsResult> {
-  let written = false
-  // A list whose sequence number was not committed must not stay behind: the next one would reuse the number.
-  return home.transaction(async (tx) => {
-    const fed = requireMember(tx.state, 'publish revocations')
-    const revoked = new Set(tx.state.nodes.filter((n) => n.revoked).map((n) => n.name))
-    const rows = tx.state.certificates.filter((c) => revoked.has(c.name) && c.issuer === fed.self.caFingerprint)
-    const sequence = (fed.revocationSequence ?? 0) + 1
-    const revocations: RevocationList = {
-      type: REVOCATION_LIST_TYPE,
-      formatVersion: FORMAT_VERSION,
-      network: tx.state.network.name,
-      organization: fed.self.slug,
-      caFingerprint: fed.self.caFingerprint,
-      sequence,
-      createdAt: new Date().toISOString(),
-      certificates: await Promise.all(rows.map((c) => tx.readCertificate(c.fingerprint))),
-    }
-    const text = `${JSON.stringify({revocations, signature: ed25519Sign(caKey, revocationMessage(revocations)).toString('base64')}, null, 2)}\n`
-    await writeNewFile(out, text, {force: opts.force, mode: 0o644, what: 'revocation list'})
-    written = true
-    fed.revocationSequence = sequence
-    return {path: resolve(out), sequence, fingerprints: rows.map((c) => c.fingerprint).sort()}
-  }).catch(async (error: unknown) => {
-    if (written) await rm(out, {force: true}).catch(() => {})
-    throw error
-  })
-}
-
-/** What `tbmesh federation import` reports for a revocation list. */
-export interface ImportRevocationsResult {
-  kind: 'revocations'
-  /** The member that published the list (slug). */
-  organization: string
-  sequence: number
-  fingerprints: string[]
-  /** Nodes of this home that need an update bundle to refuse the certificates (`tbmesh export-update --all`). */
-  nodesToUpdate: string[]
-}
-
-/**
- * Imports another member's revocation list (checked by {@link checkRevocationList} against the current descriptor):
- * newer than the one held from that member, or refused. Its fingerprints join this home's blocklist; every node not
- * revoked is marked as needing an update. Throws UserError.
- */
-export async function importRevocations(home: Home, file: string): Promise<ImportRevocationsResult> {
-  const value = await readJson(file, 'revocation list')
-  return home.transaction(async ({state}) => {
-    const fed = requireFederation(state)
-    const {list, fingerprints} = checkRevocationList(value, fed.current.descriptor, file)
-    if (list.organization === fed.self.slug) throw new UserError(`${file} is ${fed.self.organization}'s own revocation list`, {fix: 'send it to the other members; your nodes get your revocations from `tbmesh export-update`'})
-    const held = fed.revocations && Object.hasOwn(fed.revocations, list.organization) ? fed.revocations[list.organization] : undefined
-    if (held && list.sequence <= held.sequence) {
-      throw new UserError(`${file} has sequence ${list.sequence}, not newer than the ${held.sequence} held from ${list.organization} (a replay or a rollback)`, {
-        fix: 'import the newest revocation list of that organization',
-      })
-    }
-    fed.revocations = {...fed.revocations, [list.organization]: {sequence: list.sequence, fingerprints}}
-    return {kind: 'revocations' as const, organization: list.organization, sequence: list.sequence, fingerprints, nodesToUpdate: markForUpdate(state)}
-  })
 }
 
 /** Imports a federation file of either kind: a descriptor version ({@link importDescriptor}) or a revocation list. */
@@ -518,17 +449,6 @@ function assertHolds(fed: FederationState, expected: NetworkDescriptor): void {
   if (descriptorDigest(fed.current.descriptor) !== descriptorDigest(expected)) {
     throw new UserError('the descriptor of this home changed while the command ran', {fix: 'run the command again'})
   }
-}
-
-/** Marks every node not revoked as needing an update bundle; returns their names. */
-function markForUpdate(state: NetworkState): string[] {
-  const names: string[] = []
-  for (const node of state.nodes) {
-    if (node.revoked) continue
-    node.updatePending = true
-    names.push(node.name)
-  }
-  return names
 }
 
 /**
@@ -590,20 +510,6 @@ export async function federationStatus(home: Home, opts: {out?: string; force?: 
   }
 }
 
-/** The home's federation; throws UserError in a single-CA home. */
-export function requireFederation(state: NetworkState): FederationState {
-  if (!state.federation) {
-    throw new UserError(`network ${state.network.name} has a single CA, not a federation`, {fix: 'federation commands work in homes made with `tbmesh init-ca --federated`'})
-  }
-  return state.federation
-}
-
-function requireMember(state: NetworkState, what: string): FederationState {
-  const fed = requireFederation(state)
-  if (!isMember(fed)) throw new UserError(`${fed.self.organization} is not a member yet and cannot ${what}`, {fix: 'import the version that admits it first (`tbmesh federation import`)'})
-  return fed
-}
-
 function incomplete(file: string, d: NetworkDescriptor, have: number, needed: number): UserError {
   return new UserError(`${file} (version ${d.version}) has ${have} valid approval${have === 1 ? '' : 's'}; it needs ${needed}`, {
     fix: 'have more member organizations approve it (`tbmesh federation approve`)',
@@ -612,18 +518,4 @@ function incomplete(file: string, d: NetworkDescriptor, have: number, needed: nu
 
 async function readDescriptorFile(file: string): Promise<SignedDescriptor> {
   return checkDescriptor(await readJson(file, 'descriptor'), file)
-}
-
-async function readJson(file: string, what: string): Promise<unknown> {
-  let text: string
-  try {
-    text = await readFile(file, 'utf8')
-  } catch (error) {
-    throw new UserError(`cannot read ${what} ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`, {fix: 'check the path'})
-  }
-  try {
-    return JSON.parse(text)
-  } catch {
-    throw new UserError(`${file} is not JSON`, {fix: 'ask for a fresh copy of the file'})
-  }
 }

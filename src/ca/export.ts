@@ -1,24 +1,27 @@
 /**
  * Bundles out of the CA's home: a node's join bundle (everything it needs) and update bundles (what changed), rendered
  * from the state, signed by the active CA, written in a transaction that advances the node's bundle sequence number.
- * Apart from network.ts so that commands which only change the state do not load the renderers and tar.
+ * Apart from ca.ts so that commands which only change the state do not load the renderers and tar.
  */
+
 import {mkdir, rm} from 'node:fs/promises'
 import {join, resolve} from 'node:path'
 
-import {writeBundle, type BundleKind, type BundleManifest} from './bundle.js'
-import {syncFiles} from './files.js'
-import {UsageError, UserError} from './errors.js'
-import {ed25519Sign} from './nebula/index.js'
-import {findNode, nodeProfile, trustedMembers} from './network.js'
-import {renderBlockchainEnv} from './render/blockchain-env.js'
-import {renderBundleReadme} from './render/bundle-readme.js'
-import {renderNebulaCompose} from './render/docker-compose-nebula.js'
-import {renderTrubudgetOverride} from './render/docker-compose-trubudget.js'
-import {renderMultichainConf} from './render/multichain-conf.js'
-import {renderNebulaConfig} from './render/nebula-config.js'
-import {renderNebulaService} from './render/nebula-service.js'
-import {currentCertificate, type Home, type Transaction} from './state.js'
+import {writeBundle} from '../bundle/archive.js'
+import type {BundleKind, BundleManifest} from '../bundle/layout.js'
+import {UsageError, UserError} from '../errors.js'
+import type {Home, Transaction} from '../home/home.js'
+import {currentCertificate, findNode, trustedCas, trustedMembers} from '../home/queries.js'
+import {syncFiles} from '../lib/files.js'
+import {ed25519Sign} from '../nebula/index.js'
+import {renderBlockchainEnv} from '../render/blockchain-env.js'
+import {renderBundleReadme} from '../render/bundle-readme.js'
+import {renderNebulaCompose} from '../render/docker-compose-nebula.js'
+import {renderTrubudgetOverride} from '../render/docker-compose-trubudget.js'
+import {renderMultichainConf} from '../render/multichain-conf.js'
+import {renderNebulaConfig} from '../render/nebula-config.js'
+import {renderNebulaService} from '../render/nebula-service.js'
+import {nodeProfile} from './node-profile.js'
 
 /** What `tbmesh export-bundle` reports. No secret is in it. */
 export interface ExportBundleResult {
@@ -83,18 +86,18 @@ export async function writeNodeBundle(
   const profile = nodeProfile(state, node.name, {user: secrets.rpcUser, password: secrets.rpcPassword})
   if (profile.lighthouses.length === 0) {
     throw new UserError('the network has no lighthouse yet', {
-      fix: state.federation ? "the founding organization adds one; then `tbmesh federation import` the descriptor it sends" : 'add one with `tbmesh add-node --lighthouse --endpoint HOST:PORT`',
+      fix: state.federation ? 'the founding organization adds one; then `tbmesh federation import` the descriptor it sends' : 'add one with `tbmesh add-node --lighthouse --endpoint HOST:PORT`',
     })
   }
   if (!node.origin && profile.originOverlayIp === undefined) {
     throw new UserError('the network has no origin node yet', {
-      fix: state.federation ? "the founding organization adds it; then `tbmesh federation import` the descriptor it sends" : 'add one with `tbmesh add-node --origin`',
+      fix: state.federation ? 'the founding organization adds it; then `tbmesh federation import` the descriptor it sends' : 'add one with `tbmesh add-node --origin`',
     })
   }
   const signer = state.cas.find((ca) => ca.status === 'active')!
   // The trust bundle: the network's CAs, or in a federated network every member's CA (PEMs from the descriptor).
   const members = trustedMembers(state)
-  const caPems = members ? members.map((m) => m.caCertificate) : await Promise.all(state.cas.filter((ca) => ca.status !== 'retired').map((ca) => home.readCaCertificate(ca)))
+  const caPems = members ? members.map((m) => m.caCertificate) : await Promise.all(trustedCas(state).map((ca) => home.readCaCertificate(ca)))
   const files: Record<string, string> = {
     'nebula/ca.crt': caPems.join(''),
     'nebula/host.crt': await tx.readCertificate(cert.fingerprint),

@@ -2,7 +2,8 @@
  * Durations as operators write them: Go-style like nebula-cert (`8760h`, `1h30m`, `90s`) plus days (`d`) and years
  * (`y` = 365 days), e.g. `10y`, `30d`, `1y12h`.
  */
-import {UsageError} from './errors.js'
+
+import {UsageError} from '../errors.js'
 
 const UNIT_SECONDS: Record<string, number> = {
   s: 1,
@@ -43,4 +44,9 @@ export function formatDuration(seconds: number): string {
     if (seconds >= size && seconds % size === 0) return `${seconds / size}${unit}`
   }
   return `${seconds}s`
+}
+
+/** Unix seconds as ISO 8601 without milliseconds, e.g. `2026-11-21T05:00:00Z`. */
+export function iso(unixSeconds: number): string {
+  return new Date(unixSeconds * 1000).toISOString().replace('.000Z', 'Z')
 }

@@ -3,18 +3,18 @@
  * machine. The joiner generates an X25519 key pair, keeps the private key in its own home, and sends the request file
  * (JSON, below) to the network's CA admin, who checks the verification code with the joiner by phone before signing.
  */
-import {createHash, randomBytes} from 'node:crypto'
-import {readFile, rm} from 'node:fs/promises'
 
-import {UsageError, UserError} from './errors.js'
-import {KeyFormatError, generateHostKeyPair, hostPrivateKeyToPem, hostPublicKeyFromPem, hostPublicKeyToPem} from './nebula/index.js'
-import {checkEndpoint} from './ip.js'
-import {checkNodeName, checkOrganizationName} from './network.js'
-import {writeNewFile} from './files.js'
-import {saveJoinRequest} from './state.js'
+import {randomBytes} from 'node:crypto'
+import {mkdir, readFile, rm} from 'node:fs/promises'
+import {join} from 'node:path'
 
-/** ISO 8601 with a time zone, as `Date.prototype.toISOString` writes it (the request's `createdAt`). */
-const ISO8601 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/
+import {UsageError, UserError} from '../errors.js'
+import {writeAtomic, writeNewFile} from '../lib/files.js'
+import {checkEndpoint} from '../lib/ip.js'
+import {verificationCode} from '../lib/messages.js'
+import {checkNodeName, checkOrganizationName} from '../lib/names.js'
+import {isIsoTime, NONCE_HEX} from '../lib/text.js'
+import {generateHostKeyPair, hostPrivateKeyToPem, hostPublicKeyFromPem, hostPublicKeyToPem, KeyFormatError} from '../nebula/index.js'
 
 /** The request file's `type` and version. */
 export const JOIN_REQUEST_TYPE = 'tbmesh-join-request'
@@ -43,7 +43,7 @@ export interface JoinRequestResult {
   /** Absolute or given path of the request file. */
   path: string
   request: JoinRequest
-  /** Short code derived from the request file's SHA-256, grouped for reading aloud, e.g. `K7QD-2M4X-PZ9T`. */
+  /** Code derived from the request file's bytes (`verificationCode` in `lib/messages.ts`), grouped for reading aloud, e.g. `K7QD-2M4X-PZ9T`. */
   verificationCode: string
 }
 
@@ -79,22 +79,7 @@ export async function createJoinRequest(
     await rm(opts.out, {force: true})
     throw error
   }
-  return {path: opts.out, request, verificationCode: verificationCode(Buffer.from(text))}
-}
-
-/**
- * The verification code of a request file: the first 60 bits of its SHA-256 in Crockford base32, as three groups of
- * four characters (`XXXX-XXXX-XXXX`). Both sides compute it from the exact file bytes, so any change in transit shows.
- */
-export function verificationCode(fileBytes: Buffer): string {
-  const digest = createHash('sha256').update(fileBytes).digest()
-  const alphabet = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
-  let bits = 0n
-  for (const byte of digest.subarray(0, 8)) bits = (bits << 8n) | BigInt(byte)
-  bits >>= 4n // keep 60 bits
-  let code = ''
-  for (let i = 11; i >= 0; i--) code += alphabet[Number((bits >> BigInt(i * 5)) & 31n)]
-  return `${code.slice(0, 4)}-${code.slice(4, 8)}-${code.slice(8)}`
+  return {path: opts.out, request, verificationCode: verificationCode('join-request', text)}
 }
 
 /** A request file read on the CA side, with its verification code and the decoded public key (32 bytes). */
@@ -126,10 +111,10 @@ export async function readJoinRequest(file: string): Promise<ReceivedJoinRequest
   }
   if (typeof request !== 'object' || request === null || request.type !== JOIN_REQUEST_TYPE) bad('is not a tbmesh join request')
   if (request.version !== JOIN_REQUEST_VERSION) bad(`has version ${JSON.stringify(request.version)}; this tbmesh reads ${JOIN_REQUEST_VERSION}`)
-  if (typeof request.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(request.nonce)) bad('has no valid nonce')
+  if (typeof request.nonce !== 'string' || !NONCE_HEX.test(request.nonce)) bad('has no valid nonce')
   // Strict ISO 8601: Date.parse alone accepts e.g. "Jan 1 2025 (<newlines, escape sequences>)", which the approval
   // summary would print — a fake "Verification code:" line above the real one.
-  if (typeof request.createdAt !== 'string' || !ISO8601.test(request.createdAt) || Number.isNaN(Date.parse(request.createdAt))) bad('has no valid creation time')
+  if (!isIsoTime(request.createdAt)) bad('has no valid creation time')
   const allowed = new Set(['type', 'version', 'organization', 'name', 'endpoint', 'publicKey', 'nonce', 'createdAt'])
   for (const key of Object.keys(request)) if (!allowed.has(key)) bad(`has an unknown field ${JSON.stringify(key)}`)
   try {
@@ -147,7 +132,7 @@ export async function readJoinRequest(file: string): Promise<ReceivedJoinRequest
     if (error instanceof KeyFormatError) return bad(`has no valid Nebula X25519 public key (${error.message})`)
     throw error
   }
-  return {request, verificationCode: verificationCode(bytes), publicKey}
+  return {request, verificationCode: verificationCode('join-request', bytes), publicKey}
 }
 
 /**
@@ -167,4 +152,26 @@ export async function readPublicKeyFile(file: string): Promise<Buffer> {
     if (error instanceof KeyFormatError) throw new UserError(`--pubkey ${file} is not a Nebula X25519 public key (${error.message})`, {fix: 'make one with `nebula-cert keygen` or `tbmesh join-request`'})
     throw error
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Join requests made on this machine (the joiner's side). They need no network state: `requests/<nonce>.json` holds the
+// request as sent, `requests/<nonce>.key` (0600) the host private key that never leaves this machine.
+
+const REQUESTS_DIR = 'requests'
+
+/** Stores a join request and its private key in the joiner's home (created 0700 if missing). */
+async function saveJoinRequest(homeDir: string, nonce: string, requestText: string, keyPem: string): Promise<void> {
+  await mkdir(homeDir, {recursive: true, mode: 0o700})
+  await writeAtomic(join(homeDir, REQUESTS_DIR, `${nonce}.key`), keyPem, 0o600)
+  await writeAtomic(join(homeDir, REQUESTS_DIR, `${nonce}.json`), requestText, 0o644)
+}
+
+/** A pending join request of this machine: the request text and the host private key PEM; undefined when unknown. */
+export async function loadJoinRequest(homeDir: string, nonce: string): Promise<{requestText: string; keyPem: string} | undefined> {
+  if (!NONCE_HEX.test(nonce)) return undefined
+  const dir = join(homeDir, REQUESTS_DIR)
+  const keyPem = await readFile(join(dir, `${nonce}.key`), 'utf8').catch(() => undefined)
+  const requestText = await readFile(join(dir, `${nonce}.json`), 'utf8').catch(() => undefined)
+  return keyPem === undefined || requestText === undefined ? undefined : {requestText, keyPem}
 }

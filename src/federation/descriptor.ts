@@ -1,5 +1,7 @@
 /**
- * The network descriptor of a federated network, and the membership requests that extend it. Pure functions: no I/O.
+ * The network descriptor of a federated network, the membership requests that extend it and the revocation lists
+ * members exchange: their checks. Pure functions: no I/O. The types are in `home/types.ts`, the signed bytes in
+ * `lib/messages.ts`.
  *
  * A federated network has no single CA. Each member organization has its own Nebula CA, constrained (in the CA
  * certificate, which Nebula enforces) to the overlay CIDR and to the groups it may issue: `org:<slug>`, its
@@ -17,127 +19,41 @@
  * File format (JSON, UTF-8): `{"descriptor": NetworkDescriptor, "approvals": Approval[]}` ({@link SignedDescriptor}).
  * Membership request: `{"request": MembershipRequest, "signature": base64}`, signed by the requesting CA's key.
  */
-import {createHash} from 'node:crypto'
 
-import {UserError} from './errors.js'
-import {checkEndpoint, contains, formatCidr, overlaps, parseCidr, parseIp} from './ip.js'
-import {certificateFromPem, checkSignature, ed25519Sign, ed25519Verify, fingerprint, type NebulaCertificate} from './nebula/index.js'
-import type {AccessLevel, NetworkSettings} from './state.js'
+import {UserError} from '../errors.js'
+import type {
+  AccessLevel,
+  Approval,
+  DescriptorChange,
+  Member,
+  MembershipRequest,
+  NetworkDescriptor,
+  NetworkState,
+  RevocationList,
+  SignedDescriptor,
+  SignedMembershipRequest,
+  SignedRevocationList,
+} from '../home/types.js'
+import {checkEndpoint, contains, formatCidr, overlaps, parseCidr, parseIp} from '../lib/ip.js'
+import {approvalMessage, canonicalJson, jsonDigest, requestMessage, revocationMessage} from '../lib/messages.js'
+import {DNS_LABEL, guard, SHA256_HEX} from '../lib/text.js'
+import {certificateFromPem, checkSignature, ed25519Sign, ed25519Verify, fingerprint, type NebulaCertificate} from '../nebula/index.js'
 
+/** `type` of a descriptor version. */
 export const DESCRIPTOR_TYPE = 'tbmesh-network-descriptor'
+/** `type` of a membership request. */
 export const MEMBERSHIP_REQUEST_TYPE = 'tbmesh-membership-request'
+/** `formatVersion` of every federation file this tbmesh reads and writes. */
 export const FORMAT_VERSION = 1
-
-/** A member organization of a federated network. */
-export interface Member {
-  /** Organization name as TruBudget knows it, e.g. `Umbrella Bank`. */
-  organization: string
-  /** DNS-label form of the name, used in groups (`org:<slug>`) and node names. */
-  slug: string
-  /** The organization's IP block inside the overlay, IPv4 CIDR; firewall rules accept its CA only from there. */
-  block: string
-  /** TruBudget access level the members approved: trusted (admin rights) or managed (basic rights). */
-  access: AccessLevel
-  /** The organization's Nebula CA certificate (PEM, Nebula v1, `cert/cert.proto` in slackhq/nebula). */
-  caCertificate: string
-  /** Hex SHA-256 of the CA certificate (what Nebula's `ca_sha` and `pki.blocklist` match). */
-  caFingerprint: string
-}
-
-/** What a version changes relative to the previous one. */
-export type DescriptorChange =
-  | {kind: 'found'; organization: string}
-  /** The member added, last in `members`. */
-  | {kind: 'add-member'; organization: string}
-  /** A node of `organization` that becomes a lighthouse (added last to `lighthouses`), the origin, or both. */
-  | {kind: 'add-role-node'; organization: string; overlayIp: string; lighthouse: boolean; origin: boolean}
-
-/** The signed body of a descriptor version. Times are ISO 8601. */
-export interface NetworkDescriptor {
-  type: typeof DESCRIPTOR_TYPE
-  formatVersion: typeof FORMAT_VERSION
-  /** Network name. */
-  network: string
-  /** Overlay network, IPv4 CIDR. */
-  cidr: string
-  /** Prefix length of each organization's block. */
-  orgPrefix: number
-  ports: NetworkSettings['ports']
-  /** 1, 2, … */
-  version: number
-  /** Digest of the version this one extends; null for version 1. */
-  previous: string | null
-  /** Approvals a change needs: `majority` (more than half of the previous version's members) or a fixed number. */
-  requiredApprovals: 'majority' | number
-  createdAt: string
-  change: DescriptorChange
-  members: Member[]
-  /** Lighthouses: overlay IP in their organization's block, public underlay `host:port`. */
-  lighthouses: Array<{organization: string; overlayIp: string; endpoint: string}>
-  /** The TruBudget origin (alpha) node, once there is one. */
-  origin: {organization: string; overlayIp: string} | null
-}
-
-/** One member's approval of a version: base64 Ed25519 by the CA `caFingerprint` of member `organization` (slug). */
-export interface Approval {
-  organization: string
-  caFingerprint: string
-  signature: string
-}
-
-/** A descriptor version with the approvals gathered so far (the descriptor file). */
-export interface SignedDescriptor {
-  descriptor: NetworkDescriptor
-  approvals: Approval[]
-}
-
-/** A request to join a federated network, made by the joining organization against the version it received. */
-export interface MembershipRequest {
-  type: typeof MEMBERSHIP_REQUEST_TYPE
-  formatVersion: typeof FORMAT_VERSION
-  network: string
-  /** The descriptor version the request extends: its number and digest. */
-  base: {version: number; digest: string}
-  organization: string
-  slug: string
-  /** Requested block, IPv4 CIDR. */
-  block: string
-  access: AccessLevel
-  /** The joining organization's CA certificate (PEM). */
-  caCertificate: string
-  createdAt: string
-}
-
-/** The request file: the request and a base64 Ed25519 signature over its canonical JSON by the CA it carries. */
-export interface SignedMembershipRequest {
-  request: MembershipRequest
-  signature: string
-}
-
-/** JSON with object keys sorted and no white space: the bytes that digests and signatures cover. */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v)).join(',')}]`
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined)
-    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`
-  }
-  return JSON.stringify(value)
-}
 
 /** Hex SHA-256 of a descriptor's canonical JSON. */
 export function descriptorDigest(descriptor: NetworkDescriptor): string {
-  return createHash('sha256').update(canonicalJson(descriptor)).digest('hex')
-}
-
-/** The bytes an approval signs. */
-export function approvalMessage(descriptor: NetworkDescriptor): Buffer {
-  return Buffer.from(`tbmesh-network-descriptor:v1:${descriptorDigest(descriptor)}`, 'utf8')
+  return jsonDigest(descriptor)
 }
 
 /** Signs `descriptor` as member `organization` (slug) with its CA key (64 bytes, Nebula Ed25519). */
 export function approve(descriptor: NetworkDescriptor, organization: string, caFingerprint: string, caKey: Buffer): Approval {
-  return {organization, caFingerprint, signature: ed25519Sign(caKey, approvalMessage(descriptor)).toString('base64')}
+  return {organization, caFingerprint, signature: ed25519Sign(caKey, approvalMessage(descriptorDigest(descriptor))).toString('base64')}
 }
 
 /** The groups a member's CA may list: its `org:` group, its access groups and the role groups. */
@@ -173,7 +89,7 @@ export interface ApprovalStatus {
 export function checkApprovals(signed: SignedDescriptor, what: string): ApprovalStatus {
   const d = signed.descriptor
   const voters = approvingMembers(d)
-  const message = approvalMessage(d)
+  const message = approvalMessage(descriptorDigest(d))
   const approvedBy: string[] = []
   for (const a of signed.approvals) {
     const member = voters.find((m) => m.slug === a.organization)
@@ -189,9 +105,6 @@ export function checkApprovals(signed: SignedDescriptor, what: string): Approval
   const needed = approvalsNeeded(d.requiredApprovals, voters.length)
   return {approvedBy, needed, complete: approvedBy.length >= needed}
 }
-
-const DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/
-const HEX256 = /^[0-9a-f]{64}$/
 
 /**
  * Parses and checks a member's CA certificate: a valid self-signed Nebula CA whose fingerprint is `caFingerprint`,
@@ -242,7 +155,7 @@ export function checkDescriptor(value: unknown, what: string): SignedDescriptor 
     if (typeof ports !== 'object' || ports === null || !Number.isInteger(ports[key]) || (ports[key] as number) < 1 || (ports[key] as number) > 65_535) bad(`"ports.${key}" is not a port`)
   }
   if (!Number.isInteger(d.version) || d.version < 1) bad('"version" is not a positive integer')
-  if (d.version === 1 ? d.previous !== null : typeof d.previous !== 'string' || !HEX256.test(d.previous)) bad('"previous" does not fit the version')
+  if (d.version === 1 ? d.previous !== null : typeof d.previous !== 'string' || !SHA256_HEX.test(d.previous)) bad('"previous" does not fit the version')
   if (d.requiredApprovals !== 'majority' && !(Number.isInteger(d.requiredApprovals) && (d.requiredApprovals as number) >= 1)) bad('"requiredApprovals" is neither "majority" nor a positive integer')
   if (typeof d.createdAt !== 'string' || Number.isNaN(Date.parse(d.createdAt))) bad('"createdAt" is not a time')
   if (!Array.isArray(d.members) || d.members.length === 0) bad('"members" is empty')
@@ -351,11 +264,6 @@ export function nextVersion(current: NetworkDescriptor, change: DescriptorChange
 // ---------------------------------------------------------------------------------------------------------------------
 // Membership requests
 
-/** The bytes a membership request's signature covers. */
-export function requestMessage(request: MembershipRequest): Buffer {
-  return Buffer.from(`tbmesh-membership-request:v1:${canonicalJson(request)}`, 'utf8')
-}
-
 /**
  * Checks a membership request file's content: shape, a CA certificate as {@link checkMemberCa} wants it for the
  * requested slug and access level, and the signature by that CA. Throws UserError naming `what`.
@@ -387,47 +295,11 @@ export function checkMembershipRequest(value: unknown, what: string): {request: 
   return {request: r, ca: ca as NebulaCertificate}
 }
 
-function guard<T>(fn: () => T, bad: (problem: string) => never): T {
-  try {
-    return fn()
-  } catch (error) {
-    return bad((error as Error).message)
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------------------
 // Revocation lists: how a member's revocations reach the other members' nodes
 
+/** `type` of a revocation list. */
 export const REVOCATION_LIST_TYPE = 'tbmesh-revocation-list'
-
-/**
- * A member's revoked certificates, as it publishes them to the other members: every certificate it ever issued to a
- * node it revoked (PEM, Nebula v1). Certificates rather than fingerprints, so that an importer can check each was
- * issued by that member's CA: a member cannot blocklist another organization's nodes. `sequence` grows with every list
- * a member publishes; an importer refuses one not newer than what it holds.
- */
-export interface RevocationList {
-  type: typeof REVOCATION_LIST_TYPE
-  formatVersion: typeof FORMAT_VERSION
-  network: string
-  /** The publishing member's slug and CA fingerprint. */
-  organization: string
-  caFingerprint: string
-  sequence: number
-  createdAt: string
-  certificates: string[]
-}
-
-/** The revocation list file: the list and a base64 Ed25519 signature over its canonical JSON by the member's CA. */
-export interface SignedRevocationList {
-  revocations: RevocationList
-  signature: string
-}
-
-/** The bytes a revocation list's signature covers. */
-export function revocationMessage(list: RevocationList): Buffer {
-  return Buffer.from(`tbmesh-revocation-list:v1:${canonicalJson(list)}`, 'utf8')
-}
 
 /**
  * Checks a revocation list against descriptor `d`: published by a member with its current CA, signed by it, and every
@@ -464,4 +336,28 @@ export function checkRevocationList(value: unknown, d: NetworkDescriptor, what: 
     fingerprints.add(fingerprint(cert))
   }
   return {list: r, fingerprints: [...fingerprints].sort()}
+}
+
+/**
+ * The federation part of a home's state (`state.federation`, see `home/validate.ts`): this organization is the home's
+ * one organization, its CA is a member CA held here, the adopted descriptor checks out and lists it as it is, and the
+ * records of approvals and revocations are well formed. Reports the first problem through `bad`.
+ */
+export function checkFederationState(state: NetworkState, bad: (problem: string) => never): void {
+  const f = state.federation!
+  if (typeof f !== 'object' || f === null || typeof f.self !== 'object' || f.self === null) bad('"federation" is malformed')
+  if (state.organizations.length !== 1 || state.organizations[0]?.slug !== f.self.slug) bad('"federation.self" is not the one organization of this home')
+  const {descriptor} = guard(() => checkDescriptor(f.current, '"federation.current"'), bad)
+  const ca = checkMemberCa(f.self, state.network.cidr)
+  if (typeof ca === 'string' || f.self.caFingerprint !== fingerprint(ca)) bad(`"federation.self": ${typeof ca === 'string' ? ca : 'its CA fingerprint does not match'}`)
+  const listed = descriptor.members.find((m) => m.slug === f.self.slug)
+  if (listed !== undefined && canonicalJson(listed) !== canonicalJson(f.self)) bad('"federation.self" differs from its entry in the descriptor')
+  if (f.revocationSequence !== undefined && !(Number.isInteger(f.revocationSequence) && f.revocationSequence >= 1)) bad('"federation.revocationSequence" is not a positive integer')
+  if (f.approved !== undefined && !(Number.isInteger(f.approved?.version) && typeof f.approved.digest === 'string')) bad('"federation.approved" is malformed')
+  if (!state.cas.some((ca) => ca.id === f.self.caFingerprint)) bad('"federation.self" names a CA this home does not hold')
+  for (const [org, r] of Object.entries(f.revocations ?? {})) {
+    if (!Number.isInteger(r?.sequence) || !Array.isArray(r.fingerprints) || !r.fingerprints.every((fp) => typeof fp === 'string' && SHA256_HEX.test(fp))) {
+      bad(`the revocations imported from ${org} are malformed`)
+    }
+  }
 }

@@ -3,17 +3,19 @@
  * plans what is missing, creates it in one transaction, and writes join bundles for the new nodes. Existing nodes are
  * never changed silently: a difference is refused with what differs and how to change it.
  */
-import {readFile} from 'node:fs/promises'
-import {fileURLToPath} from 'node:url'
-import {join} from 'node:path'
 
-import {parseDuration} from './duration.js'
-import {syncFiles} from './files.js'
-import {UsageError, UserError} from './errors.js'
-import {writeNodeBundle, type ExportBundleResult} from './export.js'
-import {addPreparedNode, prepareNode, slugify, type AddNodeOptions, type AddNodeResult} from './network.js'
-import {certificateFromPem} from './nebula/index.js'
-import type {AccessLevel, Home, NetworkState} from './state.js'
+import {readFile} from 'node:fs/promises'
+import {join} from 'node:path'
+import {fileURLToPath} from 'node:url'
+
+import {UsageError, UserError} from '../errors.js'
+import type {Home} from '../home/home.js'
+import type {AccessLevel, NetworkState} from '../home/types.js'
+import {parseDuration} from '../lib/duration.js'
+import {syncFiles} from '../lib/files.js'
+import {slugify} from '../lib/names.js'
+import {type AddNodeOptions, type AddNodeResult, addNodes} from './ca.js'
+import {type ExportBundleResult, writeNodeBundle} from './export.js'
 
 /** A node as the network file describes it. Durations as text (`365d`). */
 export interface NetworkFileNode {
@@ -35,7 +37,7 @@ export interface NetworkFile {
   organizations: Array<{name: string; access?: AccessLevel; nodes: NetworkFileNode[]}>
 }
 
-const SCHEMA_URL = new URL('../templates/network.schema.json', import.meta.url)
+const SCHEMA_URL = new URL('../../templates/network.schema.json', import.meta.url)
 
 /**
  * Reads and validates a network file (YAML or JSON). Throws UserError naming the file, the line and the key of the
@@ -195,28 +197,21 @@ export async function applyPlan(
   opts: {outDir?: string; bundlePassphrase: Buffer | null; force?: boolean; progress?: (phase: 'add' | 'bundle', done: number, total: number) => void},
 ): Promise<ApplyResult> {
   refuseDifferences(plan)
-  const list = nodesToAdd(file, plan)
-  const caRecord = home.activeCa()
-  const caCert = certificateFromPem(await home.readCaCertificate(caRecord))
-  const prepared = list.map((o) => prepareNode(o, caCert))
-  return home.transaction(async (tx) => {
-    const added: AddNodeResult[] = []
-    for (const p of prepared) {
-      added.push(await addPreparedNode(tx, caRecord, caKey, p))
-      opts.progress?.('add', added.length, prepared.length)
-    }
-    const bundles: ExportBundleResult[] = []
-    if (opts.outDir !== undefined) {
+  const bundles: ExportBundleResult[] = []
+  const added = await addNodes(home, caKey, nodesToAdd(file, plan), {
+    progress: (done, total) => opts.progress?.('add', done, total),
+    finish: async (tx, nodes) => {
+      if (opts.outDir === undefined) return
       const suffix = opts.bundlePassphrase ? '.tbmesh.tar.gz.age' : '.tbmesh.tar.gz'
-      for (const node of added) {
+      for (const node of nodes) {
         const out = () => join(opts.outDir!, `${node.name}${suffix}`)
         bundles.push(await writeNodeBundle(home, tx, node.name, 'join', out, {caKey, passphrase: opts.bundlePassphrase, force: opts.force, sync: false}))
-        opts.progress?.('bundle', bundles.length, added.length)
+        opts.progress?.('bundle', bundles.length, nodes.length)
       }
       await syncFiles(bundles.map((b) => b.path))
-    }
-    return {plan, applied: added.length > 0, added, bundles}
+    },
   })
+  return {plan, applied: added.length > 0, added, bundles}
 }
 
 /** Throws UserError naming the first node the file describes differently, and how to change it. */

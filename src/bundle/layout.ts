@@ -1,0 +1,205 @@
+/**
+ * What a bundle is: the one layout table that the writer, the reader and the installer share ({@link BUNDLE_LAYOUT}),
+ * the manifest and its checks, and the one-line refusal every bundle check throws.
+ *
+ * A bundle is the join package (or update) a network's operator hands to an organization's admin: a gzip-compressed
+ * tar archive (`archive.ts`) holding everything one node needs, plus a `manifest.json` naming the node and giving the
+ * SHA-256 of every other file, and `manifest.sig`, the CA's signature of the manifest (`trust.ts`); optionally
+ * encrypted with a passphrase (`age.ts`); installed by `install.ts`. Rendering the files is `src/render/`'s business.
+ */
+
+import path from 'node:path'
+
+import {UserError} from '../errors.js'
+import {isIpv4} from '../lib/ip.js'
+import {isIsoTime, NONCE_HEX, quoted, SHA256_HEX} from '../lib/text.js'
+import type {InstallDirSyntax} from '../render/install-dir.js'
+
+/** One entry a bundle may hold: a regular file, or a directory (which holds files and is written before them). */
+export interface BundleEntrySpec {
+  /** Path inside the archive, `/`-separated, relative; a directory's ends with `/`. */
+  readonly path: string
+  readonly type: 'file' | 'directory'
+  /**
+   * Whether `manifest.files` lists it with its SHA-256. False for directories and for the manifest itself (and,
+   * later, for a detached signature of the manifest).
+   */
+  readonly listed: boolean
+  /** Permission bits recorded in the archive. */
+  readonly archiveMode: number
+  /** Permission bits the file or directory gets when installed. */
+  readonly installMode: number
+  /** What it is, for humans. */
+  readonly description: string
+  /**
+   * How `install` adapts the file to the directory it is installed into (`rewriteForInstall` in `install.ts`): `nebula-pki`
+   * points config.yml's `pki` paths at the installed files; `systemd` and `compose` replace the placeholder directory
+   * the deployment files name (`/etc/tbmesh`, see `src/render/install-dir.ts`) with the real one, escaped for that
+   * syntax.
+   */
+  readonly installRewrite?: 'nebula-pki' | InstallDirSyntax
+}
+
+const fileEntry = <P extends string>(p: P, modes: [archive: number, install: number], description: string, listed = true) =>
+  ({path: p, type: 'file', listed, archiveMode: modes[0], installMode: modes[1], description}) as const
+const dirEntry = <P extends `${string}/`>(p: P, installMode: number, description: string) =>
+  ({path: p, type: 'directory', listed: false, archiveMode: 0o755, installMode, description}) as const
+
+/**
+ * Everything a bundle may hold, in archive order; anything else in an archive is refused. A directory entry is
+ * written (and created on install) when a file below it is present. To add entries, add them here, directories
+ * before their files, and to {@link REQUIRED} or {@link OPTIONAL}.
+ */
+export const BUNDLE_LAYOUT = [
+  fileEntry('manifest.json', [0o644, 0o644], 'node, overlay IP, CA fingerprint, expiry and the SHA-256 of every other file', false),
+  fileEntry('manifest.sig', [0o644, 0o644], "the CA's Ed25519 signature of manifest.json (base64)", false),
+  dirEntry('nebula/', 0o700, 'Nebula certificates, key and configuration'),
+  fileEntry('nebula/ca.crt', [0o644, 0o644], "the network's CA certificate (PEM)"),
+  fileEntry('nebula/host.crt', [0o644, 0o644], "the node's Nebula certificate (PEM)"),
+  // Optional: a node whose key the joining organization generated itself gets a bundle without it.
+  fileEntry('nebula/host.key', [0o600, 0o600], "the node's private key (PEM)"),
+  {...fileEntry('nebula/config.yml', [0o644, 0o644], 'Nebula configuration'), installRewrite: 'nebula-pki'},
+  dirEntry('multichain/', 0o700, 'MultiChain settings'),
+  fileEntry('multichain/multichain.conf', [0o644, 0o600], 'MultiChain settings (holds the RPC password)'),
+  dirEntry('trubudget/', 0o700, 'TruBudget settings'),
+  fileEntry('trubudget/blockchain.env', [0o644, 0o600], "TruBudget blockchain container's environment (holds the RPC password)"),
+  dirEntry('systemd/', 0o755, 'systemd unit'),
+  {...fileEntry('systemd/nebula.service', [0o644, 0o644], 'systemd unit running nebula with the installed config.yml'), installRewrite: 'systemd'},
+  dirEntry('docker/', 0o755, 'docker compose files'),
+  {...fileEntry('docker/docker-compose.nebula.yml', [0o644, 0o644], 'nebula as a container (docker compose)'), installRewrite: 'compose'},
+  {
+    ...fileEntry('docker/docker-compose.trubudget.override.yml', [0o644, 0o644], "override for TruBudget's compose files: environment, P2P on the overlay IP only"),
+    installRewrite: 'compose',
+  },
+  fileEntry('README.md', [0o644, 0o644], "what the package holds and what the organization's admin does"),
+] as const satisfies readonly BundleEntrySpec[]
+
+/** Default upper limit for one archive member, in bytes (1 MiB). Rendered files are a few KiB. */
+export const DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
+
+/**
+ * The manifest `schemaVersion` this tbmesh writes. Version 2 signs the manifest under its own domain prefix
+ * (`manifestMessage` in `lib/messages.ts`); version 1 manifests, signed bare, are still read.
+ */
+export const BUNDLE_SCHEMA_VERSION = 2
+
+/** Every manifest `schemaVersion` this tbmesh reads. */
+export const READABLE_SCHEMA_VERSIONS: readonly number[] = [1, 2]
+
+/**
+ * `manifest.json`, the first entry of every bundle (JSON, UTF-8, two-space indent, keys in this order).
+ *
+ * Readers refuse unknown fields (fail closed): fields planned for later versions — `signature` (or a detached
+ * `manifest.sig`), `expiresAt`, `nonce`, `sequence` — come with a reader that understands them, and where old readers
+ * must not accept such bundles, with a new `schemaVersion`.
+ */
+export interface BundleManifest {
+  /** Format version: {@link BUNDLE_SCHEMA_VERSION} when written, any of {@link READABLE_SCHEMA_VERSIONS} when read. */
+  schemaVersion: 1 | 2
+  /**
+   * What the bundle is for: `join` brings a node into the network (everything it needs); `update` carries changes to
+   * an installed node (its current certificate, the CA trust bundle, a freshly rendered config.yml) and nothing secret.
+   */
+  kind: BundleKind
+  /**
+   * The node's bundle sequence number, increasing with every bundle exported for it; `install` refuses an update
+   * that is not newer than what is installed (replay or rollback).
+   */
+  sequence: number
+  /**
+   * When the signing CA is new (a rotation): the previous CA's vouching for it, `{by: previous CA fingerprint,
+   * signature: base64 Ed25519 over "tbmesh-ca-endorsement:v1:<caFingerprint>"}`, so that nodes trusting only the
+   * previous CA accept this update.
+   */
+  caEndorsement?: {by: string; signature: string}
+  /** Network (and CA) name. */
+  network: string
+  /** Node name. */
+  node: string
+  /** Organization running the node (TruBudget's `ORGANIZATION`). */
+  organization: string
+  /** The node's overlay IP, dotted IPv4. */
+  overlayIp: string
+  /** Fingerprint of the network's CA certificate: lowercase hex SHA-256, as `nebula-cert print` shows it. */
+  caFingerprint: string
+  /** When the bundle was made, ISO 8601 with a time zone (e.g. `2025-01-31T12:00:00.000Z`). */
+  createdAt: string
+  /** After this time (ISO 8601) `install` refuses the bundle. */
+  expiresAt: string
+  /** Nonce (32 hex digits) of the join request this bundle answers; the joiner's key is looked up by it. */
+  nonce?: string
+  /** Every listed file of the bundle (all but the manifest) → lowercase hex SHA-256 of its bytes. */
+  files: Record<string, string>
+}
+
+/** What the caller of `writeBundle` (`archive.ts`) supplies: the manifest without what tbmesh fills in itself. */
+export type BundleMeta = Omit<BundleManifest, 'files' | 'schemaVersion'>
+
+/** The kinds of bundle. */
+export type BundleKind = 'join' | 'update'
+
+/** The files each kind of bundle must hold; a join bundle may also hold `nebula/host.key`, an update nothing else. */
+export const REQUIRED: Record<BundleKind, readonly string[]> = {
+  join: [
+    'manifest.json',
+    'manifest.sig',
+    'nebula/ca.crt',
+    'nebula/host.crt',
+    'nebula/config.yml',
+    'multichain/multichain.conf',
+    'trubudget/blockchain.env',
+    'systemd/nebula.service',
+    'docker/docker-compose.nebula.yml',
+    'docker/docker-compose.trubudget.override.yml',
+    'README.md',
+  ],
+  update: ['manifest.json', 'manifest.sig', 'nebula/ca.crt', 'nebula/host.crt', 'nebula/config.yml'],
+}
+const OPTIONAL: Record<BundleKind, readonly string[]> = {join: ['nebula/host.key'], update: []}
+
+export const MANIFEST = 'manifest.json'
+export const SIGNATURE = 'manifest.sig'
+export const LAYOUT: ReadonlyMap<string, BundleEntrySpec> = new Map(BUNDLE_LAYOUT.map((e) => [e.path, e]))
+export const FILES: readonly BundleEntrySpec[] = BUNDLE_LAYOUT.filter((e) => e.type === 'file')
+const MANIFEST_KEYS = new Set(['schemaVersion', 'kind', 'network', 'node', 'organization', 'overlayIp', 'caFingerprint', 'createdAt', 'expiresAt', 'nonce', 'sequence', 'caEndorsement', 'files'])
+
+export const allowed = (kind: BundleKind, p: string): boolean => REQUIRED[kind].includes(p) || OPTIONAL[kind].includes(p)
+/** Whether any of `paths` lies below the directory `dir` (which ends with `/`). */
+export const holdsAny = (dir: string, paths: Iterable<string>): boolean => [...paths].some((p) => p.startsWith(dir))
+/** The reason `value` is not a valid manifest, or undefined. Version problems are reported by the caller. */
+export function manifestProblem(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a JSON object'
+  const m = value as Record<string, unknown>
+  for (const key of Object.keys(m)) if (!MANIFEST_KEYS.has(key)) return `unknown field ${quoted(key)}`
+  if (m.kind !== 'join' && m.kind !== 'update') return 'kind is not "join" or "update"'
+  if (typeof m.sequence !== 'number' || !Number.isSafeInteger(m.sequence) || m.sequence < 0) return 'sequence is not a whole number'
+  if (m.caEndorsement !== undefined) {
+    const e = m.caEndorsement as Record<string, unknown> | null
+    if (typeof e !== 'object' || e === null || typeof e.by !== 'string' || !SHA256_HEX.test(e.by) || typeof e.signature !== 'string') {
+      return 'caEndorsement is not {by, signature}'
+    }
+  }
+  for (const key of ['network', 'node', 'organization'] as const) {
+    const v = m[key]
+    if (typeof v !== 'string' || v === '' || v.length > 256 || /[\u0000-\u001f\u007f]/.test(v)) return `${key} is not a name`
+  }
+  if (typeof m.overlayIp !== 'string' || !isIpv4(m.overlayIp)) return 'overlayIp is not an IPv4 address'
+  if (typeof m.caFingerprint !== 'string' || !SHA256_HEX.test(m.caFingerprint)) return 'caFingerprint is not a hex SHA-256'
+  if (!isIsoTime(m.createdAt)) return 'createdAt is not an ISO 8601 time'
+  if (!isIsoTime(m.expiresAt)) return 'expiresAt is not an ISO 8601 time'
+  if (m.nonce !== undefined && (typeof m.nonce !== 'string' || !NONCE_HEX.test(m.nonce))) return 'nonce is not 32 hex digits'
+  if (typeof m.files !== 'object' || m.files === null || Array.isArray(m.files)) return 'files is not an object'
+  for (const [file, hash] of Object.entries(m.files)) {
+    if (typeof hash !== 'string' || !SHA256_HEX.test(hash)) return `files[${quoted(file)}] is not a hex SHA-256`
+  }
+  return undefined
+}
+
+/** The one-line refusal of a bundle: what is wrong with `file`, and to ask for a new one. */
+export function refusal(file: string, what: string): UserError {
+  return new UserError(`Refusing bundle ${path.basename(file)}: ${what}`, {
+    fix: "ask the network's operator for a new bundle",
+  })
+}
+
+/** Why an archive entry is not acceptable, or undefined. */

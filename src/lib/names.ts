@@ -1,0 +1,62 @@
+/**
+ * The names operators give: networks, organizations (as TruBudget knows them), nodes, certificate groups; and the slug,
+ * the DNS-label form of an organization name used in groups (`org:<slug>`) and node names. Every place a name enters
+ * tbmesh (flags, join requests, network files, federation files) checks it here.
+ */
+
+import {UsageError} from '../errors.js'
+import {DNS_LABEL} from './text.js'
+
+/** The DNS-label form of an organization name: `ACME Corp.` → `acme-corp`. */
+export function slugify(name: string): string {
+  return name
+    .normalize('NFKD')
+    .replaceAll(/[\u0300-\u036F]/g, '')
+    .toLowerCase()
+    .replaceAll(/[^a-z0-9]+/g, '-')
+    .replaceAll(/^-+|-+$/g, '')
+    .slice(0, 63)
+    .replace(/-+$/, '')
+}
+
+/** Checks a network name (1-64 letters, digits, blanks, `.`, `_`, `-`, starting with a letter or digit). Throws UsageError. */
+export function checkNetworkName(name: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/.test(name)) {
+    throw new UsageError(`--network "${name}" is not a valid network name`, {fix: 'use 1-64 letters, digits, spaces, dots, dashes or underscores'})
+  }
+  return name
+}
+
+/** Checks an organization name (1-100 characters, at least one letter or digit) and returns it trimmed. Throws UsageError. */
+export function checkOrganizationName(name: string): string {
+  const trimmed = name.trim()
+  if (trimmed.length === 0 || trimmed.length > 100 || /[\u0000-\u001F\u007F"\\]/.test(trimmed) || slugify(trimmed) === '') {
+    throw new UsageError(`--org "${name}" is not a valid organization name`, {fix: 'use 1-100 characters with at least one letter or digit, no quotes or control characters'})
+  }
+  return trimmed
+}
+
+/** Throws UsageError unless `name` is a lowercase DNS label. */
+export function checkNodeName(name: string): void {
+  if (!DNS_LABEL.test(name)) {
+    throw new UsageError(`--name "${name}" is not a lowercase DNS label`, {fix: 'use a-z, 0-9 and inner dashes, at most 63 characters, e.g. acme-1'})
+  }
+}
+
+/** Group prefixes tbmesh sets itself from the node's organization, roles and access level. */
+const RESERVED_GROUP_PREFIXES = ['org:', 'role:', 'access:']
+
+/** Checks extra certificate groups (`--groups`) and returns them without duplicates, in order. Throws UsageError. */
+export function checkGroups(groups: string[]): string[] {
+  const out: string[] = []
+  for (const group of groups) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9:._-]{0,63}$/.test(group)) {
+      throw new UsageError(`--groups "${group}" is not a valid group name`, {fix: 'use letters, digits, ":", ".", "_" and "-"'})
+    }
+    if (RESERVED_GROUP_PREFIXES.some((p) => group.startsWith(p))) {
+      throw new UsageError(`--groups "${group}" uses a prefix tbmesh sets itself`, {fix: 'org:, role: and access: groups come from --org, --lighthouse, --origin'})
+    }
+    if (!out.includes(group)) out.push(group)
+  }
+  return out
+}
