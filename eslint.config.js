@@ -93,6 +93,29 @@ export default [
     },
   },
   {
+    // One way to start a child process, so that none gets tbmesh's secrets in its environment: src/lib/spawn.ts.
+    files: ['src/**/*.ts'],
+    ignores: ['src/lib/spawn.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            // oclif's own list (deprecated Node modules), kept
+            ...['domain', 'freelist', 'smalloc', 'punycode', 'sys', 'querystring', 'colors'],
+            {name: 'execa', message: 'start child processes with runChild/runShell (src/lib/spawn.ts): they strip tbmesh\'s secrets from the environment'},
+            {name: 'node:child_process', message: 'start child processes with runChild/runShell (src/lib/spawn.ts)'},
+            {name: 'child_process', message: 'start child processes with runChild/runShell (src/lib/spawn.ts)'},
+          ],
+        },
+      ],
+      'no-restricted-syntax': [
+        'error',
+        {selector: "ImportExpression[source.value=/^(execa|(node:)?child_process)$/]", message: 'start child processes with runChild/runShell (src/lib/spawn.ts)'},
+      ],
+    },
+  },
+  {
     // Tests: parsed documents are loosely typed, templates hold Compose's literal `${VAR}`, and they run on the Node
     // this repository is tested with (20.20), not every Node the package allows.
     files: ['test/**/*.ts'],

@@ -13,7 +13,7 @@ import type {Home} from '../home/home.js'
 import type {AccessLevel, NetworkState} from '../home/types.js'
 import {parseDuration} from '../lib/duration.js'
 import {syncFiles} from '../lib/files.js'
-import {slugify} from '../lib/names.js'
+import {organizationConflict, organizationNameProblem, slugify, slugTwin} from '../lib/names.js'
 import {type AddNodeOptions, type AddNodeResult, addNodes} from './ca.js'
 import {type ExportBundleResult, writeNodeBundle} from './export.js'
 
@@ -42,6 +42,8 @@ const SCHEMA_URL = new URL('../../templates/network.schema.json', import.meta.ur
 /**
  * Reads and validates a network file (YAML or JSON). Throws UserError naming the file, the line and the key of the
  * first problem, e.g. `network.yaml:12: organizations[0].nodes[1].roles[0] must be one of lighthouse, origin`.
+ * Organization names are checked as `add-node` checks them (`organizationNameProblem` in `lib/names.ts`), two names of
+ * the file with one slug are refused, and the names are returned NFC-normalized.
  */
 export async function readNetworkFile(file: string): Promise<NetworkFile> {
   const text = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
@@ -78,7 +80,20 @@ export async function readNetworkFile(file: string): Promise<NetworkFile> {
             : (error.message ?? 'is invalid')
     throw new UserError(`${file}:${line}: ${key} ${message}`, {fix})
   }
-  return data as NetworkFile
+  // Organization names: the one validator every name passes (lib/names.ts), NFC-normalized as add-node stores them.
+  const network = data as NetworkFile
+  const seen: Array<{name: string; slug: string}> = []
+  for (const [i, org] of network.organizations.entries()) {
+    const at = (): number => lines.linePos((doc.getIn(['organizations', i, 'name'], true) as {range?: [number, number]} | undefined)?.range?.[0] ?? 0).line
+    const name = org.name.normalize('NFC').trim()
+    const problem = organizationNameProblem(name)
+    if (problem) throw new UserError(`${file}:${at()}: organizations[${i}].name ${JSON.stringify(org.name)} is not a valid organization name (it ${problem})`, {fix})
+    const twin = slugTwin(seen, name)
+    if (twin) throw new UserError(`${file}:${at()}: organizations[${i}].name: ${organizationConflict(name, twin.name).line}`)
+    seen.push({name, slug: slugify(name)})
+    org.name = name
+  }
+  return network
 }
 
 /** A node the file names that differs from the network's record of it. */
@@ -104,7 +119,8 @@ export interface ApplyPlan {
 
 /**
  * Compares the file with the network (`state`, undefined when the home is empty). Throws UserError when the file names
- * another network or CIDR than the home holds, or names a node twice.
+ * another network or CIDR than the home holds, names a node twice, or names an organization that shares its slug with
+ * another one of the network under another name.
  */
 export function planApply(state: NetworkState | undefined, file: NetworkFile): ApplyPlan {
   if (state && (state.network.name !== file.network.name || state.network.cidr !== file.network.cidr)) {
@@ -112,6 +128,10 @@ export function planApply(state: NetworkState | undefined, file: NetworkFile): A
       `the file describes network ${file.network.name} (${file.network.cidr}), but the home holds ${state.network.name} (${state.network.cidr})`,
       {fix: 'point --home at the right network, or fix network.name / network.cidr'},
     )
+  }
+  for (const org of file.organizations) {
+    const twin = slugTwin(state?.organizations ?? [], org.name)
+    if (twin) throw organizationConflict(org.name, twin.name)
   }
   const plan: ApplyPlan = {createNetwork: !state, add: [], unchanged: [], differs: [], notInFile: []}
   const named = new Set<string>()

@@ -14,7 +14,7 @@ import {isMember} from '../home/queries.js'
 import {type AccessLevel, type CaRecord, type CertificateRecord, type NetworkSecrets, type NetworkState, type NodeRecord, SCHEMA_VERSION} from '../home/types.js'
 import {formatDuration, iso} from '../lib/duration.js'
 import {checkEndpoint, checkRequestedIp, formatCidr, formatIp, type Ipv4Network, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap} from '../lib/ip.js'
-import {checkGroups, checkNetworkName, checkNodeName, checkOrganizationName, slugify} from '../lib/names.js'
+import {checkGroups, checkNetworkName, checkNodeName, checkOrganizationName, organizationConflict, slugify, slugTwin} from '../lib/names.js'
 import {
   type Argon2Parameters,
   caPrivateKeyToPem,
@@ -410,6 +410,8 @@ async function addPreparedNode(tx: Transaction, issuer: Issuer, p: PreparedNode)
       fix: `${orgName}'s admin adds its nodes in its own tbmesh home`,
     })
   }
+  const twin = slugTwin(state.organizations, orgName)
+  if (twin) throw organizationConflict(orgName, twin.name)
   let org = state.organizations.find((o) => o.slug === slug)
   if (!org) {
     const block = nextFreeBlock(net, state.network.orgPrefix, state.organizations.map((o) => parseCidr(o.block)))

@@ -36,6 +36,7 @@ import type {
 } from '../home/types.js'
 import {checkEndpoint, contains, formatCidr, overlaps, parseCidr, parseIp} from '../lib/ip.js'
 import {approvalMessage, canonicalJson, jsonDigest, requestMessage, revocationMessage} from '../lib/messages.js'
+import {organizationNameProblem, slugify} from '../lib/names.js'
 import {DNS_LABEL, guard, SHA256_HEX} from '../lib/text.js'
 import {certificateFromPem, checkSignature, ed25519Sign, ed25519Verify, fingerprint, type NebulaCertificate} from '../nebula/index.js'
 
@@ -163,7 +164,9 @@ export function checkDescriptor(value: unknown, what: string): SignedDescriptor 
   const cas = new Set<string>()
   for (const m of d.members) {
     if (typeof m !== 'object' || m === null || typeof m.slug !== 'string' || !DNS_LABEL.test(m.slug)) bad('a member has no valid slug')
-    if (typeof m.organization !== 'string' || m.organization.trim().length === 0) bad(`member ${m.slug} has no organization name`)
+    const nameProblem = organizationNameProblem(m.organization)
+    if (nameProblem) bad(`the name ${JSON.stringify(m.organization)} of member ${m.slug} is not a valid organization name (it ${nameProblem})`)
+    if (m.slug !== slugify(m.organization)) bad(`member ${m.slug} is not the slug of ${JSON.stringify(m.organization)}`)
     if (m.access !== 'trusted' && m.access !== 'managed') bad(`member ${m.slug} has no valid access level`)
     if (typeof m.block !== 'string') bad(`member ${m.slug} has no block`)
     const block = guard(() => parseCidr(m.block, `block of ${m.slug}`), bad)
@@ -278,7 +281,9 @@ export function checkMembershipRequest(value: unknown, what: string): {request: 
   if (r.type !== MEMBERSHIP_REQUEST_TYPE) bad('not a tbmesh membership request')
   if (r.formatVersion !== FORMAT_VERSION) bad(`format version ${JSON.stringify(r.formatVersion)} is not supported`)
   for (const key of ['network', 'organization', 'slug', 'block', 'caCertificate', 'createdAt'] as const) if (typeof r[key] !== 'string') bad(`"${key}" is missing`)
-  if (!DNS_LABEL.test(r.slug)) bad('"slug" is not a DNS label')
+  const nameProblem = organizationNameProblem(r.organization)
+  if (nameProblem) bad(`"organization" ${JSON.stringify(r.organization)} is not a valid organization name (it ${nameProblem})`)
+  if (!DNS_LABEL.test(r.slug) || r.slug !== slugify(r.organization)) bad(`"slug" is not the slug of ${JSON.stringify(r.organization)}`)
   if (r.access !== 'trusted' && r.access !== 'managed') bad('"access" is neither trusted nor managed')
   if (typeof r.base !== 'object' || r.base === null || !Number.isInteger(r.base.version) || typeof r.base.digest !== 'string') bad('"base" is missing')
   guard(() => parseCidr(r.block, 'block'), bad)

@@ -27,7 +27,7 @@ import {formatDuration, iso} from '../lib/duration.js'
 import {writeNewFile} from '../lib/files.js'
 import {contains, formatCidr, nextFreeBlock, overlaps, parseCidr} from '../lib/ip.js'
 import {canonicalJson, requestMessage, verificationCode} from '../lib/messages.js'
-import {checkOrganizationName, slugify} from '../lib/names.js'
+import {checkOrganizationName, organizationConflict, slugify, slugTwin} from '../lib/names.js'
 import {type Argon2Parameters, ed25519Sign, fingerprint, type NebulaCertificate} from '../nebula/index.js'
 import {
   allowedCaGroups,
@@ -131,6 +131,8 @@ export async function joinFederation(homeDir: string, opts: FederatedCaOptions &
   const d = received.descriptor
   const orgName = checkOrganizationName(opts.org)
   const slug = slugify(orgName)
+  const twin = slugTwin(d.members.map((m) => ({name: m.organization, slug: m.slug})), orgName)
+  if (twin) throw organizationConflict(orgName, twin.name)
   const taken = d.members.find((m) => m.slug === slug)
   if (taken) throw new UserError(`${taken.organization} is already a member of ${d.network}`, {fix: 'use your own organization name with --org'})
   const net = parseCidr(d.cidr)
@@ -205,7 +207,7 @@ async function createMemberHome(
 /**
  * The verification code of a membership (`verificationCode` in `lib/messages.ts`) over the canonical JSON of the member
  * entry (organization, slug, block, access, CA fingerprint) and of `baseDigest`, the digest of the descriptor version
- * the membership extends, as `XXXX-XXXX-XXXX`. The requester and every approver see the same code and compare it by phone:
+ * the membership extends, as `XXXX-XXXX-XXXX-XXXX-XXXX`. The requester and every approver see the same code and compare it by phone:
  * it covers the CA that will be trusted, the block it may use, and the network the joiner was given (a joiner trusts
  * the descriptor file it received; a matching code shows it received the members' own).
  */
@@ -350,12 +352,13 @@ function proposeMember(current: NetworkDescriptor, value: unknown, file: string)
   if (r.base.version !== current.version || r.base.digest !== descriptorDigest(current)) {
     refuse(`it was made against version ${r.base.version}, but the network is at version ${current.version}`, `send them version ${current.version} (\`tbmesh federation show --out FILE\`) to import and request again`)
   }
-  if (r.slug !== slugify(r.organization)) refuse('its slug does not match the organization name', 'ask for a new request')
   const ca = checkMemberCa(r, current.cidr)
   if (typeof ca === 'string') return refuse(ca, 'ask for a new request made with `tbmesh init-ca --federated`')
   const caFingerprint = fingerprint(ca)
   const sameCa = current.members.find((m) => m.caFingerprint === caFingerprint)
   if (sameCa) refuse(`its CA is already the CA of ${sameCa.organization}`, 'each organization needs its own CA')
+  const twin = slugTwin(current.members.map((m) => ({name: m.organization, slug: m.slug})), r.organization)
+  if (twin) throw organizationConflict(r.organization, twin.name)
   const taken = current.members.find((m) => m.slug === r.slug)
   if (taken) refuse(`${taken.organization} is already a member`, 'nothing to approve')
   if ((ca as NebulaCertificate).details.notAfter <= Date.now() / 1000) refuse('its CA has expired', 'ask for a new request with a new CA')

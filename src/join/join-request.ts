@@ -12,7 +12,7 @@ import {UsageError, UserError} from '../errors.js'
 import {writeAtomic, writeNewFile} from '../lib/files.js'
 import {checkEndpoint} from '../lib/ip.js'
 import {verificationCode} from '../lib/messages.js'
-import {checkNodeName, checkOrganizationName} from '../lib/names.js'
+import {checkNodeName, checkOrganizationName, organizationNameProblem} from '../lib/names.js'
 import {isIsoTime, NONCE_HEX} from '../lib/text.js'
 import {generateHostKeyPair, hostPrivateKeyToPem, hostPublicKeyFromPem, hostPublicKeyToPem, KeyFormatError} from '../nebula/index.js'
 
@@ -43,7 +43,7 @@ export interface JoinRequestResult {
   /** Absolute or given path of the request file. */
   path: string
   request: JoinRequest
-  /** Code derived from the request file's bytes (`verificationCode` in `lib/messages.ts`), grouped for reading aloud, e.g. `K7QD-2M4X-PZ9T`. */
+  /** Code derived from the request file's bytes (`verificationCode` in `lib/messages.ts`), grouped for reading aloud, e.g. `K7QD-2M4X-PZ9T-W3NE-8RVA`. */
   verificationCode: string
 }
 
@@ -117,8 +117,9 @@ export async function readJoinRequest(file: string): Promise<ReceivedJoinRequest
   if (!isIsoTime(request.createdAt)) bad('has no valid creation time')
   const allowed = new Set(['type', 'version', 'organization', 'name', 'endpoint', 'publicKey', 'nonce', 'createdAt'])
   for (const key of Object.keys(request)) if (!allowed.has(key)) bad(`has an unknown field ${JSON.stringify(key)}`)
+  const nameProblem = organizationNameProblem(request.organization)
+  if (nameProblem) bad(`holds "${String(request.organization)}" is not a valid organization name (it ${nameProblem})`)
   try {
-    checkOrganizationName(String(request.organization))
     if (request.name !== undefined) checkNodeName(String(request.name))
     if (request.endpoint !== undefined) checkEndpoint(String(request.endpoint))
   } catch (error) {

@@ -61,17 +61,27 @@ export function manifestMessage(manifestBytes: Uint8Array, schemaVersion: number
 /** Crockford base32: no I, L, O, U (nothing to misread aloud). */
 const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
 
+/** Bits of a {@link verificationCode}: 20 Crockford base32 characters of 5 bits. */
+export const VERIFICATION_CODE_BITS = 100
+
 /**
- * A code people read aloud to compare what two sides hold: the first 60 bits of SHA-256(`tbmesh-code:<purpose>:v1:` ‖
- * payload) in Crockford base32, as three groups of four (`XXXX-XXXX-XXXX`). `purpose` keeps codes of different
+ * A code people read aloud to compare what two sides hold: the first 100 bits of SHA-256(`tbmesh-code:<purpose>:v2:` ‖
+ * payload) in Crockford base32, as five groups of four (`XXXX-XXXX-XXXX-XXXX-XXXX`). `purpose` keeps codes of different
  * things apart: `join-request` (the request file's bytes), `membership` (a member entry and the version it extends).
+ *
+ * Why 100 bits: whoever intercepts a request can make their own (their key, their CA) and vary what they control (the
+ * nonce, the creation time, the CA itself) until its code matches the one the real requester will read aloud — a
+ * search for a second preimage of the truncated hash, about 2^bits tries. At 60 bits that is within reach of a funded
+ * attacker (GPUs do billions of SHA-256 per second each); at 100 bits it is not (2^100 tries). Twenty characters in
+ * groups of four are still read and compared on the phone in well under a minute. (A memory-hard derivation would
+ * keep the code short but make every display wait, and its margin shrinks with every faster machine.)
  */
 export function verificationCode(purpose: 'join-request' | 'membership', payload: string | Uint8Array): string {
-  const digest = Buffer.from(sha256Hex(message(`tbmesh-code:${purpose}:v1:`, payload)), 'hex')
+  const digest = Buffer.from(sha256Hex(message(`tbmesh-code:${purpose}:v2:`, payload)), 'hex')
   let bits = 0n
-  for (const byte of digest.subarray(0, 8)) bits = (bits << 8n) | BigInt(byte)
-  bits >>= 4n // keep 60 bits
+  for (const byte of digest.subarray(0, 13)) bits = (bits << 8n) | BigInt(byte)
+  bits >>= 4n // 104 bits read, keep the first 100
   let code = ''
-  for (let i = 11; i >= 0; i--) code += CROCKFORD[Number((bits >> BigInt(i * 5)) & 31n)]
-  return `${code.slice(0, 4)}-${code.slice(4, 8)}-${code.slice(8)}`
+  for (let i = VERIFICATION_CODE_BITS / 5 - 1; i >= 0; i--) code += CROCKFORD[Number((bits >> BigInt(i * 5)) & 31n)]
+  return code.match(/.{4}/g)!.join('-')
 }

@@ -4,8 +4,8 @@
  * tbmesh (flags, join requests, network files, federation files) checks it here.
  */
 
-import {UsageError} from '../errors.js'
-import {DNS_LABEL} from './text.js'
+import {UsageError, UserError} from '../errors.js'
+import {DNS_LABEL, quoted} from './text.js'
 
 /** The DNS-label form of an organization name: `ACME Corp.` → `acme-corp`. */
 export function slugify(name: string): string {
@@ -27,13 +27,72 @@ export function checkNetworkName(name: string): string {
   return name
 }
 
-/** Checks an organization name (1-100 characters, at least one letter or digit) and returns it trimmed. Throws UsageError. */
-export function checkOrganizationName(name: string): string {
-  const trimmed = name.trim()
-  if (trimmed.length === 0 || trimmed.length > 100 || /[\u0000-\u001F\u007F"\\]/.test(trimmed) || slugify(trimmed) === '') {
-    throw new UsageError(`--org "${name}" is not a valid organization name`, {fix: 'use 1-100 characters with at least one letter or digit, no quotes or control characters'})
+/** Longest organization name, in characters (code points). */
+export const MAX_ORGANIZATION_NAME = 100
+
+/**
+ * Characters `blockchain.env` cannot hold: `docker run --env-file` takes a value literally while docker compose's
+ * `env_file:` strips quotes and reads `$`, `#` and `\\` (see `envValue` in `render/blockchain-env.ts`).
+ */
+const ENV_FILE_UNSAFE = /["'`$#\\]/u
+
+/**
+ * Why `name` is not an organization name tbmesh can use, or undefined. An organization name is written into every
+ * file a node gets (`ORGANIZATION` in blockchain.env, the README, comments of config.yml and the compose files, the
+ * manifest, a federated CA's name), so it must be something each of them holds as it is:
+ *
+ * - 1 to {@link MAX_ORGANIZATION_NAME} characters, in Unicode normal form NFC, without blanks at either end;
+ * - printable: no control, format (bidirectional marks, zero-width characters), private-use, unassigned or surrogate
+ *   code point (`\p{C}`), no line or paragraph separator, and no blank but the plain space (U+0020);
+ * - none of `"` `'` `` ` `` `$` `#` `\`, which blockchain.env cannot hold;
+ * - at least one letter or digit that has a Latin form (its slug, {@link slugify}, is not empty).
+ */
+export function organizationNameProblem(name: unknown): string | undefined {
+  if (typeof name !== 'string' || name.length === 0) return 'is empty'
+  if ([...name].length > MAX_ORGANIZATION_NAME) return `is longer than ${MAX_ORGANIZATION_NAME} characters`
+  const bad = /[\p{C}\p{Zl}\p{Zp}]|(?! )\p{Zs}/u.exec(name)
+  if (bad) {
+    const code = `U+${bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`
+    return /\p{Zs}/u.test(bad[0]) ? `contains the blank ${code}, not a plain space` : `contains the unprintable character ${code}`
   }
-  return trimmed
+  if (name.normalize('NFC') !== name) return 'is not in Unicode normal form NFC'
+  if (name.trim() !== name) return 'starts or ends with a blank'
+  const unsafe = ENV_FILE_UNSAFE.exec(name)
+  if (unsafe) return `contains ${JSON.stringify(unsafe[0])}, which TruBudget's blockchain.env cannot hold`
+  if (slugify(name) === '') return 'has no Latin letter or digit (its slug, as in the group org:<slug>, is made of a-z and 0-9)'
+  return undefined
+}
+
+/** What to do about a refused organization name. */
+const ORGANIZATION_NAME_FIX = `use 1-${MAX_ORGANIZATION_NAME} printable characters with a letter or digit, without quotes, \`, $, # or \\`
+
+/**
+ * Checks an organization name given by a person (a flag, a prompt, a network file): normalized to NFC and trimmed
+ * first, then {@link organizationNameProblem}. Returns the normalized name, the form tbmesh stores and writes.
+ * @throws UsageError `<what> "<name>" is not a valid organization name (<problem>)`.
+ */
+export function checkOrganizationName(name: string, what = '--org'): string {
+  const normalized = name.normalize('NFC').trim()
+  const problem = organizationNameProblem(normalized)
+  if (problem) throw new UsageError(`${what} "${name}" is not a valid organization name (it ${problem})`, {fix: ORGANIZATION_NAME_FIX})
+  return normalized
+}
+
+/**
+ * The organization of `known` (name and slug) that `name` would share a slug with although it is another name — as
+ * the fullwidth `Ａcme` or `acme` would with `ACME` — or undefined. Such a name would get that organization's block,
+ * group `org:<slug>` and nodes, so callers refuse it with {@link organizationConflict}.
+ */
+export function slugTwin<T extends {name: string; slug: string}>(known: readonly T[], name: string): T | undefined {
+  const slug = slugify(name)
+  return known.find((o) => o.slug === slug && o.name !== name)
+}
+
+/** The refusal of `name` because it shares its slug with the organization named `existing`, naming both. */
+export function organizationConflict(name: string, existing: string): UserError {
+  return new UserError(`organization ${quoted(name)} is not ${quoted(existing)}, but both have the slug ${slugify(name)}`, {
+    fix: `write ${quoted(existing)} exactly for that organization, or choose a name that differs in its letters or digits`,
+  })
 }
 
 /** Throws UsageError unless `name` is a lowercase DNS label. */

@@ -7,6 +7,15 @@ import {readFile} from 'node:fs/promises'
 
 import {UserError} from '../errors.js'
 
+/**
+ * Whether the environment variable `name` holds one of tbmesh's secrets: `TBMESH_CA_PASSPHRASE`,
+ * `TBMESH_NEW_CA_PASSPHRASE`, `TBMESH_BUNDLE_PASSPHRASE`, and any later `TBMESH_…PASSPHRASE`. Child processes never see
+ * them (`childEnv` in `spawn.ts`).
+ */
+export function isSecretEnv(name: string): boolean {
+  return /^TBMESH_\w*PASSPHRASE$/.test(name)
+}
+
 /** True when tbmesh may ask the user something: an interactive terminal and no `CI` variable. */
 export function canPrompt(): boolean {
   return Boolean(process.stdin.isTTY && process.stderr.isTTY && !process.env.CI)

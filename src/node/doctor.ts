@@ -7,11 +7,11 @@ import {constants as fsConstants} from 'node:fs'
 import {open, readFile, stat} from 'node:fs/promises'
 import path from 'node:path'
 
-import {execa} from 'execa'
 import {parse as parseYaml} from 'yaml'
 
 import {UserError} from '../errors.js'
 import {EXPIRY_WARNING_SECONDS} from '../lib/duration.js'
+import {runChild} from '../lib/spawn.js'
 import {safeLine, SHA256_HEX} from '../lib/text.js'
 import {
   certificateFromPem,
@@ -117,9 +117,9 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   // Nebula itself and the tun device.
   const nebula = await onPath('nebula')
   if (nebula) {
-    const result = await execa(nebula, ['-version'], {reject: false, all: true, stdin: 'ignore', timeout: 10_000})
-    const version = /Version:\s*v?(\d+\.\d+\.\d+\S*)/.exec(String(result.all ?? ''))?.[1]
-    if (result.exitCode !== 0 || !version) check('nebula', 'fail', `\`${nebula} -version\` failed: ${lastLine(String(result.all ?? result.message))}`)
+    const result = await runChild(nebula, ['-version'], {timeoutMs: 10_000})
+    const version = /Version:\s*v?(\d+\.\d+\.\d+\S*)/.exec(result.output)?.[1]
+    if (result.exitCode !== 0 || !version) check('nebula', 'fail', `\`${nebula} -version\` failed: ${lastLine(result.output || (result.failure ?? ''))}`)
     else if (compareVersions(version, MIN_NEBULA_VERSION) < 0) check('nebula', 'fail', `nebula ${version} (${nebula}) is older than ${MIN_NEBULA_VERSION}: upgrade it`)
     else check('nebula', 'pass', `nebula ${version} (${nebula})`)
   } else {

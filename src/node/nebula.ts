@@ -7,7 +7,7 @@ import {constants as fsConstants} from 'node:fs'
 import {access, stat} from 'node:fs/promises'
 import path from 'node:path'
 
-import {execa} from 'execa'
+import {runChild} from '../lib/spawn.js'
 
 /** Verdict of `nebula -test` on the installed configuration. */
 export interface NebulaTestResult {
@@ -38,9 +38,8 @@ export async function onPath(name: string): Promise<string | undefined> {
 export async function nebulaTest(config: string): Promise<NebulaTestResult> {
   const nebula = await onPath('nebula')
   if (!nebula) return {ran: false}
-  const result = await execa(nebula, ['-test', '-config', config], {reject: false, all: true, stdin: 'ignore', timeout: 30_000})
-  const all = typeof result.all === 'string' ? result.all : ''
-  const output = result.timedOut ? `${all}\nnebula -test timed out after 30 s` : all || (result.failed ? (result.message ?? '') : '')
+  const result = await runChild(nebula, ['-test', '-config', config], {timeoutMs: 30_000})
+  const output = result.timedOut ? `${result.output}\nnebula -test timed out after 30 s` : result.output || (result.failure ?? '')
   return {ran: true, ok: result.exitCode === 0, output: output.length > 8192 ? output.slice(-8192) : output}
 }
 

@@ -6,6 +6,7 @@
 import {readFile} from 'node:fs/promises'
 
 import {ExternalError, UserError} from '../errors.js'
+import {runShell} from '../lib/spawn.js'
 
 /** How to make a running Nebula reload: SIGHUP to the pid in `pidFile`, or run `command` (a shell command line). */
 export interface ReloadTarget {
@@ -21,14 +22,14 @@ export interface ReloadResult {
 }
 
 /**
- * Makes a running Nebula re-read its config and certificates (Nebula reloads on SIGHUP). Throws UserError for an
+ * Makes a running Nebula re-read its config and certificates (Nebula reloads on SIGHUP). The command runs through
+ * `/bin/sh -c` without tbmesh's secrets in its environment (`runShell`). Throws UserError for an
  * unreadable or invalid pid file or a pid that is not running, ExternalError when the command fails.
  */
 export async function reloadNebula(target: ReloadTarget): Promise<ReloadResult> {
   if (target.command !== undefined) {
-    const {execaCommand} = await import('execa')
-    const result = await execaCommand(target.command, {shell: true, reject: false, all: true, timeout: 60_000, stdin: 'ignore'})
-    if (result.exitCode !== 0) throw new ExternalError('the files are installed, but the reload command failed', target.command, result.exitCode, String(result.all ?? ''))
+    const result = await runShell(target.command, {timeoutMs: 60_000})
+    if (result.exitCode !== 0) throw new ExternalError('the files are installed, but the reload command failed', target.command, result.exitCode, result.output || (result.failure ?? ''))
     return {method: 'command'}
   }
   if (target.pidFile === undefined) throw new UserError('--reload needs --pid-file or --reload-cmd', {exit: 2, fix: 'e.g. --pid-file /run/nebula.pid'})

@@ -1,0 +1,54 @@
+/**
+ * Running other programs (`nebula -test`, `nebula -version`, `nft`, the operator's `--reload-cmd`): the one way tbmesh
+ * starts a child process (eslint refuses `execa` and `node:child_process` anywhere else in src/). Every child gets
+ * {@link childEnv}: tbmesh's environment without its secrets, so that a passphrase given in `TBMESH_CA_PASSPHRASE` or
+ * `TBMESH_BUNDLE_PASSPHRASE` reaches no other program, whatever that program prints or logs.
+ */
+
+import {isSecretEnv} from './passphrase.js'
+
+/** How a child process ended. */
+export interface ChildResult {
+  /** Exit code; undefined when it was killed or could not start. */
+  exitCode?: number
+  /** stdout and stderr interleaved, as written. */
+  output: string
+  /** True when it was killed for running longer than `timeoutMs`. */
+  timedOut: boolean
+  /** A one-line reason when it did not exit 0 (could not start, killed, exit code). */
+  failure?: string
+}
+
+/** `env` (default: this process's environment) without the variables that hold tbmesh's secrets ({@link isSecretEnv}). */
+export function childEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [name, value] of Object.entries(env)) if (value !== undefined && !isSecretEnv(name)) out[name] = value
+  return out
+}
+
+/**
+ * Runs `file` with `args` (no shell), stdin closed, with {@link childEnv}, killed after `timeoutMs`. Never throws for
+ * the child's own failure (a missing binary, an exit code, a timeout): that is in the result.
+ */
+export async function runChild(file: string, args: string[], opts: {timeoutMs: number}): Promise<ChildResult> {
+  const {execa} = await import('execa')
+  return result(await execa(file, args, {env: childEnv(), extendEnv: false, reject: false, all: true, stdin: 'ignore', timeout: opts.timeoutMs}))
+}
+
+/**
+ * Runs `command` through `/bin/sh -c` (an operator's command line, e.g. `systemctl reload nebula`), like
+ * {@link runChild}.
+ */
+export async function runShell(command: string, opts: {timeoutMs: number}): Promise<ChildResult> {
+  const {execaCommand} = await import('execa')
+  return result(await execaCommand(command, {shell: true, env: childEnv(), extendEnv: false, reject: false, all: true, stdin: 'ignore', timeout: opts.timeoutMs}))
+}
+
+function result(r: {exitCode?: number; all?: unknown; timedOut: boolean; failed: boolean; message?: string; shortMessage?: string}): ChildResult {
+  return {
+    ...(r.exitCode === undefined ? {} : {exitCode: r.exitCode}),
+    output: typeof r.all === 'string' ? r.all : '',
+    timedOut: r.timedOut,
+    ...(r.failed ? {failure: (r.shortMessage ?? r.message ?? 'failed').split('\n')[0]} : {}),
+  }
+}
