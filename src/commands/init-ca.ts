@@ -38,7 +38,7 @@ With --federated there is no network-wide CA: each organization has its own, con
     descriptor: Flags.file({description: 'network descriptor received from a member: join that network', dependsOn: ['federated'], exclusive: ['network', 'cidr', 'org-prefix', 'approvals'], helpGroup: 'FEDERATION'}),
     block: Flags.string({description: 'IP block (CIDR) to request when joining (default: the first free one)', dependsOn: ['descriptor'], helpGroup: 'FEDERATION'}),
     access: Flags.option({options: ['trusted', 'managed'] as const, description: 'TruBudget access level to request when joining (default managed)', dependsOn: ['descriptor'], helpGroup: 'FEDERATION'})(),
-    approvals: Flags.integer({description: 'approvals every change needs (default: more than half of the members)', dependsOn: ['federated'], helpGroup: 'FEDERATION'}),
+    approvals: Flags.integer({description: 'approvals every change needs, 3 or more (never fewer than more than half of the members, the default)', dependsOn: ['federated'], helpGroup: 'FEDERATION'}),
   }
 
   async run(): Promise<InitCaResult | FederatedInitResult> {

@@ -62,10 +62,14 @@ export function allowedCaGroups(slug: string, access: AccessLevel): string[] {
   return [`org:${slug}`, ...(access === 'trusted' ? ['access:trusted'] : []), 'access:managed', 'role:lighthouse', 'role:origin']
 }
 
-/** How many approvals a change to a version with `members` members needs. */
+/**
+ * How many approvals a change to a version with `members` members needs: more than half of them, always, so that two
+ * disjoint sets of members can never both complete a rival version; a fixed `rule` (`init-ca --approvals N`) only
+ * raises that to N, capped at the number of members (3 while the founder is alone would let nothing change).
+ */
 export function approvalsNeeded(rule: NetworkDescriptor['requiredApprovals'], members: number): number {
-  // A fixed number larger than the membership (say 3 while the founder is alone) is capped, or nothing could change.
-  return rule === 'majority' ? Math.floor(members / 2) + 1 : Math.min(rule, members)
+  const majority = Math.floor(members / 2) + 1
+  return rule === 'majority' ? majority : Math.max(majority, Math.min(rule, members))
 }
 
 /**

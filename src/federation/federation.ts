@@ -47,6 +47,9 @@ import {
 import {markForUpdate, readJson, requireFederation, requireMember} from './guards.js'
 import {importRevocations, type ImportRevocationsResult} from './revocations.js'
 
+/** The smallest `--approvals` that can ask for more than a majority (see {@link approvalsNeeded}). */
+export const MIN_FIXED_APPROVALS = 3
+
 /** Options shared by {@link foundFederation} and {@link joinFederation}. Durations in seconds. */
 export interface FederatedCaOptions {
   /** This organization's name as TruBudget knows it. */
@@ -83,16 +86,22 @@ export interface FederatedInitResult {
 
 /**
  * Founds a federated network in `homeDir`: this organization's CA (constrained to the overlay and its own groups), the
- * first block of the overlay, and descriptor version 1 signed by it. `requiredApprovals` fixes how many approvals
- * every later change needs; default: more than half of the members. Throws UsageError/UserError as `initCa` (`ca/ca.ts`).
+ * first block of the overlay, and descriptor version 1 signed by it. Every later change needs the approvals of more than
+ * half of the members; `requiredApprovals` (at least {@link MIN_FIXED_APPROVALS}) raises that to a fixed number.
+ * Throws UsageError/UserError as `initCa` (`ca/ca.ts`), and UsageError for `requiredApprovals` below
+ * {@link MIN_FIXED_APPROVALS}.
  */
 export async function foundFederation(
   homeDir: string,
   opts: FederatedCaOptions & {network: string; cidr: string; orgPrefix?: number; requiredApprovals?: number},
 ): Promise<FederatedInitResult> {
   const {name, net, orgPrefix} = checkNetworkOptions(opts)
-  if (opts.requiredApprovals !== undefined && (!Number.isInteger(opts.requiredApprovals) || opts.requiredApprovals < 1)) {
-    throw new UsageError(`--approvals ${opts.requiredApprovals} is not a positive number`, {fix: 'give a number of organizations, e.g. --approvals 2, or leave it out for a majority'})
+  // A change always needs more than half of the members (approvalsNeeded); a fixed number only raises that. 1 or 2
+  // never does (with two or more members a majority is at least 2), so they would promise a bar that is not kept.
+  if (opts.requiredApprovals !== undefined && (!Number.isInteger(opts.requiredApprovals) || opts.requiredApprovals < MIN_FIXED_APPROVALS)) {
+    throw new UsageError(`--approvals ${opts.requiredApprovals} is below a majority: every change needs the approval of more than half of the members`, {
+      fix: `leave --approvals out (a majority), or give ${MIN_FIXED_APPROVALS} or more to require more than a majority`,
+    })
   }
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const block = formatCidr(nextFreeBlock(net, orgPrefix, []))
@@ -261,15 +270,45 @@ export async function createMembershipRequest(home: Home, caKey: Buffer, out: st
   }
 }
 
-/** What an approver is shown before signing (see {@link approveChange}'s `confirm`). */
+/** What an approver is shown before signing (see {@link approveChange}'s `confirm`, and {@link describeChange}). */
 export interface ChangeSummary {
   version: number
   change: DescriptorChange
   /** The new member, for an `add-member` change. */
   member?: Member
+  /**
+   * For an `add-role-node` change: the node every member's nodes will trust as a lighthouse (its overlay IP, and the
+   * underlay endpoint they will send to) and/or as the origin, where their TruBudget registers.
+   */
+  roleNode?: {organization: string; overlayIp: string; endpoint?: string; lighthouse: boolean; origin: boolean}
   verificationCode?: string
   approvedBy: string[]
   needed: number
+}
+
+/**
+ * The lines an approver reads before signing: everything the change does (the new member's name, slug, block, access
+ * and CA fingerprint with the verification code; or the new lighthouse's overlay IP, endpoint and organization, and the
+ * origin's), and the approvals so far. Organization names come from files other organizations made: print them with
+ * `safeLine` (the command's confirmation does).
+ */
+export function describeChange(s: ChangeSummary): string[] {
+  const lines: string[] = []
+  if (s.member) {
+    lines.push(
+      `Version ${s.version} admits ${JSON.stringify(s.member.organization)} (${s.member.slug}) with block ${s.member.block} and ${s.member.access} access`,
+      `  CA fingerprint: ${s.member.caFingerprint}`,
+      `Verification code: ${s.verificationCode}`,
+    )
+  } else if (s.roleNode) {
+    const n = s.roleNode
+    const roles = [n.lighthouse && 'lighthouse', n.origin && 'origin node'].filter(Boolean).join(' and ')
+    lines.push(`Version ${s.version} makes ${n.overlayIp} of ${n.organization} the network's ${roles}`)
+    if (n.lighthouse) lines.push(`  lighthouse ${n.overlayIp} at endpoint ${n.endpoint}: every node will send its lighthouse queries there`)
+    if (n.origin) lines.push(`  origin ${n.overlayIp}: every node's TruBudget joins the chain and registers there`)
+  } else lines.push(`Version ${s.version}: ${s.change.kind} by ${s.change.organization}`)
+  lines.push(`Approved so far by: ${s.approvedBy.join(', ') || 'nobody'} (${s.needed} needed)`)
+  return lines
 }
 
 /** What `tbmesh federation approve` reports. */
@@ -308,10 +347,22 @@ export async function approveChange(
   }
   const before = checkApprovals(proposal, file)
   const member = d.change.kind === 'add-member' ? d.members.find((m) => m.slug === d.change.organization) : undefined
+  const c = d.change
+  const roleNode =
+    c.kind === 'add-role-node'
+      ? {
+          organization: c.organization,
+          overlayIp: c.overlayIp,
+          ...(c.lighthouse ? {endpoint: d.lighthouses.at(-1)!.endpoint} : {}),
+          lighthouse: c.lighthouse,
+          origin: c.origin,
+        }
+      : undefined
   const summary: ChangeSummary = {
     version: d.version,
     change: d.change,
     ...(member ? {member, verificationCode: membershipCode(member, d.previous!)} : {}),
+    ...(roleNode ? {roleNode} : {}),
     approvedBy: before.approvedBy,
     needed: before.needed,
   }

@@ -2,7 +2,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {caPassphraseFlag, TbmeshCommand} from '../../base-command.js'
 import {UsageError} from '../../errors.js'
-import {approveChange, type ApproveResult, type ChangeSummary} from '../../federation/federation.js'
+import {approveChange, type ApproveResult, type ChangeSummary, describeChange} from '../../federation/federation.js'
 import {canPrompt} from '../../lib/passphrase.js'
 
 export default class FederationApprove extends TbmeshCommand {
@@ -46,17 +46,8 @@ Before signing, the change is shown with the verification code of the new member
   }
 
   private async confirm(s: ChangeSummary, yes: boolean): Promise<boolean> {
-    const lines =
-      s.change.kind === 'add-member' && s.member
-        ? [
-            `Version ${s.version} admits ${JSON.stringify(s.member.organization)} (${s.member.slug}) with block ${s.member.block} and ${s.member.access} access`,
-            `  CA fingerprint: ${s.member.caFingerprint}`,
-            `Verification code: ${s.verificationCode}`,
-          ]
-        : [`Version ${s.version}: ${s.change.kind} by ${s.change.organization}`]
-    lines.push(`Approved so far by: ${s.approvedBy.join(', ') || 'nobody'} (${s.needed} needed)`)
     const question = s.verificationCode ? 'Does their admin read you the same verification code?' : 'Approve this change?'
-    return this.confirmOrYes({lines, question, yes, unattended: UNATTENDED})
+    return this.confirmOrYes({lines: describeChange(s), question, yes, unattended: UNATTENDED})
   }
 }
 
