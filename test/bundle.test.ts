@@ -19,7 +19,7 @@ import yaml from 'yaml'
 
 import {readBundle, writeBundle} from '../src/bundle/archive.js'
 import {installBundle} from '../src/bundle/install.js'
-import {BUNDLE_LAYOUT, type BundleManifest, type BundleMeta, DEFAULT_MAX_ENTRY_BYTES, REQUIRED} from '../src/bundle/layout.js'
+import {BUNDLE_LAYOUT, type BundleManifest, type BundleMeta, DEFAULT_MAX_ENTRY_BYTES, FILES, INSTALLATION_LAYOUT, REQUIRED, UNDERLAY_GUARD} from '../src/bundle/layout.js'
 import {UserError} from '../src/errors.js'
 import {
   certificateToPem,
@@ -86,6 +86,9 @@ function makeHost(ca: ReturnType<typeof makeCa>, name: string, ip: string, keys 
   )
   return {cert: certificateToPem(cert), key: hostPrivateKeyToPem(keys.privateKey)}
 }
+
+/** A host's certificate and key as bundle files. */
+const hostFiles = (host: {cert: string; key: string}): Record<string, string> => ({'nebula/host.crt': host.cert, 'nebula/host.key': host.key})
 
 /** The network's CA, and another one with the same name (what an impostor would make). */
 let ca: ReturnType<typeof makeCa>
@@ -267,7 +270,9 @@ describe('installBundle', () => {
     expect(result.dir).toBe(dir)
     expect(result.keyFromJoiner).toBe(false)
     expect(result.encrypted).toBe(false)
-    expect(result.files).toEqual(BUNDLE_LAYOUT.filter((e) => e.type === 'file').map((e) => e.path))
+    // Every file of the installation table: the bundle's, then what install renders for this host.
+    expect(result.files).toEqual(INSTALLATION_LAYOUT.filter((e) => e.type === 'file').map((e) => e.path))
+    expect(result.guard).toBe(join(dir, 'host', 'underlay-guard.nft'))
     expect(await readdir(parent)).toEqual(['tbmesh'])
 
     const configText = await readFile(join(dir, 'nebula', 'config.yml'), 'utf8')
@@ -280,13 +285,19 @@ describe('installBundle', () => {
     expect(await readFile(join(dir, 'trubudget', 'blockchain.env'), 'utf8')).toBe(files['trubudget/blockchain.env'])
 
     const mode = async (p: string): Promise<number> => (await stat(join(dir, p))).mode & 0o777
-    expect(await mode('.')).toBe(0o755)
+    // The secrets, by name (a table that made them readable would fail here), then every entry as the table says.
+    expect(await mode('.')).toBe(0o700)
     expect(await mode('nebula')).toBe(0o700)
     expect(await mode('nebula/host.key')).toBe(0o600)
-    expect(await mode('nebula/ca.crt')).toBe(0o644)
     expect(await mode('multichain/multichain.conf')).toBe(0o600)
     expect(await mode('trubudget/blockchain.env')).toBe(0o600)
-    expect(await mode('README.md')).toBe(0o644)
+    for (const entry of INSTALLATION_LAYOUT) expect(await mode(entry.path), entry.path).toBe(entry.installMode)
+
+    // The underlay guard, from the host certificate's overlay IP and config.yml's tun.dev (tbmesh0 here).
+    const guard = await readFile(result.guard, 'utf8')
+    expect(guard).toContain('\t\tip daddr { 10.42.1.1 } iifname != { "tbmesh0", "lo" } counter drop comment "tbmesh underlay guard"\n')
+    expect(guard).toContain(`nft -f "${dir}/host/underlay-guard.nft"`)
+    expect(await readFile(join(dir, 'systemd', 'tbmesh-guard.service'), 'utf8')).toContain(`ExecStart=/usr/sbin/nft -f "${dir}/host/underlay-guard.nft"`)
 
     if (NEBULA) {
       expect(result.nebulaTest.ran).toBe(true)
@@ -317,20 +328,69 @@ describe('installBundle', () => {
     expect(result.files).toContain('nebula/config.yml')
   })
 
-  it('refuses an existing non-empty directory without force, replaces it with force', async () => {
+  it('refuses an existing non-empty directory without force; with force, replaces only a tbmesh installation', async () => {
     const dir = join(parent, 'old')
     await mkdir(dir)
-    await writeFile(join(dir, 'keep.txt'), 'old installation')
+    await writeFile(join(dir, 'keep.txt'), 'not tbmesh\'s')
     const before = await snapshot(parent)
     const error = await installBundle(good, dir, pinned()).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(UserError)
     expect((error as UserError).line).toMatch(/not empty.*--force/)
     expect(await snapshot(parent)).toEqual(before)
 
-    await installBundle(good, dir, pinned({force: true}))
-    expect(await readdir(parent)).toEqual(['old'])
-    expect((await readdir(dir)).sort()).toEqual([...new Set(BUNDLE_LAYOUT.map((e) => e.path.split('/')[0]))].sort())
-    expect(await readdir(dir)).toEqual(expect.arrayContaining(['README.md', 'manifest.json', 'manifest.sig', 'multichain', 'nebula', 'trubudget']))
+    // Anything but a tbmesh installation (/etc/nebula, say) is refused with --force too, and nothing in it deleted.
+    const forced = await installBundle(good, dir, pinned({force: true})).catch((e: unknown) => e)
+    expect((forced as UserError).line).toBe(`${dir} is not empty and holds no tbmesh installation (no valid manifest.json), so tbmesh will not replace it: choose another --dir, or empty it yourself`)
+    expect(await snapshot(parent)).toEqual(before)
+    await writeFile(join(dir, 'manifest.json'), '{"schemaVersion": 2, "kind": "join"}\n') // not a valid manifest
+    await expect(installBundle(good, dir, pinned({force: true}))).rejects.toThrow(/holds no tbmesh installation/)
+
+    // A tbmesh installation is replaced with --force, whole.
+    const installation = join(parent, 'tbmesh')
+    await installBundle(good, installation, pinned())
+    await writeFile(join(installation, 'stray.txt'), 'left by hand')
+    await installBundle(good, installation, pinned({force: true}))
+    expect((await readdir(installation)).sort()).toEqual([...new Set(INSTALLATION_LAYOUT.map((e) => e.path.split('/')[0]))].sort())
+    expect(await readdir(parent)).toEqual(['old', 'tbmesh'])
+  })
+
+  it('refuses a bundle older than the installation of the same node, with force too, unless allowRollback', async () => {
+    const dir = join(parent, 'node')
+    const newer = join(work, 'newer.tar.gz')
+    await writeBundle(newer, {...meta, sequence: 5}, files, {sign, force: true})
+    await installBundle(newer, dir, pinned())
+    const before = await snapshot(parent)
+    // `good` is the same node's join bundle with sequence 1: installing it would bring back its certificate and blocklist.
+    const refused = await installBundle(good, dir, pinned({force: true})).catch((e: unknown) => e)
+    expect((refused as UserError).line).toBe(
+      'umbrella-1.tbmesh.tar.gz has sequence 1, older than the installed 5: installing it would roll back the node\'s certificates and blocklist: install the newest bundle from the network operator, or pass --allow-rollback if you mean to go back',
+    )
+    expect(await snapshot(parent)).toEqual(before)
+    // The same sequence again (a reinstall) is no rollback; another node's bundle replaces the installation.
+    await installBundle(newer, dir, pinned({force: true}))
+    const other = join(work, 'other-node.tar.gz')
+    await writeBundle(other, {...meta, node: 'umbrella-2', overlayIp: '10.42.1.2', sequence: 1}, {...files, ...hostFiles(makeHost(ca, 'umbrella-2', '10.42.1.2'))}, {sign, force: true})
+    expect((await installBundle(other, dir, pinned({force: true}))).rollback).toBeUndefined()
+    await installBundle(newer, dir, pinned({force: true}))
+
+    const rolledBack = await installBundle(good, dir, pinned({force: true, allowRollback: true}))
+    expect(rolledBack.rollback).toEqual({installed: 5, sequence: 1})
+    expect(JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')).sequence).toBe(1)
+  })
+
+  it('creates DIR 0700 and its missing parents 0755 at most, under umask 000 too', async () => {
+    const old = process.umask(0)
+    try {
+      const dir = join(parent, 'a', 'b', 'tbmesh')
+      await installBundle(good, dir, pinned())
+      const mode = async (p: string): Promise<number> => (await stat(p)).mode & 0o777
+      expect(await mode(join(parent, 'a'))).toBe(0o755)
+      expect(await mode(join(parent, 'a', 'b'))).toBe(0o755)
+      expect(await mode(dir)).toBe(0o700)
+      for (const entry of INSTALLATION_LAYOUT) expect(await mode(join(dir, entry.path)), entry.path).toBe(entry.installMode)
+    } finally {
+      process.umask(old)
+    }
   })
 
   it('refuses a file or a symbolic link as DIR', async () => {
@@ -459,8 +519,8 @@ describe('refusals', () => {
       },
       message: /entry "nebula\/host.key" is not listed in manifest.json/,
     },
-    // An edited byte in each listed file (after signing): the manifest names it.
-    ...['nebula/ca.crt', 'nebula/host.crt', 'nebula/host.key', 'nebula/config.yml', 'multichain/multichain.conf', 'trubudget/blockchain.env', 'README.md'].map((target) => ({
+    // An edited byte in each listed file of the layout (after signing): the manifest names it.
+    ...FILES.filter((e) => e.listed).map(({path: target}) => ({
       name: `edited byte in ${target}`,
       make: (f: string) => editedAfterSigning(f, target, flipMiddleByte),
       message: new RegExp(`entry "${re(target)}" does not match its SHA-256 in manifest.json`),
@@ -490,6 +550,13 @@ describe('refusals', () => {
     {
       name: 'manifest signed with another CA key',
       make: (f) => signed(f, {}, {signer: otherCa.key}),
+      message: /manifest\.sig is not a valid signature of manifest\.json by its CA/,
+      stage: 'trust',
+    },
+    {
+      // ca.crt may hold several CAs (a federated trust bundle, a rotation): only the one the manifest names may sign.
+      name: 'ca.crt holds the pinned CA and another; the manifest names the pinned one and is signed by the other',
+      make: (f) => signed(f, {'nebula/ca.crt': ca.pem + otherCa.pem}, {signer: otherCa.key}),
       message: /manifest\.sig is not a valid signature of manifest\.json by its CA/,
       stage: 'trust',
     },
@@ -546,6 +613,19 @@ describe('refusals', () => {
       message: /entry "nebula\/config.yml" has no pki section/,
       stage: 'install',
     },
+    {
+      // Written into the underlay guard's quoted nftables string: anything but an interface name is refused.
+      name: 'config with a tun device that is not an interface name',
+      make: (f) => signed(f, {'nebula/config.yml': files['nebula/config.yml']!.replace('dev: tbmesh0', 'dev: \'x", "eth0\'')}),
+      message: /entry "nebula\/config.yml" names the tun device "x\\", \\"eth0", which is not an interface name/,
+      stage: 'install',
+    },
+    {
+      name: 'config without tun.dev',
+      make: (f) => signed(f, {'nebula/config.yml': files['nebula/config.yml']!.replace(/^ {2}dev: tbmesh0\n/m, '')}),
+      message: /entry "nebula\/config.yml" names no tun.dev, which the underlay guard needs/,
+      stage: 'install',
+    },
   ]
 
   it.each(cases)('$name: refused with one line naming it, DIR untouched', async ({make, message: expected, stage = 'read'}) => {
@@ -573,7 +653,7 @@ describe('refusals', () => {
     for (const [dir, force] of [[existing, true], [existing, false], [join(parent, 'absent'), false]] as const) {
       const failure = await installBundle(file, dir, pinned({force})).catch((e: unknown) => e)
       expect(failure).toBeInstanceOf(UserError)
-      expect((failure as UserError).line).toMatch(stage === 'install' && dir === existing && !force ? /not empty.*--force/ : message)
+      expect((failure as UserError).line).toMatch(message)
       expect((failure as UserError).line).not.toContain('\n')
       expect(await snapshot(parent)).toEqual(before)
     }

@@ -538,10 +538,19 @@ describe('install of update bundles', () => {
     const again = (await updates(net, ['umbrella-1']))['umbrella-1'] // sequence 3
     const newer = (await updates(net, ['umbrella-1']))['umbrella-1'] // sequence 4
     await tbmeshJson(['install', again, '--dir', dir])
-    await expectRefusedInstall(['install', again, '--dir', dir], dir, /has sequence 3, not newer than the installed 3 \(a replay or a rollback\)/, 1)
+    await expectRefusedInstall(['install', again, '--dir', dir], dir, /has sequence 3, the one installed \(a replay\): install the newest update/, 1)
     await tbmeshJson(['install', newer, '--dir', dir])
-    await expectRefusedInstall(['install', again, '--dir', dir], dir, /has sequence 3, not newer than the installed 4 \(a replay or a rollback\)/, 1)
-    await expect(installBundle(again, dir)).rejects.toThrow(/not newer than the installed 4/)
+    await expectRefusedInstall(['install', again, '--dir', dir], dir, /has sequence 3, older than the installed 4: installing it would roll back the node's certificates and blocklist: .*--allow-rollback/, 1)
+    await expectRefusedInstall(['install', again, '--dir', dir, '--force'], dir, /older than the installed 4/, 1)
+    await expect(installBundle(again, dir)).rejects.toThrow(/older than the installed 4/)
+    expect((await installedManifest(dir)).sequence).toBe(4)
+    // Named, it is done, with a warning; a replay stays refused even then.
+    const rolledBack = await tbmesh(['install', again, '--dir', dir, '--allow-rollback'])
+    expect(rolledBack.exitCode, String(rolledBack.stderr)).toBe(0)
+    expect(String(rolledBack.stderr)).toBe('Warning: rolled back umbrella-1 from bundle sequence 4 to 3: its certificates and blocklist are those of the older bundle')
+    expect((await installedManifest(dir)).sequence).toBe(3)
+    await expectRefusedInstall(['install', again, '--dir', dir, '--allow-rollback'], dir, /a replay/, 1)
+    await tbmeshJson(['install', newer, '--dir', dir])
     expect((await installedManifest(dir)).sequence).toBe(4)
   })
 
@@ -604,7 +613,7 @@ describe('install of update bundles', () => {
   it('refuses a join bundle into the existing installation without --force', async () => {
     const file = join(net.dir, 'umbrella-1.rejoin.tar.gz')
     await exportBundle(net.home, 'umbrella-1', file, {caKey: net.caKey, passphrase: null})
-    await expectRefusedInstall(['install', file, '--dir', dir, '--ca-fingerprint', net.caId], dir, /already exists and is not empty: pass --force to replace it/, 1)
+    await expectRefusedInstall(['install', file, '--dir', dir, '--ca-fingerprint', net.caId], dir, /already exists and is not empty: pass --force to replace the tbmesh installation in it/, 1)
   })
 })
 
@@ -656,7 +665,7 @@ describe('rotation chain', () => {
     expect(await trustIn('initech-1')).toEqual([ca2])
     expect(await issuerIn('initech-1')).toBe(ca2)
     // and round 1, now older than what is installed, is refused as a rollback
-    await expectRefusedInstall(['install', round1['initech-1'], '--dir', dirs['initech-1']], dirs['initech-1'], /not newer than the installed 3/, 1)
+    await expectRefusedInstall(['install', round1['initech-1'], '--dir', dirs['initech-1']], dirs['initech-1'], /older than the installed 3/, 1)
   })
 
   it('a node that missed a whole rotation refuses the next one\'s update and is told to install the earlier updates first', async () => {

@@ -1,7 +1,9 @@
 /**
- * Installing a bundle on a node: {@link installBundle} verifies it (`archive.ts`, `trust.ts`), stages its files beside
- * the target directory, adapts them to it ({@link rewriteForInstall}), swaps the directory into place, and runs
- * `nebula -test` when nebula is installed. An update is merged over the installation it updates.
+ * Installing a bundle on a node: {@link installBundle} verifies it (`archive.ts`, `trust.ts`), adapts its files to the
+ * target directory ({@link rewriteForInstall}), renders what belongs to this host (the underlay guard and its unit,
+ * {@link INSTALLATION_LAYOUT}), stages everything beside the target, swaps the directory into place, and runs
+ * `nebula -test` when nebula is installed. An update is merged over the installation it updates. It replaces only a
+ * tbmesh installation, and never with an older bundle of the same node unless told to roll back.
  */
 
 import {randomBytes} from 'node:crypto'
@@ -12,20 +14,40 @@ import {isMap, parseDocument} from 'yaml'
 
 import {UserError} from '../errors.js'
 import {fileError} from '../lib/files.js'
-import {certificatesFromPem, type NebulaCertificate} from '../nebula/index.js'
+import {TUN_DEVICE} from '../lib/names.js'
+import {certificateFromPem, certificatesFromPem, type NebulaCertificate} from '../nebula/index.js'
 import {nebulaTest, type NebulaTestResult} from '../node/nebula.js'
+import {renderGuardService} from '../render/guard-service.js'
 import {placeInstallDir} from '../render/install-dir.js'
+import {renderUnderlayGuard} from '../render/underlay-guard.js'
 import {readBundle} from './archive.js'
-import {BUNDLE_LAYOUT, type BundleEntrySpec, type BundleManifest, FILES, holdsAny, MANIFEST, manifestProblem, refusal} from './layout.js'
+import {
+  type BundleEntrySpec,
+  type BundleManifest,
+  FILES,
+  GUARD_SERVICE,
+  holdsAny,
+  INSTALL_ROOT_MODE,
+  INSTALLATION_LAYOUT,
+  MANIFEST,
+  manifestProblem,
+  refusal,
+  UNDERLAY_GUARD,
+} from './layout.js'
 import {type TrustedBundle, type TrustOptions, verifyBundleTrust} from './trust.js'
 
-/** Mode of the installed directory itself (its secrets live in 0700 subdirectories or 0600 files). */
-const INSTALL_ROOT_MODE = 0o755
+/** Mode of the directories install creates above DIR: at most this, whatever the umask. */
+const PARENT_MODE = 0o755
 
 /** Options of {@link installBundle}. */
 export interface InstallOptions extends TrustOptions {
-  /** Replace an existing, non-empty installation. */
+  /** Replace an existing tbmesh installation (a DIR holding tbmesh's manifest.json; anything else is refused). */
   force?: boolean
+  /**
+   * Install a bundle older (by sequence number) than the installation of the same node in DIR: a rollback, which brings
+   * back the certificates and the blocklist of that older bundle. Refused without it, even with `force`.
+   */
+  allowRollback?: boolean
   /** Called only for an encrypted bundle: returns its passphrase. */
   passphrase?: () => Promise<Buffer>
 }
@@ -46,33 +68,43 @@ export interface InstallResult {
   keyFromJoiner: boolean
   /** For an update: the sequence number of the bundle it replaced. */
   previousSequence?: number
+  /** Set when the bundle is older than the installation of the same node it replaced (`allowRollback`). */
+  rollback?: {installed: number; sequence: number}
+  /** Absolute path of the underlay guard rendered for this host (`nft -f` loads it). */
+  guard: string
 }
 
 /**
  * Verify a bundle ({@link readBundle}) and install its files into `dir`:
  *
- * - `dir/nebula/{ca.crt,host.crt,host.key,config.yml}`, `dir/multichain/multichain.conf`,
+ * - every entry of {@link INSTALLATION_LAYOUT} the bundle (or, for an update, the installation it updates) holds:
+ *   `dir/nebula/{ca.crt,host.crt,host.key,config.yml}`, `dir/multichain/multichain.conf`,
  *   `dir/trubudget/blockchain.env`, `dir/systemd/nebula.service`,
  *   `dir/docker/{docker-compose.nebula.yml,docker-compose.trubudget.override.yml}`, `dir/manifest.json`,
- *   `dir/README.md`;
+ *   `dir/manifest.sig`, `dir/README.md`;
  * - every file the bundle brings adapted to `dir` by {@link rewriteForInstall}: `nebula/config.yml`'s `pki.ca`,
  *   `pki.cert`, `pki.key` rewritten to the absolute paths of those files in `dir` (so
  *   `nebula -config DIR/nebula/config.yml` works from any working directory; `pki.key` points at `nebula/host.key`
  *   even when the bundle has none, for the key its owner holds), and the systemd unit and compose files naming `dir`
  *   where they were rendered with the placeholder `/etc/tbmesh`;
- * - modes: the key, `multichain.conf` and `blockchain.env` 0600, other files 0644, subdirectories holding secrets
- *   0700, `systemd/` and `docker/` 0755, `dir` 0755.
+ * - rendered here, from the installed host certificate's overlay IPs and config.yml's `tun.dev`: the underlay guard
+ *   `dir/host/underlay-guard.nft` and `dir/systemd/tbmesh-guard.service`, which loads it;
+ * - modes, whatever the umask: `dir` 0700, the modes of {@link INSTALLATION_LAYOUT} below it (the key,
+ *   `multichain.conf` and `blockchain.env` 0600), directories it creates above `dir` 0755 at most.
  *
  * Files are staged in a fresh directory beside `dir` (same parent, created when missing) and renamed into place;
- * with `force`, an existing `dir` is first moved aside, and restored if the rename fails, else removed. Any failure
- * before the rename leaves `dir` as it was and removes the staging directory.
+ * with `force`, an existing installation is first moved aside, and restored if the rename fails, else removed. Any
+ * failure before the rename leaves `dir` as it was and removes the staging directory.
  *
  * Afterwards, when `nebula` is on PATH, runs `nebula -test -config DIR/nebula/config.yml` (30 s limit) and reports
  * the verdict; a failing test does not undo the installation.
  *
- * @throws UserError for every refusal of {@link readBundle}; when `dir` exists and is not empty and `force` is not
- *   set; when `dir` is not a directory or is a symbolic link; when `nebula/config.yml` is not a YAML mapping with a
- *   `pki` mapping; when the parent directory is not writable.
+ * @throws UserError for every refusal of {@link readBundle} and `verifyBundleTrust`; when `dir` exists and is not
+ *   empty and `force` is not set; when it is not empty and holds no tbmesh installation (no valid `manifest.json`),
+ *   even with `force` (nothing is deleted); when the bundle is older than the installation of the same node in `dir`
+ *   and `allowRollback` is not set (a join bundle, or an update; an update must always be newer or older, never the
+ *   same); when `dir` is not a directory or is a symbolic link; when `nebula/config.yml` is not a YAML mapping with a
+ *   `pki` mapping, or names no usable `tun.dev`; when the parent directory is not writable.
  */
 export async function installBundle(file: string, dir: string, opts: InstallOptions = {}): Promise<InstallResult> {
   const read = await readBundle(file, {passphrase: opts.passphrase})
@@ -83,16 +115,20 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
   let files: Map<string, Buffer>
   let trusted: TrustedBundle
   let previousSequence: number | undefined
+  let rollback: InstallResult['rollback']
+  let replace = false
+  const existing = await inspectTarget(target)
   if (manifest.kind === 'update') {
     const current = await readInstallation(target)
     if (current.manifest.network !== manifest.network || current.manifest.node !== manifest.node) {
       throw refusal(file, `it is for ${manifest.node} of network ${manifest.network}, but ${target} holds ${current.manifest.node} of ${current.manifest.network}`)
     }
-    if (manifest.sequence <= current.manifest.sequence) {
-      throw new UserError(
-        `update ${path.basename(file)} has sequence ${manifest.sequence}, not newer than the installed ${current.manifest.sequence} (a replay or a rollback)`,
-        {fix: 'install the newest update from the network operator'},
-      )
+    if (manifest.sequence === current.manifest.sequence) {
+      throw new UserError(`update ${path.basename(file)} has sequence ${manifest.sequence}, the one installed (a replay)`, {fix: 'install the newest update from the network operator'})
+    }
+    if (manifest.sequence < current.manifest.sequence) {
+      if (!opts.allowRollback) throw rollbackRefusal(file, manifest.sequence, current.manifest.sequence)
+      rollback = {installed: current.manifest.sequence, sequence: manifest.sequence}
     }
     let cas: NebulaCertificate[]
     try {
@@ -103,33 +139,38 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     trusted = await verifyBundleTrust(file, read, {...opts, installed: {cas, signer: current.manifest.caFingerprint, hostKeyPem: current.files.get('nebula/host.key')!.toString('utf8')}})
     files = new Map([...current.files, ...read.files])
     previousSequence = current.manifest.sequence
-    opts = {...opts, force: true}
+    replace = true
   } else {
     trusted = await verifyBundleTrust(file, read, opts)
     files = new Map(read.files)
     files.set('nebula/host.key', Buffer.from(trusted.hostKeyPem, 'utf8'))
   }
 
-  const existing = await lstat(target).catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') return undefined
-    throw fileError(error, `Cannot inspect ${target}`, {denied: 'check its permissions'})
-  })
-  if (existing?.isSymbolicLink()) throw new UserError(`${target} is a symbolic link`, {fix: 'pass the real directory as --dir'})
-  if (existing && !existing.isDirectory()) throw new UserError(`${target} exists and is not a directory`, {fix: 'choose another --dir'})
-  const nonEmpty = existing ? (await readdir(target)).length > 0 : false
-  if (nonEmpty && !opts.force) {
-    throw new UserError(`${target} already exists and is not empty`, {fix: 'pass --force to replace it'})
-  }
-
-  // Only the files this bundle brings: those an update carries over are already rewritten.
-  const rewritten = new Map<string, Buffer>()
+  // The bundle's files adapted to DIR (only those it brings: those an update carries over are adapted already), and
+  // what this host's own files are rendered from: refused here, before DIR is looked at, when the bundle is unfit.
   for (const spec of FILES) {
     const data = read.files.get(spec.path)
-    if (data && spec.installRewrite) rewritten.set(spec.path, rewriteForInstall(file, spec, data, target))
+    if (data && spec.installRewrite) files.set(spec.path, rewriteForInstall(file, spec, data, target))
+  }
+  for (const [p, data] of nodeFiles(file, files, manifest, target)) files.set(p, data)
+
+  if (manifest.kind === 'join' && existing === 'non-empty') {
+    if (!opts.force) throw new UserError(`${target} already exists and is not empty`, {fix: 'pass --force to replace the tbmesh installation in it'})
+    const installed = await installedManifest(target)
+    if (!installed) {
+      throw new UserError(`${target} is not empty and holds no tbmesh installation (no valid manifest.json), so tbmesh will not replace it`, {
+        fix: 'choose another --dir, or empty it yourself',
+      })
+    }
+    if (installed.network === manifest.network && installed.node === manifest.node && manifest.sequence < installed.sequence) {
+      if (!opts.allowRollback) throw rollbackRefusal(file, manifest.sequence, installed.sequence)
+      rollback = {installed: installed.sequence, sequence: manifest.sequence}
+    }
+    replace = true
   }
 
   try {
-    await mkdir(parent, {recursive: true})
+    await mkdir(parent, {recursive: true, mode: PARENT_MODE})
   } catch (error) {
     throw fileError(error, `Cannot create ${parent}`, {denied: 'run as a user who may write there, or choose another --dir'})
   }
@@ -142,7 +183,7 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
 
   const installed: string[] = []
   try {
-    for (const spec of BUNDLE_LAYOUT) {
+    for (const spec of INSTALLATION_LAYOUT) {
       const dest = path.join(staging, ...spec.path.split('/'))
       if (spec.type === 'directory') {
         if (!holdsAny(spec.path, files.keys())) continue
@@ -150,14 +191,14 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
         await chmod(dest, spec.installMode)
         continue
       }
-      const data = rewritten.get(spec.path) ?? files.get(spec.path)
+      const data = files.get(spec.path)
       if (!data) continue
       await writeFile(dest, data, {mode: spec.installMode, flag: 'wx'})
       await chmod(dest, spec.installMode)
       installed.push(spec.path)
     }
     await chmod(staging, INSTALL_ROOT_MODE)
-    await swapIntoPlace(staging, target, nonEmpty)
+    await swapIntoPlace(staging, target, replace)
   } catch (error) {
     await rm(staging, {recursive: true, force: true}).catch(() => {})
     if (error instanceof UserError) throw error
@@ -172,7 +213,61 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     encrypted: read.encrypted,
     keyFromJoiner: trusted.keyFromJoiner,
     ...(previousSequence === undefined ? {} : {previousSequence}),
+    ...(rollback ? {rollback} : {}),
+    guard: path.join(target, ...UNDERLAY_GUARD.split('/')),
   }
+}
+
+/** The refusal of a bundle with sequence `sequence` over an installation of the same node at `installed`. */
+function rollbackRefusal(file: string, sequence: number, installed: number): UserError {
+  return new UserError(
+    `${path.basename(file)} has sequence ${sequence}, older than the installed ${installed}: installing it would roll back the node's certificates and blocklist`,
+    {fix: 'install the newest bundle from the network operator, or pass --allow-rollback if you mean to go back'},
+  )
+}
+
+/** What is at `target`: nothing (or an empty directory) or a non-empty directory. @throws UserError for anything else. */
+async function inspectTarget(target: string): Promise<'absent' | 'empty' | 'non-empty'> {
+  const existing = await lstat(target).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined
+    throw fileError(error, `Cannot inspect ${target}`, {denied: 'check its permissions'})
+  })
+  if (!existing) return 'absent'
+  if (existing.isSymbolicLink()) throw new UserError(`${target} is a symbolic link`, {fix: 'pass the real directory as --dir'})
+  if (!existing.isDirectory()) throw new UserError(`${target} exists and is not a directory`, {fix: 'choose another --dir'})
+  return (await readdir(target)).length > 0 ? 'non-empty' : 'empty'
+}
+
+/** The manifest of the tbmesh installation in `dir` (its `manifest.json`, valid), or undefined when there is none. */
+async function installedManifest(dir: string): Promise<BundleManifest | undefined> {
+  const st = await lstat(path.join(dir, MANIFEST)).catch(() => undefined)
+  if (!st?.isFile()) return undefined
+  try {
+    const value: unknown = JSON.parse(await readFile(path.join(dir, MANIFEST), 'utf8'))
+    return manifestProblem(value) === undefined ? (value as BundleManifest) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The files `tbmesh install` renders for this host (the `node` entries of {@link INSTALLATION_LAYOUT}), from `files`
+ * (the installation as it will be): the underlay guard from the host certificate's overlay IPs and config.yml's
+ * `tun.dev`, and the unit that loads it, both for `target`.
+ * @throws UserError (a refusal of `file`) when config.yml names no `tun.dev` or one that is not an interface name.
+ */
+function nodeFiles(file: string, files: ReadonlyMap<string, Buffer>, manifest: BundleManifest, target: string): Map<string, Buffer> {
+  const host = certificateFromPem(files.get('nebula/host.crt')!)
+  const overlayIps = host.details.ips.map((ip) => ip.split('/')[0])
+  const config = parseDocument(files.get('nebula/config.yml')!.toString('utf8'))
+  const tunDev: unknown = config.getIn(['tun', 'dev'])
+  if (typeof tunDev !== 'string') throw refusal(file, 'entry "nebula/config.yml" names no tun.dev, which the underlay guard needs')
+  if (!TUN_DEVICE.test(tunDev)) throw refusal(file, `entry "nebula/config.yml" names the tun device ${JSON.stringify(tunDev)}, which is not an interface name (1-15 of A-Z a-z 0-9 _ . -)`)
+  const who = {node: manifest.node, network: manifest.network, overlayIps}
+  return new Map([
+    [UNDERLAY_GUARD, Buffer.from(renderUnderlayGuard({...who, tunDev, installDir: target}), 'utf8')],
+    [GUARD_SERVICE, Buffer.from(renderGuardService(who, {installDir: target}), 'utf8')],
+  ])
 }
 
 /**

@@ -74,6 +74,46 @@ export const BUNDLE_LAYOUT = [
   fileEntry('README.md', [0o644, 0o644], "what the package holds and what the organization's admin does"),
 ] as const satisfies readonly BundleEntrySpec[]
 
+/** The underlay guard `tbmesh install` renders into an installation (see {@link INSTALLATION_LAYOUT}). */
+export const UNDERLAY_GUARD = 'host/underlay-guard.nft'
+/** The oneshot unit loading {@link UNDERLAY_GUARD} before Docker, rendered by `tbmesh install`. */
+export const GUARD_SERVICE = 'systemd/tbmesh-guard.service'
+
+/** One file or directory of an installation (`tbmesh install BUNDLE --dir DIR`). */
+export interface InstallationEntrySpec {
+  /** Path inside DIR, `/`-separated; a directory's ends with `/`. */
+  readonly path: string
+  readonly type: 'file' | 'directory'
+  /** Permission bits it gets, whatever the umask. */
+  readonly installMode: number
+  /** What it is, for humans. */
+  readonly description: string
+  /** `bundle`: a bundle brings it ({@link BUNDLE_LAYOUT}); `node`: `tbmesh install` renders it on the node. */
+  readonly source: 'bundle' | 'node'
+}
+
+/**
+ * Everything an installation in DIR may hold, directories before their files: every {@link BUNDLE_LAYOUT} entry, then
+ * what `tbmesh install` renders on the node from the installed files (never carried by a bundle, so bundles and the
+ * tbmesh versions that read them are unchanged). DIR itself is 0700. Install creates a directory when a file below it
+ * is installed.
+ */
+export const INSTALLATION_LAYOUT: readonly InstallationEntrySpec[] = [
+  ...BUNDLE_LAYOUT.map(({path: p, type, installMode, description}) => ({path: p, type, installMode, description, source: 'bundle' as const})),
+  {path: 'host/', type: 'directory', installMode: 0o755, description: 'what tbmesh install renders for this host', source: 'node'},
+  {
+    path: UNDERLAY_GUARD,
+    type: 'file',
+    installMode: 0o644,
+    description: "the underlay guard: an nftables table dropping every packet for the node's overlay IP that did not come through Nebula's tun device",
+    source: 'node',
+  },
+  {path: GUARD_SERVICE, type: 'file', installMode: 0o644, description: 'systemd oneshot unit loading the underlay guard before Docker (for Nebula run with Docker Compose)', source: 'node'},
+]
+
+/** Mode of an installation's directory itself (DIR): only root reads the key and the RPC password below it. */
+export const INSTALL_ROOT_MODE = 0o700
+
 /** Default upper limit for one archive member, in bytes (1 MiB). Rendered files are a few KiB. */
 export const DEFAULT_MAX_ENTRY_BYTES = 1024 * 1024
 

@@ -20,16 +20,21 @@ export default class Install extends TbmeshCommand {
 
   static override description = `Verifies, before anything is written: the CA's signature of the manifest; that the CA's fingerprint equals --ca-fingerprint (get it from the network operator on a channel other than the bundle's); every file's SHA-256; the host certificate against the CA (all Nebula rules); that the private key matches the certificate (the bundle's, or for a node that joined with \`tbmesh join-request\`, the key kept in this machine's --home); and the bundle's expiry. Refuses archive entries outside the bundle layout.
 
-Then it stages the files beside --dir and renames them into place (keys and secrets 0600), points config.yml at them so that \`nebula -config DIR/nebula/config.yml\` works from any directory, writes DIR into the systemd unit (systemd/nebula.service) and the compose files (docker/), and runs \`nebula -test\` when nebula is installed. An encrypted bundle's passphrase comes from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt.
+Then it stages the files beside --dir and renames them into place (DIR 0700, keys and secrets 0600, whatever the umask), points config.yml at them so that \`nebula -config DIR/nebula/config.yml\` works from any directory, writes DIR into the systemd unit (systemd/nebula.service) and the compose files (docker/), and runs \`nebula -test\` when nebula is installed. An encrypted bundle's passphrase comes from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt.
+
+It also writes the underlay guard, DIR/host/underlay-guard.nft: an nftables table that drops every packet for this node's overlay IP that did not come through Nebula's tun device (or loopback), so that no host on the underlay reaches MultiChain's P2P port past Nebula. systemd/nebula.service loads it before Nebula starts; with Docker Compose, systemd/tbmesh-guard.service loads it before Docker (see DIR/README.md). By hand: nft -f DIR/host/underlay-guard.nft.
+
+--force replaces a tbmesh installation only (DIR holds tbmesh's manifest.json): any other non-empty directory is refused and nothing in it is deleted. A bundle older than the installation of the same node in DIR (a join bundle or an update) is refused, with --force too: it would bring back older certificates and an older blocklist. --allow-rollback installs it anyway, with a warning.
 
 An update bundle (from \`tbmesh export-update\`) goes onto an existing installation: it must be for the same node and network, newer than what is installed (replays and rollbacks are refused), and signed by a CA the installation trusts, or by the CA that one vouched for during a CA rotation, so --ca-fingerprint is not needed. The new files are swapped in atomically; --reload then makes the running nebula pick them up.`
 
   static override examples = [
     {description: 'Install an update bundle and make the running nebula reload', command: '<%= config.bin %> <%= command.id %> acme-1.update-3.tbmesh.tar.gz --dir /etc/tbmesh --reload --pid-file /run/nebula.pid'},
     {
-      description: 'Install into /etc/tbmesh, pinning the CA, and start Nebula',
-      command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 && sudo nebula -config /etc/tbmesh/nebula/config.yml',
+      description: 'Install into /etc/tbmesh, pinning the CA, load the underlay guard and start Nebula',
+      command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 && sudo nft -f /etc/tbmesh/host/underlay-guard.nft && sudo nebula -config /etc/tbmesh/nebula/config.yml',
     },
+    {description: 'Go back to an older bundle of the same node on purpose', command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 --force --allow-rollback'},
     {description: 'Scripted, replacing an earlier installation', command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 --bundle-passphrase-file bundle.pass --force --json'},
   ]
 
@@ -42,7 +47,8 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     'ca-fingerprint': Flags.string({description: 'the network CA\'s fingerprint (hex SHA-256) you expect; asked for on a terminal when absent'}),
     'bundle-passphrase-file': bundlePassphraseFlag,
     key: Flags.file({description: 'the node\'s Nebula X25519 private key (PEM), for a bundle signed from `add-node --pubkey` (it carries no key)'}),
-    force: Flags.boolean({char: 'f', description: 'replace an existing installation in --dir'}),
+    force: Flags.boolean({char: 'f', description: 'replace the tbmesh installation in --dir (nothing else is ever replaced)'}),
+    'allow-rollback': Flags.boolean({description: 'install a bundle older than the installation of the same node in --dir (brings back its certificates and blocklist)'}),
     reload: Flags.boolean({description: 'after installing, make the running nebula reload (SIGHUP to --pid-file, or --reload-cmd)'}),
     'pid-file': Flags.file({description: 'file holding the running nebula\'s process id', dependsOn: ['reload']}),
     'reload-cmd': Flags.string({description: 'command that reloads nebula, e.g. "systemctl reload nebula"', dependsOn: ['reload'], exclusive: ['pid-file']}),
@@ -59,6 +65,7 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     const dir = await this.ask('--dir', flags.dir, {message: 'Install into directory', default: '/etc/tbmesh'})
     const result = await installBundle(args.bundle, dir, {
       force: flags.force,
+      allowRollback: flags['allow-rollback'],
       pin,
       confirmCa: async (fingerprint, manifest) =>
         this.confirmOrYes({
@@ -73,6 +80,9 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     const what = result.manifest.kind === 'update' ? `update ${result.manifest.sequence} (was ${result.previousSequence}) for` : ''
     this.log(`Installed ${what}${what ? ' ' : ''}${result.manifest.node} (${result.manifest.organization}, overlay IP ${result.manifest.overlayIp}) into ${result.dir}`)
     this.log(`CA ${result.manifest.caFingerprint} verified${result.keyFromJoiner ? '; private key from this machine\'s join request' : ''}`)
+    if (result.rollback) {
+      this.warn(`rolled back ${result.manifest.node} from bundle sequence ${result.rollback.installed} to ${result.rollback.sequence}: its certificates and blocklist are those of the older bundle`)
+    }
     if (!result.nebulaTest.ran) this.warn('nebula is not installed here: could not run `nebula -test` on the config')
     else if (result.nebulaTest.ok) this.log('nebula -test: ok')
     else {
@@ -86,9 +96,10 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     }
     if (result.manifest.kind === 'update') this.log('Reload nebula (SIGHUP) to use the update')
     else {
-      this.log(`Start it: sudo nebula -config ${result.dir}/nebula/config.yml`)
+      this.log(`Underlay guard: ${result.guard} (load it before Nebula: sudo nft -f ${result.guard})`)
+      this.log(`Start it: sudo nft -f ${result.guard} && sudo nebula -config ${result.dir}/nebula/config.yml`)
       if (result.files.includes('systemd/nebula.service')) {
-        this.log(`As a service: ${result.dir}/systemd/nebula.service or ${result.dir}/docker/docker-compose.nebula.yml (see ${result.dir}/README.md)`)
+        this.log(`As a service: ${result.dir}/systemd/nebula.service (loads the guard itself), or with Docker ${result.dir}/systemd/tbmesh-guard.service and ${result.dir}/docker/docker-compose.nebula.yml (see ${result.dir}/README.md)`)
       }
       this.log(`Check it: tbmesh doctor --dir ${result.dir}`)
     }

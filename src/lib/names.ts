@@ -102,6 +102,12 @@ export function checkNodeName(name: string): void {
   }
 }
 
+/**
+ * A network interface name tbmesh writes into files (Nebula's `tun.dev`, the underlay guard's quoted nftables string):
+ * 1-15 characters (the kernel's IFNAMSIZ less the terminating NUL) of letters, digits, `_`, `.` and `-`.
+ */
+export const TUN_DEVICE = /^[A-Za-z0-9_.-]{1,15}$/
+
 /** Group prefixes tbmesh sets itself from the node's organization, roles and access level. */
 const RESERVED_GROUP_PREFIXES = ['org:', 'role:', 'access:']
 

@@ -7,6 +7,7 @@
 
 import {parse, stringify} from 'yaml'
 
+import {TUN_DEVICE} from '../lib/names.js'
 import {safeLine} from '../lib/text.js'
 import type {NodeProfile} from './profile.js'
 import {assertIPv4, assertPort, readTemplate} from './template.js'
@@ -58,7 +59,8 @@ export function outboundRules(p: NodeProfile): NebulaFirewallRule[] {
  * - `punchy`, `tun`, `logging`, `firewall` as in the template; rules from {@link inboundRules} and {@link outboundRules}.
  *
  * Pure apart from the (cached) template read.
- * @throws Error when the profile is malformed (a non-IPv4 overlay IP, a lighthouse without a port) or the template
+ * @throws Error when the profile is malformed (a non-IPv4 overlay IP, a lighthouse without a port, a `tun.dev` that is
+ *   not an interface name) or the template
  *   lost one of the keys this renderer fills.
  */
 export function renderNebulaConfig(p: NodeProfile): string {
@@ -85,6 +87,8 @@ export function renderNebulaConfig(p: NodeProfile): string {
   set(['lighthouse', 'am_lighthouse'], p.node.lighthouse)
   set(['lighthouse', 'hosts'], p.node.lighthouse ? [] : lighthouses.map((l) => l.overlayIp))
   set(['listen', 'port'], ownPort)
+  // Written into a quoted string of the underlay guard's nftables rule on the node: an interface name, nothing else.
+  if (!TUN_DEVICE.test(p.tun.dev)) throw new Error(`profile tun.dev is not an interface name: ${JSON.stringify(p.tun.dev)}`)
   set(['tun', 'dev'], p.tun.dev)
   set(['tun', 'mtu'], p.tun.mtu)
   set(['firewall', 'outbound'], outboundRules(p))

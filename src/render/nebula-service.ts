@@ -10,8 +10,11 @@ import {assertIPv4, fillPlaceholders, readTemplate} from './template.js'
 
 /**
  * The text of the node's `nebula.service`: `Type=simple` (Nebula 1.6 does not notify systemd), run as root with
- * `CAP_NET_ADMIN` as its only capability, `ExecStart=/usr/bin/nebula -config "DIR/nebula/config.yml"`,
- * `ExecReload=/bin/kill -HUP $MAINPID`, `Restart=always`, ordered after `network-online.target` and before Docker.
+ * `CAP_NET_ADMIN` as its only capability, `ExecStartPre=/usr/sbin/nft -f "DIR/host/underlay-guard.nft"` (the
+ * underlay guard `tbmesh install` writes, loaded before Nebula starts; Nebula does not start when it fails),
+ * `ExecStart=/usr/bin/nebula -config "DIR/nebula/config.yml"`, `ExecReload=` the guard again then
+ * `/bin/kill -HUP $MAINPID`, `Restart=always`, ordered after `network-online.target` and `nftables.service` (whose
+ * start flushes every table) and before Docker.
  *
  * @throws UserError when `extra.installDir` contains a control character or line break.
  * @throws Error when the profile is malformed.
