@@ -20,9 +20,11 @@ import {renderBundleReadme} from '../src/render/bundle-readme.js'
 import {NEBULA_IMAGE_TAG, renderNebulaCompose} from '../src/render/docker-compose-nebula.js'
 import {COMPOSE_RPC_ALLOW_IP, renderTrubudgetOverride, TRUBUDGET_BLOCKCHAIN_SERVICE} from '../src/render/docker-compose-trubudget.js'
 import {INSTALL_DIR_PLACEHOLDER, placeInstallDir} from '../src/render/install-dir.js'
+import {renderGuardService} from '../src/render/guard-service.js'
 import {renderNebulaService} from '../src/render/nebula-service.js'
 import type {NodeProfile} from '../src/render/profile.js'
 import {NoOriginError} from '../src/render/template.js'
+import {renderUnderlayGuard} from '../src/render/underlay-guard.js'
 import {NEBULA_CERT, removeDir, tbmeshJson, tempDir} from './helpers.js'
 
 const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
@@ -82,14 +84,17 @@ describe('renderNebulaService', () => {
     expect(text.split('\n')[0]).toMatch(/^# .*umbrella-1.*10\.42\.1\.1/)
     const unit = parseUnit(text)
     expect(Object.keys(unit)).toEqual(['Unit', 'Service', 'Install'])
-    expect(unit.Unit).toMatchObject({Wants: ['network-online.target'], After: ['network-online.target'], Before: ['docker.service']})
+    // After nftables.service (its start flushes every table), before Docker.
+    expect(unit.Unit).toMatchObject({Wants: ['network-online.target'], After: ['network-online.target', 'nftables.service'], Before: ['docker.service']})
     expect(unit.Service).toMatchObject({
       Type: ['simple'],
       User: ['root'],
       CapabilityBoundingSet: ['CAP_NET_ADMIN'],
       NoNewPrivileges: ['yes'],
+      // The underlay guard before Nebula (a failing ExecStartPre stops the start), and again on every reload.
+      ExecStartPre: ['/usr/sbin/nft -f "/etc/tbmesh/host/underlay-guard.nft"'],
       ExecStart: ['/usr/bin/nebula -config "/etc/tbmesh/nebula/config.yml"'],
-      ExecReload: ['/bin/kill -HUP $MAINPID'],
+      ExecReload: ['/usr/sbin/nft -f "/etc/tbmesh/host/underlay-guard.nft"', '/bin/kill -HUP $MAINPID'],
       Restart: ['always'],
     })
     expect(unit.Install).toEqual({WantedBy: ['multi-user.target']})
@@ -98,6 +103,7 @@ describe('renderNebulaService', () => {
   it('names the given directory, escaped for systemd', () => {
     const unit = parseUnit(renderNebulaService(plain, {installDir: '/srv/tb mesh/100%/$HOME'}))
     expect(unit.Service.ExecStart).toEqual(['/usr/bin/nebula -config "/srv/tb mesh/100%%/$$HOME/nebula/config.yml"'])
+    expect(unit.Service.ExecStartPre).toEqual(['/usr/sbin/nft -f "/srv/tb mesh/100%%/$$HOME/host/underlay-guard.nft"'])
   })
 
   const itSystemd = have('systemd-analyze') && have('nebula') ? it : it.skip
@@ -105,16 +111,74 @@ describe('renderNebulaService', () => {
     const dir = await tempDir('tbmesh-unit-')
     try {
       for (const installDir of [INSTALL_DIR_PLACEHOLDER, '/srv/tb mesh/"q"/100%/$x']) {
-        const file = join(dir, 'nebula.service')
-        await writeFile(file, renderNebulaService(plain, {installDir}))
-        const verify = spawnSync('systemd-analyze', ['verify', file], {encoding: 'utf8'})
-        expect(verify.status, `${verify.stdout}${verify.stderr}`).toBe(0)
-        // No complaint about this unit (unknown keys and bad values are warnings, with exit status 0).
-        expect(verify.stderr.split('\n').filter((l) => l.includes('nebula.service'))).toEqual([])
+        for (const [name, text] of [
+          ['nebula.service', renderNebulaService(plain, {installDir})],
+          ['tbmesh-guard.service', renderGuardService({node: 'umbrella-1', network: 'tb-prod', overlayIps: ['10.42.1.1']}, {installDir})],
+        ]) {
+          const file = join(dir, name)
+          await writeFile(file, text)
+          const verify = spawnSync('systemd-analyze', ['verify', file], {encoding: 'utf8'})
+          expect(verify.status, `${verify.stdout}${verify.stderr}`).toBe(0)
+          // No complaint about this unit (unknown keys and bad values are warnings, with exit status 0).
+          expect(verify.stderr.split('\n').filter((l) => l.includes(name))).toEqual([])
+        }
       }
     } finally {
       await removeDir(dir)
     }
+  })
+})
+
+describe('renderGuardService', () => {
+  it('loads the underlay guard once, before Docker, after nftables.service, with CAP_NET_ADMIN only; Docker requires it', () => {
+    const text = renderGuardService({node: 'umbrella-1', network: 'tb-prod', overlayIps: ['10.42.1.1']}, {installDir: '/srv/tb mesh/100%'})
+    const unit = parseUnit(text)
+    expect(Object.keys(unit)).toEqual(['Unit', 'Service', 'Install'])
+    expect(unit.Unit).toMatchObject({After: ['nftables.service'], Before: ['docker.service']})
+    expect(unit.Service).toMatchObject({
+      Type: ['oneshot'],
+      RemainAfterExit: ['yes'],
+      CapabilityBoundingSet: ['CAP_NET_ADMIN'],
+      ExecStart: ['/usr/sbin/nft -f "/srv/tb mesh/100%%/host/underlay-guard.nft"'],
+      ExecReload: ['/usr/sbin/nft -f "/srv/tb mesh/100%%/host/underlay-guard.nft"'],
+    })
+    expect(unit.Service.ExecStop).toBeUndefined() // stopping the unit leaves the guard in place
+    expect(unit.Install).toEqual({WantedBy: ['multi-user.target'], RequiredBy: ['docker.service']})
+  })
+})
+
+describe('renderUnderlayGuard', () => {
+  const line = (family: string, ips: string, dev = 'nebula1'): string => `\t\t${family} daddr { ${ips} } iifname != { "${dev}", "lo" } counter drop comment "tbmesh underlay guard"`
+  it("drops packets for the node's own overlay address(es) that did not arrive on the tun device or lo, before conntrack and NAT", () => {
+    const text = renderUnderlayGuard({node: 'umbrella-1', network: 'tb', overlayIps: ['10.42.1.1'], tunDev: 'nebula1', installDir: '/srv/tb'})
+    const body = text.split('\n').filter((l) => l !== '' && !l.startsWith('#'))
+    expect(body).toEqual([
+      'table inet tbmesh_guard {}', // creates it when missing, so that the delete always works: loading is idempotent
+      'delete table inet tbmesh_guard',
+      'table inet tbmesh_guard {',
+      '\tchain prerouting {',
+      '\t\ttype filter hook prerouting priority raw; policy accept;',
+      line('ip', '10.42.1.1'),
+      '\t}',
+      '}',
+    ])
+    expect(text).toContain('nft -f "/srv/tb/host/underlay-guard.nft"')
+    // Only the node's own address, never the overlay CIDR (a container's traffic to other nodes passes this host).
+    expect(text).not.toMatch(/daddr[^\n]*\/16/)
+  })
+
+  it('writes an ip6 line only for IPv6 addresses (`ip daddr { }` does not parse)', () => {
+    const both = renderUnderlayGuard({node: 'n', network: 'tb', overlayIps: ['10.42.1.1', 'fd42::1', '10.42.1.2'], tunDev: 'tb_0.x-1'})
+    expect(both).toContain(`${line('ip', '10.42.1.1, 10.42.1.2', 'tb_0.x-1')}\n${line('ip6', 'fd42::1', 'tb_0.x-1')}\n`)
+    expect(renderUnderlayGuard({node: 'n', network: 'tb', overlayIps: ['fd42::1'], tunDev: 'nebula1'})).not.toMatch(/\tip daddr/)
+  })
+
+  it('refuses a tun device that is not an interface name, an address that is not one, and no address at all', () => {
+    for (const tunDev of ['', 'nebula1", "eth0', 'a'.repeat(16), 'neb ula', 'nébula']) {
+      expect(() => renderUnderlayGuard({node: 'n', network: 'tb', overlayIps: ['10.42.1.1'], tunDev}), tunDev).toThrow(/is not an interface name/)
+    }
+    expect(() => renderUnderlayGuard({node: 'n', network: 'tb', overlayIps: ['10.42.1.1 } accept; ip daddr { 1.2.3.4'], tunDev: 'nebula1'})).toThrow(/neither IPv4 nor IPv6/)
+    expect(() => renderUnderlayGuard({node: 'n', network: 'tb', overlayIps: [], tunDev: 'nebula1'})).toThrow(/at least one overlay IP/)
   })
 })
 
@@ -225,6 +289,9 @@ describe('bundle README', () => {
       'sudo cp /srv/tb/systemd/nebula.service /etc/systemd/system/nebula.service',
       'sudo systemctl daemon-reload',
       'sudo systemctl enable --now nebula',
+      'sudo nft -f /srv/tb/host/underlay-guard.nft',
+      'sudo cp /srv/tb/systemd/tbmesh-guard.service /etc/systemd/system/tbmesh-guard.service',
+      'sudo systemctl enable --now tbmesh-guard',
       'docker compose -f /srv/tb/docker/docker-compose.nebula.yml up -d',
       'docker compose --project-directory . -f blockchain/docker-compose.betanode.yml -f api/docker-compose.yml -f frontend/docker-compose.yml -f /srv/tb/docker/docker-compose.trubudget.override.yml up -d',
       'tbmesh doctor --dir /srv/tb',
@@ -294,6 +361,13 @@ describe('export-bundle → install: the deployment files name the installed dir
       expect(installed, path).toBe(placeInstallDir(files.get(path)!.toString('utf8'), syntax, dir))
       expect(installed, path).not.toContain(INSTALL_DIR_PLACEHOLDER)
     }
+  })
+
+  it("the units load the installed underlay guard, rendered for this node's overlay IP and tun device", async () => {
+    const guard = join(dir, 'host', 'underlay-guard.nft')
+    expect(await readFile(guard, 'utf8')).toContain('\t\tip daddr { 10.42.1.1 } iifname != { "nebula1", "lo" } counter drop')
+    expect(parseUnit(await readFile(join(dir, 'systemd', 'nebula.service'), 'utf8')).Service.ExecStartPre).toEqual([`/usr/sbin/nft -f "${guard}"`])
+    expect(parseUnit(await readFile(join(dir, 'systemd', 'tbmesh-guard.service'), 'utf8')).Service.ExecStart).toEqual([`/usr/sbin/nft -f "${guard}"`])
   })
 
   it("the unit's ExecStart runs nebula with the installed config.yml, whose pki paths are the installed files", async () => {
