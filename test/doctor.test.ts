@@ -1,11 +1,13 @@
 /**
  * `tbmesh doctor`: a real installation (init-ca → add-node → export-bundle → install, all through the CLI) passes
  * every check; installations broken for real — multichain.conf bound elsewhere, an expired host certificate, another
- * node's key, a compose override publishing P2P on every interface, a config.yml nebula rejects — fail the right
- * check and exit 1, with --json too. Needs nebula and a usable /dev/net/tun (root), like the end-to-end suite.
+ * node's key, a compose override publishing P2P on every interface, a config.yml nebula rejects, the underlay guard
+ * not loaded or loaded for another node — fail the right check and exit 1, with --json too. Doctor runs inside a
+ * network namespace of its own, where each installation's underlay guard is loaded with nft (never in the root
+ * namespace). Needs root, nebula, nft and a usable /dev/net/tun, like the end-to-end suite.
  */
 
-import {copyFile, readFile, writeFile} from 'node:fs/promises'
+import {chmod, copyFile, readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
@@ -14,9 +16,21 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {installBundle} from '../src/bundle/install.js'
 import {composePorts} from '../src/node/compose-ports.js'
 import {doctor, type DoctorResult} from '../src/node/doctor.js'
+import {createLab, type Lab, requireLab} from './e2e/netns.js'
 import {removeDir, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
-const ALL_CHECKS = ['nebula', 'tun', 'nebula-test', 'ca-pin', 'ca-validity', 'host-cert', 'host-cert-verify', 'host-key', 'multichain-conf', 'blockchain-env', 'compose-ports']
+const ALL_CHECKS = ['nebula', 'tun', 'nebula-test', 'ca-pin', 'ca-validity', 'host-cert', 'host-cert-verify', 'host-key', 'multichain-conf', 'blockchain-env', 'compose-ports', 'underlay-guard']
+
+/** The namespace doctor runs in (one host of a lab), where the guards are loaded. */
+let lab: Lab | undefined
+const NODE = 'node'
+/** `nft ARGS` in the namespace. */
+const nft = async (...args: string[]): Promise<void> => void (await lab!.run(NODE, ['nft', ...args]))
+/** Loads `dir`'s underlay guard in the namespace (replacing whichever was loaded). */
+const loadGuard = (dir: string): Promise<void> => nft('-f', join(dir, 'host', 'underlay-guard.nft'))
+const unloadGuard = (): Promise<void> => nft('table inet tbmesh_guard {}; delete table inet tbmesh_guard')
+/** `tbmesh doctor ARGS` in the namespace. */
+const doctorIn = (args: string[], opts: {uid?: number} = {}) => tbmesh(['doctor', ...args], {netns: lab!.host(NODE).name, ...opts})
 
 let work: string
 let pin: string
@@ -24,9 +38,13 @@ const home = (): string[] => ['--home', join(work, 'home')]
 const bundles: Record<string, string> = {}
 let expiredDir: string
 
-/** Runs `tbmesh doctor --dir DIR --json`: exit code and the parsed result (printed whatever the exit code). */
-async function doctorJson(dir: string): Promise<{exitCode: number | undefined; result: DoctorResult}> {
-  const run = await tbmesh(['doctor', '--dir', dir, '--json'])
+/**
+ * Runs `tbmesh doctor --dir DIR --json` in the namespace, after loading DIR's underlay guard there (unless `guard` is
+ * false): exit code and the parsed result (printed whatever the exit code).
+ */
+async function doctorJson(dir: string, opts: {guard?: boolean} = {}): Promise<{exitCode: number | undefined; result: DoctorResult}> {
+  if (opts.guard ?? true) await loadGuard(dir)
+  const run = await doctorIn(['--dir', dir, '--json'])
   return {exitCode: run.exitCode, result: JSON.parse(String(run.stdout)) as DoctorResult}
 }
 
@@ -41,6 +59,8 @@ async function install(name: string, label: string): Promise<string> {
 }
 
 beforeAll(async () => {
+  requireLab()
+  lab = await createLab([NODE])
   work = await tempDir('tbmesh-doctor-')
   const init = await tbmeshJson<{caFingerprint: string}>(['init-ca', ...home(), '--network', 'doctor', '--cidr', '10.42.0.0/16', '--no-passphrase'])
   pin = init.caFingerprint
@@ -62,6 +82,7 @@ beforeAll(async () => {
 }, 180_000)
 
 afterAll(async () => {
+  await lab?.cleanup()
   await removeDir(work)
 })
 
@@ -83,7 +104,8 @@ describe('a good installation', () => {
   })
 
   it('prints one line per check, then a summary', async () => {
-    const run = await tbmesh(['doctor', '--dir', dir])
+    await loadGuard(dir)
+    const run = await doctorIn(['--dir', dir])
     expect(run.exitCode).toBe(0)
     const lines = String(run.stdout).split('\n')
     expect(lines.slice(0, ALL_CHECKS.length).every((l) => l.startsWith('✔ pass  '))).toBe(true)
@@ -112,10 +134,10 @@ describe('broken installations fail the right check and exit 1', () => {
     expect(result.ok).toBe(false)
     expect(exitCode).toBe(1)
 
-    const human = await tbmesh(['doctor', '--dir', dir])
+    const human = await doctorIn(['--dir', dir])
     expect(human.exitCode).toBe(1)
     expect(String(human.stdout)).toContain("✖ fail  multichain.conf has bind=0.0.0.0, not the certificate's overlay IP 10.42.1.1")
-    expect(String(human.stdout)).toContain('10 passed, 0 warnings, 1 failed')
+    expect(String(human.stdout)).toContain('11 passed, 0 warnings, 1 failed')
   })
 
   it('blockchain.env with another EXTERNAL_IP', async () => {
@@ -164,8 +186,10 @@ describe('broken installations fail the right check and exit 1', () => {
     const dir = await install('umbrella-1', 'corrupted')
     await writeFile(join(dir, 'nebula', 'config.yml'), 'pki: [this is: not, {valid\nfirewall: ]\n')
     const {exitCode, result} = await doctorJson(dir)
-    expect(failed(result)).toEqual(['nebula-test'])
+    // The guard is loaded, but without config.yml's tun.dev doctor cannot tell whether it is the right one.
+    expect(failed(result)).toEqual(['nebula-test', 'underlay-guard'])
     expect(detail(result, 'nebula-test')).toMatch(/^nebula -test rejects .*config\.yml: /)
+    expect(detail(result, 'underlay-guard')).toBe(`the underlay guard is loaded, but cannot be checked: ${dir}/nebula/config.yml names no tun.dev`)
     expect(exitCode).toBe(1)
   })
 
@@ -178,6 +202,50 @@ describe('broken installations fail the right check and exit 1', () => {
     expect(failed(result)).toEqual(['ca-pin'])
     expect(detail(result, 'ca-pin')).toBe(`manifest.json pins CA ${'ab'.repeat(32)}, but nebula/ca.crt does not hold it`)
     expect(exitCode).toBe(1)
+  })
+
+  it('the underlay guard not loaded, loaded for another node, or with a rule that lets packets through first', async () => {
+    const dir = await install('umbrella-1', 'guarded')
+    await unloadGuard()
+    const none = await doctorJson(dir, {guard: false})
+    expect(failed(none.result)).toEqual(['underlay-guard'])
+    expect(detail(none.result, 'underlay-guard')).toBe(
+      `the underlay guard is not loaded: any host on the underlay that routes 10.42.1.1 to this one reaches it past Nebula; load it: nft -f ${dir}/host/underlay-guard.nft`,
+    )
+    expect(none.exitCode).toBe(1)
+
+    // initech-1's guard protects 10.42.3.1, not this node's 10.42.1.1.
+    await loadGuard(await install('initech-1', 'initech-guard'))
+    const other = await doctorJson(dir, {guard: false})
+    expect(failed(other.result)).toEqual(['underlay-guard'])
+    expect(detail(other.result, 'underlay-guard')).toMatch(/^the loaded underlay guard does not drop packets for 10\.42\.1\.1 that arrive off nebula1 .*: load the installation's guard again: nft -f /)
+
+    await loadGuard(dir)
+    await nft('insert', 'rule', 'inet', 'tbmesh_guard', 'prerouting', 'ip', 'saddr', '192.0.2.66', 'accept')
+    const bypass = await doctorJson(dir, {guard: false})
+    expect(failed(bypass.result)).toEqual(['underlay-guard'])
+    expect(detail(bypass.result, 'underlay-guard')).toMatch(/^table inet tbmesh_guard holds a rule that is not the guard's/)
+
+    await loadGuard(dir)
+    const loaded = await doctorJson(dir, {guard: false})
+    expect(loaded.result.ok).toBe(true)
+    expect(detail(loaded.result, 'underlay-guard')).toMatch(/^the underlay guard is loaded: packets for 10\.42\.1\.1 are dropped unless they arrive on nebula1 or lo \(\d+ dropped so far\)$/)
+  })
+
+  it('the underlay guard cannot be checked without root: says to run as root', async (ctx) => {
+    const dir = await install('umbrella-1', 'not-root')
+    const asNobody = {uid: 65_534}
+    if ((await tbmesh(['--version'], {netns: lab!.host(NODE).name, ...asNobody})).exitCode !== 0) ctx.skip() // checkout not readable by nobody
+    await loadGuard(dir)
+    await chmod(work, 0o711) // nobody may reach DIR (0700, root's), not read it
+    try {
+      const run = await doctorIn(['--dir', dir, '--json'], asNobody)
+      const result = JSON.parse(String(run.stdout)) as DoctorResult
+      expect(result.checks.find((c) => c.name === 'underlay-guard')).toEqual({name: 'underlay-guard', status: 'fail', detail: 'cannot check the underlay guard: run tbmesh doctor as root'})
+      expect(run.exitCode).toBe(1)
+    } finally {
+      await chmod(work, 0o700)
+    }
   })
 
   it('refuses a --dir that does not exist, in one line', async () => {

@@ -34,13 +34,17 @@ export async function removeDir(dir: string): Promise<void> {
 
 /**
  * Runs `tbmesh ARGS` as a real process (never rejects). The environment is cleaned of TBMESH_* and CI-agnostic:
- * pass `env` to set variables. stdin is closed (no TTY).
+ * pass `env` to set variables. stdin is closed (no TTY). With `netns`, it runs inside that network namespace
+ * (`ip netns exec`), as `uid`/`gid` when given (through `setpriv`).
  */
-export async function tbmesh(args: string[], opts: {env?: Record<string, string>; cwd?: string; uid?: number; gid?: number} = {}): Promise<Result> {
+export async function tbmesh(args: string[], opts: {env?: Record<string, string>; cwd?: string; uid?: number; gid?: number; netns?: string} = {}): Promise<Result> {
   // NODE_ENV: vitest sets it to "test", and with it oclif registers tsx and runs src/commands/*.ts instead of the build
   // (and takes twice as long to start).
   const env: Record<string, string | undefined> = {...process.env, NODE_ENV: undefined, TBMESH_HOME: undefined, TBMESH_CA_PASSPHRASE: undefined, TBMESH_BUNDLE_PASSPHRASE: undefined, TBMESH_LOCK_TIMEOUT: undefined, DEBUG: undefined, ...opts.env}
-  return execa('node', [BIN, ...args], {env, extendEnv: false, reject: false, stdin: 'ignore', cwd: opts.cwd ?? ROOT, timeout: 60_000, uid: opts.uid, gid: opts.gid})
+  const options = {env, extendEnv: false, reject: false, stdin: 'ignore', cwd: opts.cwd ?? ROOT, timeout: 60_000} as const
+  if (opts.netns === undefined) return execa('node', [BIN, ...args], {...options, uid: opts.uid, gid: opts.gid})
+  const as = opts.uid === undefined ? [] : ['setpriv', `--reuid=${opts.uid}`, `--regid=${opts.gid ?? opts.uid}`, '--clear-groups']
+  return execa('ip', ['netns', 'exec', opts.netns, ...as, process.execPath, BIN, ...args], options)
 }
 
 /** Runs tbmesh with --json, expects success, and returns the parsed result. */

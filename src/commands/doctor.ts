@@ -6,16 +6,17 @@ import {DEFAULT_INSTALL_DIR, doctor, type DoctorResult, type DoctorStatus} from 
 const MARK: Record<DoctorStatus, string> = {pass: '✔', warn: '!', fail: '✖'}
 
 export default class Doctor extends TbmeshCommand {
-  static override summary = 'Check an installed node: nebula, tun device, certificates, key, overlay IP in every file, published ports.'
+  static override summary = 'Check an installed node: nebula, tun device, certificates, key, overlay IP in every file, published ports, underlay guard.'
 
   static override description = `Run on the node, after \`tbmesh install\`. Each check prints one line, pass, warn or fail:
 
 - nebula is installed (1.6.1 or later), /dev/net/tun opens, and \`nebula -test\` accepts DIR/nebula/config.yml;
 - the CA the installation pins (manifest.json's caFingerprint) is in nebula/ca.crt; the CA and the host certificate are valid (warn within 30 days of expiry, fail once expired); the host certificate verifies against nebula/ca.crt and matches nebula/host.key;
 - multichain.conf's bind and externalip, and blockchain.env's EXTERNAL_IP, are the certificate's overlay IP;
-- docker/docker-compose.trubudget.override.yml, when present, publishes the MultiChain P2P port on the overlay IP only.
+- docker/docker-compose.trubudget.override.yml, when present, publishes the MultiChain P2P port on the overlay IP only;
+- the underlay guard (DIR/host/underlay-guard.nft) is loaded for this node's overlay IP and tun device: without it, a host on the underlay reaches the overlay IP past Nebula.
 
-Exits 1 when any check fails (with --json too, after printing the result). Run it as root: the key and the tun device are root's.`
+Exits 1 when any check fails (with --json too, after printing the result). Run it as root: the key, the tun device and the loaded nftables rules are root's.`
 
   static override examples = [
     {description: 'Check the installation in /etc/tbmesh', command: '<%= config.bin %> <%= command.id %>'},

@@ -43,6 +43,11 @@ export function safeLine(text: string): string {
   return text.replaceAll(UNSAFE, (c) => (c === '\t' ? ' ' : `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`))
 }
 
+/** The last non-empty line of `text` (a program's output), trimmed; `no output` when there is none. */
+export function lastLine(text: string): string {
+  return text.trim().split('\n').findLast((l) => l.trim() !== '')?.trim() ?? 'no output'
+}
+
 /** `safeLine` of `text` as a JSON string literal, cut to `max` characters: for names in messages. */
 export function quoted(text: string, max = 120): string {
   return safeLine(JSON.stringify(text.length > max ? `${text.slice(0, max - 3)}...` : text))

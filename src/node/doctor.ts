@@ -9,10 +9,11 @@ import path from 'node:path'
 
 import {parse as parseYaml} from 'yaml'
 
+import {UNDERLAY_GUARD} from '../bundle/layout.js'
 import {UserError} from '../errors.js'
 import {EXPIRY_WARNING_SECONDS} from '../lib/duration.js'
 import {runChild} from '../lib/spawn.js'
-import {safeLine, SHA256_HEX} from '../lib/text.js'
+import {lastLine, safeLine, SHA256_HEX} from '../lib/text.js'
 import {
   certificateFromPem,
   certificatesFromPem,
@@ -24,6 +25,7 @@ import {
   verifyCertificate,
 } from '../nebula/index.js'
 import {composePorts, type Verdict} from './compose-ports.js'
+import {checkUnderlayGuard} from './guard.js'
 import {nebulaTest, onPath} from './nebula.js'
 
 /** Verdict of one {@link DoctorCheck}. */
@@ -33,7 +35,7 @@ export type DoctorStatus = Verdict
 export interface DoctorCheck {
   /**
    * Which check: `nebula`, `tun`, `nebula-test`, `ca-pin`, `ca-validity`, `host-cert`, `host-cert-verify`,
-   * `host-key`, `multichain-conf`, `blockchain-env`, `compose-ports`.
+   * `host-key`, `multichain-conf`, `blockchain-env`, `compose-ports`, `underlay-guard`.
    */
   name: string
   status: DoctorStatus
@@ -86,7 +88,9 @@ const DAY = 86_400
  * - `multichain-conf`: every `bind` and `externalip` of `multichain/multichain.conf` is the overlay IP;
  * - `blockchain-env`: `EXTERNAL_IP` of `trubudget/blockchain.env` is the overlay IP;
  * - `compose-ports`: `docker/docker-compose.trubudget.override.yml`, when present, publishes the MultiChain P2P port
- *   on the overlay IP only (any mapping of it bound to another address, or to all, fails).
+ *   on the overlay IP only (any mapping of it bound to another address, or to all, fails);
+ * - `underlay-guard`: the underlay guard is loaded for the host certificate's overlay IPs and config.yml's `tun.dev`
+ *   (`checkUnderlayGuard` in `guard.ts`); fails when it is not, and when it cannot be checked (not root).
  *
  * Never throws for a broken installation (that is what the checks report).
  * @throws UserError when `dir` is not a directory.
@@ -128,6 +132,7 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   check(...(await checkTun(opts.tunDevice ?? '/dev/net/tun')))
 
   const configPath = file('nebula/config.yml')
+  const config = await readConfig(configPath)
   if (nebula) {
     const test = await nebulaTest(configPath)
     if (test.ok) check('nebula-test', 'pass', `nebula -test accepts ${configPath}`)
@@ -201,7 +206,8 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   if (!host) check('host-cert-verify', 'fail', `cannot verify the host certificate: ${hostProblem}`)
   else if (!cas) check('host-cert-verify', 'fail', `cannot verify the host certificate: ${caProblem}`)
   else {
-    const blocklist = await configBlocklist(configPath)
+    const list = config?.pki?.blocklist
+    const blocklist = Array.isArray(list) ? list.filter((e): e is string => typeof e === 'string') : []
     const verify = (at: number): CertificateVerifyError | undefined => {
       try {
         verifyCertificate(host, {trusted: cas, blocklist, now: at})
@@ -279,14 +285,24 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   } else if (!overlayIp) check('compose-ports', 'fail', `cannot check ${overrideRel}: the overlay IP is unknown`)
   else check('compose-ports', ...composePorts(overrideRel, override.data.toString('utf8'), overlayIp, p2pPort))
 
+  // The underlay guard: loaded in the kernel, for this node's overlay IP(s) and tun device.
+  const guardFile = file(UNDERLAY_GUARD)
+  const guardIps = host ? host.details.ips.map((ip) => ip.split('/')[0]) : overlayIp ? [overlayIp] : []
+  const tunDev = config?.tun?.dev
+  const unknown =
+    guardIps.length === 0 ? `the overlay IP is unknown (${hostProblem ?? manifestProblem ?? 'no host certificate'})` : typeof tunDev === 'string' ? undefined : `${configPath} names no tun.dev`
+  const [guardStatus, guardDetail] = await checkUnderlayGuard({
+    overlayIps: guardIps,
+    ...(typeof tunDev === 'string' ? {tunDev} : {}),
+    ...(unknown ? {unknown} : {}),
+    file: guardFile,
+  })
+  const noFile = guardStatus === 'fail' && (await stat(guardFile).then(() => false, (error: NodeJS.ErrnoException) => error.code === 'ENOENT'))
+  check('underlay-guard', guardStatus, noFile ? `${guardDetail} (${UNDERLAY_GUARD} is missing: reinstall the join bundle with tbmesh install --force, which writes it)` : guardDetail)
+
   const counts: Record<DoctorStatus, number> = {pass: 0, warn: 0, fail: 0}
   for (const c of checks) counts[c.status]++
   return {dir: target, ...(overlayIp ? {overlayIp} : {}), ok: counts.fail === 0, counts, checks}
-}
-
-/** The last non-empty line of a program's output, for a one-line detail. */
-function lastLine(text: string): string {
-  return text.trim().split('\n').findLast((l) => l.trim() !== '')?.trim() ?? 'no output'
 }
 
 /** Negative, zero or positive as version `a` is older than, the same as or newer than `b` (numeric `x.y.z`). */
@@ -327,14 +343,12 @@ function validity(what: string, cert: NebulaCertificate, now: number): [DoctorSt
   return ['pass', `${what} is ${left}`]
 }
 
-/** config.yml's `pki.blocklist`, or empty when it cannot be read (nebula-test reports that). */
-async function configBlocklist(configPath: string): Promise<string[]> {
+/** config.yml as data, or undefined when it cannot be read or parsed (nebula-test reports that). */
+async function readConfig(configPath: string): Promise<{pki?: {blocklist?: unknown}; tun?: {dev?: unknown}} | undefined> {
   try {
-    const doc = parseYaml(await readFile(configPath, 'utf8')) as {pki?: {blocklist?: unknown}} | null
-    const list = doc?.pki?.blocklist
-    return Array.isArray(list) ? list.filter((e): e is string => typeof e === 'string') : []
+    return (parseYaml(await readFile(configPath, 'utf8')) as {pki?: {blocklist?: unknown}; tun?: {dev?: unknown}} | null) ?? undefined
   } catch {
-    return []
+    return undefined
   }
 }
 

@@ -19,9 +19,9 @@ export interface NebulaTestResult {
   output?: string
 }
 
-/** The first executable `name` on PATH, or undefined. */
-export async function onPath(name: string): Promise<string | undefined> {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+/** The first executable `name` on PATH, then in `extraDirs` (absolute), or undefined. */
+export async function onPath(name: string, extraDirs: string[] = []): Promise<string | undefined> {
+  for (const dir of [...(process.env.PATH ?? '').split(path.delimiter), ...extraDirs]) {
     if (!dir) continue
     const candidate = path.join(dir, name)
     try {
