@@ -19,7 +19,7 @@ import yaml from 'yaml'
 
 import {readBundle, writeBundle} from '../src/bundle/archive.js'
 import {installBundle} from '../src/bundle/install.js'
-import {BUNDLE_LAYOUT, type BundleManifest, type BundleMeta, DEFAULT_MAX_ENTRY_BYTES, FILES, INSTALLATION_LAYOUT, REQUIRED, UNDERLAY_GUARD} from '../src/bundle/layout.js'
+import {BUNDLE_LAYOUT, type BundleManifest, type BundleMeta, DEFAULT_MAX_ENTRY_BYTES, FILES, INSTALLATION_LAYOUT, REQUIRED} from '../src/bundle/layout.js'
 import {UserError} from '../src/errors.js'
 import {
   certificateToPem,

@@ -25,7 +25,9 @@ const ALL_CHECKS = ['nebula', 'tun', 'nebula-test', 'ca-pin', 'ca-validity', 'ho
 let lab: Lab | undefined
 const NODE = 'node'
 /** `nft ARGS` in the namespace. */
-const nft = async (...args: string[]): Promise<void> => void (await lab!.run(NODE, ['nft', ...args]))
+const nft = async (...args: string[]): Promise<void> => {
+  await lab!.run(NODE, ['nft', ...args])
+}
 /** Loads `dir`'s underlay guard in the namespace (replacing whichever was loaded). */
 const loadGuard = (dir: string): Promise<void> => nft('-f', join(dir, 'host', 'underlay-guard.nft'))
 const unloadGuard = (): Promise<void> => nft('table inet tbmesh_guard {}; delete table inet tbmesh_guard')

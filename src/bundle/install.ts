@@ -265,8 +265,8 @@ function nodeFiles(file: string, files: ReadonlyMap<string, Buffer>, manifest: B
   if (!TUN_DEVICE.test(tunDev)) throw refusal(file, `entry "nebula/config.yml" names the tun device ${JSON.stringify(tunDev)}, which is not an interface name (1-15 of A-Z a-z 0-9 _ . -)`)
   const who = {node: manifest.node, network: manifest.network, overlayIps}
   return new Map([
-    [UNDERLAY_GUARD, Buffer.from(renderUnderlayGuard({...who, tunDev, installDir: target}), 'utf8')],
     [GUARD_SERVICE, Buffer.from(renderGuardService(who, {installDir: target}), 'utf8')],
+    [UNDERLAY_GUARD, Buffer.from(renderUnderlayGuard({...who, tunDev, installDir: target}), 'utf8')],
   ])
 }
 

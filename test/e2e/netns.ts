@@ -195,6 +195,13 @@ export interface Lab {
   run(host: HostRef, cmd: string[], opts?: RunOptions): Promise<RunResult>
   /** Start `nebula -config FILE` in a host's namespace and wait until its tun device is up. */
   startNebula(host: HostRef, configPath: string, opts?: NebulaOptions): Promise<NebulaProcess>
+  /**
+   * Add a namespace attached to `host` only, as a Docker container is to its host: a veth pair whose end `device` in
+   * `host`'s namespace has `gateway` (`<subnet>.1/24`) and whose end `eth0` in the new namespace has `<subnet>.2/24`
+   * and a default route via `gateway`. The new namespace is a host of the lab (`label`, `underlayIp` = its address),
+   * removed with the others. `subnet`: three octets, default `172.31.0`.
+   */
+  attach(host: HostRef, label: string, opts?: {subnet?: string}): Promise<{host: Host; device: string; gateway: string}>
   /** Start a TCP listener on `ip:port` inside a host's namespace; resolves once it listens. */
   listen(host: HostRef, ip: string, port: number, opts?: {timeoutMs?: number}): Promise<Listener>
   /**
@@ -696,6 +703,27 @@ class LabImpl implements Lab {
         return links[0]?.operstate === 'UP' ? true : undefined
       }, 10_000, `underlay eth0 of ${host.name} to come up`)
     }))
+  }
+
+  async attach(ref: HostRef, label: string, opts: {subnet?: string} = {}): Promise<{host: Host; device: string; gateway: string}> {
+    this.assertOpen()
+    const parent = this.host(ref)
+    if (!LABEL.test(label)) throw new Error(`invalid host label '${label}': use ${LABEL}`)
+    if (this.hosts.some((h) => h.label === label)) throw new Error(`lab ${this.id} already has a host '${label}'`)
+    const subnet = opts.subnet ?? '172.31.0'
+    const host: Host = {label, name: `${this.id}-${label}`, index: this.hosts.length, underlayIp: `${subnet}.2`}
+    const device = `c${host.index}`
+    const gateway = `${subnet}.1`
+    await this.addNamespace(host.name)
+    this.hosts.push(host)
+    // Created from inside the parent's namespace with the peer placed directly into the new one, as in build().
+    await ip('-n', parent.name, 'link', 'add', device, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host.name)
+    await ip('-n', parent.name, 'addr', 'add', `${gateway}/24`, 'dev', device)
+    await ip('-n', parent.name, 'link', 'set', device, 'up')
+    await ip('-n', host.name, 'addr', 'add', `${host.underlayIp}/24`, 'dev', 'eth0')
+    await ip('-n', host.name, 'link', 'set', 'eth0', 'up')
+    await ip('-n', host.name, 'route', 'add', 'default', 'via', gateway)
+    return {host, device, gateway}
   }
 
   private async addNamespace(ns: string): Promise<void> {
