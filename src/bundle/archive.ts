@@ -65,33 +65,29 @@ export interface WriteBundleOptions {
   sync?: boolean
 }
 
-/** The age format (age-encryption.org/v1) with a passphrase (scrypt recipient), readable by `age -d`. */
+/** A bundle built in memory by {@link packBundle}: its manifest and the (unencrypted) gzip-compressed tar. */
+export interface PackedBundle {
+  manifest: BundleManifest
+  archive: Buffer
+}
 
 /**
- * Build the bundle for one node and write it to `outFile`.
+ * Build the bundle for one node in memory: the manifest, its signature and the archive. Cheap (no I/O, no
+ * encryption): callers holding the home's lock pack under it and write with {@link writeBundleFile} after it.
  *
- * @param outFile where to write (conventionally `*.tar.gz`); its directory must exist.
  * @param meta the manifest's facts; `schemaVersion`, `kind` and `files` are filled in here.
  * @param files the content of every listed {@link BUNDLE_LAYOUT} entry (all but `manifest.json`), by path; strings are
  *   written as UTF-8. `nebula/host.key` may be left out.
- * @param opts how to sign it, whether to encrypt it, and whether to replace an existing `outFile` (`force`).
+ * @param sign signs a message with the CA key (the manifest under its domain prefix, `manifestMessage`): returns the
+ *   64-byte Ed25519 signature.
  *
  * The archive is gzip-compressed ustar with `manifest.json` first, then the layout's order with each directory before
- * its first file; files have mtime `meta.createdAt` (directories none), modes from the layout, no uid/gid/owner names. The file is
- * written to a temporary file in the same directory with mode 0600 (it holds a private key), flushed, and then linked
- * (without `force`, so an existing file is never replaced) or renamed (with `force`) into place.
+ * its first file; files have mtime `meta.createdAt` (directories none), modes from the layout, no uid/gid/owner names.
  *
- * @throws UserError when `outFile` exists and `force` is not set, is a directory, or its directory is missing or not
- *   writable.
  * @throws Error (a bug in the caller) when `files` lacks a required entry, holds one outside the layout or larger
  *   than {@link DEFAULT_MAX_ENTRY_BYTES}, or `meta` is not a valid manifest.
  */
-export async function writeBundle(
-  outFile: string,
-  meta: BundleMeta,
-  files: Readonly<Record<string, Buffer | string>>,
-  opts: WriteBundleOptions,
-): Promise<WriteBundleResult> {
+export function packBundle(meta: BundleMeta, files: Readonly<Record<string, Buffer | string>>, sign: (manifest: Buffer) => Buffer): PackedBundle {
   const contents = new Map<string, Buffer>()
   for (const [file, data] of Object.entries(files)) {
     const spec = LAYOUT.get(file)
@@ -129,17 +125,41 @@ export async function writeBundle(
   if (problem) throw new Error(`writeBundle: invalid manifest: ${problem}`)
   const manifestBytes = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`, 'utf8')
   contents.set(MANIFEST, manifestBytes)
-  contents.set(SIGNATURE, Buffer.from(`${opts.sign(manifestMessage(manifestBytes, manifest.schemaVersion)).toString('base64')}\n`, 'utf8'))
+  contents.set(SIGNATURE, Buffer.from(`${sign(manifestMessage(manifestBytes, manifest.schemaVersion)).toString('base64')}\n`, 'utf8'))
+  return {manifest, archive: packArchive(contents, new Date(manifest.createdAt))}
+}
 
-  let archive = await packArchive(contents, new Date(manifest.createdAt))
-  if (opts.passphrase) archive = await encryptWithPassphrase(archive, opts.passphrase, opts.scryptWorkFactor)
+/**
+ * Write a packed bundle to `outFile`, encrypted in the age format when `opts.passphrase` is given (scrypt: about a
+ * second at the default work factor, so never while holding the home's lock). The file is written to a temporary file
+ * in the same directory with mode 0600 (it may hold a private key), flushed, and then linked (without `force`, so an
+ * existing file is never replaced) or renamed (with `force`) into place.
+ *
+ * @throws UserError when `outFile` exists and `force` is not set, is a directory, or its directory is missing or not
+ *   writable.
+ */
+export async function writeBundleFile(outFile: string, packed: PackedBundle, opts: Omit<WriteBundleOptions, 'sign'> = {}): Promise<WriteBundleResult> {
+  const archive = opts.passphrase ? await encryptWithPassphrase(packed.archive, opts.passphrase, opts.scryptWorkFactor) : packed.archive
   const target = path.resolve(outFile)
   await writeNewFile(target, archive, {force: opts.force, mode: 0o600, what: 'the bundle', sync: opts.sync})
-  return {path: target, manifest, bytes: archive.length, encrypted: Boolean(opts.passphrase)}
+  return {path: target, manifest: packed.manifest, bytes: archive.length, encrypted: Boolean(opts.passphrase)}
+}
+
+/**
+ * Build the bundle for one node ({@link packBundle}) and write it to `outFile` ({@link writeBundleFile}); its directory
+ * must exist.
+ */
+export async function writeBundle(
+  outFile: string,
+  meta: BundleMeta,
+  files: Readonly<Record<string, Buffer | string>>,
+  opts: WriteBundleOptions,
+): Promise<WriteBundleResult> {
+  return writeBundleFile(outFile, packBundle(meta, files, opts.sign), opts)
 }
 
 /** The gzip-compressed tar of `contents` (layout paths → bytes), in layout order, built in memory with node-tar. */
-async function packArchive(contents: ReadonlyMap<string, Buffer>, mtime: Date): Promise<Buffer> {
+function packArchive(contents: ReadonlyMap<string, Buffer>, mtime: Date): Buffer {
   // The archive is assembled in memory from node-tar's ustar headers, without its streaming Pack: a bundle is a few
   // small files, and the stream machinery cost more than everything else when writing a thousand bundles.
   const blocks: Buffer[] = []

@@ -5,17 +5,17 @@
  */
 
 import {readFile} from 'node:fs/promises'
-import {join} from 'node:path'
+import {resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 import {UsageError, UserError} from '../errors.js'
 import type {Home} from '../home/home.js'
 import type {AccessLevel, NetworkState} from '../home/types.js'
 import {parseDuration} from '../lib/duration.js'
-import {syncFiles} from '../lib/files.js'
+import {checkNewFile, syncFiles} from '../lib/files.js'
 import {organizationConflict, organizationNameProblem, slugify, slugTwin} from '../lib/names.js'
 import {type AddNodeOptions, type AddNodeResult, addNodes} from './ca.js'
-import {type ExportBundleResult, writeNodeBundle} from './export.js'
+import {type ExportBundleResult, type PackedNodeBundle, packNodeBundle, writeNodeBundle} from './export.js'
 
 /** A node as the network file describes it. Durations as text (`365d`). */
 export interface NetworkFileNode {
@@ -206,8 +206,9 @@ export interface ApplyResult {
 
 /**
  * Carries out a plan on an existing home (create the network first with `initCa` when `plan.createNetwork`): adds
- * every planned node and, with `outDir`, writes their join bundles, all in one transaction. `progress` is told each
- * node as it is done. Throws UserError when the plan has differences (nothing is changed then).
+ * every planned node and, with `outDir`, packs their join bundles, all in one transaction, then writes (and encrypts)
+ * the bundles once it committed, outside the home's lock. `progress` is told each node as it is done. Throws UserError
+ * when the plan has differences, or a bundle file is in the way without `force` (nothing is changed then).
  */
 export async function applyPlan(
   home: Home,
@@ -217,20 +218,27 @@ export async function applyPlan(
   opts: {outDir?: string; bundlePassphrase: Buffer | null; force?: boolean; progress?: (phase: 'add' | 'bundle', done: number, total: number) => void},
 ): Promise<ApplyResult> {
   refuseDifferences(plan)
-  const bundles: ExportBundleResult[] = []
+  const suffix = opts.bundlePassphrase ? '.tbmesh.tar.gz.age' : '.tbmesh.tar.gz'
+  const outOf = (node: string): string => resolve(opts.outDir!, `${node}${suffix}`)
+  // Packed and signed in the transaction that adds the nodes (advancing their sequence numbers); refused there, before
+  // the commit, when a file is in the way; written and encrypted after the commit, outside the home's lock.
+  const packed: Array<[string, PackedNodeBundle]> = []
   const added = await addNodes(home, caKey, nodesToAdd(file, plan), {
     progress: (done, total) => opts.progress?.('add', done, total),
     finish: async (tx, nodes) => {
       if (opts.outDir === undefined) return
-      const suffix = opts.bundlePassphrase ? '.tbmesh.tar.gz.age' : '.tbmesh.tar.gz'
       for (const node of nodes) {
-        const out = () => join(opts.outDir!, `${node.name}${suffix}`)
-        bundles.push(await writeNodeBundle(home, tx, node.name, 'join', out, {caKey, passphrase: opts.bundlePassphrase, force: opts.force, sync: false}))
-        opts.progress?.('bundle', bundles.length, nodes.length)
+        checkNewFile(outOf(node.name), {force: opts.force, what: 'the bundle'})
+        packed.push([outOf(node.name), await packNodeBundle(home, tx, node.name, 'join', {caKey})])
       }
-      await syncFiles(bundles.map((b) => b.path))
     },
   })
+  const bundles: ExportBundleResult[] = []
+  for (const [out, bundle] of packed) {
+    bundles.push(await writeNodeBundle(out, bundle, {passphrase: opts.bundlePassphrase, force: opts.force, sync: false}))
+    opts.progress?.('bundle', bundles.length, packed.length)
+  }
+  await syncFiles(bundles.map((b) => b.path))
   return {plan, applied: added.length > 0, added, bundles}
 }
 

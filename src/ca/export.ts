@@ -1,18 +1,20 @@
 /**
  * Bundles out of the CA's home: a node's join bundle (everything it needs) and update bundles (what changed), rendered
- * from the state, signed by the active CA, written in a transaction that advances the node's bundle sequence number.
+ * from the state and signed by the active CA in a transaction that advances the node's bundle sequence number. Join
+ * bundles are written (and encrypted, which takes a second) after that transaction commits, outside the home's lock:
+ * no bundle file exists whose sequence number was not committed, and no other tbmesh process waits for age's scrypt.
  * Apart from ca.ts so that commands which only change the state do not load the renderers and tar.
  */
 
 import {mkdir, rm} from 'node:fs/promises'
 import {join, resolve} from 'node:path'
 
-import {writeBundle} from '../bundle/archive.js'
+import {packBundle, type PackedBundle, writeBundleFile} from '../bundle/archive.js'
 import type {BundleKind, BundleManifest} from '../bundle/layout.js'
 import {UsageError, UserError} from '../errors.js'
 import type {Home, Transaction} from '../home/home.js'
 import {currentCertificate, findNode, trustedCas, trustedMembers} from '../home/queries.js'
-import {syncFiles} from '../lib/files.js'
+import {checkNewFile, syncFiles} from '../lib/files.js'
 import {ed25519Sign} from '../nebula/index.js'
 import {renderBlockchainEnv} from '../render/blockchain-env.js'
 import {renderBundleReadme} from '../render/bundle-readme.js'
@@ -55,27 +57,41 @@ export interface ExportBundleOptions {
 export const BUNDLE_LIFETIME_SECONDS = 14 * 86_400
 
 /**
- * Renders a node's files and writes its join bundle (tar.gz) to `out`. Refuses to overwrite `out` without `force`.
- * Throws UserError for an unknown node, a node whose key is not held here, or a network without an origin node.
+ * Renders a node's files and writes its join bundle (tar.gz, age-encrypted with `opts.passphrase`) to `out`: packed
+ * and signed in a transaction that advances the node's sequence number, then written after the commit, outside the
+ * home's lock ({@link writeNodeBundle}). Refuses to overwrite `out` without `force`, before anything is done. Throws
+ * UserError for an unknown node, a node whose key is not held here, or a network without an origin node.
  */
 export async function exportBundle(home: Home, nodeName: string, out: string, opts: ExportBundleOptions): Promise<ExportBundleResult> {
-  return home.transaction((tx) => writeNodeBundle(home, tx, nodeName, 'join', () => out, opts))
+  checkNewFile(resolve(out), {force: opts.force, what: 'the bundle'})
+  const packed = await home.transaction((tx) => packNodeBundle(home, tx, nodeName, 'join', opts))
+  return writeNodeBundle(out, packed, opts)
+}
+
+/** A node's bundle packed and signed in a transaction ({@link packNodeBundle}), to be written once it committed. */
+export interface PackedNodeBundle {
+  bundle: PackedBundle
+  /** Whether it carries the node's private key. */
+  containsPrivateKey: boolean
 }
 
 /**
- * Renders one node's files and writes its bundle of `kind` (join: everything the node needs; update: certificate, trust
- * bundle and config.yml only) to `out(node, sequence)`, signed by the active CA, inside transaction `tx`: the node's
- * bundle sequence number goes up by one and its pending-update mark is cleared. Throws UserError for an unknown or
- * revoked node, a network without lighthouse or origin, or an existing output file without `force`.
+ * Writes a bundle packed by {@link packNodeBundle} to `out`, encrypted with `opts.passphrase` when given (age, scrypt):
+ * call it after the transaction that packed it committed, never under the home's lock.
+ * Throws UserError when `out` exists and `opts.force` is not set, or cannot be written.
  */
-export async function writeNodeBundle(
-  home: Home,
-  tx: Transaction,
-  nodeName: string,
-  kind: BundleKind,
-  out: (node: string, sequence: number) => string,
-  opts: ExportBundleOptions,
-): Promise<ExportBundleResult> {
+export async function writeNodeBundle(out: string, packed: PackedNodeBundle, opts: Omit<ExportBundleOptions, 'caKey'>): Promise<ExportBundleResult> {
+  const written = await writeBundleFile(out, packed.bundle, {force: opts.force, passphrase: opts.passphrase, scryptWorkFactor: opts.scryptWorkFactor, sync: opts.sync})
+  return {path: written.path, bytes: written.bytes, encrypted: written.encrypted, containsPrivateKey: packed.containsPrivateKey, manifest: written.manifest}
+}
+
+/**
+ * Renders one node's files and packs its bundle of `kind` (join: everything the node needs; update: certificate, trust
+ * bundle and config.yml only), signed by the active CA, inside transaction `tx`: the node's bundle sequence number goes
+ * up by one and its pending-update mark is cleared. Nothing is written: see {@link writeNodeBundle}. Throws UserError
+ * for an unknown or revoked node, or a network without lighthouse or origin.
+ */
+export async function packNodeBundle(home: Home, tx: Transaction, nodeName: string, kind: BundleKind, opts: Pick<ExportBundleOptions, 'caKey' | 'expiresInSeconds'>): Promise<PackedNodeBundle> {
   const {state} = tx
   const node = findNode(state, nodeName)
   if (node.revoked) throw new UserError(`node ${node.name} was revoked on ${node.revoked.at}`, {fix: 'add a new node instead'})
@@ -115,8 +131,7 @@ export async function writeNodeBundle(
   }
   node.sequence = (node.sequence ?? 0) + 1
   node.updatePending = false
-  const written = await writeBundle(
-    out(node.name, node.sequence),
+  const bundle = packBundle(
     {
       kind,
       network: state.network.name,
@@ -131,15 +146,9 @@ export async function writeNodeBundle(
       ...(kind === 'update' && signer.endorsement ? {caEndorsement: signer.endorsement} : {}),
     },
     files,
-    {force: opts.force, sign: (manifest) => ed25519Sign(opts.caKey, manifest), passphrase: opts.passphrase, scryptWorkFactor: opts.scryptWorkFactor, sync: opts.sync},
+    (manifest) => ed25519Sign(opts.caKey, manifest),
   )
-  return {
-    path: resolve(written.path),
-    bytes: written.bytes,
-    encrypted: written.encrypted,
-    containsPrivateKey: kind === 'join' && cert.keyInHome,
-    manifest: written.manifest,
-  }
+  return {bundle, containsPrivateKey: kind === 'join' && cert.keyInHome}
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -175,8 +184,10 @@ export async function exportUpdates(
       const names = opts.all ? tx.state.nodes.filter((n) => !n.revoked).map((n) => n.name) : opts.names!
       const bundles: ExportBundleResult[] = []
       for (const name of names) {
-        const out = (node: string, sequence: number) => join(opts.outDir, `${node}.update-${sequence}.tbmesh.tar.gz`)
-        bundles.push(await writeNodeBundle(home, tx, name, 'update', out, {caKey, passphrase: null, expiresInSeconds: opts.expiresInSeconds, force: opts.force, sync: false}))
+        // Update bundles are small and not encrypted: written under the lock, removed again if the commit fails.
+        const packed = await packNodeBundle(home, tx, name, 'update', {caKey, expiresInSeconds: opts.expiresInSeconds})
+        const out = join(opts.outDir, `${packed.bundle.manifest.node}.update-${packed.bundle.manifest.sequence}.tbmesh.tar.gz`)
+        bundles.push(await writeNodeBundle(out, packed, {passphrase: null, force: opts.force, sync: false}))
         written.push(bundles.at(-1)!.path)
       }
       await syncFiles(written)

@@ -28,13 +28,7 @@ export async function writeNewFile(
   // Synchronous calls: a handful of tiny operations per file, where thread-pool round trips would cost more than the
   // work (a thousand bundles in one `apply`).
   const dir = path.dirname(target)
-  const existing = lstatOrUndefined(target)
-  if (existing?.isDirectory()) throw new UserError(`${target} is a directory`, {fix: `give a file name for ${opts.what}`})
-  if (existing && !opts.force) throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
-  const dirStat = statOrUndefined(dir)
-  if (!dirStat?.isDirectory()) {
-    throw new UserError(dirStat ? `${dir} is not a directory` : `directory ${dir} does not exist`, {fix: `${dirStat ? 'choose a directory' : 'create it'} or write ${opts.what} elsewhere`})
-  }
+  checkNewFile(target, opts)
 
   if (opts.sync === false && !opts.force) {
     // Part of a batch the caller flushes and commits as a whole: written under its own name, refusing an existing file.
@@ -77,6 +71,22 @@ export async function writeNewFile(
   } finally {
     if (fd !== undefined) fs.closeSync(fd)
     fs.rmSync(tmp, {force: true})
+  }
+}
+
+/**
+ * The checks {@link writeNewFile} makes before writing, for callers that must refuse before doing work the file would
+ * record (a bundle's sequence number): `target` is not a directory, does not exist unless `force`, and its directory
+ * exists. Throws UserError, the same as writeNewFile would.
+ */
+export function checkNewFile(target: string, opts: {force?: boolean; what: string}): void {
+  const dir = path.dirname(target)
+  const existing = lstatOrUndefined(target)
+  if (existing?.isDirectory()) throw new UserError(`${target} is a directory`, {fix: `give a file name for ${opts.what}`})
+  if (existing && !opts.force) throw new UserError(`${target} already exists`, {fix: 'pass --force to overwrite it'})
+  const dirStat = statOrUndefined(dir)
+  if (!dirStat?.isDirectory()) {
+    throw new UserError(dirStat ? `${dir} is not a directory` : `directory ${dir} does not exist`, {fix: `${dirStat ? 'choose a directory' : 'create it'} or write ${opts.what} elsewhere`})
   }
 }
 
