@@ -229,6 +229,45 @@ describe('key PEM files', () => {
   })
 })
 
+describe('key readers refuse what is not their key (properties)', () => {
+  const readers = [
+    {read: caPrivateKeyFromPem, banner: ED25519_PRIVATE_KEY_BANNER, length: 64},
+    {read: caPublicKeyFromPem, banner: 'NEBULA ED25519 PUBLIC KEY', length: 32},
+    {read: hostPrivateKeyFromPem, banner: X25519_PRIVATE_KEY_BANNER, length: 32},
+    {read: hostPublicKeyFromPem, banner: 'NEBULA X25519 PUBLIC KEY', length: 32},
+  ]
+  const refuses = (read: (pem: string) => Buffer, pem: string, why: RegExp): void => {
+    let error: unknown
+    try {
+      read(pem)
+    } catch (error_) {
+      error = error_
+    }
+    expect(error, pem).toBeInstanceOf(KeyFormatError)
+    expect((error as KeyFormatError).message).toMatch(why)
+  }
+
+  it('a block of another length, under another banner, beside another block, or no PEM at all, is refused', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(...readers.keys()), fc.constantFrom(...readers.keys()), fc.uint8Array({maxLength: 80}), fc.string({maxLength: 80}), (i, j, bytes, text) => {
+        const {read, banner, length} = readers[i]!
+        const under = readers[j]!.banner
+        const pem = encodePem(under, bytes)
+        if (under !== banner) refuses(read, pem, new RegExp(`expected a ${banner} PEM block, found ${under}`))
+        else if (bytes.length !== length) refuses(read, pem, /\d+ bytes|length/)
+        // 64 random bytes are no CA key: the second half must be the public key of the first.
+        else if (read === caPrivateKeyFromPem) refuses(read, pem, /its public half does not match its seed/)
+        else expect(read(pem).equals(Buffer.from(bytes))).toBe(true) // the control: its own key is read
+        refuses(read, `${encodePem(banner, new Uint8Array(length))}${encodePem(banner, new Uint8Array(length))}`, /expected one .* PEM block, found 2/)
+        if (!text.includes('-----')) refuses(read, text, /./)
+      }),
+      {numRuns: 1000, examples: [[0, 0, new Uint8Array(64), ''], [2, 2, new Uint8Array(32), '']]},
+    )
+    const ca = generateCaKeyPair().privateKey
+    expect(caPrivateKeyFromPem(caPrivateKeyToPem(ca)).equals(ca)).toBe(true)
+  })
+})
+
 describe('encrypted CA key (nebula-cert 1.7.0+ format)', () => {
   it('decrypts the crypto_test.go vector to a valid 64-byte Ed25519 key', async () => {
     const key = await decryptCaKey(VECTOR_KEY, VECTOR_PASSPHRASE)

@@ -150,6 +150,62 @@ describe('a state file that is unreadable, malformed or inconsistent is refused 
       {numRuns: 2000},
     )
   })
+
+  it('property: a state that breaks an invariant is refused, naming the problem', () => {
+    const file = '/x/state.json'
+    const refused = (state: unknown, problem: RegExp): void => {
+      let error: unknown
+      try {
+        validateState(state as NetworkState, file)
+      } catch (error_) {
+        error = error_
+      }
+      expect(error, JSON.stringify(state)).toBeInstanceOf(UserError)
+      expect((error as UserError).line).toMatch(new RegExp(`^${file}: ${problem.source}`))
+    }
+    const set = (path: Array<string | number>, value: unknown): any => {
+      const copy = structuredClone(validStateFixture()) as any
+      let target = copy
+      for (const key of path.slice(0, -1)) target = target[key]
+      target[path.at(-1)!] = value
+      return copy
+    }
+    // The fields the invariants rest on, replaced by a value of another type.
+    const guarded: Array<[Array<string | number>, RegExp]> = [
+      [['schemaVersion'], /schema version/],
+      [['network', 'cidr'], /"network\.cidr" is not a string/],
+      [['cas', 0, 'id'], /a CA has no valid id/],
+      [['organizations', 1, 'slug'], /an organization has no valid slug/],
+      [['organizations', 1, 'block'], /the block of umbrella is not a string/],
+      [['nodes', 2, 'name'], /a node has no valid name/],
+      [['nodes', 2, 'overlayIp'], /the overlay IP of umbrella-1 is not a string/],
+      [['certificates', 2, 'fingerprint'], /a ledger row has no valid fingerprint/],
+    ]
+    const notString = fc.jsonValue({maxDepth: 1}).filter((v) => typeof v !== 'string' && v !== 1) // 1: the schema version
+    fc.assert(
+      fc.property(fc.constantFrom(...guarded), notString, ([path, problem], value) => refused(set(path, value), problem)),
+      {numRuns: 500, examples: [[guarded[1], 42]]},
+    )
+    // An overlay IP outside its organization's block (10.42.1.0/24 for umbrella-1), or another node's.
+    fc.assert(
+      fc.property(fc.ipV4().filter((ip) => !ip.startsWith('10.42.1.') && !/(^|\.)0\d/.test(ip)), (ip) => {
+        refused(set(['nodes', 2, 'overlayIp'], ip), /node umbrella-1 \(.*\) lies outside its organization's block 10\.42\.1\.0\/24/)
+      }),
+      {numRuns: 300},
+    )
+    refused(set(['nodes', 1, 'overlayIp'], '10.42.0.1'), /nodes acme-1 and acme-2 share the overlay IP 10\.42\.0\.1/)
+    // Blocks outside the network or over another's, a second origin, a ledger row for no node.
+    fc.assert(
+      fc.property(fc.integer({min: 0, max: 255}), (third) => {
+        const block = `10.${third === 42 ? 43 : third}.0.0/24`
+        refused(set(['organizations', 1, 'block'], block), new RegExp(`block ${block.replaceAll('.', '\\.')} of umbrella lies outside 10\\.42\\.0\\.0/16`))
+      }),
+      {numRuns: 100},
+    )
+    refused(set(['organizations', 1, 'block'], '10.42.0.0/23'), /blocks of acme and umbrella overlap/)
+    refused(set(['nodes', 1, 'origin'], true), /more than one origin node/)
+    refused(set(['certificates', 1, 'name'], 'nobody-1'), /ledger row b+ names no known node/)
+  })
 })
 
 describe('transactions', () => {
