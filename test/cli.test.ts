@@ -49,7 +49,7 @@ describe('init-ca → add-node → export-bundle → install', () => {
   it('add-node gives each organization its own block and each node a signed certificate', async () => {
     nodes.origin = await tbmeshJson(['add-node', ...h(), ...pass(), '--org', 'ACME', '--origin', '--lighthouse', '--endpoint', '192.0.2.10:4242'])
     nodes.umbrella = await tbmeshJson(['add-node', ...h(), '--org', 'Umbrella Bank'], {env: {TBMESH_CA_PASSPHRASE: 'correct horse battery staple'}})
-    nodes.acme2 = await tbmeshJson(['add-node', ...h(), ...pass(), '--org', 'acme', '--groups', 'backup,monitoring', '--duration', '30d'])
+    nodes.acme2 = await tbmeshJson(['add-node', ...h(), ...pass(), '--org', 'ACME', '--groups', 'backup,monitoring', '--duration', '30d'])
     nodes.fixed = await tbmeshJson(['add-node', ...h(), ...pass(), '--org', 'Umbrella Bank', '--name', 'umbrella-berlin', '--ip', '10.42.1.77'])
 
     expect(nodes.origin).toMatchObject({name: 'acme-1', organization: 'ACME', overlayIp: '10.42.0.1', lighthouse: true, origin: true, groups: ['org:acme', 'access:trusted', 'role:lighthouse', 'role:origin']})
