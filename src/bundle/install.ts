@@ -101,9 +101,9 @@ export interface InstallResult {
  *
  * @throws UserError for every refusal of {@link readBundle} and `verifyBundleTrust`; when `dir` exists and is not
  *   empty and `force` is not set; when it is not empty and holds no tbmesh installation (no valid `manifest.json`),
- *   even with `force` (nothing is deleted); when the bundle is older than the installation of the same node in `dir`
- *   and `allowRollback` is not set (a join bundle, or an update; an update must always be newer or older, never the
- *   same); when `dir` is not a directory or is a symbolic link; when `nebula/config.yml` is not a YAML mapping with a
+ *   even with `force` (nothing is deleted); when the bundle (join or update) is older than the installation of the
+ *   same node in `dir` and `allowRollback` is not set; for an update with the installed sequence number (a replay),
+ *   always; when `dir` is not a directory or is a symbolic link; when `nebula/config.yml` is not a YAML mapping with a
  *   `pki` mapping, or names no usable `tun.dev`; when the parent directory is not writable.
  */
 export async function installBundle(file: string, dir: string, opts: InstallOptions = {}): Promise<InstallResult> {
