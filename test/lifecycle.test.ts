@@ -866,7 +866,7 @@ describe('CLI: list, renew, revoke, export-update', () => {
     if (NEBULA_CERT) {
       const ca = await readFile(join(home, 'ca', `${after.cas[0].id}.crt`), 'utf8')
       const printed = await nebulaCertCheck(ca, await readFile(join(home, 'certs', `${result.renewed[0].fingerprint}.crt`), 'utf8'))
-      expect(printed.details).toMatchObject({name: 'umbrella-1', ips: ['10.60.1.1/16'], groups: ['org:umbrella', 'access:managed'], issuer: after.cas[0].id})
+      expect(printed.details).toMatchObject({name: 'umbrella-1', networks: ['10.60.1.1/16'], groups: ['org:umbrella', 'access:managed'], issuer: after.cas[0].id})
     }
     const nothing = await tbmesh(['renew', ...h(), '--expiring-within', '30d'])
     expect(nothing.exitCode).toBe(0)
