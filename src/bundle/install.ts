@@ -13,7 +13,7 @@ import {isMap, parseDocument} from 'yaml'
 import {UserError} from '../errors.js'
 import {fileError} from '../lib/files.js'
 import {certificatesFromPem, type NebulaCertificate} from '../nebula/index.js'
-import {nebulaTest, type NebulaTestResult} from '../node/nebula.js'
+import {compareVersions, nebulaRequirement, nebulaTest, type NebulaTestResult, nebulaVersion} from '../node/nebula.js'
 import {placeInstallDir} from '../render/install-dir.js'
 import {readBundle} from './archive.js'
 import {BUNDLE_LAYOUT, type BundleEntrySpec, type BundleManifest, FILES, holdsAny, MANIFEST, manifestProblem, refusal} from './layout.js'
@@ -46,6 +46,11 @@ export interface InstallResult {
   keyFromJoiner: boolean
   /** For an update: the sequence number of the bundle it replaced. */
   previousSequence?: number
+  /**
+   * What the node's admin reports to the network operator, who records it with `tbmesh confirm-install RECEIPT`:
+   * `<node>@<sequence>` (a CA rotation's next round waits for every node's).
+   */
+  receipt: string
 }
 
 /**
@@ -110,6 +115,8 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     files.set('nebula/host.key', Buffer.from(trusted.hostKeyPem, 'utf8'))
   }
 
+  await requireNebulaFor(file, manifest.kind, [...certificatesFromPem(files.get('nebula/ca.crt')!), ...trusted.hosts])
+
   const existing = await lstat(target).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') return undefined
     throw fileError(error, `Cannot inspect ${target}`, {denied: 'check its permissions'})
@@ -172,7 +179,24 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     encrypted: read.encrypted,
     keyFromJoiner: trusted.keyFromJoiner,
     ...(previousSequence === undefined ? {} : {previousSequence}),
+    receipt: `${manifest.node}@${manifest.sequence}`,
   }
+}
+
+/**
+ * Refuses (before anything is written) a bundle whose certificates the `nebula` on PATH cannot load: a v2 certificate
+ * needs Nebula 1.10 (1.6.1 and 1.9.3 refuse to start with a v2 CA in `pki.ca`), P256 needs 1.7 (1.6.1 crashes). Checks
+ * nothing when nebula is not on PATH or does not say its version (install then warns that it could not test).
+ * @throws UserError, one line saying which certificate needs which version
+ */
+async function requireNebulaFor(file: string, kind: string, certificates: NebulaCertificate[]): Promise<void> {
+  const need = nebulaRequirement(certificates)
+  if (!need.why) return
+  const found = await nebulaVersion()
+  if (found?.version === undefined || compareVersions(found.version, need.version) >= 0) return
+  throw new UserError(`Refusing ${kind} bundle ${path.basename(file)}: it holds ${need.why}, which nebula ${found.version} (${found.path}) cannot load (${need.version} or newer can)`, {
+    fix: `upgrade nebula on this node to ${need.version} or newer, then install it again`,
+  })
 }
 
 /**

@@ -3,7 +3,7 @@
  * organization, lighthouses, origin, trusted members, blocklist, ports) and the node's secrets.
  */
 
-import {blocklist, findNode, trustedMembers} from '../home/queries.js'
+import {blocklist, findNode, memberCas, presentedCertificates, trustedMembers} from '../home/queries.js'
 import type {NetworkState} from '../home/types.js'
 import type {NodeProfile} from '../render/profile.js'
 
@@ -23,6 +23,7 @@ export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: s
     ? descriptor.lighthouses.filter((l) => !(l.organization === state.federation!.self.slug && revoked.has(l.overlayIp))).map((l) => ({overlayIp: l.overlayIp, endpoint: l.endpoint}))
     : state.nodes.filter((n) => n.lighthouse && n.endpoint && !n.revoked).map((n) => ({overlayIp: n.overlayIp, endpoint: n.endpoint!}))
   const members = trustedMembers(state)
+  const presented = presentedCertificates(state, node.name)
   return {
     network: {name: state.network.name, cidr: state.network.cidr},
     node: {
@@ -36,10 +37,11 @@ export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: s
     ports: {...state.network.ports},
     lighthouses,
     ...(origin ? {originOverlayIp: origin.overlayIp} : {}),
-    ...(members ? {members: members.map((m) => ({organization: m.slug, block: m.block, caFingerprint: m.caFingerprint}))} : {}),
+    ...(members ? {members: members.flatMap((m) => memberCas(m).map((ca) => ({organization: m.slug, block: m.block, caFingerprint: ca.caFingerprint})))} : {}),
     rpc,
     tun: {...state.network.tun},
     pki,
+    ...(presented.length > 1 ? {initiatingVersion: presented.at(-1)!.version ?? 1} : {}),
     blocklist: blocklist(state),
   }
 }

@@ -37,7 +37,7 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
     duration: Flags.string({description: 'certificate lifetime (e.g. 365d, 8760h); default one year, capped at the CA\'s expiry'}),
     access: Flags.option({options: ['trusted', 'managed'] as const, description: 'TruBudget access level: trusted (admin) or managed (basic); default trusted for --origin, else managed'})(),
     request: Flags.file({description: 'join request file from `tbmesh join-request` (the joiner keeps its key)', exclusive: ['pubkey'], exists: false}),
-    pubkey: Flags.file({description: 'Nebula X25519 public key file of the joiner (PEM)', exclusive: ['request']}),
+    pubkey: Flags.file({description: 'Nebula public key file of the joiner (PEM, X25519 or P256: the CA\'s curve)', exclusive: ['request']}),
     yes: Flags.boolean({char: 'y', description: 'approve the --request without asking (only after checking its verification code)'}),
     'passphrase-file': caPassphraseFlag,
   }

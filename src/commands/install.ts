@@ -73,6 +73,7 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     const what = result.manifest.kind === 'update' ? `update ${result.manifest.sequence} (was ${result.previousSequence}) for` : ''
     this.log(`Installed ${what}${what ? ' ' : ''}${result.manifest.node} (${result.manifest.organization}, overlay IP ${result.manifest.overlayIp}) into ${result.dir}`)
     this.log(`CA ${result.manifest.caFingerprint} verified${result.keyFromJoiner ? '; private key from this machine\'s join request' : ''}`)
+    this.log(`Receipt for the network operator: ${result.receipt} (they record it with \`tbmesh confirm-install ${result.receipt}\`)`)
     if (!result.nebulaTest.ran) this.warn('nebula is not installed here: could not run `nebula -test` on the config')
     else if (result.nebulaTest.ok) this.log('nebula -test: ok')
     else {

@@ -41,6 +41,7 @@ export {
   caPrivateKeyMatchesCertificate,
   caSignatureValid,
   describeFormat,
+  hostCertificatesProblem,
   hostKeyMatchesCertificate,
   verifyCertificate,
   type VerifyOptions,

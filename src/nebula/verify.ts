@@ -112,6 +112,19 @@ export function hostKeyMatchesCertificate(privateKey: Uint8Array, certificate: N
   }
 }
 
+/**
+ * Why a node's certificates (`pki.cert`) cannot all be loaded by Nebula 1.10+ (`newCertState`): more than two, two of
+ * the same version, or a v1 and a v2 certificate that differ in public key, curve or first network. Undefined when
+ * fine (one certificate always is).
+ */
+export function hostCertificatesProblem(hosts: readonly NebulaCertificate[]): string | undefined {
+  if (hosts.length === 1) return undefined
+  const [a, b] = hosts as [NebulaCertificate, NebulaCertificate]
+  if (hosts.length > 2 || a.version === b.version) return 'nebula/host.crt holds more than one certificate of a version'
+  const same = a.details.publicKey.equals(b.details.publicKey) && a.details.curve === b.details.curve && a.details.ips[0] === b.details.ips[0]
+  return same ? undefined : 'the v1 and v2 certificates of nebula/host.crt differ in key, curve or network'
+}
+
 /** The certificate's version and curve in people's words, e.g. `v2 P256`, `v1 Curve25519`. */
 export function describeFormat(certificate: NebulaCertificate): string {
   return `v${formatOf(certificate).version} ${certificate.details.curve === 'P256' ? 'P256' : 'Curve25519'}`

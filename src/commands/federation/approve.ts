@@ -53,7 +53,14 @@ Before signing, the change is shown with the verification code of the new member
             `  CA fingerprint: ${s.member.caFingerprint}`,
             `Verification code: ${s.verificationCode}`,
           ]
-        : [`Version ${s.version}: ${s.change.kind} by ${s.change.organization}`]
+        : s.change.kind === 'rotate-member-ca' && s.member
+          ? [
+              `Version ${s.version}: ${JSON.stringify(s.member.organization)} (${s.member.slug}) rotates its CA`,
+              `  current CA: ${s.member.caFingerprint}`,
+              `  new CA:     ${s.change.caFingerprint}`,
+              `Verification code: ${s.verificationCode}`,
+            ]
+          : [`Version ${s.version}: ${s.change.kind} by ${s.change.organization}`]
     lines.push(`Approved so far by: ${s.approvedBy.join(', ') || 'nobody'} (${s.needed} needed)`)
     const question = s.verificationCode ? 'Does their admin read you the same verification code?' : 'Approve this change?'
     return this.confirmOrYes({lines, question, yes, unattended: UNATTENDED})
