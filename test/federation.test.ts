@@ -391,7 +391,13 @@ describe('the federation commands', () => {
     const published = await tbmeshJson<{sequence: number; fingerprints: string[]}>(['federation', 'revocations', ...a, '--out', list])
     expect(published.fingerprints).toHaveLength(1)
     expect(await tbmeshJson(['federation', 'import', list, ...u])).toMatchObject({kind: 'revocations', organization: 'acme', sequence: 1, fingerprints: published.fingerprints})
-    expectOneLineError(await tbmesh(['rotate-ca', ...u]), /cannot rotate one yet/)
+    // A member rotates its own CA: round 1 is a version the other members approve, comparing the verification code.
+    const rotation = join(root, 'cli-rotate.json')
+    const started = await tbmeshJson<any>(['rotate-ca', ...u, '--no-passphrase', '--out', rotation])
+    expect(started).toMatchObject({phase: 'started', descriptor: {version: 3, change: 'rotate-member-ca', adopted: false, approvedBy: ['umbrella'], needed: 2}})
+    const rotated = await tbmeshJson<any>(['federation', 'approve', rotation, ...a, '--out', join(root, 'cli-d3.json'), '--yes'])
+    expect(rotated).toMatchObject({verificationCode: started.descriptor.verificationCode, adopted: true, change: {kind: 'rotate-member-ca', caFingerprint: started.caFingerprint}})
+    expect(await tbmeshJson(['federation', 'import', join(root, 'cli-d3.json'), ...u])).toMatchObject({version: 3, adopted: true})
     expectOneLineError(await tbmesh(['add-node', ...u, '--org', 'ACME']), /belongs to Umbrella and cannot issue certificates for ACME/)
   })
 
