@@ -9,9 +9,9 @@ import {unlockCaKey} from './ca/ca.js'
 import {expiryWarnings} from './ca/lifecycle.js'
 import {ExternalError, UsageError, UserError} from './errors.js'
 import {Home} from './home/home.js'
+import type {CaRecord} from './home/types.js'
 import {canPrompt, resolvePassphrase} from './lib/passphrase.js'
 import {safeLine} from './lib/text.js'
-import type {CaRecord} from './home/types.js'
 import type {CertificateVersion, Curve} from './nebula/index.js'
 
 /** `--passphrase-file` for the CA key, shared by every command that signs. */

@@ -20,13 +20,12 @@ import {type BundleMeta} from '../src/bundle/layout.js'
 import {addNode, initCa, unlockCaKey} from '../src/ca/ca.js'
 import {exportBundle, exportUpdates} from '../src/ca/export.js'
 import {expiryWarnings, listNodes, renew, revoke} from '../src/ca/lifecycle.js'
-import {parseReceipt, recordInstalls} from '../src/ca/rounds.js'
 import {finishCaRotation, rotateCa, switchCa} from '../src/ca/rotation.js'
+import {parseReceipt, recordInstalls} from '../src/ca/rounds.js'
 import {UsageError, UserError} from '../src/errors.js'
 import {Home} from '../src/home/home.js'
 import {currentCertificate} from '../src/home/queries.js'
 import {endorsementMessage} from '../src/lib/messages.js'
-import {doctor} from '../src/node/doctor.js'
 import {
   caPrivateKeyMatchesCertificate,
   caSignatureValid,
@@ -38,6 +37,7 @@ import {
   readCaPrivateKey,
   WrongPassphraseError,
 } from '../src/nebula/index.js'
+import {doctor} from '../src/node/doctor.js'
 import {nebulaBuild} from './e2e/debian.js'
 import {expectOneLineError, NEBULA_CERT, nebulaCertCheck, removeDir, snapshot, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 

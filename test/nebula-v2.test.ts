@@ -14,6 +14,7 @@ import {fileURLToPath} from 'node:url'
 import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
+import {derElement} from '../src/nebula/der.js'
 import {
   blocklistFingerprints,
   caKeyCurve,
@@ -52,7 +53,6 @@ import {
   unmarshalCertificateV2,
   verifyCertificate,
 } from '../src/nebula/index.js'
-import {derElement} from '../src/nebula/der.js'
 import {nebulaBuild} from './e2e/debian.js'
 import {nebulaCertCheck} from './helpers.js'
 
@@ -164,7 +164,7 @@ describe('upstream vectors (cert_v2_test.go, ca_pool_test.go)', () => {
     }
     // The vector's issuer is 16 bytes; tbmesh writes only 32-byte issuers (a fingerprint), so the details are encoded
     // without one and the vector's issuer TLV is appended (and the length fixed) before comparing.
-    const expected = hex(`a070800774657374696e67a10e04050a0101021004050a01010118a20e0405090101031004050901010218a3270c0b746573742d67726f7570310c0b746573742d67726f7570320c0b746573742d67726f7570338504318bef808604318befbc87101234567890abcdef1234567890abcdef`)
+    const expected = hex('a070800774657374696e67a10e04050a0101021004050a01010118a20e0405090101031004050901010218a3270c0b746573742d67726f7570310c0b746573742d67726f7570320c0b746573742d67726f7570338504318bef808604318befbc87101234567890abcdef1234567890abcdef')
     const ours = marshalDetailsV2(details)
     const spliced = Buffer.concat([Buffer.from([0xa0, ours[1]! + 18]), ours.subarray(2), expected.subarray(-18)])
     expect(spliced.toString('hex')).toBe(expected.toString('hex'))
@@ -245,8 +245,8 @@ describe('only canonical v2 encodings are read', () => {
     ['an IPv4-mapped IPv6 network', marshalCertificate(signDetails({...base, ips: ['::ffff:a2a:105/112']}, caKeys.privateKey, 2)), /IPv4-mapped/],
     ['an IPv6 unsafe network without an IPv6 network', marshalCertificate(signDetails({...base, subnets: ['fd00::/8']}, caKeys.privateKey, 2)), /same IP family/],
     ['isCA written as false', withDetails(Buffer.concat([fields.subarray(0, fields.indexOf(0x85)), Buffer.from([0x84, 1, 0]), fields.subarray(fields.indexOf(0x85))])), /isCA/],
-    ['a non-minimal time', withDetails(Buffer.from(fields.toString('hex').replace('850203e8', '8503' + '0003e8'), 'hex')), /not minimally encoded/],
-    ['an issuer of 16 bytes', withDetails(Buffer.concat([fields.subarray(0, fields.length - 34), derElement(0x87, Buffer.alloc(16, 1))])), /issuer is 16 bytes/],
+    ['a non-minimal time', withDetails(Buffer.from(fields.toString('hex').replace('850203e8', '85030003e8'), 'hex')), /not minimally encoded/],
+    ['an issuer of 16 bytes', withDetails(Buffer.concat([fields.subarray(0, -34), derElement(0x87, Buffer.alloc(16, 1))])), /issuer is 16 bytes/],
     ['an empty name', withDetails(Buffer.concat([Buffer.from([0x80, 0]), fields.subarray(2 + fields[1]!)])), /name/],
     ['an empty groups list', withDetails(Buffer.from(fields.toString('hex').replace('a3030c0167', 'a300'), 'hex')), /groups list is empty/],
     ['a curve field for Curve25519', envelope(derElement(0xa0, fields), Buffer.from([0x81, 1, 0]), rest), /curve field/],

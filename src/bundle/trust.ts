@@ -10,17 +10,17 @@ import {UsageError, UserError} from '../errors.js'
 import {endorsementMessage, manifestMessage} from '../lib/messages.js'
 import {quoted, SHA256_HEX} from '../lib/text.js'
 import {
-  certificatesFromPem,
   caSignatureValid,
+  certificatesFromPem,
   CertificateVerifyError,
   checkSignature,
-  fingerprint,
   type CurveKey,
+  fingerprint,
   hostCertificatesProblem,
   hostKeyMatchesCertificate,
-  readHostPrivateKey,
   type NebulaCertificate,
   NebulaFormatError,
+  readHostPrivateKey,
   verifyCertificate,
 } from '../nebula/index.js'
 import type {ReadBundleResult} from './archive.js'

@@ -6,7 +6,7 @@ import {type ConfirmInstallResult, parseReceipt, recordInstalls} from '../ca/rou
 export default class ConfirmInstall extends TbmeshCommand {
   static override summary = 'Record that nodes installed their bundles (the receipts `tbmesh install` prints).'
 
-  static override description = `tbmesh has no channel back from the nodes: after \`tbmesh install\`, each node's admin reports the receipt it printed, NODE@SEQUENCE (the node and the bundle's sequence number), and the network operator records it here. A CA rotation round (\`tbmesh rotate-ca\`, \`--switch\`, \`--finish\`) refuses to start while nodes have not installed the previous one; \`tbmesh list\` shows which. A bare NODE records the last bundle exported to it.`
+  static override description = 'tbmesh has no channel back from the nodes: after `tbmesh install`, each node\'s admin reports the receipt it printed, NODE@SEQUENCE (the node and the bundle\'s sequence number), and the network operator records it here. A CA rotation round (`tbmesh rotate-ca`, `--switch`, `--finish`) refuses to start while nodes have not installed the previous one; `tbmesh list` shows which. A bare NODE records the last bundle exported to it.'
 
   static override examples = [
     {description: 'Two admins reported their installs', command: '<%= config.bin %> <%= command.id %> acme-1@4 umbrella-1@3'},

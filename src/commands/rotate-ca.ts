@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {caPassphraseFlag, certVersionFlag, certVersionOf, curveFlag, curveOf, TbmeshCommand} from '../base-command.js'
-import {finishCaRotation, type RotateCaResult, rotateCa, switchCa} from '../ca/rotation.js'
+import {finishCaRotation, rotateCa, type RotateCaResult, switchCa} from '../ca/rotation.js'
 import {UsageError} from '../errors.js'
 import {parseDuration} from '../lib/duration.js'
 import {canPrompt, resolvePassphrase} from '../lib/passphrase.js'

@@ -9,6 +9,7 @@ import {rm} from 'node:fs/promises'
 import {resolve} from 'node:path'
 
 import {checkNetworkOptions, createCa, DEFAULTS, newSecrets} from '../ca/ca.js'
+import {markForUpdate, startRound} from '../ca/rounds.js'
 import {UsageError, UserError} from '../errors.js'
 import {Home} from '../home/home.js'
 import {isMember} from '../home/queries.js'
@@ -45,7 +46,6 @@ import {
   membershipCode,
   nextVersion,
 } from './descriptor.js'
-import {markForUpdate, startRound} from '../ca/rounds.js'
 import {readJson, requireFederation, requireMember} from './guards.js'
 import {ownRotationRound, rotationCode} from './member-ca.js'
 import {importRevocations, type ImportRevocationsResult} from './revocations.js'

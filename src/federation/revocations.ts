@@ -7,6 +7,7 @@
 import {rm} from 'node:fs/promises'
 import {resolve} from 'node:path'
 
+import {markForUpdate} from '../ca/rounds.js'
 import {UserError} from '../errors.js'
 import type {Home} from '../home/home.js'
 import {memberCas} from '../home/queries.js'
@@ -15,7 +16,6 @@ import {writeNewFile} from '../lib/files.js'
 import {revocationMessage} from '../lib/messages.js'
 import {caSign} from '../nebula/index.js'
 import {checkRevocationList, FORMAT_VERSION, REVOCATION_LIST_TYPE} from './descriptor.js'
-import {markForUpdate} from '../ca/rounds.js'
 import {readJson, requireFederation, requireMember} from './guards.js'
 
 /** What `tbmesh federation revocations` reports. */

@@ -212,7 +212,7 @@ export function prepare(details: CertificateDetails): CertificateDetails {
     }
   }
   const sorted = (list: CertPrefix[], what: string): string[] => {
-    const texts = [...list].sort(comparePrefixes).map(formatCertPrefix)
+    const texts = [...list].sort(comparePrefixes).map((prefix) => formatCertPrefix(prefix))
     const duplicate = texts.find((text, i) => i > 0 && text === texts[i - 1])
     if (duplicate) fail(`${what} ${duplicate} is listed twice`)
     return texts
@@ -259,8 +259,8 @@ function networkList(field: Buffer | undefined, what: string): string[] {
   while (!items.done()) {
     const item = items.read(TAG.octetString, `an item of ${what}`)
     if (item.length !== 5 && item.length !== 17) fail(`an item of ${what} is ${item.length} bytes, expected 5 or 17`)
-    const bits = item[item.length - 1]!
-    const address = Buffer.from(item.subarray(0, item.length - 1))
+    const bits = item.at(-1)!
+    const address = Buffer.from(item.subarray(0, -1))
     if (bits > address.length * 8) fail(`an item of ${what} has prefix length ${bits}`)
     out.push(formatCertPrefix({address, bits}))
   }

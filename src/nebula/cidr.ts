@@ -49,7 +49,7 @@ function parseAddress(text: string, ipv6: boolean): Buffer | undefined {
   if (!head || !tail) return undefined
   const missing = 8 - head.length - tail.length
   if (halves.length === 2 ? missing < 1 : missing !== 0) return undefined
-  const all = [...head, ...Array<string>(missing).fill('0'), ...tail]
+  const all = [...head, ...Array.from({length: missing}, () => '0'), ...tail]
   const bytes = Buffer.alloc(16)
   for (const [i, word] of all.entries()) bytes.writeUInt16BE(Number.parseInt(word, 16), i * 2)
   return bytes
@@ -65,7 +65,7 @@ export function formatCertPrefix(prefix: CertPrefix): string {
   const groups = Array.from({length: 8}, (_, i) => address.readUInt16BE(i * 2))
   let best = -1
   let bestLength = 1
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     let j = i
     while (j < 8 && groups[j] === 0) j++
     if (j - i > bestLength) [best, bestLength] = [i, j - i]

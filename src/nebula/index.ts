@@ -24,18 +24,15 @@ export {
   CERTIFICATE_V2_BANNER,
   ED25519_ENCRYPTED_PRIVATE_KEY_BANNER,
   ED25519_PRIVATE_KEY_BANNER,
-  P256_CA_PRIVATE_KEY_BANNER,
-  P256_ENCRYPTED_PRIVATE_KEY_BANNER,
-  P256_PRIVATE_KEY_BANNER,
   X25519_PRIVATE_KEY_BANNER,
   decodePemBlocks,
   encodePem,
 } from './pem.js'
-export type {CertificateDetails, CertificatePrintJson, CertificateVersion, Curve, NebulaCertificate} from './certificate.js'
+export type {CertificateDetails, CertificateVersion, Curve, NebulaCertificate} from './certificate.js'
 export {marshalDetails, unmarshalCertificate} from './cert-v1.js'
 export {marshalDetails as marshalDetailsV2, signedBytes as signedBytesV2, unmarshalCertificate as unmarshalCertificateV2} from './cert-v2.js'
 export {certificateFromPem, certificateToPem, certificatesFromPem, fingerprint, marshalCertificate, toPrintJson} from './codec.js'
-export {checkSignature, signCertificate, signDetails, type TbsCertificate} from './sign.js'
+export {checkSignature, signCertificate, signDetails} from './sign.js'
 export {
   blocklistFingerprints,
   caPrivateKeyMatchesCertificate,

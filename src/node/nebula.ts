@@ -50,7 +50,6 @@ export async function nebulaTest(config: string): Promise<NebulaTestResult> {
   return {ran: true, ok: result.exitCode === 0, output: output.length > 8192 ? output.slice(-8192) : output}
 }
 
-
 /** What `nebula -version` said: the binary, and its version (`1.6.1`) or, when it failed, why. */
 export type NebulaVersion = {path: string; version: string} | {path: string; version?: undefined; problem: string}
 
