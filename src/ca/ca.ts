@@ -267,12 +267,7 @@ export function issueHostCertificate(
   details: Omit<CertificateDetails, 'issuer' | 'isCA' | 'curve'>,
 ): {certificate: NebulaCertificate; fingerprint: string; format: IssuedFormat} {
   const {curve} = issuer.certificate.details
-  const expected = curve === 'P256' ? 65 : 32
-  if (details.publicKey.length !== expected) {
-    throw new UserError(`the public key of ${details.name} is not a ${curve === 'P256' ? 'P256' : 'X25519'} key, the curve of this network's CA`, {
-      fix: `make the key with \`tbmesh join-request --curve ${curve === 'P256' ? 'P256' : '25519'}\` or \`nebula-cert keygen -curve ${curve === 'P256' ? 'P256' : '25519'}\``,
-    })
-  }
+  requireKeyCurve(curve, details.publicKey, details.name)
   let certificate: NebulaCertificate
   try {
     certificate = signCertificate({...details, isCA: false, curve}, {certificate: issuer.certificate, key: issuer.key})
@@ -283,6 +278,19 @@ export function issueHostCertificate(
   const [fp, other] = blocklistFingerprints(certificate)
   tx.addCertificate(fp!, certificateToPem(certificate))
   return {certificate, fingerprint: fp!, format: {version: certificate.version, curve, ...(other ? {otherFingerprint: other} : {})}}
+}
+
+/**
+ * Refuses a host public key of another curve than the CA's `curve` (32 bytes X25519, 65 bytes P256), naming `name`.
+ * @throws UserError with the fix (the key to make instead)
+ */
+export function requireKeyCurve(curve: Curve, publicKey: Buffer, name: string): void {
+  const p256 = curve === 'P256'
+  if (publicKey.length === (p256 ? 65 : 32)) return
+  const flag = p256 ? 'P256' : '25519'
+  throw new UserError(`the public key of ${name} is not a ${p256 ? 'P256' : 'X25519'} key, the curve of this network's CA`, {
+    fix: `make the key with \`tbmesh join-request --curve ${flag}\` or \`nebula-cert keygen -curve ${flag}\``,
+  })
 }
 
 /** New network secrets: the MultiChain RPC user and a random password (44 characters). */

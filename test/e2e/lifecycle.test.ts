@@ -92,8 +92,7 @@ describe('certificate lifecycle on real Nebula nodes', () => {
   /** TCP from every node of `labels` to every other one's P2P port, all pairs at once (short connects, retried). */
   async function allPairs(labels: Label[], timeoutMs = 15_000): Promise<void> {
     for (const to of labels) await listen(to)
-    const pairs = labels.flatMap((from) => labels.filter((to) => to !== from).map((to) => [from, to] as const))
-    await Promise.all(pairs.map(([from, to]) => lab!.waitForTcp(from, node[to].overlayIp, P2P, {timeoutMs, attemptTimeoutMs: 1500})))
+    await lab!.waitForMesh(labels.map((label) => ({host: label, ip: node[label].overlayIp})), P2P, {timeoutMs, attemptTimeoutMs: 1500})
   }
 
   /** Poll until a connect from `from` to `to`'s P2P port fails; then two more attempts must fail too. */

@@ -72,8 +72,7 @@ describe('v2 certificates and P256 on the newest Nebula', () => {
 
   /** TCP from every node of `labels` to every other one's P2P port, all pairs at once (short connects, retried). */
   async function allPairs(labels: Label[], timeoutMs = 20_000): Promise<void> {
-    const pairs = labels.flatMap((from) => labels.filter((to) => to !== from).map((to) => [from, to] as const))
-    await Promise.all(pairs.map(([from, to]) => lab!.waitForTcp(from, node[to].overlayIp, P2P, {timeoutMs, attemptTimeoutMs: 1500})))
+    await lab!.waitForMesh(labels.map((label) => ({host: label, ip: node[label].overlayIp})), P2P, {timeoutMs, attemptTimeoutMs: 1500})
   }
 
   beforeAll(async () => {
