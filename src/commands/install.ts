@@ -22,6 +22,8 @@ export default class Install extends TbmeshCommand {
 
 Then it stages the files beside --dir and renames them into place (keys and secrets 0600), points config.yml at them so that \`nebula -config DIR/nebula/config.yml\` works from any directory, writes DIR into the systemd unit (systemd/nebula.service) and the compose files (docker/), and runs \`nebula -test\` when nebula is installed. An encrypted bundle's passphrase comes from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt.
 
+It refuses, before writing anything, a bundle whose certificates the nebula on PATH cannot load: v2 certificates need Nebula 1.10 or newer (1.6.1 and 1.9.3 refuse to start with a v2 CA), P256 needs 1.7 or newer. At the end it prints a receipt, NODE@SEQUENCE, to report to the network operator (\`tbmesh confirm-install\`): a CA rotation's next round waits for every node's.
+
 An update bundle (from \`tbmesh export-update\`) goes onto an existing installation: it must be for the same node and network, newer than what is installed (replays and rollbacks are refused), and signed by a CA the installation trusts, or by the CA that one vouched for during a CA rotation, so --ca-fingerprint is not needed. The new files are swapped in atomically; --reload then makes the running nebula pick them up.`
 
   static override examples = [
