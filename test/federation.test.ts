@@ -471,6 +471,35 @@ describe('a member rotates its own CA', () => {
   })
 })
 
+describe('a rotation proposal overtaken by another version', () => {
+  it('is made again against the version adopted meanwhile, for the same new CA', async () => {
+    const sub = (name: string) => join(root, 'stale', name)
+    const a = await org(sub('acme'), await foundFederation(sub('acme'), {org: 'ACME', network: 'stale', cidr: '10.79.0.0/16', passphrase: null}))
+    await addNode(await a.home(), a.key, {org: 'ACME', name: 'lighthouse', lighthouse: true, origin: true, endpoint: '192.0.2.31:4242'})
+    await federationStatus(await a.home(), {out: sub('v2.json')})
+    const u = await org(sub('umbrella'), await joinFederation(sub('umbrella'), {org: 'Umbrella', passphrase: null, descriptorFile: sub('v2.json')}))
+    await createMembershipRequest(await u.home(), u.key, sub('request.json'))
+    await approveChange(await a.home(), a.key, sub('request.json'), {out: sub('v3.json'), confirm: yes})
+    await importDescriptor(await u.home(), sub('v3.json'))
+
+    // both members propose a rotation of their CA as version 4; Umbrella approves ACME's (replacing its own vote)
+    const mine = await rotateCa(await u.home(), u.key, {passphrase: null, descriptorOut: sub('v4.umbrella.json')})
+    await rotateCa(await a.home(), a.key, {passphrase: null, descriptorOut: sub('v4.acme.json')})
+    await expect(approveChange(await u.home(), u.key, sub('v4.acme.json'), {out: sub('v4.json'), confirm: yes})).rejects.toThrow(/already approved another version 4/)
+    await approveChange(await u.home(), u.key, sub('v4.acme.json'), {out: sub('v4.json'), confirm: yes, replace: true})
+    await importDescriptor(await a.home(), sub('v4.json'))
+    // Umbrella's version 4 can never be imported now; rotate-ca proposes its (same) new CA again, as version 5
+    await expect(importDescriptor(await a.home(), sub('v4.umbrella.json'))).rejects.toThrow(/does not extend version 4/)
+    const again = await rotateCa(await u.home(), u.key, {passphrase: null, descriptorOut: sub('v5.umbrella.json')})
+    expect(again).toMatchObject({caFingerprint: mine.caFingerprint, descriptor: {version: 5, change: 'rotate-member-ca', adopted: false}})
+    expect((await u.home()).state.cas.filter((c) => c.status === 'incoming').map((c) => c.id)).toEqual([mine.caFingerprint])
+    const approved = await approveChange(await a.home(), a.key, sub('v5.umbrella.json'), {out: sub('v5.json'), confirm: yes})
+    expect(approved).toMatchObject({adopted: true, change: {caFingerprint: mine.caFingerprint}})
+    await importDescriptor(await u.home(), sub('v5.json'))
+    expect((await u.home()).state.rotation).toMatchObject({round: 1, caFingerprint: mine.caFingerprint})
+  })
+})
+
 async function exportFor(home: Home, o: Org, node: string): Promise<string> {
   const out = join(root, `${node}.join.tar.gz`)
   await exportBundle(home, node, out, {caKey: o.key, passphrase: null, force: true})

@@ -943,9 +943,9 @@ describe('CLI: list, renew, revoke, export-update', () => {
       'Warning: certificates of umbrella-1 expire within 30 days: run `tbmesh renew --expiring-within 30d` and `tbmesh export-update`',
     ])
     const lines = String(text.stdout).split('\n')
-    expect(lines[0]).toMatch(/^CA [0-9a-f]{12} \(active\) valid until \S+ \(36(49|50) days\)$/)
-    expect(lines[1]).toMatch(/^NAME +ORGANIZATION +OVERLAY IP +ROLES +FINGERPRINT +NOT AFTER +DAYS +STATUS$/)
-    expect(lines.find((l) => l.startsWith('umbrella-1'))).toMatch(/^umbrella-1 +Umbrella +10\.60\.1\.1 +- +[0-9a-f]{12} +\S+ +(9|10) +expiring$/)
+    expect(lines[0]).toMatch(/^CA [0-9a-f]{12} \(active, v1 Curve25519\) valid until \S+ \(36(49|50) days\)$/)
+    expect(lines[1]).toMatch(/^NAME +ORGANIZATION +OVERLAY IP +ROLES +CERTIFICATE +FINGERPRINT +NOT AFTER +DAYS +STATUS$/)
+    expect(lines.find((l) => l.startsWith('umbrella-1'))).toMatch(/^umbrella-1 +Umbrella +10\.60\.1\.1 +- +v1 Curve25519 +[0-9a-f]{12} +\S+ +(9|10) +expiring$/)
     expect(lines.find((l) => l.startsWith('acme-1'))).toMatch(/ lighthouse,origin .* 36[45] +valid$/)
 
     const json = await tbmesh(['list', ...h(), '--json'])

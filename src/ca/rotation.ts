@@ -15,7 +15,8 @@
  * the old CA's endorsement, so nodes that trust only the old CA's signature accept them.
  *
  * In a federated network a member rotates its own CA: round 1 is a descriptor version (`rotate-member-ca`) that adds
- * the new CA beside the member's current one, approved like any other change; round 3 a version
+ * the new CA beside the member's current one, approved like any other change (when another version is adopted first,
+ * `rotate-ca` proposes the same new CA again against it); round 3 a version
  * (`finish-member-ca-rotation`) that the member approves alone with its new CA (see `federation/member-ca.ts`).
  */
 
@@ -85,9 +86,11 @@ const rotationUnderWay = (state: NetworkState): CaRecord | undefined => state.ca
  */
 export async function rotateCa(home: Home, caKey: Buffer, opts: RotateCaOptions): Promise<RotateCaResult> {
   const now = opts.now ?? Math.floor(Date.now() / 1000)
-  refuseUnderWay(home.state)
   const old = await activeIssuer(home, caKey)
   if (!caPrivateKeyMatchesCertificate(caKey, old.certificate)) throw new Error('rotateCa: caKey is not the active CA key')
+  const waiting = unproposed(home.state)
+  if (waiting) return proposeAgain(home, old, waiting, opts)
+  refuseUnderWay(home.state)
   const {name, ips, subnets, groups, curve} = old.certificate.details
   if (opts.curve !== undefined && opts.curve !== curve) {
     throw new UserError(`the CA uses ${curveName(curve)}; a rotation cannot change the curve to ${curveName(opts.curve)}`, {
@@ -106,7 +109,7 @@ export async function rotateCa(home: Home, caKey: Buffer, opts: RotateCaOptions)
   })
   const id = ca.record.id
   const incoming: CaRecord = {...ca.record, status: 'incoming', endorsement: {by: old.record.id, signature: caSign(caKey, endorsementMessage(id)).toString('base64')}}
-  let written: string | undefined
+  const written: string[] = []
   return home
     .transaction(async (tx) => {
       const {state} = tx
@@ -114,27 +117,56 @@ export async function rotateCa(home: Home, caKey: Buffer, opts: RotateCaOptions)
       const forcedPast = requireRoundInstalled(state, 'start a CA rotation', opts.force)
       await tx.writeCa(id, ca.pem, ca.keyPem)
       state.cas.push(incoming)
-      const rotation = {round: 1 as const, caFingerprint: id, previousCaFingerprint: old.record.id}
-      let descriptor: RotationVersion | undefined
-      if (state.federation) {
-        const proposal = proposeMemberRotation(state, old, {caCertificate: ca.pem, caFingerprint: id})
-        descriptor = proposal.result
-        if (proposal.result.adopted) startRound(state, rotation)
-        else if (!opts.descriptorOut) {
-          throw new UserError(`the new CA needs the approval of ${proposal.result.needed} member organizations`, {fix: 'pass --out FILE and send the file to the other members'})
-        }
-        if (opts.descriptorOut) {
-          await writeNewFile(opts.descriptorOut, proposal.text, {mode: 0o644, what: 'descriptor'})
-          written = opts.descriptorOut
-          descriptor = {...descriptor, path: opts.descriptorOut}
-        }
-      } else startRound(state, rotation)
+      const descriptor = state.federation ? await propose(state, old, incoming, ca.pem, opts.descriptorOut, written) : undefined
+      if (!state.federation) startRound(state, {round: 1, caFingerprint: id, previousCaFingerprint: old.record.id})
       return result('started', incoming, old.record.id, ca.certificate.version, curve, [], forcedPast, descriptor)
     })
     .catch(async (error: unknown) => {
-      if (written) await rm(written, {force: true}).catch(() => {})
+      for (const file of written) await rm(file, {force: true}).catch(() => {})
       throw error
     })
+}
+
+/**
+ * In a federated home: the incoming CA that the adopted descriptor does not list yet (its round-1 version still waits
+ * for approvals, or another version was adopted first and made it stale). Undefined otherwise.
+ */
+function unproposed(state: NetworkState): CaRecord | undefined {
+  const incoming = state.cas.find((c) => c.status === 'incoming')
+  return state.federation && incoming && state.federation.self.incomingCa?.caFingerprint !== incoming.id ? incoming : undefined
+}
+
+/**
+ * Proposes the incoming CA again, against the descriptor version this home holds now (after another version was
+ * adopted, the first proposal extends a version that is no longer current and cannot be imported).
+ */
+async function proposeAgain(home: Home, old: Issuer, incoming: CaRecord, opts: RotateCaOptions): Promise<RotateCaResult> {
+  const pem = await home.readCaCertificate(incoming)
+  const written: string[] = []
+  return home
+    .transaction(async ({state}) => {
+      const descriptor = await propose(state, old, incoming, pem, opts.descriptorOut, written)
+      return result('started', incoming, old.record.id, incoming.version ?? 1, incoming.curve ?? 'CURVE25519', [], [], descriptor)
+    })
+    .catch(async (error: unknown) => {
+      for (const file of written) await rm(file, {force: true}).catch(() => {})
+      throw error
+    })
+}
+
+/**
+ * Round 1 in a federated home: the descriptor version adding `incoming` beside this member's CA (see
+ * `federation/member-ca.ts`), written to `out` (pushed to `written`); round 1 starts here when it is adopted at once.
+ * @throws UserError when it needs other members' approvals and no `out` was given
+ */
+async function propose(state: NetworkState, old: Issuer, incoming: CaRecord, pem: string, out: string | undefined, written: string[]): Promise<RotationVersion> {
+  const proposal = proposeMemberRotation(state, old, {caCertificate: pem, caFingerprint: incoming.id})
+  if (proposal.result.adopted) startRound(state, {round: 1, caFingerprint: incoming.id, previousCaFingerprint: old.record.id})
+  else if (!out) throw new UserError(`the new CA needs the approval of ${proposal.result.needed} member organizations`, {fix: 'pass --out FILE and send the file to the other members'})
+  if (!out) return proposal.result
+  await writeNewFile(out, proposal.text, {mode: 0o644, what: 'descriptor'})
+  written.push(out)
+  return {...proposal.result, path: out}
 }
 
 /**

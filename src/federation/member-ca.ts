@@ -54,6 +54,11 @@ export function proposeMemberRotation(state: NetworkState, old: MemberSigner, in
     next.members.find((m) => m.slug === self.slug)!.incomingCa = {...incoming}
   })
   const signed: SignedDescriptor = {descriptor: d, approvals: [approve(d, self.slug, old.record.id, old.key)]}
+  if (fed.approved?.version === d.version && fed.approved.digest !== descriptorDigest(d)) {
+    throw new UserError(`${self.organization} already approved another version ${d.version}; proposing a second one could split the network`, {
+      fix: 'complete or import that version first, then run `tbmesh rotate-ca --out FILE` again',
+    })
+  }
   const status = checkApprovals(signed, 'the new descriptor version')
   if (status.complete) adoptOwn(state, signed)
   else fed.approved = {version: d.version, digest: descriptorDigest(d)}
