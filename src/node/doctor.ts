@@ -15,17 +15,20 @@ import {safeLine, SHA256_HEX} from '../lib/text.js'
 import {
   certificatesFromPem,
   CertificateVerifyError,
+  compareVersions,
   type CurveKey,
   describeFormat,
   fingerprint,
   hostCertificatesProblem,
   hostKeyMatchesCertificate,
+  MIN_NEBULA_VERSION,
   type NebulaCertificate,
+  nebulaRequirement,
   readHostPrivateKey,
   verifyCertificate,
 } from '../nebula/index.js'
 import {composePorts, type Verdict} from './compose-ports.js'
-import {compareVersions, MIN_NEBULA_VERSION, nebulaRequirement, nebulaTest, nebulaVersion} from './nebula.js'
+import {nebulaTest, nebulaVersion} from './nebula.js'
 
 /** Verdict of one {@link DoctorCheck}. */
 export type DoctorStatus = Verdict
@@ -71,15 +74,17 @@ const DAY = 86_400
 /**
  * Checks the installation in `dir` (made by `tbmesh install`) and the host it is on, each check one {@link DoctorCheck}:
  *
- * - `nebula`: the binary is on PATH and `nebula -version` is at least {@link MIN_NEBULA_VERSION};
+ * - `nebula`: the binary is on PATH and `nebula -version` is at least what the installed certificates need
+ *   (`nebulaRequirement`: 1.10 for v2, 1.7 for P256, else {@link MIN_NEBULA_VERSION}); listed first, run after they are read;
  * - `tun`: `/dev/net/tun` exists, is a character device and opens read-write;
  * - `nebula-test`: `nebula -test -config DIR/nebula/config.yml` passes;
  * - `ca-pin`: the installed manifest's `caFingerprint`, and that `nebula/ca.crt` holds that CA;
  * - `ca-validity`, `host-cert`: validity and days left of the host certificate's CA and of the host certificate
  *   (warn within 30 days ({@link EXPIRY_WARNING_SECONDS}), fail when expired or not yet valid); the host certificate must be
  *   for the manifest's node and overlay IP;
- * - `host-cert-verify`: the host certificate passes every Nebula rule against `nebula/ca.crt` and config.yml's
- *   blocklist (expiry is left to the checks above);
+ * - `host-cert-verify`: the host certificate (and an older one beside it, in round 2 of a rotation that changes the
+ *   format) passes every Nebula rule against `nebula/ca.crt` and config.yml's blocklist (expiry is left to the checks
+ *   above);
  * - `host-key`: `nebula/host.key` matches the host certificate;
  * - `multichain-conf`: every `bind` and `externalip` of `multichain/multichain.conf` is the overlay IP;
  * - `blockchain-env`: `EXTERNAL_IP` of `trubudget/blockchain.env` is the overlay IP;

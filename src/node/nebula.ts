@@ -1,7 +1,6 @@
 /**
  * Running the `nebula` binary on a node: finding it, its version ({@link nebulaVersion}, the one probe doctor, install
- * and the service checks share), the oldest version an installation's certificates need ({@link nebulaRequirement}),
- * and `nebula -test` on a config. Small on purpose: doctor and install load it without the bundle code.
+ * and the service checks share), and `nebula -test` on a config. Small on purpose: doctor and install load it without the bundle code.
  */
 
 import {constants as fsConstants} from 'node:fs'
@@ -9,11 +8,6 @@ import {access, stat} from 'node:fs/promises'
 import path from 'node:path'
 
 import {execa} from 'execa'
-
-import type {NebulaCertificate} from '../nebula/index.js'
-
-/** Oldest Nebula the rendered config.yml is for (v1 Curve25519 certificates). */
-export const MIN_NEBULA_VERSION = '1.6.1'
 
 /** Verdict of `nebula -test` on the installed configuration. */
 export interface NebulaTestResult {
@@ -66,34 +60,4 @@ export async function nebulaVersion(binary?: string): Promise<NebulaVersion | un
   if (result.exitCode === 0 && version) return {path, version}
   const last = (output || String(result.message ?? '')).trim().split('\n').findLast((l) => l.trim() !== '')?.trim() ?? 'no output'
   return {path, problem: `\`${path} -version\` failed: ${last}`}
-}
-
-/** Negative, zero or positive as version `a` is older than, the same as or newer than `b` (numeric `x.y.z`). */
-export function compareVersions(a: string, b: string): number {
-  const parts = (v: string): number[] => v.split(/[.+-]/).slice(0, 3).map((n) => Number.parseInt(n, 10) || 0)
-  const [x, y] = [parts(a), parts(b)]
-  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0)
-  return 0
-}
-
-/** The oldest Nebula an installation needs, and the certificate that makes it so. */
-export interface NebulaRequirement {
-  /** `x.y.z`. */
-  version: string
-  /** What needs it, e.g. `a v2 CA certificate`; empty for the baseline. */
-  why: string
-}
-
-/**
- * The oldest Nebula that loads `certificates` (an installation's trust bundle and host certificates): 1.10.0 for any
- * v2 certificate (1.6.1 and 1.9.3 refuse to start with a v2 CA in `pki.ca`), 1.7.0 for P256 (1.6.1 crashes on a P256
- * key), else {@link MIN_NEBULA_VERSION}.
- */
-export function nebulaRequirement(certificates: readonly NebulaCertificate[]): NebulaRequirement {
-  const what = (c: NebulaCertificate): string => (c.details.isCA ? 'CA certificate' : 'host certificate')
-  const v2 = certificates.find((c) => c.version === 2)
-  if (v2) return {version: '1.10.0', why: `a v2 ${what(v2)}`}
-  const p256 = certificates.find((c) => c.details.curve === 'P256')
-  if (p256) return {version: '1.7.0', why: `a P256 ${what(p256)}`}
-  return {version: MIN_NEBULA_VERSION, why: ''}
 }

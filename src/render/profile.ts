@@ -51,6 +51,11 @@ export interface NodeProfile {
   /** Certificate fingerprints (hex SHA-256) that nodes must refuse; rendered into `pki.blocklist`. */
   blocklist: string[]
   /**
+   * The oldest Nebula that loads the node's trust bundle and certificates (`x.y.z`): 1.6.1, 1.7.0 for P256, 1.10.0 for
+   * v2 certificates. The bundle README names it and the compose file runs an image at least as new.
+   */
+  minNebulaVersion: string
+  /**
    * A federated network's member organizations (slug, IPv4 CIDR block, hex SHA-256 of their CA certificate), one entry
    * per CA (a member rotating its CA has two): every firewall rule is rendered once per entry, scoped to the CA
    * (`ca_sha`) and the block (`cidr`), so a peer is believed only within the block of the CA that issued its
