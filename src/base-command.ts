@@ -9,11 +9,29 @@ import {unlockCaKey} from './ca/ca.js'
 import {expiryWarnings} from './ca/lifecycle.js'
 import {ExternalError, UsageError, UserError} from './errors.js'
 import {Home} from './home/home.js'
+import type {CaRecord} from './home/types.js'
 import {canPrompt, resolvePassphrase} from './lib/passphrase.js'
 import {safeLine} from './lib/text.js'
+import type {CertificateVersion, Curve} from './nebula/index.js'
 
 /** `--passphrase-file` for the CA key, shared by every command that signs. */
 export const caPassphraseFlag = Flags.file({description: 'file holding the CA key passphrase (or set TBMESH_CA_PASSPHRASE)'})
+
+/** `--cert-version 1|2`: the Nebula certificate format of a CA and the certificates it issues (init-ca, rotate-ca). */
+export const certVersionFlag = Flags.option({options: ['1', '2'] as const, description: 'Nebula certificate version: 1 (every Nebula) or 2 (Nebula 1.10+)'})
+
+/** `--curve 25519|P256`: the curve of a CA's and its hosts' keys (init-ca, rotate-ca, join-request), as nebula-cert names it. */
+export const curveFlag = Flags.option({options: ['25519', 'P256'] as const, description: 'key curve: 25519 (Ed25519 CA, X25519 hosts) or P256 (ECDSA)'})
+
+/** The certificate version a `--cert-version` value names (undefined when absent). */
+export function certVersionOf(flag: '1' | '2' | undefined): CertificateVersion | undefined {
+  return flag === undefined ? undefined : flag === '2' ? 2 : 1
+}
+
+/** The curve a `--curve` value names (undefined when absent). */
+export function curveOf(flag: '25519' | 'P256' | undefined): Curve | undefined {
+  return flag === undefined ? undefined : flag === 'P256' ? 'P256' : 'CURVE25519'
+}
 
 /** `--bundle-passphrase-file` for encrypted bundles, shared by export and install. */
 export const bundlePassphraseFlag = Flags.file({description: 'file holding the bundle passphrase (or set TBMESH_BUNDLE_PASSPHRASE)'})
@@ -56,14 +74,14 @@ export abstract class TbmeshCommand extends Command {
   }
 
   /**
-   * The active CA's private key (64 bytes), asking for its passphrase (file → TBMESH_CA_PASSPHRASE → TTY prompt)
-   * only when the key is encrypted.
+   * The private key of the active CA (or of `ca`): 64 bytes Ed25519 or 32 bytes P256, asking for its passphrase
+   * (file → TBMESH_CA_PASSPHRASE → TTY prompt) only when the key is encrypted.
    */
-  protected async unlockCa(home: Home, passphraseFile: string | undefined): Promise<Buffer> {
-    const passphrase = home.activeCa().encrypted
+  protected async unlockCa(home: Home, passphraseFile: string | undefined, ca: CaRecord = home.activeCa()): Promise<Buffer> {
+    const passphrase = ca.encrypted
       ? await resolvePassphrase({file: passphraseFile, fileFlag: '--passphrase-file', env: 'TBMESH_CA_PASSPHRASE', purpose: 'CA key'})
       : null
-    return unlockCaKey(home, passphrase)
+    return unlockCaKey(home, passphrase, ca)
   }
 
   /**

@@ -55,6 +55,7 @@ const profile: NodeProfile = {
   // As the CA renders it for the bundle: relative to nebula's working directory; install makes them absolute.
   pki: {ca: 'nebula/ca.crt', cert: 'nebula/host.crt', key: 'nebula/host.key'},
   blocklist: [],
+  minNebulaVersion: '1.6.1',
 }
 
 let work: string

@@ -72,7 +72,7 @@ describe('init-ca → add-node → export-bundle → install', () => {
       const printed = await nebulaCertCheck(caPem, await readFile(join(home, 'certs', `${node.fingerprint}.crt`), 'utf8'))
       expect(printed.fingerprint).toBe(node.fingerprint)
       expect(printed.details.name).toBe(node.name)
-      expect(printed.details.ips).toEqual([`${node.overlayIp}/16`])
+      expect(printed.details.networks).toEqual([`${node.overlayIp}/16`])
       expect(printed.details.groups).toEqual(node.groups)
       expect(printed.details.issuer).toBe(init.caFingerprint)
       expect(Date.parse(printed.details.notAfter)).toBe(Date.parse(node.notAfter))

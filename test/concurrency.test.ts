@@ -93,7 +93,7 @@ async function verifyAll(homeDir: string): Promise<number> {
       rows.slice(i, i + 4).map(async (row) => {
         const printed = await nebulaCertCheck(caPem, await home.readCertificate(row.fingerprint))
         expect(printed.details.name).toBe(row.name)
-        expect(printed.details.ips).toEqual([`${row.overlayIp}/16`])
+        expect(printed.details.networks).toEqual([`${row.overlayIp}/16`])
       }),
     )
   }

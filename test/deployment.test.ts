@@ -40,6 +40,7 @@ const origin: NodeProfile = {
   tun: {dev: 'nebula1', mtu: 1300},
   pki: {ca: '/etc/nebula/ca.crt', cert: '/etc/nebula/host.crt', key: '/etc/nebula/host.key'},
   blocklist: [],
+  minNebulaVersion: '1.6.1',
 }
 
 /** umbrella-1: a plain node of another organization. */

@@ -156,7 +156,7 @@ describe('broken installations fail the right check and exit 1', () => {
     const {exitCode, result} = await doctorJson(expiredDir)
     // nebula -test refuses an expired certificate too; the signature is still the CA's.
     expect(failed(result)).toEqual(['nebula-test', 'host-cert'])
-    expect(detail(result, 'host-cert')).toMatch(/^host certificate "globex-1" \(10\.42\.4\.1\) expired on /)
+    expect(detail(result, 'host-cert')).toMatch(/^host certificate "globex-1" \(10\.42\.4\.1, v1 Curve25519\) expired on /)
     expect(detail(result, 'host-cert-verify')).toContain('apart from its expiry')
     expect(exitCode).toBe(1)
   })

@@ -17,6 +17,8 @@ import {installBundle} from '../src/bundle/install.js'
 import {addNode, createCa} from '../src/ca/ca.js'
 import {exportBundle, exportUpdates} from '../src/ca/export.js'
 import {revoke} from '../src/ca/lifecycle.js'
+import {finishCaRotation, rotateCa, switchCa} from '../src/ca/rotation.js'
+import {recordInstalls} from '../src/ca/rounds.js'
 import {approve, descriptorDigest, nextVersion} from '../src/federation/descriptor.js'
 import {approveChange, createMembershipRequest, federationStatus, foundFederation, importDescriptor, joinFederation} from '../src/federation/federation.js'
 import {exportRevocations, importRevocations} from '../src/federation/revocations.js'
@@ -359,6 +361,145 @@ describe('revocations across members', () => {
   })
 })
 
+describe('a member rotates its own CA', () => {
+  let a: Org
+  let u: Org
+  let g: Org
+  let newId = ''
+  let newKey: Buffer = Buffer.alloc(0)
+  const sub = (name: string) => join(root, 'rot', name)
+  const rulesFor = (config: any, block: string) => config.firewall.inbound.filter((r: any) => r.port === 7447 && r.cidr === block).map((r: any) => r.ca_sha).sort()
+  const configOf = async (home: Home, o: Org, node: string) => yaml.parse((await readBundle(await exportFor(home, o, node))).files.get('nebula/config.yml')!.toString()) as any
+  const caOf = async (home: Home, o: Org, node: string) => certificatesFromPem((await readBundle(await exportFor(home, o, node))).files.get('nebula/ca.crt')!).map((c) => fingerprint(c)).sort()
+  /** Exports updates to every node of `o`, signed with its active CA's `key`, and records them as installed. */
+  const ship = async (o: Org, key: Buffer): Promise<void> => {
+    const out = await exportUpdates(await o.home(), key, {all: true, outDir: join(sub('updates'), String(Date.now()))})
+    await recordInstalls(await o.home(), out.bundles.map((b) => ({name: b.manifest.node})))
+  }
+
+  beforeAll(async () => {
+    a = await org(sub('acme'), await foundFederation(sub('acme'), {org: 'ACME', network: 'rot', cidr: '10.78.0.0/16', passphrase: null}))
+    await addNode(await a.home(), a.key, {org: 'ACME', name: 'lighthouse', lighthouse: true, origin: true, endpoint: '192.0.2.30:4242'})
+    const join2 = async (name: string, base: string, approvers: Org[]): Promise<Org> => {
+      const dir = sub(name)
+      const o = await org(dir, await joinFederation(dir, {org: name, passphrase: null, descriptorFile: base}))
+      const request = sub(`${name}.request.json`)
+      await createMembershipRequest(await o.home(), o.key, request)
+      let file = request
+      for (const [i, approver] of approvers.entries()) {
+        const out = sub(`${name}.v${i}.json`)
+        await approveChange(await approver.home(), approver.key, file, {out, confirm: yes})
+        file = out
+      }
+      for (const other of [...approvers.slice(1), o]) await importDescriptor(await other.home(), file)
+      return o
+    }
+    await federationStatus(await a.home(), {out: sub('v2.json')})
+    u = await join2('Umbrella', sub('v2.json'), [a])
+    await federationStatus(await a.home(), {out: sub('v3.json')})
+    g = await join2('Globex', sub('v3.json'), [a, u])
+    await importDescriptor(await a.home(), sub('Globex.v1.json'))
+    for (const o of [a, u, g]) expect((await o.home()).state.federation!.current.descriptor.version).toBe(4)
+    await addNode(await u.home(), u.key, {org: 'Umbrella'})
+    await addNode(await u.home(), u.key, {org: 'Umbrella'})
+  }, 120_000)
+
+  it('round 1 needs the other members\' approvals: the member alone cannot make them trust a new CA', async () => {
+    const file = sub('v5.rotate.json')
+    const started = await rotateCa(await u.home(), u.key, {passphrase: null, descriptorOut: file})
+    newId = started.caFingerprint
+    newKey = caPrivateKeyFromPem(await (await u.home()).readCaKey((await u.home()).state.cas.find((c) => c.id === newId)!))
+    expect(started.descriptor).toMatchObject({version: 5, change: 'rotate-member-ca', adopted: false, approvedBy: ['umbrella'], needed: 2})
+    expect((await u.home()).state.federation!.self.incomingCa).toBeUndefined()
+    // Umbrella's own approval is not enough (the attack a stolen CA key would make), nor does its new CA count
+    await expect(importDescriptor(await a.home(), file)).rejects.toThrow(/has 1 valid approval; it needs 2/)
+    const signed = await read(file)
+    const byNewCa = await write('rot-by-new-ca.json', {...signed, approvals: [approve(signed.descriptor, 'umbrella', newId, newKey)]})
+    await expect(importDescriptor(await g.home(), byNewCa)).rejects.toThrow(/the approval of umbrella names another CA than the member's/)
+    // ACME compares the code with Umbrella's admin and approves: complete, and adopted by every member
+    let shown: string | undefined
+    const approved = await approveChange(await a.home(), a.key, file, {out: sub('v5.json'), confirm: async (s) => ((shown = s.verificationCode), true)})
+    expect(shown).toBe(started.descriptor!.verificationCode)
+    expect(approved).toMatchObject({complete: true, adopted: true, change: {kind: 'rotate-member-ca', organization: 'umbrella', caFingerprint: newId}})
+    expect(await importDescriptor(await u.home(), sub('v5.json'))).toMatchObject({adopted: true, nodesToUpdate: ['umbrella-1', 'umbrella-2']})
+    await importDescriptor(await g.home(), sub('v5.json'))
+    const uh = await u.home()
+    expect(uh.state.federation!.self.incomingCa?.caFingerprint).toBe(newId)
+    expect(uh.state.rotation).toEqual({round: 1, caFingerprint: newId, previousCaFingerprint: u.fingerprint})
+  })
+
+  it('during the rotation, every member\'s nodes trust both of Umbrella\'s CAs and accept its block from either', async () => {
+    const home = await a.home()
+    expect(await caOf(home, a, 'lighthouse')).toEqual([a.fingerprint, u.fingerprint, g.fingerprint, newId].sort())
+    expect(rulesFor(await configOf(home, a, 'lighthouse'), '10.78.1.0/24')).toEqual([u.fingerprint, newId].sort())
+    expect(rulesFor(await configOf(home, a, 'lighthouse'), '10.78.2.0/24')).toEqual([g.fingerprint])
+  })
+
+  it('round 2 re-issues Umbrella\'s nodes; a revocation list then blocklists both certificates of a revoked node', async () => {
+    await ship(u, u.key)
+    await switchCa(await u.home(), newKey)
+    await revoke(await u.home(), 'umbrella-2')
+    const rows = (await u.home()).state.certificates.filter((c) => c.name === 'umbrella-2')
+    expect(rows.map((c) => c.issuer)).toEqual([u.fingerprint, newId])
+    const list = sub('umbrella.revocations.json')
+    const published = await exportRevocations(await u.home(), newKey, list)
+    expect(published.fingerprints).toEqual(rows.map((c) => c.fingerprint).sort())
+    expect(await importRevocations(await a.home(), list)).toMatchObject({fingerprints: rows.map((c) => c.fingerprint).sort()})
+    expect((await configOf(await a.home(), a, 'lighthouse')).pki.blocklist).toEqual(rows.map((c) => c.fingerprint).sort())
+  })
+
+  it('round 3 is approved by the member alone with its new CA; its old CA key cannot finish it', async () => {
+    const current = (await u.home()).state.federation!.current.descriptor
+    const forged = nextVersion(current, {kind: 'finish-member-ca-rotation', organization: 'umbrella', caFingerprint: newId}, (next) => {
+      const m = next.members.find((x) => x.slug === 'umbrella')!
+      m.caCertificate = m.incomingCa!.caCertificate
+      m.caFingerprint = m.incomingCa!.caFingerprint
+      delete m.incomingCa
+    })
+    const byOldKey = await write('rot-finish-old-key.json', {descriptor: forged, approvals: [approve(forged, 'umbrella', u.fingerprint, u.key)]})
+    await expect(importDescriptor(await a.home(), byOldKey)).rejects.toThrow(/the approval of umbrella names another CA than the member's/)
+
+    await ship(u, newKey)
+    const file = sub('v6.json')
+    const finished = await finishCaRotation(await u.home(), {caKey: newKey, descriptorOut: file})
+    expect(finished.descriptor).toMatchObject({version: 6, change: 'finish-member-ca-rotation', adopted: true, approvedBy: ['umbrella'], needed: 1})
+    for (const o of [a, g]) expect(await importDescriptor(await o.home(), file)).toMatchObject({adopted: true})
+    const home = await a.home()
+    expect(await caOf(home, a, 'lighthouse')).toEqual([a.fingerprint, g.fingerprint, newId].sort())
+    expect(rulesFor(await configOf(home, a, 'lighthouse'), '10.78.1.0/24')).toEqual([newId])
+    expect((await u.home()).state.federation!.self).toMatchObject({caFingerprint: newId})
+  })
+})
+
+describe('a rotation proposal overtaken by another version', () => {
+  it('is made again against the version adopted meanwhile, for the same new CA', async () => {
+    const sub = (name: string) => join(root, 'stale', name)
+    const a = await org(sub('acme'), await foundFederation(sub('acme'), {org: 'ACME', network: 'stale', cidr: '10.79.0.0/16', passphrase: null}))
+    await addNode(await a.home(), a.key, {org: 'ACME', name: 'lighthouse', lighthouse: true, origin: true, endpoint: '192.0.2.31:4242'})
+    await federationStatus(await a.home(), {out: sub('v2.json')})
+    const u = await org(sub('umbrella'), await joinFederation(sub('umbrella'), {org: 'Umbrella', passphrase: null, descriptorFile: sub('v2.json')}))
+    await createMembershipRequest(await u.home(), u.key, sub('request.json'))
+    await approveChange(await a.home(), a.key, sub('request.json'), {out: sub('v3.json'), confirm: yes})
+    await importDescriptor(await u.home(), sub('v3.json'))
+
+    // both members propose a rotation of their CA as version 4; Umbrella approves ACME's (replacing its own vote)
+    const mine = await rotateCa(await u.home(), u.key, {passphrase: null, descriptorOut: sub('v4.umbrella.json')})
+    await rotateCa(await a.home(), a.key, {passphrase: null, descriptorOut: sub('v4.acme.json')})
+    await expect(approveChange(await u.home(), u.key, sub('v4.acme.json'), {out: sub('v4.json'), confirm: yes})).rejects.toThrow(/already approved another version 4/)
+    await approveChange(await u.home(), u.key, sub('v4.acme.json'), {out: sub('v4.json'), confirm: yes, replace: true})
+    await importDescriptor(await a.home(), sub('v4.json'))
+    // Umbrella's version 4 can never be imported now; rotate-ca proposes its (same) new CA again, as version 5
+    await expect(importDescriptor(await a.home(), sub('v4.umbrella.json'))).rejects.toThrow(/does not extend version 4/)
+    const again = await rotateCa(await u.home(), u.key, {passphrase: null, descriptorOut: sub('v5.umbrella.json')})
+    expect(again).toMatchObject({caFingerprint: mine.caFingerprint, descriptor: {version: 5, change: 'rotate-member-ca', adopted: false}})
+    expect((await u.home()).state.cas.filter((c) => c.status === 'incoming').map((c) => c.id)).toEqual([mine.caFingerprint])
+    const approved = await approveChange(await a.home(), a.key, sub('v5.umbrella.json'), {out: sub('v5.json'), confirm: yes})
+    expect(approved).toMatchObject({adopted: true, change: {caFingerprint: mine.caFingerprint}})
+    await importDescriptor(await u.home(), sub('v5.json'))
+    expect((await u.home()).state.rotation).toMatchObject({round: 1, caFingerprint: mine.caFingerprint})
+  })
+})
+
 async function exportFor(home: Home, o: Org, node: string): Promise<string> {
   const out = join(root, `${node}.join.tar.gz`)
   await exportBundle(home, node, out, {caKey: o.key, passphrase: null, force: true})
@@ -391,7 +532,13 @@ describe('the federation commands', () => {
     const published = await tbmeshJson<{sequence: number; fingerprints: string[]}>(['federation', 'revocations', ...a, '--out', list])
     expect(published.fingerprints).toHaveLength(1)
     expect(await tbmeshJson(['federation', 'import', list, ...u])).toMatchObject({kind: 'revocations', organization: 'acme', sequence: 1, fingerprints: published.fingerprints})
-    expectOneLineError(await tbmesh(['rotate-ca', ...u]), /cannot rotate one yet/)
+    // A member rotates its own CA: round 1 is a version the other members approve, comparing the verification code.
+    const rotation = join(root, 'cli-rotate.json')
+    const started = await tbmeshJson<any>(['rotate-ca', ...u, '--no-passphrase', '--out', rotation])
+    expect(started).toMatchObject({phase: 'started', descriptor: {version: 3, change: 'rotate-member-ca', adopted: false, approvedBy: ['umbrella'], needed: 2}})
+    const rotated = await tbmeshJson<any>(['federation', 'approve', rotation, ...a, '--out', join(root, 'cli-d3.json'), '--yes'])
+    expect(rotated).toMatchObject({verificationCode: started.descriptor.verificationCode, adopted: true, change: {kind: 'rotate-member-ca', caFingerprint: started.caFingerprint}})
+    expect(await tbmeshJson(['federation', 'import', join(root, 'cli-d3.json'), ...u])).toMatchObject({version: 3, adopted: true})
     expectOneLineError(await tbmesh(['add-node', ...u, '--org', 'ACME']), /belongs to Umbrella and cannot issue certificates for ACME/)
   })
 

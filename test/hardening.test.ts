@@ -121,6 +121,7 @@ describe('organization names', () => {
     tun: {dev: 'nebula1', mtu: 1300},
     pki: {ca: 'ca.crt', cert: 'host.crt', key: 'host.key'},
     blocklist: [],
+    minNebulaVersion: '1.6.1',
   }
   /** Characters the validator must refuse, wherever they are in a name. */
   const FORBIDDEN = ['"', "'", '`', '$', '#', '\\', '\n', '\r', '\t', '\u0000', '\u001b', '\u007f', '\u0085', '\u00a0', '\u200b', '\u200e', '\u202e', '\u2028', '\u2066', '\ufeff', '\ue000', '\u3000']
@@ -414,6 +415,7 @@ describe('what no test caught before', () => {
       pki: {ca: 'ca.crt', cert: 'host.crt', key: 'host.key'},
       blocklist: [],
       members,
+      minNebulaVersion: '1.6.1',
     }
     const firewall = (yaml.parse(renderNebulaConfig(origin)) as {firewall: {inbound: Array<Record<string, unknown>>; outbound: Array<Record<string, unknown>>}}).firewall
     const rules = [...firewall.inbound, ...firewall.outbound]

@@ -1,6 +1,6 @@
 /**
  * Shared test helpers: run the built CLI as a real process, make temp dirs, and check certificates with the real
- * nebula-cert (required when CI is set).
+ * nebula-cert, the newest build and the one on PATH (required when CI is set).
  */
 
 import {spawnSync} from 'node:child_process'
@@ -10,6 +10,9 @@ import {join, resolve} from 'node:path'
 
 import {execa, type Result} from 'execa'
 import {expect} from 'vitest'
+
+import {certificatesFromPem, toPrintJson} from '../src/nebula/index.js'
+import {nebulaBuild} from './e2e/debian.js'
 
 export const ROOT = resolve(import.meta.dirname, '..')
 export const BIN = join(ROOT, 'bin', 'run.js')
@@ -55,18 +58,31 @@ export async function tbmeshJson<T = Record<string, unknown>>(args: string[], op
 }
 
 /**
- * Checks a certificate with the real nebula-cert: `verify -ca` must pass and `print -json` must be returned.
- * Throws with nebula-cert's output when verify fails.
+ * Checks certificates with the real nebula-cert: the newest build (Debian unstable's, see e2e/debian.ts) must accept
+ * `verify -ca` and its `print -json` must equal ours for every PEM block of `certPem` (same fields, same fingerprint);
+ * when every certificate is v1 Curve25519, the nebula-cert on PATH (1.6.1) must accept `verify` too. Returns the newest
+ * build's `print -json` element of the first certificate (1.10+ layout: `networks`, `unsafeNetworks`, `version`).
+ * Throws with nebula-cert's output when a verify fails.
  */
 export async function nebulaCertCheck(caPem: string, certPem: string): Promise<Record<string, any>> {
   const dir = await tempDir('tbmesh-verify-')
   try {
     await writeFile(join(dir, 'ca.crt'), caPem)
     await writeFile(join(dir, 'host.crt'), certPem)
-    const verify = await execa('nebula-cert', ['verify', '-ca', join(dir, 'ca.crt'), '-crt', join(dir, 'host.crt')], {reject: false})
+    const args = ['verify', '-ca', join(dir, 'ca.crt'), '-crt', join(dir, 'host.crt')]
+    const newest = (await nebulaBuild('newest')).nebulaCert
+    const verify = await execa(newest, args, {reject: false})
     if (verify.exitCode !== 0) throw new Error(`nebula-cert verify failed: ${verify.stdout} ${verify.stderr}`)
-    const printed = await execa('nebula-cert', ['print', '-json', '-path', join(dir, 'host.crt')])
-    return JSON.parse(String(printed.stdout))
+    const ours = certificatesFromPem(certPem)
+    const oldOnly = [...ours, ...certificatesFromPem(caPem)].every((c) => c.version === 1 && c.details.curve === 'CURVE25519')
+    if (oldOnly && NEBULA_CERT) {
+      const old = await execa('nebula-cert', args, {reject: false})
+      if (old.exitCode !== 0) throw new Error(`nebula-cert (on PATH) verify failed: ${old.stdout} ${old.stderr}`)
+    }
+    const printed = await execa(newest, ['print', '-json', '-path', join(dir, 'host.crt')], {env: {TZ: 'UTC'}})
+    const theirs = JSON.parse(String(printed.stdout)) as Array<Record<string, any>>
+    expect(theirs).toEqual(ours.map((c) => toPrintJson(c)))
+    return theirs[0]!
   } finally {
     await removeDir(dir)
   }

@@ -1,8 +1,9 @@
 /**
  * The certificate lifecycle: list (statuses, days left, update pending, expiry warnings), renew, revoke (blocklist,
- * IPs never reused), CA rotation (endorsement, re-issue, trust bundle, finish), update bundles installed onto a join
- * installation (and every refusal leaving DIR byte-identical), the rotation chain across rounds of updates, and
- * `install --reload`. Module-level on temp homes with unencrypted or cheaply encrypted CA keys, and through the built
+ * IPs never reused), CA rotation in three rounds (endorsement, trust bundle, switch and re-issue, finish; each round
+ * waiting for the previous one's installs) and the migration of a v1 network to v2 (install refused on an old nebula,
+ * v1 + v2 certificates in round 2), update bundles installed onto a join installation (and every refusal leaving DIR
+ * byte-identical), the rotation chain across rounds of updates, and `install --reload`. Module-level on temp homes with unencrypted or cheaply encrypted CA keys, and through the built
  * CLI as real processes. Issued and re-issued certificates are checked with the real nebula-cert (when installed).
  */
 
@@ -18,22 +19,26 @@ import {installBundle, type InstallResult} from '../src/bundle/install.js'
 import {type BundleMeta} from '../src/bundle/layout.js'
 import {addNode, initCa, unlockCaKey} from '../src/ca/ca.js'
 import {exportBundle, exportUpdates} from '../src/ca/export.js'
-import {expiryWarnings, finishCaRotation, listNodes, renew, revoke, rotateCa} from '../src/ca/lifecycle.js'
+import {expiryWarnings, listNodes, renew, revoke} from '../src/ca/lifecycle.js'
+import {finishCaRotation, rotateCa, switchCa} from '../src/ca/rotation.js'
+import {parseReceipt, recordInstalls} from '../src/ca/rounds.js'
 import {UsageError, UserError} from '../src/errors.js'
 import {Home} from '../src/home/home.js'
 import {currentCertificate} from '../src/home/queries.js'
 import {endorsementMessage} from '../src/lib/messages.js'
 import {
   caPrivateKeyMatchesCertificate,
+  caSignatureValid,
   certificateFromPem,
   certificatesFromPem,
   ed25519Sign,
-  ed25519Verify,
   fingerprint,
   type NebulaCertificate,
   readCaPrivateKey,
   WrongPassphraseError,
 } from '../src/nebula/index.js'
+import {doctor} from '../src/node/doctor.js'
+import {nebulaBuild} from './e2e/debian.js'
 import {expectOneLineError, NEBULA_CERT, nebulaCertCheck, removeDir, snapshot, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
 const DAY = 86_400
@@ -362,10 +367,12 @@ describe('revoke (module)', () => {
 
 // ---------------------------------------------------------------------------------------------------------------------
 
-describe('rotate-ca (module)', () => {
+describe('rotate-ca (module): three rounds', () => {
   let net: Net
   let oldId: string
+  let newId: string
   const newPass = Buffer.from('the new CA passphrase')
+  let before: Record<string, string>
 
   beforeAll(async () => {
     net = await network(await scratch('rotate'))
@@ -373,106 +380,200 @@ describe('rotate-ca (module)', () => {
     await addNode(net.home, net.caKey, {org: 'Initech'})
     await revoke(net.home, 'initech-1')
     oldId = net.caId
+    before = Object.fromEntries(['acme-1', 'umbrella-1', 'initech-1'].map((n) => [n, current(net, n).fingerprint]))
   })
 
-  it('refuses --finish without a rotation', async () => {
-    await expect(finishCaRotation(net.home)).rejects.toThrow(/no CA rotation is under way/)
+  it('refuses --switch and --finish without a rotation', async () => {
+    await expect(switchCa(net.home, net.caKey)).rejects.toThrow(/no CA rotation is in round 1/)
+    await expect(finishCaRotation(net.home)).rejects.toThrow(/no CA rotation is in round 2/)
   })
 
-  it('creates a new active CA endorsed by the old one, now retiring, and re-issues every non-revoked node', async () => {
-    const previous = Object.fromEntries(['acme-1', 'umbrella-1'].map((n) => [n, current(net, n)]))
-    const revokedBefore = current(net, 'initech-1')
+  it('round 1: a new CA, endorsed by the old one, joins the trust bundle; the old one still signs; nodes keep their certificates', async () => {
     const result = await rotateCa(net.home, net.caKey, {passphrase: newPass, argon2: ARGON2, durationSeconds: 5 * 365 * DAY})
-    const newId = result.caFingerprint
-    expect(result).toMatchObject({phase: 'started', previousCaFingerprint: oldId, keyEncrypted: true})
-    expect(newId).not.toBe(oldId)
-    expect(result.reissued.map((r) => r.name)).toEqual(['acme-1', 'umbrella-1'])
-
+    newId = result.caFingerprint
+    expect(result).toMatchObject({phase: 'started', previousCaFingerprint: oldId, keyEncrypted: true, caVersion: 1, caCurve: 'CURVE25519', reissued: [], forcedPast: []})
     const cas = Object.fromEntries(net.home.state.cas.map((c) => [c.id, c]))
-    expect(cas[oldId].status).toBe('retiring')
-    expect(cas[newId]).toMatchObject({status: 'active', encrypted: true, name: 'life', endorsement: {by: oldId}})
-    expect(net.home.activeCa().id).toBe(newId)
+    expect(cas[oldId].status).toBe('active')
+    expect(cas[newId]).toMatchObject({status: 'incoming', encrypted: true, name: 'life', version: 1, curve: 'CURVE25519', endorsement: {by: oldId}})
+    expect(net.home.activeCa().id).toBe(oldId)
 
     const oldCa = certificateFromPem(await caPem(net, oldId))
     const newCa = certificateFromPem(await caPem(net, newId))
-    expect(fingerprint(newCa)).toBe(newId)
     expect(newCa.details).toMatchObject({name: 'life', isCA: true, ips: oldCa.details.ips, issuer: ''})
     expect(Math.round((newCa.details.notAfter - now()) / DAY)).toBe(5 * 365)
-    expect(result.caNotAfter).toBe(cas[newId].notAfter)
-    // the endorsement: Ed25519 by the old CA over endorsementMessage(newId), and over nothing else
+    // the endorsement: by the old CA over endorsementMessage(newId), and over nothing else
     const signature = Buffer.from(cas[newId].endorsement!.signature, 'base64')
-    expect(ed25519Verify(oldCa.details.publicKey, endorsementMessage(newId), signature)).toBe(true)
-    expect(ed25519Verify(oldCa.details.publicKey, endorsementMessage(oldId), signature)).toBe(false)
-    expect(ed25519Verify(newCa.details.publicKey, endorsementMessage(newId), signature)).toBe(false)
-
-    // the new key is encrypted with the new passphrase
+    expect(caSignatureValid(oldCa, endorsementMessage(newId), signature)).toBe(true)
+    expect(caSignatureValid(oldCa, endorsementMessage(oldId), signature)).toBe(false)
+    expect(caSignatureValid(newCa, endorsementMessage(newId), signature)).toBe(false)
     const keyPem = await readFile(join(net.home.dir, 'ca', `${newId}.key`), 'utf8')
-    expect(keyPem).toContain('NEBULA ED25519 ENCRYPTED PRIVATE KEY')
     expect(caPrivateKeyMatchesCertificate(await readCaPrivateKey(keyPem, newPass), newCa)).toBe(true)
 
-    for (const r of result.reissued) {
-      const before = previous[r.name]
-      expect(r).toMatchObject({previous: before.fingerprint, issuer: newId})
-      const row = current(net, r.name)
-      expect(row).toMatchObject({fingerprint: r.fingerprint, issuer: newId, overlayIp: before.overlayIp, groups: before.groups, notAfter: before.notAfter})
-      expect(net.home.state.certificates.find((c) => c.fingerprint === before.fingerprint)!.supersededAt).toBeDefined()
-      const [o, n] = [await cert(net, before.fingerprint), await cert(net, r.fingerprint)]
-      expect(n.details.publicKey.equals(o.details.publicKey)).toBe(true)
-      expect(n.details).toMatchObject({name: o.details.name, ips: o.details.ips, groups: o.details.groups, notAfter: o.details.notAfter, issuer: newId})
-      if (NEBULA_CERT) {
-        const printed = await nebulaCertCheck(await caPem(net, newId), await certPem(net, r.fingerprint))
-        expect(printed.details.issuer).toBe(newId)
-        await expect(nebulaCertCheck(await caPem(net, oldId), await certPem(net, r.fingerprint))).rejects.toThrow(/verify failed/)
-      }
-    }
-    // the revoked node keeps its one certificate
-    expect(current(net, 'initech-1')).toEqual(revokedBefore)
-
+    // nodes keep presenting what they present; the revoked node is left alone
+    for (const [name, fp] of Object.entries(before)) expect(current(net, name).fingerprint).toBe(fp)
     const list = listNodes(net.home.state)
-    expect(list.cas.map((c) => [c.id, c.status])).toEqual([
-      [oldId, 'retiring'],
-      [newId, 'active'],
-    ])
-    expect(Object.fromEntries(list.nodes.map((n) => [n.name, n.updatePending]))).toEqual({'acme-1': true, 'umbrella-1': true, 'initech-1': false})
-    expect(list.nodes.find((n) => n.name === 'acme-1')!.issuer).toBe(newId)
+    expect(list.cas.map((c) => [c.id, c.status])).toEqual([[oldId, 'active'], [newId, 'incoming']])
+    expect(list.rotation).toEqual({round: 1, caFingerprint: newId, previousCaFingerprint: oldId, waitingFor: ['acme-1', 'umbrella-1']})
+    expect(Object.fromEntries(list.nodes.map((n) => [n.name, [n.updatePending, n.roundPending]]))).toEqual({'acme-1': [true, true], 'umbrella-1': [true, true], 'initech-1': [false, false]})
+
+    const round1 = await updates(net, ['umbrella-1'])
+    const read = await readBundle(round1['umbrella-1'])
+    expect(read.manifest.caFingerprint).toBe(oldId)
+    expect(read.manifest.caEndorsement).toBeUndefined()
+    expect(caIds(read.files.get('nebula/ca.crt')!)).toEqual([oldId, newId].sort())
+    expect(fingerprint(certificateFromPem(read.files.get('nebula/host.crt')!))).toBe(before['umbrella-1'])
   })
 
   it('refuses a second rotation while one is under way, writing no CA', async () => {
-    await unlock(net, newPass)
-    const before = await stateBytes(net)
+    const state = await stateBytes(net)
     const files = await readdir(join(net.home.dir, 'ca'))
     await expect(rotateCa(net.home, net.caKey, {passphrase: null})).rejects.toThrow(/a CA rotation is already under way/)
-    expect(await stateBytes(net)).toBe(before)
+    expect(await stateBytes(net)).toBe(state)
     expect(await readdir(join(net.home.dir, 'ca'))).toEqual(files)
   })
 
-  it('update bundles carry both CAs, the endorsement, and the new certificate; --finish leaves only the new CA', async () => {
-    const round1 = await updates(net, ['umbrella-1'])
-    const read = await readBundle(round1['umbrella-1'])
-    expect(read.manifest).toMatchObject({kind: 'update', caFingerprint: net.caId, caEndorsement: net.home.activeCa().endorsement})
-    expect(caIds(read.files.get('nebula/ca.crt')!)).toEqual([oldId, net.caId].sort())
-    expect(fingerprint(certificateFromPem(read.files.get('nebula/host.crt')!))).toBe(current(net, 'umbrella-1').fingerprint)
-    expect(configOf(read.files.get('nebula/config.yml')!).pki.blocklist).toEqual([current(net, 'initech-1').fingerprint])
-    let pending = listNodes(net.home.state).nodes.filter((n) => n.updatePending).map((n) => n.name)
-    expect(pending).toEqual(['acme-1'])
+  it('round 2 waits until every node reported installing round 1, naming the others; a receipt must be a bundle sent', async () => {
+    const newKey = await unlockCaKey(net.home, newPass, net.home.state.cas.find((c) => c.status === 'incoming'))
+    await expect(switchCa(net.home, newKey)).rejects.toThrow(/cannot switch to the new CA: acme-1, umbrella-1 have not installed round 1 of the CA rotation/)
+    // umbrella-1 was sent round 1 (sequence 1); acme-1 has not been sent anything yet
+    await expect(recordInstalls(net.home, [{name: 'acme-1'}])).rejects.toThrow(/is not a bundle exported to acme-1 \(its last is none\)/)
+    await expect(recordInstalls(net.home, [{name: 'umbrella-1', sequence: 2}])).rejects.toThrow(/its last is 1/)
+    expect(await recordInstalls(net.home, [parseReceipt('umbrella-1@1')])).toEqual({confirmed: [{name: 'umbrella-1', installed: 1}], waitingFor: ['acme-1']})
+    const state = await stateBytes(net)
+    await expect(switchCa(net.home, newKey)).rejects.toThrow(/acme-1 has not installed round 1/)
+    expect(await stateBytes(net)).toBe(state)
+    await updates(net, ['acme-1'])
+    await recordInstalls(net.home, [{name: 'acme-1'}])
+    expect(listNodes(net.home.state).rotation?.waitingFor).toEqual([])
+  })
 
-    const finished = await finishCaRotation(net.home)
-    expect(finished).toMatchObject({phase: 'finished', caFingerprint: net.caId, previousCaFingerprint: oldId, reissued: []})
-    expect(net.home.state.cas.find((c) => c.id === oldId)!.status).toBe('retired')
-    expect(listNodes(net.home.state).cas.map((c) => c.id)).toEqual([net.caId])
-    pending = listNodes(net.home.state).nodes.filter((n) => n.updatePending).map((n) => n.name)
-    expect(pending).toEqual(['acme-1', 'umbrella-1'])
-    await expect(finishCaRotation(net.home)).rejects.toThrow(/no CA rotation is under way/)
-
-    const round2 = await updates(net, 'all')
-    expect(Object.keys(round2).sort()).toEqual(['acme-1', 'umbrella-1'])
-    for (const file of Object.values(round2)) {
-      const r = await readBundle(file)
-      expect(caIds(r.files.get('nebula/ca.crt')!)).toEqual([net.caId])
-      expect(r.manifest.caFingerprint).toBe(net.caId)
+  it('round 2: the new CA becomes active and re-issues every node (same key, IP, groups, not-after); both CAs stay trusted', async () => {
+    const newKey = await unlockCaKey(net.home, newPass, net.home.state.cas.find((c) => c.status === 'incoming'))
+    const previous = Object.fromEntries(['acme-1', 'umbrella-1'].map((n) => [n, current(net, n)]))
+    const result = await switchCa(net.home, newKey)
+    await unlock(net, newPass)
+    expect(result).toMatchObject({phase: 'switched', caFingerprint: newId, previousCaFingerprint: oldId})
+    expect(result.reissued.map((r) => r.name)).toEqual(['acme-1', 'umbrella-1'])
+    expect(net.home.state.cas.map((c) => [c.id, c.status])).toEqual([[oldId, 'retiring'], [newId, 'active']])
+    for (const r of result.reissued) {
+      const old = previous[r.name]
+      expect(r).toMatchObject({previous: old.fingerprint, issuer: newId})
+      expect(current(net, r.name)).toMatchObject({fingerprint: r.fingerprint, issuer: newId, overlayIp: old.overlayIp, groups: old.groups, notAfter: old.notAfter, version: 1, curve: 'CURVE25519'})
+      const [o, n] = [await cert(net, old.fingerprint), await cert(net, r.fingerprint)]
+      expect(n.details.publicKey.equals(o.details.publicKey)).toBe(true)
+      const printed = await nebulaCertCheck(await caPem(net, newId), await certPem(net, r.fingerprint))
+      expect(printed.details.issuer).toBe(newId)
+      await expect(nebulaCertCheck(await caPem(net, oldId), await certPem(net, r.fingerprint))).rejects.toThrow(/verify failed/)
     }
-    // the retired CA key stays on disk, for the record
+    expect(current(net, 'initech-1').fingerprint).toBe(before['initech-1'])
+    const read = await readBundle((await updates(net, ['umbrella-1']))['umbrella-1'])
+    expect(read.manifest).toMatchObject({caFingerprint: newId, caEndorsement: {by: oldId}})
+    expect(caIds(read.files.get('nebula/ca.crt')!)).toEqual([oldId, newId].sort())
+    // same version: one certificate, no initiating_version
+    expect(certificatesFromPem(read.files.get('nebula/host.crt')!).map((c) => fingerprint(c))).toEqual([current(net, 'umbrella-1').fingerprint])
+    expect(configOf(read.files.get('nebula/config.yml')!).pki.initiating_version).toBeUndefined()
+    expect(configOf(read.files.get('nebula/config.yml')!).pki.blocklist).toEqual([before['initech-1']])
+  })
+
+  it('round 3 waits for round 2, then retires the old CA; the next rotation waits for round 3', async () => {
+    await expect(finishCaRotation(net.home)).rejects.toThrow(/cannot finish the CA rotation: acme-1, umbrella-1 have not installed round 2/)
+    await updates(net, ['acme-1'])
+    await recordInstalls(net.home, [{name: 'acme-1'}, {name: 'umbrella-1'}])
+    const finished = await finishCaRotation(net.home)
+    expect(finished).toMatchObject({phase: 'finished', caFingerprint: newId, previousCaFingerprint: oldId, reissued: []})
+    expect(net.home.state.cas.map((c) => c.status)).toEqual(['retired', 'active'])
+    expect(listNodes(net.home.state).cas.map((c) => c.id)).toEqual([newId])
+    await expect(finishCaRotation(net.home)).rejects.toThrow(/no CA rotation is in round 2/)
+    const round3 = await updates(net, 'all')
+    for (const file of Object.values(round3)) {
+      const r = await readBundle(file)
+      expect(caIds(r.files.get('nebula/ca.crt')!)).toEqual([newId])
+      expect(r.manifest.caFingerprint).toBe(newId)
+    }
     expect(await readdir(join(net.home.dir, 'ca'))).toContain(`${oldId}.key`)
+    await expect(rotateCa(net.home, net.caKey, {passphrase: null})).rejects.toThrow(/cannot start a CA rotation: acme-1, umbrella-1 have not installed round 3/)
+    const forced = await rotateCa(net.home, net.caKey, {passphrase: null, force: true})
+    expect(forced.forcedPast).toEqual(['acme-1', 'umbrella-1'])
+  })
+})
+
+describe('rotate-ca (module): a v1 network migrates to v2', () => {
+  let net: Net
+  let dir: string
+  let oldId: string
+  let newId: string
+  let newest: string
+  /** PATH with the newest nebula first (the default one is Nebula 1.6.1). */
+  let newestPath: Record<string, string>
+  const confirmAll = async (): Promise<void> => {
+    await recordInstalls(net.home, net.home.state.nodes.filter((n) => !n.revoked && n.sequence).map((n) => ({name: n.name})))
+  }
+
+  beforeAll(async () => {
+    net = await network(await scratch('migrate'))
+    await addNode(net.home, net.caKey, {org: 'Umbrella'})
+    await addNode(net.home, net.caKey, {org: 'Hooli'})
+    dir = join(net.dir, 'nodes', 'umbrella-1')
+    await joinNode(net, 'umbrella-1', dir)
+    oldId = net.caId
+    newest = (await nebulaBuild('newest')).nebula
+    newestPath = {PATH: `${dirname(newest)}:${process.env.PATH}`}
+  }, 120_000)
+
+  it('round 1 to v2: nebula 1.6.1 refuses the update in one line (nothing written); the newest nebula takes it', async () => {
+    const result = await rotateCa(net.home, net.caKey, {passphrase: null, version: 2})
+    newId = result.caFingerprint
+    expect(result).toMatchObject({caVersion: 2, caCurve: 'CURVE25519'})
+    expect(certificateFromPem(await caPem(net, newId)).version).toBe(2)
+    const round1 = await updates(net, 'all')
+    await expectRefusedInstall(['install', round1['umbrella-1'], '--dir', dir], dir, /Refusing update bundle umbrella-1\.update-2\.tbmesh\.tar\.gz: it holds a v2 CA certificate, which nebula 1\.6\.1 \(.*\) cannot load \(1\.10\.0 or newer can\): upgrade nebula on this node to 1\.10\.0 or newer, then install it again/, 1)
+    const installed = await tbmeshJson<any>(['install', round1['umbrella-1'], '--dir', dir], {env: newestPath})
+    expect(installed).toMatchObject({nebulaTest: {ran: true, ok: true}, receipt: 'umbrella-1@2'})
+    expect(caIds(await readFile(join(dir, 'nebula', 'ca.crt')))).toEqual([oldId, newId].sort())
+    // doctor says the same: this installation needs a newer nebula than 1.6.1
+    const checked = await doctor(dir)
+    expect(checked.checks.find((c) => c.name === 'nebula')).toMatchObject({status: 'fail', detail: expect.stringMatching(/^nebula 1\.6\.1 .* is older than 1\.10\.0, which a v2 CA certificate here needs: upgrade it$/)})
+  })
+
+  it('round 2: the node presents its v1 certificate and a v2 one of the new CA for the same key, and opens tunnels with v2', async () => {
+    await confirmAll()
+    const v1 = current(net, 'umbrella-1')
+    const newKey = await unlockCaKey(net.home, null, net.home.state.cas.find((c) => c.status === 'incoming'))
+    await switchCa(net.home, newKey)
+    await unlock(net)
+    const v2 = current(net, 'umbrella-1')
+    expect(v2).toMatchObject({version: 2, issuer: newId})
+    const file = (await updates(net, 'all'))['umbrella-1']
+    const read = await readBundle(file)
+    const hosts = certificatesFromPem(read.files.get('nebula/host.crt')!)
+    expect(hosts.map((c) => [c.version, fingerprint(c), c.details.issuer])).toEqual([[1, v1.fingerprint, oldId], [2, v2.fingerprint, newId]])
+    expect(hosts[0]!.details.publicKey.equals(hosts[1]!.details.publicKey)).toBe(true)
+    expect(configOf(read.files.get('nebula/config.yml')!).pki.initiating_version).toBe(2)
+    // the newest nebula-cert verifies both blocks against the overlap trust bundle
+    await nebulaCertCheck(read.files.get('nebula/ca.crt')!.toString(), read.files.get('nebula/host.crt')!.toString())
+    expect(await tbmeshJson<any>(['install', file, '--dir', dir], {env: newestPath})).toMatchObject({nebulaTest: {ok: true}})
+    expect(listNodes(net.home.state).nodes.find((n) => n.name === 'umbrella-1')).toMatchObject({version: 2, curve: 'CURVE25519'})
+  })
+
+  it('a revocation during the migration blocklists both the v1 and the v2 certificate of the node', async () => {
+    const rows = net.home.state.certificates.filter((c) => c.name === 'hooli-1')
+    expect(rows.map((c) => c.version ?? 1)).toEqual([1, 2])
+    const revoked = await revoke(net.home, 'hooli-1')
+    expect(revoked.fingerprints.sort()).toEqual(rows.map((c) => c.fingerprint).sort())
+    const read = await readBundle((await updates(net, 'all'))['umbrella-1'])
+    expect(configOf(read.files.get('nebula/config.yml')!).pki.blocklist).toEqual(rows.map((c) => c.fingerprint).sort())
+  })
+
+  it('round 3: v2 certificates only, no v1 CA, no initiating_version', async () => {
+    await confirmAll()
+    await finishCaRotation(net.home)
+    const file = (await updates(net, 'all'))['umbrella-1']
+    const read = await readBundle(file)
+    expect(caIds(read.files.get('nebula/ca.crt')!)).toEqual([newId])
+    expect(certificatesFromPem(read.files.get('nebula/host.crt')!).map((c) => c.version)).toEqual([2])
+    expect(configOf(read.files.get('nebula/config.yml')!).pki.initiating_version).toBeUndefined()
+    expect(await tbmeshJson<any>(['install', file, '--dir', dir], {env: newestPath})).toMatchObject({nebulaTest: {ok: true}})
+    expect(listNodes(net.home.state).cas).toEqual([expect.objectContaining({id: newId, version: 2})])
   })
 })
 
@@ -624,8 +725,7 @@ describe('rotation chain', () => {
   const dirs: Record<string, string> = {}
   let ca1: string
   let ca2: string
-  let round1: Record<string, string>
-  let round2: Record<string, string>
+  const rounds: Array<Record<string, string>> = []
 
   beforeAll(async () => {
     net = await network(await scratch('chain'))
@@ -639,57 +739,68 @@ describe('rotation chain', () => {
 
   const trustIn = async (name: string) => caIds(await readFile(join(dirs[name], 'nebula', 'ca.crt')))
   const issuerIn = async (name: string) => certificateFromPem(await readFile(join(dirs[name], 'nebula', 'host.crt'))).details.issuer
-
-  it('a node installed before the rotation accepts round 1 (new CA, endorsed by the old) and then round 2', async () => {
-    await rotateCa(net.home, net.caKey, {passphrase: null})
+  /** Exports the round to every node and records every node as having installed it (whether it did or not). */
+  const shipRound = async (): Promise<Record<string, string>> => {
+    const round = await updates(net, 'all')
+    await recordInstalls(net.home, Object.keys(round).map((name) => ({name})))
+    return round
+  }
+  const switchToIncoming = async (): Promise<void> => {
+    await switchCa(net.home, await unlockCaKey(net.home, null, net.home.state.cas.find((c) => c.status === 'incoming')))
     await unlock(net)
-    ca2 = net.caId
-    round1 = await updates(net, 'all')
-    const r1 = await installBundle(round1['umbrella-1'], dirs['umbrella-1'])
-    expect(r1).toMatchObject({previousSequence: 1, manifest: {sequence: 2, caFingerprint: ca2, caEndorsement: {by: ca1}}})
+  }
+
+  it('a node installed before the rotation accepts round 1 (signed by the old CA), round 2 (the new CA, endorsed) and round 3', async () => {
+    ca2 = (await rotateCa(net.home, net.caKey, {passphrase: null})).caFingerprint
+    rounds.push(await shipRound())
+    const r1 = await installBundle(rounds[0]!['umbrella-1']!, dirs['umbrella-1'])
+    expect(r1).toMatchObject({previousSequence: 1, receipt: 'umbrella-1@2', manifest: {sequence: 2, caFingerprint: ca1}})
     expect(await trustIn('umbrella-1')).toEqual([ca1, ca2].sort())
-    expect(await issuerIn('umbrella-1')).toBe(ca2)
+    expect(await issuerIn('umbrella-1')).toBe(ca1)
     if (NEBULA_CERT) expect(r1.nebulaTest).toMatchObject({ran: true, ok: true})
 
-    await finishCaRotation(net.home)
-    round2 = await updates(net, 'all')
-    const r2 = await tbmeshJson<any>(['install', round2['umbrella-1'], '--dir', dirs['umbrella-1']])
-    expect(r2).toMatchObject({previousSequence: 2, manifest: {sequence: 3, caFingerprint: ca2}})
-    expect(await trustIn('umbrella-1')).toEqual([ca2])
+    await switchToIncoming()
+    rounds.push(await shipRound())
+    const r2 = await tbmeshJson<any>(['install', rounds[1]!['umbrella-1']!, '--dir', dirs['umbrella-1']])
+    expect(r2).toMatchObject({previousSequence: 2, manifest: {sequence: 3, caFingerprint: ca2, caEndorsement: {by: ca1}}})
+    expect(await trustIn('umbrella-1')).toEqual([ca1, ca2].sort())
     expect(await issuerIn('umbrella-1')).toBe(ca2)
+
+    await finishCaRotation(net.home)
+    rounds.push(await shipRound())
+    const r3 = await tbmeshJson<any>(['install', rounds[2]!['umbrella-1']!, '--dir', dirs['umbrella-1']])
+    expect(r3).toMatchObject({previousSequence: 3, manifest: {sequence: 4, caFingerprint: ca2}})
+    expect(await trustIn('umbrella-1')).toEqual([ca2])
   })
 
-  it('a node that skipped round 1 still accepts round 2: it carries the old CA\'s endorsement of the new one', async () => {
-    const r2 = await tbmeshJson<any>(['install', round2['initech-1'], '--dir', dirs['initech-1']])
-    expect(r2).toMatchObject({previousSequence: 1, manifest: {sequence: 3, caFingerprint: ca2, caEndorsement: {by: ca1}}})
+  it('a node that skipped rounds 1 and 2 still accepts round 3: it carries the old CA\'s endorsement of the new one', async () => {
+    const r3 = await tbmeshJson<any>(['install', rounds[2]!['initech-1']!, '--dir', dirs['initech-1']])
+    expect(r3).toMatchObject({previousSequence: 1, manifest: {sequence: 4, caFingerprint: ca2, caEndorsement: {by: ca1}}})
     expect(await trustIn('initech-1')).toEqual([ca2])
     expect(await issuerIn('initech-1')).toBe(ca2)
     // and round 1, now older than what is installed, is refused as a rollback
-    await expectRefusedInstall(['install', round1['initech-1'], '--dir', dirs['initech-1']], dirs['initech-1'], /older than the installed 3/, 1)
+    await expectRefusedInstall(['install', rounds[0]!['initech-1']!, '--dir', dirs['initech-1']], dirs['initech-1'], /has sequence 2, older than the installed 4: installing it would roll back/, 1)
   })
 
-  it('a node that missed a whole rotation refuses the next one\'s update and is told to install the earlier updates first', async () => {
-    await rotateCa(net.home, net.caKey, {passphrase: null})
-    await unlock(net)
-    const ca3 = net.caId
-    const round3 = await updates(net, 'all')
-    expect((await readBundle(round3['hooli-1'])).manifest.caEndorsement?.by).toBe(ca2)
-    // hooli-1 still trusts only CA 1; round 3 is signed by CA 3, endorsed by CA 2
+  it('a node that missed a whole rotation refuses the next one\'s round 2 and is told to install the earlier updates first', async () => {
+    const ca3 = (await rotateCa(net.home, net.caKey, {passphrase: null})).caFingerprint
+    await shipRound()
+    await switchToIncoming()
+    const next = await shipRound()
+    expect((await readBundle(next['hooli-1']!)).manifest).toMatchObject({caFingerprint: ca3, caEndorsement: {by: ca2}})
+    // hooli-1 still trusts only CA 1; this update is signed by CA 3, endorsed by CA 2
     await expectRefusedInstall(
-      ['install', round3['hooli-1'], '--dir', dirs['hooli-1']],
+      ['install', next['hooli-1']!, '--dir', dirs['hooli-1']],
       dirs['hooli-1'],
       new RegExp(`is signed by CA ${ca3}, which did not sign this installation: install the earlier updates first, or ask the network operator for a new join bundle`),
       1,
     )
-    // following that advice works: round 2 (CA 2, endorsed by CA 1), then round 3 (CA 3, endorsed by CA 2)
-    await tbmeshJson(['install', round2['hooli-1'], '--dir', dirs['hooli-1']])
+    // following that advice works: the first rotation's round 3 (CA 2, endorsed by CA 1), then this one
+    await tbmeshJson(['install', rounds[2]!['hooli-1']!, '--dir', dirs['hooli-1']])
     expect(await trustIn('hooli-1')).toEqual([ca2])
-    await tbmeshJson(['install', round3['hooli-1'], '--dir', dirs['hooli-1']])
+    await tbmeshJson(['install', next['hooli-1']!, '--dir', dirs['hooli-1']])
     expect(await trustIn('hooli-1')).toEqual([ca2, ca3].sort())
     expect(await issuerIn('hooli-1')).toBe(ca3)
-    // and umbrella-1, up to date, takes round 3 directly
-    await installBundle(round3['umbrella-1'], dirs['umbrella-1'])
-    expect(await issuerIn('umbrella-1')).toBe(ca3)
   })
 })
 
@@ -841,9 +952,9 @@ describe('CLI: list, renew, revoke, export-update', () => {
       'Warning: certificates of umbrella-1 expire within 30 days: run `tbmesh renew --expiring-within 30d` and `tbmesh export-update`',
     ])
     const lines = String(text.stdout).split('\n')
-    expect(lines[0]).toMatch(/^CA [0-9a-f]{12} \(active\) valid until \S+ \(36(49|50) days\)$/)
-    expect(lines[1]).toMatch(/^NAME +ORGANIZATION +OVERLAY IP +ROLES +FINGERPRINT +NOT AFTER +DAYS +STATUS$/)
-    expect(lines.find((l) => l.startsWith('umbrella-1'))).toMatch(/^umbrella-1 +Umbrella +10\.60\.1\.1 +- +[0-9a-f]{12} +\S+ +(9|10) +expiring$/)
+    expect(lines[0]).toMatch(/^CA [0-9a-f]{12} \(active, v1 Curve25519\) valid until \S+ \(36(49|50) days\)$/)
+    expect(lines[1]).toMatch(/^NAME +ORGANIZATION +OVERLAY IP +ROLES +CERTIFICATE +FINGERPRINT +NOT AFTER +DAYS +STATUS$/)
+    expect(lines.find((l) => l.startsWith('umbrella-1'))).toMatch(/^umbrella-1 +Umbrella +10\.60\.1\.1 +- +v1 Curve25519 +[0-9a-f]{12} +\S+ +(9|10) +expiring$/)
     expect(lines.find((l) => l.startsWith('acme-1'))).toMatch(/ lighthouse,origin .* 36[45] +valid$/)
 
     const json = await tbmesh(['list', ...h(), '--json'])
@@ -875,7 +986,7 @@ describe('CLI: list, renew, revoke, export-update', () => {
     if (NEBULA_CERT) {
       const ca = await readFile(join(home, 'ca', `${after.cas[0].id}.crt`), 'utf8')
       const printed = await nebulaCertCheck(ca, await readFile(join(home, 'certs', `${result.renewed[0].fingerprint}.crt`), 'utf8'))
-      expect(printed.details).toMatchObject({name: 'umbrella-1', ips: ['10.60.1.1/16'], groups: ['org:umbrella', 'access:managed'], issuer: after.cas[0].id})
+      expect(printed.details).toMatchObject({name: 'umbrella-1', networks: ['10.60.1.1/16'], groups: ['org:umbrella', 'access:managed'], issuer: after.cas[0].id})
     }
     const nothing = await tbmesh(['renew', ...h(), '--expiring-within', '30d'])
     expect(nothing.exitCode).toBe(0)
@@ -968,87 +1079,84 @@ describe('CLI: rotate-ca', () => {
     ids.b = {old: await setUp('b')}
   })
 
-  it('--finish without a rotation under way is refused', async () => {
+  it('--switch and --finish without a rotation under way are refused; so is a curve change', async () => {
     const before = await snapshot(join(dir, 'a'))
-    expectOneLineError(await tbmesh(['rotate-ca', ...homeOf('a'), '--finish']), /no CA rotation is under way: start one with `tbmesh rotate-ca`/, 1)
+    expectOneLineError(await tbmesh(['rotate-ca', ...homeOf('a'), '--finish']), /no CA rotation is in round 2: start one with `tbmesh rotate-ca`, then `tbmesh rotate-ca --switch`/, 1)
+    expectOneLineError(await tbmesh(['rotate-ca', ...homeOf('a'), '--switch', '--passphrase-file', p1]), /no CA rotation is in round 1/, 1)
+    expectOneLineError(await tbmesh(['rotate-ca', ...homeOf('a'), '--curve', 'P256', '--passphrase-file', p1]), /the CA uses Curve25519; a rotation cannot change the curve to P256: Nebula connects only nodes of one curve/, 1)
     expect(await snapshot(join(dir, 'a'))).toEqual(before)
   })
 
-  it('starts a rotation: new CA endorsed by the old, key under the current passphrase, every node re-issued', async () => {
+  it('round 1: new CA endorsed by the old, key under the current passphrase; nodes keep their certificates', async () => {
     const oldId = ids.a.old
     const started = await tbmeshJson<any>(['rotate-ca', ...homeOf('a'), '--passphrase-file', p1, '--duration', '5y'])
-    expect(started).toMatchObject({phase: 'started', previousCaFingerprint: oldId, keyEncrypted: true})
-    expect(started.reissued.map((r: any) => r.name)).toEqual(['acme-1', 'umbrella-1'])
+    expect(started).toMatchObject({phase: 'started', previousCaFingerprint: oldId, keyEncrypted: true, reissued: [], caVersion: 1})
     ids.a.new = started.caFingerprint as string
     const newId = ids.a.new
-    // both keys decrypt with the current passphrase
     const [oldCa, newCa] = [await caCert('a', oldId), await caCert('a', newId)]
-    expect(caPrivateKeyMatchesCertificate(await readCaPrivateKey(await keyPem('a', oldId), 'the current passphrase'), oldCa)).toBe(true)
     expect(caPrivateKeyMatchesCertificate(await readCaPrivateKey(await keyPem('a', newId), 'the current passphrase'), newCa)).toBe(true)
     expect(Math.round((newCa.details.notAfter - now()) / DAY)).toBe(1825)
     const state = JSON.parse(await readFile(join(dir, 'a', 'state.json'), 'utf8'))
-    expect(state.cas.map((c: any) => [c.id, c.status])).toEqual([
-      [oldId, 'retiring'],
-      [newId, 'active'],
-    ])
+    expect(state.cas.map((c: any) => [c.id, c.status])).toEqual([[oldId, 'active'], [newId, 'incoming']])
     const endorsement = state.cas.find((c: any) => c.id === newId).endorsement
-    expect(endorsement.by).toBe(oldId)
-    expect(ed25519Verify(oldCa.details.publicKey, endorsementMessage(newId), Buffer.from(endorsement.signature, 'base64'))).toBe(true)
-    if (NEBULA_CERT) {
-      const newPem = await readFile(join(dir, 'a', 'ca', `${newId}.crt`), 'utf8')
-      for (const r of started.reissued) {
-        const printed = await nebulaCertCheck(newPem, await readFile(join(dir, 'a', 'certs', `${r.fingerprint}.crt`), 'utf8'))
-        expect(printed.details.issuer).toBe(newId)
-      }
-    }
+    expect(caSignatureValid(oldCa, endorsementMessage(newId), Buffer.from(endorsement.signature, 'base64'))).toBe(true)
   })
 
   it('refuses a second rotation while one is under way, changing nothing', async () => {
     const before = await snapshot(join(dir, 'a'))
-    expectOneLineError(await tbmesh(['rotate-ca', ...homeOf('a'), '--passphrase-file', p1]), /a CA rotation is already under way: ship its updates, then run `tbmesh rotate-ca --finish`/, 1)
+    expectOneLineError(await tbmesh(['rotate-ca', ...homeOf('a'), '--passphrase-file', p1]), /a CA rotation is already under way: ship its updates, then run `tbmesh rotate-ca --switch`/, 1)
     expect(await snapshot(join(dir, 'a'))).toEqual(before)
   })
 
-  it('list marks the nodes not yet sent their update; export-update ships both CAs and clears the mark', async () => {
+  it('list shows the round and the nodes that have not installed it; --switch waits for them unless --force', async () => {
     const {old: oldId, new: newId} = ids.a
-    const listed = await tbmeshJson<any>(['list', ...homeOf('a')])
-    expect(listed.cas.map((c: any) => [c.id, c.status])).toEqual([
-      [oldId, 'retiring'],
-      [newId, 'active'],
-    ])
-    expect(listed.nodes.map((n: any) => [n.name, n.issuer, n.updatePending])).toEqual([
-      ['acme-1', newId, true],
-      ['umbrella-1', newId, true],
-    ])
-    const text = await tbmesh(['list', ...homeOf('a')])
-    expect(String(text.stdout)).toMatch(/^umbrella-1 .* valid \(update pending\)$/m)
-
     const round1 = await tbmeshJson<any>(['export-update', ...homeOf('a'), '--all', '--out', join(dir, 'a-round1'), '--passphrase-file', p1])
-    expect(round1.bundles).toHaveLength(2)
     for (const b of round1.bundles) {
-      expect(b.manifest).toMatchObject({caFingerprint: newId, caEndorsement: {by: oldId}})
+      expect(b.manifest.caFingerprint).toBe(oldId)
       const read = await readBundle(b.path)
       expect(caIds(read.files.get('nebula/ca.crt')!)).toEqual([oldId, newId].sort())
-      if (NEBULA_CERT) await nebulaCertCheck(read.files.get('nebula/ca.crt')!.toString(), read.files.get('nebula/host.crt')!.toString())
+      await nebulaCertCheck(read.files.get('nebula/ca.crt')!.toString(), read.files.get('nebula/host.crt')!.toString())
     }
-    expect((await tbmeshJson<any>(['list', ...homeOf('a')])).nodes.map((n: any) => n.updatePending)).toEqual([false, false])
+    const listed = await tbmeshJson<any>(['list', ...homeOf('a')])
+    expect(listed.rotation).toEqual({round: 1, caFingerprint: newId, previousCaFingerprint: oldId, waitingFor: ['acme-1', 'umbrella-1']})
+    expect(listed.nodes.map((n: any) => [n.name, n.version, n.curve, n.sequence, n.installed, n.roundPending])).toEqual([
+      ['acme-1', 1, 'CURVE25519', 1, 0, true],
+      ['umbrella-1', 1, 'CURVE25519', 1, 0, true],
+    ])
+    const text = String((await tbmesh(['list', ...homeOf('a')])).stdout)
+    expect(text).toMatch(/^CA rotation round 1 \(\w{12} → \w{12}\): waiting for acme-1, umbrella-1$/m)
+    expect(text).toMatch(/^umbrella-1 .* v1 Curve25519 .* valid \(round 1 not installed\)$/m)
+
+    const before = await snapshot(join(dir, 'a'))
+    expectOneLineError(await tbmesh(['rotate-ca', ...homeOf('a'), '--switch', '--passphrase-file', p1]), /cannot switch to the new CA: acme-1, umbrella-1 have not installed round 1 of the CA rotation: .*tbmesh confirm-install NODE.* or pass --force/, 1)
+    expectOneLineError(await tbmesh(['confirm-install', ...homeOf('a'), 'umbrella-1@7']), /umbrella-1@7 is not a bundle exported to umbrella-1 \(its last is 1\)/, 2)
+    expectOneLineError(await tbmesh(['confirm-install', ...homeOf('a'), 'Umbrella 1']), /is not a receipt NODE@SEQUENCE/, 2)
+    expect(await snapshot(join(dir, 'a'))).toEqual(before)
+    expect(await tbmeshJson<any>(['confirm-install', ...homeOf('a'), 'umbrella-1@1'])).toEqual({confirmed: [{name: 'umbrella-1', installed: 1}], waitingFor: ['acme-1']})
+
+    const forced = await tbmesh(['rotate-ca', ...homeOf('a'), '--switch', '--force', '--passphrase-file', p1])
+    expect(forced.exitCode).toBe(0)
+    expect(String(forced.stderr)).toMatch(/started although acme-1 had not installed the previous round/)
+    const state = JSON.parse(await readFile(join(dir, 'a', 'state.json'), 'utf8'))
+    expect(state.cas.map((c: any) => [c.id, c.status])).toEqual([[oldId, 'retiring'], [newId, 'active']])
   })
 
-  it('--finish retires the old CA (once), and the next updates trust only the new one', async () => {
+  it('--finish after round 2 is installed retires the old CA, and the next updates trust only the new one', async () => {
     const {old: oldId, new: newId} = ids.a
+    const round2 = await tbmeshJson<any>(['export-update', ...homeOf('a'), '--all', '--out', join(dir, 'a-round2'), '--passphrase-file', p1])
+    for (const b of round2.bundles) expect(b.manifest).toMatchObject({caFingerprint: newId, caEndorsement: {by: oldId}})
+    await tbmeshJson(['confirm-install', ...homeOf('a'), 'acme-1', 'umbrella-1'])
     const finished = await tbmeshJson<any>(['rotate-ca', ...homeOf('a'), '--finish'])
     expect(finished).toMatchObject({phase: 'finished', caFingerprint: newId, previousCaFingerprint: oldId, reissued: []})
-    const state = JSON.parse(await readFile(join(dir, 'a', 'state.json'), 'utf8'))
-    expect(state.cas.map((c: any) => c.status)).toEqual(['retired', 'active'])
-    expectOneLineError(await tbmesh(['rotate-ca', ...homeOf('a'), '--finish']), /no CA rotation is under way/, 1)
+    expectOneLineError(await tbmesh(['rotate-ca', ...homeOf('a'), '--finish']), /no CA rotation is in round 2/, 1)
     const listed = await tbmeshJson<any>(['list', ...homeOf('a')])
     expect(listed.cas.map((c: any) => c.id)).toEqual([newId])
     expect(listed.nodes.map((n: any) => n.updatePending)).toEqual([true, true])
-    const round2 = await tbmeshJson<any>(['export-update', ...homeOf('a'), '--all', '--out', join(dir, 'a-round2'), '--passphrase-file', p1])
-    for (const b of round2.bundles) expect(caIds((await readBundle(b.path)).files.get('nebula/ca.crt')!)).toEqual([newId])
+    const round3 = await tbmeshJson<any>(['export-update', ...homeOf('a'), '--all', '--out', join(dir, 'a-round3'), '--passphrase-file', p1])
+    for (const b of round3.bundles) expect(caIds((await readBundle(b.path)).files.get('nebula/ca.crt')!)).toEqual([newId])
   })
 
-  it('--new-passphrase-file encrypts the new key with its own passphrase, which signing then needs', async () => {
+  it('--new-passphrase-file encrypts the new key with its own passphrase, which --switch then needs', async () => {
     const oldId = ids.b.old
     const started = await tbmeshJson<any>(['rotate-ca', ...homeOf('b'), '--passphrase-file', p1, '--new-passphrase-file', p2])
     const newId = started.caFingerprint
@@ -1056,11 +1164,11 @@ describe('CLI: rotate-ca', () => {
     expect(caPrivateKeyMatchesCertificate(await readCaPrivateKey(newPem, 'the next passphrase'), await caCert('b', newId))).toBe(true)
     await expect(readCaPrivateKey(newPem, 'the current passphrase')).rejects.toBeInstanceOf(WrongPassphraseError)
     expect(caPrivateKeyMatchesCertificate(await readCaPrivateKey(await keyPem('b', oldId), 'the current passphrase'), await caCert('b', oldId))).toBe(true)
-
-    const out = join(dir, 'b-round1')
-    expectOneLineError(await tbmesh(['export-update', ...homeOf('b'), '--all', '--out', out, '--passphrase-file', p1]), /wrong CA passphrase/, 1)
-    const ok = await tbmeshJson<any>(['export-update', ...homeOf('b'), '--all', '--out', out, '--passphrase-file', p2])
-    expect(ok.bundles).toHaveLength(2)
+    // round 1 is still signed by the current CA
+    await tbmeshJson(['export-update', ...homeOf('b'), '--all', '--out', join(dir, 'b-round1'), '--passphrase-file', p1])
+    await tbmeshJson(['confirm-install', ...homeOf('b'), 'acme-1', 'umbrella-1'])
+    expectOneLineError(await tbmesh(['rotate-ca', ...homeOf('b'), '--switch', '--passphrase-file', p1]), /wrong CA passphrase/, 1)
+    expect(await tbmeshJson<any>(['rotate-ca', ...homeOf('b'), '--switch', '--passphrase-file', p2])).toMatchObject({phase: 'switched', caFingerprint: newId})
   })
 
   it('an unencrypted network rotates with --no-passphrase, and without it is told the options', async () => {
@@ -1071,8 +1179,8 @@ describe('CLI: rotate-ca', () => {
     const before = await snapshot(join(dir, name))
     expectOneLineError(await tbmesh(['rotate-ca', ...homeOf(name)]), /no CA key passphrase and no terminal to ask on: use .*--no-passphrase/, 1)
     expect(await snapshot(join(dir, name))).toEqual(before)
-    const started = await tbmeshJson<any>(['rotate-ca', ...homeOf(name), '--no-passphrase'])
-    expect(started).toMatchObject({phase: 'started', keyEncrypted: false})
+    const started = await tbmeshJson<any>(['rotate-ca', ...homeOf(name), '--no-passphrase', '--cert-version', '2'])
+    expect(started).toMatchObject({phase: 'started', keyEncrypted: false, caVersion: 2})
     expect(await readFile(join(dir, name, 'ca', `${started.caFingerprint}.key`), 'utf8')).toContain('NEBULA ED25519 PRIVATE KEY')
   })
 })

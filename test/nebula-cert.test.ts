@@ -73,12 +73,16 @@ interface PrintJson {
   signature: string
 }
 
-/** Compares our view with nebula-cert's, times by instant (nebula-cert prints them in the local time zone). */
+/**
+ * Compares our view with nebula-cert 1.6.1's (whose print -json names networks `ips` and unsafe networks `subnets`, and
+ * has no `curve` nor `version`), times by instant (nebula-cert prints them in the local time zone).
+ */
 function expectSameAsPrintJson(certificate: NebulaCertificate, theirs: PrintJson): void {
   const ours = toPrintJson(certificate)
-  const {curve, ...ourDetails} = ours.details
+  if (ours.version !== 1) throw new Error('a v1 certificate was expected')
+  const {curve, networks, unsafeNetworks, ...rest} = ours.details
   expect(curve).toBe('CURVE25519')
-  expect({...ourDetails, notBefore: 0, notAfter: 0}).toEqual({...theirs.details, notBefore: 0, notAfter: 0})
+  expect({...rest, ips: networks, subnets: unsafeNetworks, notBefore: 0, notAfter: 0}).toEqual({...theirs.details, notBefore: 0, notAfter: 0})
   expect(Date.parse(ours.details.notBefore)).toBe(Date.parse(theirs.details.notBefore))
   expect(Date.parse(ours.details.notAfter)).toBe(Date.parse(theirs.details.notAfter))
   expect(certificate.details.notBefore * 1000).toBe(Date.parse(theirs.details.notBefore))

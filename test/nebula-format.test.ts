@@ -124,6 +124,7 @@ describe('unmarshalCertificate', () => {
 
   it('round-trips negative and large times, Unicode and empty groups', () => {
     const certificate: NebulaCertificate = {
+      version: 1,
       details: {
         ...baseDetails(),
         name: 'nœud 🚀 \u{feff}',
@@ -190,7 +191,7 @@ describe('marshalDetails', () => {
 })
 
 describe('PEM', () => {
-  const pem = certificateToPem({details: baseDetails(), signature: SIGNATURE})
+  const pem = certificateToPem({version: 1, details: baseDetails(), signature: SIGNATURE})
 
   it('encodes as Go does: 64-column base64, trailing newline', () => {
     const bytes = Buffer.alloc(60, 0xab)
@@ -215,7 +216,7 @@ describe('PEM', () => {
     ['no block at all', '', /no NEBULA CERTIFICATE PEM block/],
     ['only comments', '# nothing\n', /no NEBULA CERTIFICATE PEM block/],
     ['another banner', pem.replaceAll(CERTIFICATE_BANNER, X25519_PRIVATE_KEY_BANNER), /found NEBULA X25519 PRIVATE/],
-    ['a v2 certificate', pem.replaceAll(CERTIFICATE_BANNER, CERTIFICATE_V2_BANNER), /v2 certificates are not/],
+    ['a v1 certificate under the v2 banner', pem.replaceAll(CERTIFICATE_BANNER, CERTIFICATE_V2_BANNER), /invalid Nebula v2 certificate/],
     ['text before a block', `hello\n${pem}`, /unexpected text outside a PEM block on line 1/],
     ['text after a block', `${pem}trailing`, /unexpected text outside/],
     ['a broken BEGIN line', `-${pem.slice(5)}`, /unexpected text outside/],
@@ -258,6 +259,7 @@ describe('properties (fast-check)', () => {
       signature: fc.uint8Array({maxLength: 80}).map((b) => Buffer.from(b)),
     })
     .map(({key25519, keyP256, signature, ...details}) => ({
+      version: 1 as const,
       details: {...details, publicKey: details.curve === 'P256' ? keyP256 : key25519},
       signature,
     }))

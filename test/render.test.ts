@@ -44,6 +44,7 @@ const origin: NodeProfile = {
   tun: {dev: 'tbmesh0', mtu: 1300},
   pki: {ca: '/etc/tbmesh/nebula/ca.crt', cert: '/etc/tbmesh/nebula/host.crt', key: '/etc/tbmesh/nebula/host.key'},
   blocklist: ['c99d4e650533b92061b09918e838a5a0a6aaee21eed1d12fd937682865936c72'],
+  minNebulaVersion: '1.6.1',
 }
 
 /** umbrella-1: a plain node of another organization. */

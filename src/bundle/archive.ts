@@ -55,7 +55,7 @@ export interface WriteBundleResult {
 export interface WriteBundleOptions {
   /** Replace an existing file. */
   force?: boolean
-  /** Signs a message with the CA key (the manifest under its domain prefix, `manifestMessage`): returns the 64-byte Ed25519 signature. */
+  /** Signs a message with the CA key (the manifest under its domain prefix, `manifestMessage`): returns its signature (Ed25519, or ECDSA P256 DER). */
   sign: (manifest: Buffer) => Buffer
   /** Encrypt the whole file in the age format (scrypt recipient) with this passphrase; null or absent: plain tar.gz. */
   passphrase?: Buffer | null

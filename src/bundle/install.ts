@@ -15,8 +15,8 @@ import {isMap, parseDocument} from 'yaml'
 import {UserError} from '../errors.js'
 import {fileError} from '../lib/files.js'
 import {TUN_DEVICE} from '../lib/names.js'
-import {certificateFromPem, certificatesFromPem, type NebulaCertificate} from '../nebula/index.js'
-import {nebulaTest, type NebulaTestResult} from '../node/nebula.js'
+import {certificatesFromPem, compareVersions, type NebulaCertificate, nebulaRequirement} from '../nebula/index.js'
+import {nebulaTest, type NebulaTestResult, nebulaVersion} from '../node/nebula.js'
 import {renderGuardService} from '../render/guard-service.js'
 import {placeInstallDir} from '../render/install-dir.js'
 import {renderUnderlayGuard} from '../render/underlay-guard.js'
@@ -72,6 +72,11 @@ export interface InstallResult {
   rollback?: {installed: number; sequence: number}
   /** Absolute path of the underlay guard rendered for this host (`nft -f` loads it). */
   guard: string
+  /**
+   * What the node's admin reports to the network operator, who records it with `tbmesh confirm-install RECEIPT`:
+   * `<node>@<sequence>` (a CA rotation's next round waits for every node's).
+   */
+  receipt: string
 }
 
 /**
@@ -146,6 +151,8 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     files.set('nebula/host.key', Buffer.from(trusted.hostKeyPem, 'utf8'))
   }
 
+  await requireNebulaFor(file, manifest.kind, [...certificatesFromPem(files.get('nebula/ca.crt')!), ...trusted.hosts])
+
   // The bundle's files adapted to DIR (only those it brings: those an update carries over are adapted already), and
   // what this host's own files are rendered from: refused here, before DIR is looked at, when the bundle is unfit.
   for (const spec of FILES) {
@@ -215,6 +222,7 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     ...(previousSequence === undefined ? {} : {previousSequence}),
     ...(rollback ? {rollback} : {}),
     guard: path.join(target, ...UNDERLAY_GUARD.split('/')),
+    receipt: `${manifest.node}@${manifest.sequence}`,
   }
 }
 
@@ -257,8 +265,8 @@ async function installedManifest(dir: string): Promise<BundleManifest | undefine
  * @throws UserError (a refusal of `file`) when config.yml names no `tun.dev` or one that is not an interface name.
  */
 function nodeFiles(file: string, files: ReadonlyMap<string, Buffer>, manifest: BundleManifest, target: string): Map<string, Buffer> {
-  const host = certificateFromPem(files.get('nebula/host.crt')!)
-  const overlayIps = host.details.ips.map((ip) => ip.split('/')[0])
+  const hosts = certificatesFromPem(files.get('nebula/host.crt')!)
+  const overlayIps = [...new Set(hosts.flatMap((host) => host.details.ips.map((ip) => ip.split('/')[0])))]
   const config = parseDocument(files.get('nebula/config.yml')!.toString('utf8'))
   const tunDev: unknown = config.getIn(['tun', 'dev'])
   if (typeof tunDev !== 'string') throw refusal(file, 'entry "nebula/config.yml" names no tun.dev, which the underlay guard needs')
@@ -268,6 +276,22 @@ function nodeFiles(file: string, files: ReadonlyMap<string, Buffer>, manifest: B
     [GUARD_SERVICE, Buffer.from(renderGuardService(who, {installDir: target}), 'utf8')],
     [UNDERLAY_GUARD, Buffer.from(renderUnderlayGuard({...who, tunDev, installDir: target}), 'utf8')],
   ])
+}
+
+/**
+ * Refuses (before anything is written) a bundle whose certificates the `nebula` on PATH cannot load: a v2 certificate
+ * needs Nebula 1.10 (1.6.1 and 1.9.3 refuse to start with a v2 CA in `pki.ca`), P256 needs 1.7 (1.6.1 crashes). Checks
+ * nothing when nebula is not on PATH or does not say its version (install then warns that it could not test).
+ * @throws UserError, one line saying which certificate needs which version
+ */
+async function requireNebulaFor(file: string, kind: string, certificates: NebulaCertificate[]): Promise<void> {
+  const need = nebulaRequirement(certificates)
+  if (!need.why) return
+  const found = await nebulaVersion()
+  if (found?.version === undefined || compareVersions(found.version, need.version) >= 0) return
+  throw new UserError(`Refusing ${kind} bundle ${path.basename(file)}: it holds ${need.why}, which nebula ${found.version} (${found.path}) cannot load (${need.version} or newer can)`, {
+    fix: `upgrade nebula on this node to ${need.version} or newer, then install it again`,
+  })
 }
 
 /**

@@ -52,7 +52,7 @@ const dirEntry = <P extends `${string}/`>(p: P, installMode: number, description
  */
 export const BUNDLE_LAYOUT = [
   fileEntry('manifest.json', [0o644, 0o644], 'node, overlay IP, CA fingerprint, expiry and the SHA-256 of every other file', false),
-  fileEntry('manifest.sig', [0o644, 0o644], "the CA's Ed25519 signature of manifest.json (base64)", false),
+  fileEntry('manifest.sig', [0o644, 0o644], "the CA's signature of manifest.json (base64; Ed25519, or ECDSA P256 for a P256 CA)", false),
   dirEntry('nebula/', 0o700, 'Nebula certificates, key and configuration'),
   fileEntry('nebula/ca.crt', [0o644, 0o644], "the network's CA certificate (PEM)"),
   fileEntry('nebula/host.crt', [0o644, 0o644], "the node's Nebula certificate (PEM)"),
@@ -148,7 +148,7 @@ export interface BundleManifest {
   sequence: number
   /**
    * When the signing CA is new (a rotation): the previous CA's vouching for it, `{by: previous CA fingerprint,
-   * signature: base64 Ed25519 over "tbmesh-ca-endorsement:v1:<caFingerprint>"}`, so that nodes trusting only the
+   * signature: base64 CA signature over "tbmesh-ca-endorsement:v1:<caFingerprint>"}`, so that nodes trusting only the
    * previous CA accept this update.
    */
   caEndorsement?: {by: string; signature: string}

@@ -10,16 +10,17 @@ import {UsageError, UserError} from '../errors.js'
 import {endorsementMessage, manifestMessage} from '../lib/messages.js'
 import {quoted, SHA256_HEX} from '../lib/text.js'
 import {
-  certificateFromPem,
+  caSignatureValid,
   certificatesFromPem,
   CertificateVerifyError,
   checkSignature,
-  ed25519Verify,
+  type CurveKey,
   fingerprint,
+  hostCertificatesProblem,
   hostKeyMatchesCertificate,
-  hostPrivateKeyFromPem,
   type NebulaCertificate,
   NebulaFormatError,
+  readHostPrivateKey,
   verifyCertificate,
 } from '../nebula/index.js'
 import type {ReadBundleResult} from './archive.js'
@@ -49,7 +50,8 @@ export interface TrustOptions {
 /** What {@link verifyBundleTrust} established. */
 export interface TrustedBundle {
   ca: NebulaCertificate
-  host: NebulaCertificate
+  /** The host certificates: one, or a v1 and a v2 one for the same key (round 2 of a rotation that changes the format). */
+  hosts: NebulaCertificate[]
   /** The host private key PEM: from the bundle, or from the joiner's home. */
   hostKeyPem: string
   /** True when the key came from the joiner's home (the bundle carried none). */
@@ -58,7 +60,7 @@ export interface TrustedBundle {
 
 /**
  * Checks that a bundle (already read by `readBundle` in `archive.ts`: layout and hashes verified) comes from the pinned CA and is
- * fit to install: the manifest's Ed25519 signature by the CA in `nebula/ca.crt` whose fingerprint the manifest names;
+ * fit to install: the manifest's signature (Ed25519 or ECDSA P256) by the CA in `nebula/ca.crt` whose fingerprint the manifest names;
  * that fingerprint equals the pin (or the user confirmed it); the CA certificate is self-signed and valid; the host
  * certificate passes every Nebula rule against the bundle's CAs and names the manifest's node and overlay IP; the
  * private key (the bundle's, or the joiner's own for the request whose nonce the manifest carries) matches the
@@ -69,10 +71,10 @@ export async function verifyBundleTrust(file: string, read: ReadBundleResult, op
   const {manifest, files} = read
   const now = opts.now ?? Date.now()
   let cas: NebulaCertificate[]
-  let host: NebulaCertificate
+  let hosts: NebulaCertificate[]
   try {
     cas = certificatesFromPem(files.get('nebula/ca.crt')!)
-    host = certificateFromPem(files.get('nebula/host.crt')!)
+    hosts = certificatesFromPem(files.get('nebula/host.crt')!)
   } catch (error) {
     if (error instanceof NebulaFormatError) throw refusal(file, `a certificate does not parse (${error.message})`)
     throw error
@@ -80,7 +82,7 @@ export async function verifyBundleTrust(file: string, read: ReadBundleResult, op
   const ca = cas.find((c) => fingerprint(c) === manifest.caFingerprint)
   if (!ca) throw refusal(file, `nebula/ca.crt does not hold the CA ${manifest.caFingerprint} named in ${MANIFEST}`)
   const signature = Buffer.from(files.get(SIGNATURE)!.toString('utf8').trim(), 'base64')
-  if (signature.length !== 64 || !ed25519Verify(ca.details.publicKey, manifestMessage(files.get(MANIFEST)!, manifest.schemaVersion), signature)) {
+  if (!caSignatureValid(ca, manifestMessage(files.get(MANIFEST)!, manifest.schemaVersion), signature)) {
     throw refusal(file, `${SIGNATURE} is not a valid signature of ${MANIFEST} by its CA`)
   }
 
@@ -92,7 +94,7 @@ export async function verifyBundleTrust(file: string, read: ReadBundleResult, op
     const trusted =
       manifest.caFingerprint === installed.signer ||
       (endorser !== undefined &&
-        ed25519Verify(endorser.details.publicKey, endorsementMessage(manifest.caFingerprint), Buffer.from(endorsement!.signature, 'base64')))
+        caSignatureValid(endorser, endorsementMessage(manifest.caFingerprint), Buffer.from(endorsement!.signature, 'base64')))
     if (!trusted) {
       throw new UserError(`update ${path.basename(file)} is signed by CA ${manifest.caFingerprint}, which did not sign this installation`, {
         fix: 'install the earlier updates first, or ask the network operator for a new join bundle',
@@ -113,14 +115,18 @@ export async function verifyBundleTrust(file: string, read: ReadBundleResult, op
   const nowSeconds = Math.floor(now / 1000)
   if (!ca.details.isCA || !checkSignature(ca, ca.details.publicKey)) throw refusal(file, `the CA certificate ${manifest.caFingerprint} is not a valid self-signed CA`)
   if (nowSeconds > ca.details.notAfter) throw refusal(file, `the CA certificate expired on ${new Date(ca.details.notAfter * 1000).toISOString()}`)
-  try {
-    verifyCertificate(host, {trusted: cas, now: nowSeconds})
-  } catch (error) {
-    if (error instanceof CertificateVerifyError) throw refusal(file, `the host certificate is not valid (${error.message})`)
-    throw error
-  }
-  if (host.details.name !== manifest.node || !host.details.ips.some((ip) => ip.split('/')[0] === manifest.overlayIp)) {
-    throw refusal(file, `the host certificate is for ${host.details.name} (${host.details.ips.join(', ')}), not ${manifest.node} (${manifest.overlayIp})`)
+  const problem = hostCertificatesProblem(hosts)
+  if (problem) throw refusal(file, problem)
+  for (const host of hosts) {
+    try {
+      verifyCertificate(host, {trusted: cas, now: nowSeconds})
+    } catch (error) {
+      if (error instanceof CertificateVerifyError) throw refusal(file, `the host certificate is not valid (${error.message})`)
+      throw error
+    }
+    if (host.details.name !== manifest.node || !host.details.ips.some((ip) => ip.split('/')[0] === manifest.overlayIp)) {
+      throw refusal(file, `the host certificate is for ${host.details.name} (${host.details.ips.join(', ')}), not ${manifest.node} (${manifest.overlayIp})`)
+    }
   }
 
   let hostKeyPem = opts.installed?.hostKeyPem ?? files.get('nebula/host.key')?.toString('utf8')
@@ -137,21 +143,21 @@ export async function verifyBundleTrust(file: string, read: ReadBundleResult, op
       })
     }
   }
-  let key: Buffer
+  let key: CurveKey
   try {
-    key = hostPrivateKeyFromPem(hostKeyPem)
+    key = readHostPrivateKey(hostKeyPem)
   } catch (error) {
     if (error instanceof NebulaFormatError) throw refusal(file, `the host key does not parse (${error.message})`)
     throw error
   }
-  if (!hostKeyMatchesCertificate(key, host)) {
+  if (!hosts.every((host) => hostKeyMatchesCertificate(key.key, host, key.curve))) {
     const whose = opts.installed ? 'installed private key' : keyFromJoiner ? "join request's private key" : "bundle's private key"
     throw refusal(file, `the host certificate does not match the ${whose}`)
   }
   if (now > Date.parse(manifest.expiresAt)) {
     throw new UserError(`bundle ${path.basename(file)} expired on ${manifest.expiresAt}`, {fix: 'ask the network operator to export a new one'})
   }
-  return {ca, host, hostKeyPem, keyFromJoiner}
+  return {ca, hosts, hostKeyPem, keyFromJoiner}
 }
 
 /** A fingerprint as tbmesh compares it: lowercase hex without separators (`AB:CD…` as nebula-cert may show it). */

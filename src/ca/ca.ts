@@ -17,10 +17,13 @@ import {checkEndpoint, checkRequestedIp, formatCidr, formatIp, type Ipv4Network,
 import {checkGroups, checkNetworkName, checkNodeName, checkOrganizationName, organizationConflict, slugify, slugTwin} from '../lib/names.js'
 import {
   type Argon2Parameters,
+  blocklistFingerprints,
   caPrivateKeyToPem,
   type CertificateDetails,
   certificateFromPem,
   certificateToPem,
+  type CertificateVersion,
+  type Curve,
   encryptCaKey,
   fingerprint,
   generateCaKeyPair,
@@ -61,6 +64,10 @@ export interface InitCaOptions {
   force?: boolean
   /** Argon2id parameters for the CA key (defaults: 64 MiB, 3 iterations, parallelism 4). */
   argon2?: Argon2Parameters
+  /** Certificate format of the CA and its hosts: 1 (default, every Nebula) or 2 (Nebula 1.10+ on every node). */
+  certVersion?: CertificateVersion
+  /** Curve of the CA and host keys: CURVE25519 (default) or P256 (Nebula 1.7+ on every node). */
+  curve?: Curve
   /** Current time, Unix seconds (tests). */
   now?: number
 }
@@ -77,6 +84,9 @@ export interface InitCaResult {
   /** The CA lifetime in people's units, e.g. `3650d`. */
   caLifetime: string
   keyEncrypted: boolean
+  /** Certificate format of the CA (and of the host certificates it issues). */
+  caVersion: CertificateVersion
+  caCurve: Curve
 }
 
 /**
@@ -102,14 +112,15 @@ export function checkNetworkOptions(opts: {network: string; cidr: string; orgPre
 }
 
 /**
- * Creates a network in `homeDir`: an Ed25519 CA constrained to the overlay CIDR, the RPC password, and the state.
+ * Creates a network in `homeDir`: a CA (v1 Curve25519 unless `certVersion`/`curve` say otherwise) constrained to the
+ * overlay CIDR, the RPC password, and the state.
  * Throws UsageError for a bad name, CIDR or prefix; UserError when the home exists and `force` is not set.
  */
 export async function initCa(homeDir: string, opts: InitCaOptions): Promise<InitCaResult> {
   const {name, net, orgPrefix} = checkNetworkOptions(opts)
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const duration = opts.durationSeconds ?? DEFAULTS.caDurationSeconds
-  const ca = await createCa({name, ips: [formatCidr(net)], groups: [], organization: null, durationSeconds: duration, passphrase: opts.passphrase, argon2: opts.argon2, now})
+  const ca = await createCa({name, ips: [formatCidr(net)], groups: [], organization: null, durationSeconds: duration, passphrase: opts.passphrase, argon2: opts.argon2, version: opts.certVersion, curve: opts.curve, now})
   const state: NetworkState = {
     schemaVersion: SCHEMA_VERSION,
     network: {name, cidr: formatCidr(net), orgPrefix, createdAt: iso(now), ports: {...DEFAULTS.ports}, tun: {...DEFAULTS.tun}},
@@ -129,10 +140,15 @@ export async function initCa(homeDir: string, opts: InitCaOptions): Promise<Init
     caNotAfter: ca.record.notAfter,
     caLifetime: formatDuration(duration),
     keyEncrypted: opts.passphrase !== null,
+    caVersion: ca.certificate.version,
+    caCurve: ca.certificate.details.curve,
   }
 }
 
-/** A new CA: its certificate (PEM), its private key (64 bytes, and as PEM, encrypted unless `passphrase` is null), its state record. */
+/**
+ * A new CA: its certificate (PEM), its private key (64 bytes Ed25519 or 32 bytes P256, and as PEM, encrypted unless
+ * `passphrase` is null), its state record.
+ */
 export interface NewCa {
   certificate: NebulaCertificate
   pem: string
@@ -142,10 +158,11 @@ export interface NewCa {
 }
 
 /**
- * Generates an Ed25519 CA key pair and its self-signed Nebula certificate named `name`, constrained to `ips` (IPv4
- * CIDRs), `subnets` (default none) and `groups` (empty: no constraint), valid from `now` (Unix seconds, backdated by
- * {@link BACKDATE_SECONDS}) for `durationSeconds`; the key PEM is encrypted with `passphrase` unless it is null. The
- * record is `active`; the caller files it (a new home, or a rotation that also records an endorsement).
+ * Generates a CA key pair of `curve` (default CURVE25519: Ed25519; P256: ECDSA) and its self-signed Nebula certificate
+ * in format `version` (default 1) named `name`, constrained to `ips` (IPv4 CIDRs), `subnets` (default none) and
+ * `groups` (empty: no constraint), valid from `now` (Unix seconds, backdated by {@link BACKDATE_SECONDS}) for
+ * `durationSeconds`; the key PEM is encrypted with `passphrase` unless it is null. The record is `active`; the caller
+ * files it (a new home, or a rotation that makes it `incoming` and records an endorsement).
  */
 export async function createCa(opts: {
   name: string
@@ -156,9 +173,12 @@ export async function createCa(opts: {
   durationSeconds: number
   passphrase: Buffer | null
   argon2?: Argon2Parameters
+  version?: CertificateVersion
+  curve?: Curve
   now: number
 }): Promise<NewCa> {
-  const keys = generateCaKeyPair()
+  const curve = opts.curve ?? 'CURVE25519'
+  const keys = generateCaKeyPair(curve)
   const certificate = signCertificate(
     {
       name: opts.name,
@@ -169,7 +189,8 @@ export async function createCa(opts: {
       notAfter: opts.now + opts.durationSeconds,
       publicKey: keys.publicKey,
       isCA: true,
-      curve: 'CURVE25519',
+      curve,
+      version: opts.version ?? 1,
     },
     {key: keys.privateKey},
   )
@@ -180,6 +201,8 @@ export async function createCa(opts: {
     notBefore: iso(certificate.details.notBefore),
     notAfter: iso(certificate.details.notAfter),
     encrypted: opts.passphrase !== null,
+    version: certificate.version,
+    curve,
     organization: opts.organization,
     status: 'active',
   }
@@ -213,35 +236,61 @@ const SIGNING_FIXES: Partial<Record<SigningReason, string>> = {
   'ip-not-allowed': "use an overlay IP inside the CA's range",
 }
 
-/** The active CA's record and certificate, and its private key: what signs. */
+/** A CA's record and certificate, and its private key: what signs. */
 export interface Issuer {
   record: CaRecord
   certificate: NebulaCertificate
-  /** 64-byte Nebula Ed25519 key. */
+  /** The CA key: 64-byte Nebula Ed25519 key, or 32-byte P-256 scalar. */
   key: Buffer
 }
 
-/** The active CA of `home` as an {@link Issuer} with `caKey` (its 64-byte private key, from {@link unlockCaKey}). */
-export async function activeIssuer(home: Home, caKey: Buffer): Promise<Issuer> {
-  const record = home.activeCa()
+/**
+ * The active CA of `home` (or the CA `record`) as an {@link Issuer} with `caKey` (its private key, from
+ * {@link unlockCaKey}).
+ */
+export async function activeIssuer(home: Home, caKey: Buffer, record: CaRecord = home.activeCa()): Promise<Issuer> {
   return {record, certificate: certificateFromPem(await home.readCaCertificate(record)), key: caKey}
 }
 
+/** What a ledger row records of an issued certificate besides its details: format, curve, and both P256 fingerprints. */
+export type IssuedFormat = Pick<CertificateRecord, 'version' | 'curve' | 'otherFingerprint'>
+
 /**
- * Signs a host certificate as `issuer` (see `signCertificate` in `nebula/sign.ts`: the issuer is derived, and anything
- * outside the CA's limits is refused) and files it in `tx` as pending. Returns it and its fingerprint.
+ * Signs a host certificate as `issuer`, in the CA's format version and curve (see `signCertificate` in
+ * `nebula/sign.ts`: the issuer is derived, and anything outside the CA's limits is refused), and files it in `tx` as
+ * pending. Returns it, its fingerprint, and what its ledger row records of its format.
+ * @throws UserError when the CA may not sign it, or the public key is not of the CA's curve
  */
-export function issueHostCertificate(tx: Transaction, issuer: Issuer, details: Omit<CertificateDetails, 'issuer' | 'isCA' | 'curve'>): {certificate: NebulaCertificate; fingerprint: string} {
+export function issueHostCertificate(
+  tx: Transaction,
+  issuer: Issuer,
+  details: Omit<CertificateDetails, 'issuer' | 'isCA' | 'curve'>,
+): {certificate: NebulaCertificate; fingerprint: string; format: IssuedFormat} {
+  const {curve} = issuer.certificate.details
+  requireKeyCurve(curve, details.publicKey, details.name)
   let certificate: NebulaCertificate
   try {
-    certificate = signCertificate({...details, isCA: false, curve: 'CURVE25519'}, {certificate: issuer.certificate, key: issuer.key})
+    certificate = signCertificate({...details, isCA: false, curve}, {certificate: issuer.certificate, key: issuer.key})
   } catch (error) {
     if (!(error instanceof SigningError)) throw error
     throw new UserError(`the CA ${JSON.stringify(issuer.record.name)} may not sign ${details.name}: the certificate ${error.message}`, {fix: SIGNING_FIXES[error.reason] ?? 'check the node\'s options against the CA'})
   }
-  const fp = fingerprint(certificate)
-  tx.addCertificate(fp, certificateToPem(certificate))
-  return {certificate, fingerprint: fp}
+  const [fp, other] = blocklistFingerprints(certificate)
+  tx.addCertificate(fp!, certificateToPem(certificate))
+  return {certificate, fingerprint: fp!, format: {version: certificate.version, curve, ...(other ? {otherFingerprint: other} : {})}}
+}
+
+/**
+ * Refuses a host public key of another curve than the CA's `curve` (32 bytes X25519, 65 bytes P256), naming `name`.
+ * @throws UserError with the fix (the key to make instead)
+ */
+export function requireKeyCurve(curve: Curve, publicKey: Buffer, name: string): void {
+  const p256 = curve === 'P256'
+  if (publicKey.length === (p256 ? 65 : 32)) return
+  const flag = p256 ? 'P256' : '25519'
+  throw new UserError(`the public key of ${name} is not a ${p256 ? 'P256' : 'X25519'} key, the curve of this network's CA`, {
+    fix: `make the key with \`tbmesh join-request --curve ${flag}\` or \`nebula-cert keygen -curve ${flag}\``,
+  })
 }
 
 /** New network secrets: the MultiChain RPC user and a random password (44 characters). */
@@ -251,11 +300,10 @@ export function newSecrets(): NetworkSecrets {
 }
 
 /**
- * Loads the active CA's private key (64 bytes, Nebula Ed25519), decrypting it with `passphrase` when it is encrypted.
- * Throws UserError for a wrong or missing passphrase.
+ * Loads the private key of the active CA (or of `ca`): 64 bytes (Nebula Ed25519) or 32 bytes (P256), decrypting it with
+ * `passphrase` when it is encrypted. Throws UserError for a wrong or missing passphrase.
  */
-export async function unlockCaKey(home: Home, passphrase: Buffer | null): Promise<Buffer> {
-  const ca = home.activeCa()
+export async function unlockCaKey(home: Home, passphrase: Buffer | null, ca: CaRecord = home.activeCa()): Promise<Buffer> {
   const pem = await home.readCaKey(ca)
   if (ca.encrypted && !passphrase) {
     throw new UserError('the CA key is encrypted and no passphrase was given', {
@@ -291,8 +339,8 @@ export interface AddNodeOptions {
   /** TruBudget access level (group `access:<level>`); default `trusted` for the origin, `managed` otherwise. */
   access?: AccessLevel
   /**
-   * The joiner's X25519 public key (32 bytes) when the joiner holds the private key (join request or --pubkey);
-   * otherwise tbmesh generates the key pair and keeps the private key in the home.
+   * The joiner's public key (X25519, 32 bytes; P256, 65 bytes: the CA's curve) when the joiner holds the private key
+   * (join request or --pubkey); otherwise tbmesh generates the key pair and keeps the private key in the home.
    */
   publicKey?: Buffer
   /** Nonce of the join request being answered (hex), recorded in the ledger and the bundle manifest. */
@@ -401,7 +449,8 @@ const usedIpCache = new WeakMap<NetworkState, Set<number>>()
 /** Allocates, signs and records one prepared node inside `tx` (see {@link addNode}). */
 async function addPreparedNode(tx: Transaction, issuer: Issuer, p: PreparedNode): Promise<AddNodeResult> {
   const {opts, orgName, slug, endpoint, extraGroups, requestedIp, access, now, notBefore, notAfter} = p
-  const keys = opts.publicKey ? undefined : generateHostKeyPair()
+  const curve = issuer.certificate.details.curve
+  const keys = opts.publicKey ? undefined : generateHostKeyPair(curve)
   const {state} = tx
   const net = parseCidr(state.network.cidr)
   const fed = state.federation
@@ -448,7 +497,7 @@ async function addPreparedNode(tx: Transaction, issuer: Issuer, p: PreparedNode)
   }
   // A federated role node changes the descriptor: refused (before anything is signed) unless this home may do that alone.
   if (fed && (node.lighthouse || node.origin)) publishRoleNode(state, issuer, node)
-  const {fingerprint: fp} = issueHostCertificate(tx, issuer, {
+  const {fingerprint: fp, format} = issueHostCertificate(tx, issuer, {
     name,
     ips: [`${overlayIp}/${net.prefix}`],
     subnets: [],
@@ -467,11 +516,12 @@ async function addPreparedNode(tx: Transaction, issuer: Issuer, p: PreparedNode)
     notBefore: iso(notBefore),
     notAfter: iso(notAfter),
     issuer: issuer.record.id,
+    ...format,
     issuedAt: new Date().toISOString(),
     keyInHome: keys !== undefined,
     ...(opts.requestNonce ? {requestNonce: opts.requestNonce} : {}),
   }
-  if (keys) await tx.writeHostKey(name, hostPrivateKeyToPem(keys.privateKey))
+  if (keys) await tx.writeHostKey(name, hostPrivateKeyToPem(keys.privateKey, curve))
   state.nodes.push(node)
   used.add(ip)
   state.certificates.push(row)

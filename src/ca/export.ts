@@ -13,9 +13,9 @@ import {packBundle, type PackedBundle, writeBundleFile} from '../bundle/archive.
 import type {BundleKind, BundleManifest} from '../bundle/layout.js'
 import {UsageError, UserError} from '../errors.js'
 import type {Home, Transaction} from '../home/home.js'
-import {currentCertificate, findNode, trustedCas, trustedMembers} from '../home/queries.js'
+import {findNode, memberCas, presentedCertificates, trustedCas, trustedMembers} from '../home/queries.js'
 import {checkNewFile, syncFiles} from '../lib/files.js'
-import {ed25519Sign} from '../nebula/index.js'
+import {caSign} from '../nebula/index.js'
 import {renderBlockchainEnv} from '../render/blockchain-env.js'
 import {renderBundleReadme} from '../render/bundle-readme.js'
 import {renderNebulaCompose} from '../render/docker-compose-nebula.js'
@@ -95,7 +95,8 @@ export async function packNodeBundle(home: Home, tx: Transaction, nodeName: stri
   const {state} = tx
   const node = findNode(state, nodeName)
   if (node.revoked) throw new UserError(`node ${node.name} was revoked on ${node.revoked.at}`, {fix: 'add a new node instead'})
-  const cert = currentCertificate(state, node.name)
+  const presented = presentedCertificates(state, node.name)
+  const cert = presented.at(-1)
   if (!cert) throw new UserError(`node ${node.name} has no certificate`, {fix: 'add it again with `tbmesh add-node`'})
   const secrets = await home.readSecrets()
   const now = Date.now()
@@ -111,12 +112,14 @@ export async function packNodeBundle(home: Home, tx: Transaction, nodeName: stri
     })
   }
   const signer = state.cas.find((ca) => ca.status === 'active')!
-  // The trust bundle: the network's CAs, or in a federated network every member's CA (PEMs from the descriptor).
+  // The trust bundle: the network's CAs, or in a federated network every member's CA(s) (PEMs from the descriptor).
   const members = trustedMembers(state)
-  const caPems = members ? members.map((m) => m.caCertificate) : await Promise.all(trustedCas(state).map((ca) => home.readCaCertificate(ca)))
+  const caPems = members ? members.flatMap((m) => memberCas(m).map((ca) => ca.caCertificate)) : await Promise.all(trustedCas(state).map((ca) => home.readCaCertificate(ca)))
+  const hostPems = await Promise.all(presented.map((c) => tx.readCertificate(c.fingerprint)))
   const files: Record<string, string> = {
     'nebula/ca.crt': caPems.join(''),
-    'nebula/host.crt': await tx.readCertificate(cert.fingerprint),
+    // One certificate, or in round 2 of a rotation that changes the format, a v1 and a v2 one for the same key.
+    'nebula/host.crt': hostPems.join(''),
     'nebula/config.yml': renderNebulaConfig(profile),
   }
   if (kind === 'join') {
@@ -146,7 +149,7 @@ export async function packNodeBundle(home: Home, tx: Transaction, nodeName: stri
       ...(kind === 'update' && signer.endorsement ? {caEndorsement: signer.endorsement} : {}),
     },
     files,
-    (manifest) => ed25519Sign(opts.caKey, manifest),
+    (manifest) => caSign(opts.caKey, manifest),
   )
   return {bundle, containsPrivateKey: kind === 'join' && cert.keyInHome}
 }

@@ -1,17 +1,17 @@
 /**
- * Certificate lifecycle on the CA side: what is issued and how long it lives (list, expiry warnings), renewal,
- * revocation (the network's blocklist) and CA rotation with an overlap period. tbmesh has no server: every change
- * reaches nodes as a signed update bundle (`export.ts`).
+ * Certificate lifecycle on the CA side: what is issued and how long it lives (list, expiry warnings), renewal and
+ * revocation (the network's blocklist); CA rotation is `rotation.ts`. tbmesh has no server: every change reaches nodes
+ * as a signed update bundle (`export.ts`).
  */
 
 import {UsageError, UserError} from '../errors.js'
 import type {Home, Transaction} from '../home/home.js'
 import {blocklist, currentCertificate, currentCertificates, findNode, trustedCas} from '../home/queries.js'
-import type {CaRecord, CertificateRecord, NetworkState, NodeRecord} from '../home/types.js'
+import type {CaRecord, CertificateRecord, NetworkState, NodeRecord, RotationState} from '../home/types.js'
 import {EXPIRY_WARNING_SECONDS, iso} from '../lib/duration.js'
-import {endorsementMessage} from '../lib/messages.js'
-import {type Argon2Parameters, caPrivateKeyMatchesCertificate, certificateFromPem, ed25519Sign} from '../nebula/index.js'
-import {activeIssuer, createCa, DEFAULTS, hostValidity, issueHostCertificate, type Issuer} from './ca.js'
+import {certificateFromPem, type CertificateVersion, type Curve} from '../nebula/index.js'
+import {activeIssuer, hostValidity, issueHostCertificate, type Issuer} from './ca.js'
+import {markForUpdate, pendingInstalls} from './rounds.js'
 
 /** Status of a node's current certificate, as `tbmesh list` shows it. */
 export type CertificateStatus = 'valid' | 'expiring' | 'expired' | 'revoked' | 'superseded'
@@ -32,14 +32,25 @@ export interface NodeListing {
   status: CertificateStatus
   /** Fingerprint of the CA that issued the current certificate. */
   issuer: string
-  /** True while a CA rotation is under way and this node has not yet been sent an update with its new certificate. */
+  /** Format and curve of the current certificate. */
+  version: CertificateVersion
+  curve: Curve
+  /** True while the node has not yet been sent an update with its latest changes (rotation, renewal, revocations). */
   updatePending: boolean
+  /** Sequence number of the last bundle exported to the node (0: none). */
+  sequence: number
+  /** The highest sequence its admin reported installed (`tbmesh confirm-install`; 0: none). */
+  installed: number
+  /** True while the current CA rotation round waits for this node's install (see `confirm-install`). */
+  roundPending: boolean
 }
 
 /** What `tbmesh list` reports. */
 export interface ListResult {
   network: string
-  cas: Array<Pick<CaRecord, 'id' | 'name' | 'notAfter' | 'status'> & {daysLeft: number}>
+  cas: Array<Pick<CaRecord, 'id' | 'name' | 'notAfter' | 'status'> & {daysLeft: number; version: CertificateVersion; curve: Curve}>
+  /** The CA rotation under way or the last one, and the nodes its current round still waits for. */
+  rotation: (RotationState & {waitingFor: string[]}) | null
   nodes: NodeListing[]
 }
 
@@ -53,6 +64,7 @@ export function listNodes(state: NetworkState, opts: {org?: string; now?: number
   const wanted = opts.org?.toLowerCase()
   const nodes: NodeListing[] = []
   const newest = currentCertificates(state)
+  const waiting = new Set(pendingInstalls(state).map((n) => n.name))
   for (const node of state.nodes) {
     const org = orgs.get(node.organization)!
     if (wanted !== undefined && org.slug !== wanted && org.name.toLowerCase() !== wanted) continue
@@ -71,12 +83,19 @@ export function listNodes(state: NetworkState, opts: {org?: string; now?: number
       daysLeft: Math.floor((notAfter - now) / 86_400),
       status: certificateStatus(node, cert, now),
       issuer: cert.issuer,
+      version: cert.version ?? 1,
+      curve: cert.curve ?? 'CURVE25519',
       updatePending: (node.updatePending ?? false) && !node.revoked,
+      sequence: node.sequence ?? 0,
+      installed: node.installed ?? 0,
+      roundPending: waiting.has(node.name),
     })
   }
+  const daysLeft = (ca: CaRecord): number => Math.floor((Date.parse(ca.notAfter) / 1000 - now) / 86_400)
   return {
     network: state.network.name,
-    cas: trustedCas(state).map((ca) => ({id: ca.id, name: ca.name, notAfter: ca.notAfter, status: ca.status, daysLeft: Math.floor((Date.parse(ca.notAfter) / 1000 - now) / 86_400)})),
+    cas: trustedCas(state).map((ca) => ({id: ca.id, name: ca.name, notAfter: ca.notAfter, status: ca.status, daysLeft: daysLeft(ca), version: ca.version ?? 1, curve: ca.curve ?? 'CURVE25519'})),
+    rotation: state.rotation ? {...state.rotation, waitingFor: [...waiting]} : null,
     nodes,
   }
 }
@@ -190,7 +209,7 @@ export async function revoke(home: Home, name: string, opts: {reason?: string; n
     const node = findNode(state, name)
     if (node.revoked) throw new UserError(`node ${name} was already revoked on ${node.revoked.at}`, {fix: 'nothing to do'})
     node.revoked = {at: iso(now), ...(opts.reason ? {reason: opts.reason} : {})}
-    for (const other of state.nodes) if (!other.revoked) other.updatePending = true
+    markForUpdate(state)
     return {
       name,
       fingerprints: state.certificates.filter((c) => c.name === name).map((c) => c.fingerprint),
@@ -199,111 +218,23 @@ export async function revoke(home: Home, name: string, opts: {reason?: string; n
   })
 }
 
-/** What `tbmesh rotate-ca` reports. Times ISO 8601. */
-export interface RotateCaResult {
-  /** `started`: new CA active, old one still trusted; `finished`: old CA dropped from the trust bundle. */
-  phase: 'started' | 'finished'
-  caFingerprint: string
-  previousCaFingerprint: string
-  caNotAfter: string
-  /** Certificates re-issued by the new CA (started) — none when finishing. */
-  reissued: ReissuedCertificate[]
-  keyEncrypted: boolean
-}
-
-/** Throws UserError in a federated network's home: its CA is listed in the descriptor, which tbmesh does not yet rotate. */
-export function refuseFederatedRotation(state: NetworkState): void {
-  if (state.federation) {
-    throw new UserError("a federated network's member CAs are listed in its descriptor; tbmesh cannot rotate one yet", {
-      fix: 'keep the current CA (it lives ten years by default)',
-    })
-  }
-}
-
 /**
- * Starts a CA rotation: creates a new CA (same name and IP constraint, `durationSeconds`, key encrypted with
- * `passphrase` unless null), has the current CA (`caKey`) vouch for it, keeps the current CA in the trust bundle as
- * `retiring`, and re-issues every node's certificate with the new CA (same key, IP, groups and not-after, capped by
- * the new CA). Throws UserError while another rotation is under way, and in a federated network.
+ * Re-signs `node`'s current certificate (same public key, IPs, subnets, groups) with `issuer`, in the issuer's format
+ * version, until `notAfter`, marks the old ledger row superseded, and records the new one; the node then needs an
+ * update bundle.
  */
-export async function rotateCa(
-  home: Home,
-  caKey: Buffer,
-  opts: {passphrase: Buffer | null; durationSeconds?: number; argon2?: Argon2Parameters; now?: number},
-): Promise<RotateCaResult> {
-  const now = opts.now ?? Math.floor(Date.now() / 1000)
-  refuseFederatedRotation(home.state)
-  if (home.state.cas.some((c) => c.status === 'retiring')) {
-    throw new UserError('a CA rotation is already under way', {fix: 'ship its updates, then run `tbmesh rotate-ca --finish`'})
-  }
-  const old = await activeIssuer(home, caKey)
-  if (!caPrivateKeyMatchesCertificate(caKey, old.certificate)) throw new Error('rotateCa: caKey is not the active CA key')
-  const {name, ips, subnets, groups} = old.certificate.details
-  const ca = await createCa({
-    name,
-    ips,
-    subnets,
-    groups,
-    organization: old.record.organization,
-    durationSeconds: opts.durationSeconds ?? DEFAULTS.caDurationSeconds,
-    passphrase: opts.passphrase,
-    argon2: opts.argon2,
-    now,
-  })
-  const id = ca.record.id
-  const next: CaRecord = {...ca.record, endorsement: {by: old.record.id, signature: ed25519Sign(caKey, endorsementMessage(id)).toString('base64')}}
-  const issuer: Issuer = {record: next, certificate: ca.certificate, key: ca.privateKey}
-  return home.transaction(async (tx) => {
-    const {state} = tx
-    const retiring = state.cas.find((c) => c.status === 'retiring')
-    if (retiring) throw new UserError('a CA rotation is already under way', {fix: 'ship its updates, then run `tbmesh rotate-ca --finish`'})
-    await tx.writeCa(id, ca.pem, ca.keyPem)
-    state.cas.find((c) => c.id === old.record.id)!.status = 'retiring'
-    state.cas.push(next)
-    const reissued: ReissuedCertificate[] = []
-    const newest = currentCertificates(state)
-    for (const node of state.nodes) {
-      if (node.revoked) continue
-      // Same not-after as today's certificate; one that has already expired gets a fresh default lifetime.
-      const today = Date.parse(newest.get(node.name)!.notAfter) / 1000
-      const current = today > now ? today : now + DEFAULTS.hostDurationSeconds
-      reissued.push(await reissue(tx, node, issuer, now, Math.min(current, ca.certificate.details.notAfter - 1)))
-    }
-    return {phase: 'started', caFingerprint: id, previousCaFingerprint: old.record.id, caNotAfter: next.notAfter, reissued, keyEncrypted: next.encrypted}
-  })
-}
-
-/**
- * Finishes a CA rotation: the retiring CA leaves the trust bundle (certificates it signed are refused once nodes
- * install the next updates). Throws UserError when no rotation is under way.
- */
-export async function finishCaRotation(home: Home): Promise<RotateCaResult> {
-  return home.transaction(async (tx) => {
-    const {state} = tx
-    const retiring = state.cas.find((c) => c.status === 'retiring')
-    if (!retiring) throw new UserError('no CA rotation is under way', {fix: 'start one with `tbmesh rotate-ca`'})
-    retiring.status = 'retired'
-    for (const node of state.nodes) if (!node.revoked) node.updatePending = true
-    const active = state.cas.find((c) => c.status === 'active')!
-    return {phase: 'finished', caFingerprint: active.id, previousCaFingerprint: retiring.id, caNotAfter: active.notAfter, reissued: [], keyEncrypted: active.encrypted}
-  })
-}
-
-/**
- * Re-signs `node`'s current certificate (same public key, IPs, subnets, groups) with `ca` until `notAfter`, marks the
- * old ledger row superseded, and records the new one; the node then needs an update bundle.
- */
-async function reissue(tx: Transaction, node: NodeRecord, issuer: Issuer, now: number, notAfter: number): Promise<ReissuedCertificate> {
+export async function reissue(tx: Transaction, node: NodeRecord, issuer: Issuer, now: number, notAfter: number): Promise<ReissuedCertificate> {
   const row = currentCertificate(tx.state, node.name)!
   const old = certificateFromPem(await tx.readCertificate(row.fingerprint))
   // Strictly after the superseded certificate's not-before: re-signing the same details within the second they were
   // signed would otherwise yield the very same certificate (Ed25519 is deterministic), i.e. a duplicate fingerprint.
   const notBefore = Math.max(hostValidity(issuer.certificate, now).notBefore, Date.parse(row.notBefore) / 1000 + 1)
   const {name, ips, subnets, groups, publicKey} = old.details
-  const {fingerprint: fp} = issueHostCertificate(tx, issuer, {name, ips, subnets, groups, publicKey, notBefore, notAfter})
+  const {fingerprint: fp, format} = issueHostCertificate(tx, issuer, {name, ips, subnets, groups, publicKey, notBefore, notAfter})
   const issuedAt = new Date(Math.max(Date.now(), Date.parse(row.issuedAt) + 1)).toISOString()
   row.supersededAt = issuedAt
-  tx.state.certificates.push({...row, fingerprint: fp, notBefore: iso(notBefore), notAfter: iso(notAfter), issuer: issuer.record.id, issuedAt, supersededAt: undefined})
+  const {otherFingerprint: _, ...kept} = row
+  tx.state.certificates.push({...kept, fingerprint: fp, notBefore: iso(notBefore), notAfter: iso(notAfter), issuer: issuer.record.id, ...format, issuedAt, supersededAt: undefined})
   node.updatePending = true
   return {name: node.name, fingerprint: fp, previous: row.fingerprint, issuer: issuer.record.id, notAfter: iso(notAfter)}
 }

@@ -3,8 +3,9 @@
  * organization, lighthouses, origin, trusted members, blocklist, ports) and the node's secrets.
  */
 
-import {blocklist, findNode, trustedMembers} from '../home/queries.js'
+import {blocklist, findNode, memberCas, presentedCertificates, trustedCas, trustedMembers} from '../home/queries.js'
 import type {NetworkState} from '../home/types.js'
+import {type CertificateFormatFacts, certificateFromPem, nebulaRequirement} from '../nebula/index.js'
 import type {NodeProfile} from '../render/profile.js'
 
 /** Where the rendered config.yml expects the PKI files (Debian's and Nebula's customary /etc/nebula). */
@@ -23,6 +24,12 @@ export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: s
     ? descriptor.lighthouses.filter((l) => !(l.organization === state.federation!.self.slug && revoked.has(l.overlayIp))).map((l) => ({overlayIp: l.overlayIp, endpoint: l.endpoint}))
     : state.nodes.filter((n) => n.lighthouse && n.endpoint && !n.revoked).map((n) => ({overlayIp: n.overlayIp, endpoint: n.endpoint!}))
   const members = trustedMembers(state)
+  const presented = presentedCertificates(state, node.name)
+  // What the node's nebula must load: the trust bundle (the members' CAs, or the network's) and its certificates.
+  const facts: CertificateFormatFacts[] = [
+    ...(members ? members.flatMap((m) => memberCas(m).map((ca) => certificateFromPem(ca.caCertificate))) : trustedCas(state).map((ca) => ({version: ca.version ?? 1, details: {curve: ca.curve ?? 'CURVE25519', isCA: true}}))),
+    ...presented.map((c) => ({version: c.version ?? 1, details: {curve: c.curve ?? 'CURVE25519', isCA: false}})),
+  ]
   return {
     network: {name: state.network.name, cidr: state.network.cidr},
     node: {
@@ -36,11 +43,13 @@ export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: s
     ports: {...state.network.ports},
     lighthouses,
     ...(origin ? {originOverlayIp: origin.overlayIp} : {}),
-    ...(members ? {members: members.map((m) => ({organization: m.slug, block: m.block, caFingerprint: m.caFingerprint}))} : {}),
+    ...(members ? {members: members.flatMap((m) => memberCas(m).map((ca) => ({organization: m.slug, block: m.block, caFingerprint: ca.caFingerprint})))} : {}),
     rpc,
     tun: {...state.network.tun},
     pki,
+    ...(presented.length > 1 ? {initiatingVersion: presented.at(-1)!.version ?? 1} : {}),
     blocklist: blocklist(state),
+    minNebulaVersion: nebulaRequirement(facts).version,
   }
 }
 

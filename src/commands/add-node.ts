@@ -1,11 +1,12 @@
 import {Flags} from '@oclif/core'
 
 import {caPassphraseFlag, TbmeshCommand} from '../base-command.js'
-import {addNode, type AddNodeResult} from '../ca/ca.js'
+import {addNode, type AddNodeResult, requireKeyCurve} from '../ca/ca.js'
 import {UsageError, UserError} from '../errors.js'
 import {type JoinRequest, readJoinRequest, readPublicKeyFile, type ReceivedJoinRequest} from '../join/join-request.js'
 import {parseDuration} from '../lib/duration.js'
 import {slugify} from '../lib/names.js'
+import type {Curve} from '../nebula/index.js'
 
 export default class AddNode extends TbmeshCommand {
   static override summary = 'Add a node: allocate its overlay IP and sign its Nebula host certificate.'
@@ -37,7 +38,7 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
     duration: Flags.string({description: 'certificate lifetime (e.g. 365d, 8760h); default one year, capped at the CA\'s expiry'}),
     access: Flags.option({options: ['trusted', 'managed'] as const, description: 'TruBudget access level: trusted (admin) or managed (basic); default trusted for --origin, else managed'})(),
     request: Flags.file({description: 'join request file from `tbmesh join-request` (the joiner keeps its key)', exclusive: ['pubkey'], exists: false}),
-    pubkey: Flags.file({description: 'Nebula X25519 public key file of the joiner (PEM)', exclusive: ['request']}),
+    pubkey: Flags.file({description: 'Nebula public key file of the joiner (PEM, X25519 or P256: the CA\'s curve)', exclusive: ['request']}),
     yes: Flags.boolean({char: 'y', description: 'approve the --request without asking (only after checking its verification code)'}),
     'passphrase-file': caPassphraseFlag,
   }
@@ -47,10 +48,11 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
     const durationSeconds = flags.duration === undefined ? undefined : parseDuration(flags.duration)
     const home = await this.openHome(flags)
     const joiner: {publicKey: Buffer; request?: JoinRequest} | undefined = flags.request
-      ? await this.approveRequest(flags.request, flags.org, Boolean(flags.yes))
+      ? await this.approveRequest(flags.request, flags.org, Boolean(flags.yes), home.activeCa().curve ?? 'CURVE25519')
       : flags.pubkey
         ? {publicKey: await readPublicKeyFile(flags.pubkey)}
         : undefined
+    if (flags.pubkey && joiner) requireKeyCurve(home.activeCa().curve ?? 'CURVE25519', joiner.publicKey, flags.pubkey)
     const known = home.state.organizations.map((o) => o.name)
     const org = joiner?.request?.organization ?? (await this.ask('--org', flags.org ?? home.state.federation?.self.organization, {message: 'Organization (as TruBudget knows it)', choices: undefined, default: known[0]}))
     const caKey = await this.unlockCa(home, flags['passphrase-file'])
@@ -76,9 +78,11 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
   }
 
   /** Shows a join request and its verification code and gets the operator's approval (prompt, or --yes). */
-  private async approveRequest(file: string, org: string | undefined, yes: boolean): Promise<ReceivedJoinRequest> {
+  private async approveRequest(file: string, org: string | undefined, yes: boolean, curve: Curve): Promise<ReceivedJoinRequest> {
     const received = await readJoinRequest(file)
     const {request} = received
+    // Before asking: a key of another curve than the CA's cannot be signed, whatever the operator answers.
+    requireKeyCurve(curve, received.publicKey, `the join request of ${JSON.stringify(request.organization)}`)
     if (org !== undefined && slugify(org) !== slugify(request.organization)) {
       throw new UsageError(`--org ${org} differs from the request's organization ${request.organization}`, {fix: 'drop --org'})
     }

@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 
-import {TbmeshCommand, type TbmeshFlags} from '../base-command.js'
+import {certVersionFlag, certVersionOf, curveFlag, curveOf, TbmeshCommand, type TbmeshFlags} from '../base-command.js'
 import {checkNetworkOptions, DEFAULTS, initCa, type InitCaResult} from '../ca/ca.js'
 import {type FederatedInitResult, foundFederation, joinFederation} from '../federation/federation.js'
 import {parseDuration} from '../lib/duration.js'
@@ -9,11 +9,13 @@ import {resolvePassphrase} from '../lib/passphrase.js'
 export default class InitCa extends TbmeshCommand {
   static override summary = 'Create a network: its CA, overlay CIDR, RPC secret and state.'
 
-  static override description = `Creates the network's Certificate Authority (an Ed25519 Nebula CA named after the network and constrained to the overlay CIDR), a MultiChain RPC password shared by every node, and the state in --home.
+  static override description = `Creates the network's Certificate Authority (a Nebula CA named after the network and constrained to the overlay CIDR: v1 Curve25519 by default, see --cert-version and --curve), a MultiChain RPC password shared by every node, and the state in --home.
 
 The CA key is stored encrypted (Argon2id + AES-256-GCM, nebula-cert's format). The passphrase comes from --passphrase-file, TBMESH_CA_PASSPHRASE, or a prompt on a terminal (asked twice); --no-passphrase stores the key unencrypted.
 
 A CA that expires breaks every tunnel of the network at once, so the default lifetime is ten years.
+
+Certificate version and curve: v1 (the default) is read by every Nebula from 1.6.1 on; v2 needs Nebula 1.10 or newer on every node (1.6.1 and 1.9.3 refuse to start with a v2 CA). --curve P256 (ECDSA, for compliance regimes that require NIST curves) needs Nebula 1.7 or newer (1.6.1 crashes on P256 keys). A v1 network moves to v2 later with \`tbmesh rotate-ca --cert-version 2\`; the curve cannot change.
 
 With --federated there is no network-wide CA: each organization has its own, constrained (in the certificate, which Nebula enforces) to the overlay and to its own groups (org:<slug>, access:…, role:…), and a signed network descriptor lists the members. --federated --org ORG founds such a network (ORG gets the first block and signs descriptor version 1); --federated --org ORG --descriptor FILE creates a joining organization's home against a version received from a member, then \`tbmesh federation request\` asks to join.`
 
@@ -21,6 +23,7 @@ With --federated there is no network-wide CA: each organization has its own, con
     {description: 'Create a network on 10.42.0.0/16, asking for the CA passphrase', command: '<%= config.bin %> <%= command.id %> --network trubudget-prod --cidr 10.42.0.0/16'},
     {description: 'Scripted, with the passphrase in a file and a 5-year CA', command: '<%= config.bin %> <%= command.id %> --network tb --cidr 10.42.0.0/16 --duration 5y --passphrase-file ca.pass'},
     {description: 'Organizations get /20 blocks instead of /24', command: '<%= config.bin %> <%= command.id %> --network tb --cidr 10.0.0.0/12 --org-prefix 20'},
+    {description: 'v2 certificates and P256 keys (every node runs Nebula 1.10+)', command: '<%= config.bin %> <%= command.id %> --network tb --cidr 10.42.0.0/16 --cert-version 2 --curve P256'},
     {description: 'Found a federated network as ACME (one CA per organization)', command: '<%= config.bin %> <%= command.id %> --federated --org ACME --network tb --cidr 10.42.0.0/16'},
     {description: 'Join a federated network as Umbrella, against the descriptor ACME sent', command: '<%= config.bin %> <%= command.id %> --federated --org Umbrella --descriptor tb.v3.json'},
   ]
@@ -33,6 +36,8 @@ With --federated there is no network-wide CA: each organization has its own, con
     'passphrase-file': Flags.file({description: 'file holding the CA passphrase (or set TBMESH_CA_PASSPHRASE)', exists: false, exclusive: ['no-passphrase']}),
     'no-passphrase': Flags.boolean({description: 'store the CA key unencrypted (not recommended)'}),
     force: Flags.boolean({char: 'f', description: 'destroy an existing network in --home and start over'}),
+    'cert-version': certVersionFlag({description: 'Nebula certificate version: 1 (default; every Nebula) or 2 (Nebula 1.10+ on every node)', exclusive: ['descriptor']}),
+    curve: curveFlag({description: 'key curve: 25519 (default) or P256 (Nebula 1.7+ on every node)', exclusive: ['descriptor']}),
     federated: Flags.boolean({description: 'one CA per organization: found a federated network, or join one with --descriptor', helpGroup: 'FEDERATION'}),
     org: Flags.string({char: 'o', description: 'this organization (with --federated)', dependsOn: ['federated'], helpGroup: 'FEDERATION'}),
     descriptor: Flags.file({description: 'network descriptor received from a member: join that network', dependsOn: ['federated'], exclusive: ['network', 'cidr', 'org-prefix', 'approvals'], helpGroup: 'FEDERATION'}),
@@ -58,12 +63,15 @@ With --federated there is no network-wide CA: each organization has its own, con
       orgPrefix: flags['org-prefix'],
       passphrase,
       force: flags.force,
+      certVersion: certVersionOf(flags['cert-version']),
+      curve: curveOf(flags.curve),
     })
     // Warned after the fact, so that a refused init-ca prints its one error line and nothing else.
     if (!passphrase) this.warn('the CA key is stored unencrypted: anyone who can read it can add nodes to the network')
     this.log(`Created network ${result.network} (${result.cidr}, /${result.orgPrefix} per organization) in ${result.home}`)
-    this.log(`CA fingerprint: ${result.caFingerprint}`)
+    this.log(`CA fingerprint: ${result.caFingerprint} (v${result.caVersion} ${result.caCurve === 'P256' ? 'P256' : 'Curve25519'})`)
     this.log(`CA valid until: ${result.caNotAfter} (${result.caLifetime})${result.keyEncrypted ? '' : ' — key NOT encrypted'}`)
+    if (result.caVersion === 2 || result.caCurve === 'P256') this.log(`Every node needs Nebula ${result.caVersion === 2 ? '1.10' : '1.7'} or newer.`)
     this.log('Next: tbmesh add-node --org ORG --origin --lighthouse --endpoint HOST:4242')
     return result
   }
@@ -83,7 +91,7 @@ With --federated there is no network-wide CA: each organization has its own, con
     const common = {org, passphrase, durationSeconds, force: flags.force}
     const result = flags.descriptor
       ? await joinFederation(this.homeDir(flags), {...common, descriptorFile: flags.descriptor, block: flags.block, access: flags.access})
-      : await foundFederation(this.homeDir(flags), {...common, network: network!, cidr: flags.cidr!, orgPrefix: flags['org-prefix'], requiredApprovals: flags.approvals})
+      : await foundFederation(this.homeDir(flags), {...common, network: network!, cidr: flags.cidr!, orgPrefix: flags['org-prefix'], requiredApprovals: flags.approvals, version: certVersionOf(flags['cert-version']), curve: curveOf(flags.curve)})
     if (!passphrase) this.warn(`the CA key is stored unencrypted: anyone who can read it can add nodes as ${result.organization}`)
     this.log(`${result.member ? 'Founded' : 'Prepared to join'} federated network ${result.network} (${result.cidr}) as ${result.organization}, block ${result.block}, in ${result.home}`)
     this.log(`CA fingerprint: ${result.caFingerprint} (valid until ${result.caNotAfter})`)

@@ -26,6 +26,8 @@ It also writes the underlay guard, DIR/host/underlay-guard.nft: an nftables tabl
 
 --force replaces a tbmesh installation only (DIR holds tbmesh's manifest.json): any other non-empty directory is refused and nothing in it is deleted. A bundle older than the installation of the same node in DIR (a join bundle or an update) is refused, with --force too: it would bring back older certificates and an older blocklist. --allow-rollback installs it anyway, with a warning.
 
+It refuses, before writing anything, a bundle whose certificates the nebula on PATH cannot load: v2 certificates need Nebula 1.10 or newer (1.6.1 and 1.9.3 refuse to start with a v2 CA), P256 needs 1.7 or newer. At the end it prints a receipt, NODE@SEQUENCE, to report to the network operator (\`tbmesh confirm-install\`): a CA rotation's next round waits for every node's.
+
 An update bundle (from \`tbmesh export-update\`) goes onto an existing installation: it must be for the same node and network, newer than what is installed (replays and rollbacks are refused), and signed by a CA the installation trusts, or by the CA that one vouched for during a CA rotation, so --ca-fingerprint is not needed. The new files are swapped in atomically; --reload then makes the running nebula pick them up.`
 
   static override examples = [
@@ -83,6 +85,7 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     if (result.rollback) {
       this.warn(`rolled back ${result.manifest.node} from bundle sequence ${result.rollback.installed} to ${result.rollback.sequence}: its certificates and blocklist are those of the older bundle`)
     }
+    this.log(`Receipt for the network operator: ${result.receipt} (they record it with \`tbmesh confirm-install ${result.receipt}\`)`)
     if (!result.nebulaTest.ran) this.warn('nebula is not installed here: could not run `nebula -test` on the config')
     else if (result.nebulaTest.ok) this.log('nebula -test: ok')
     else {

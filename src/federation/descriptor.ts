@@ -12,7 +12,7 @@
  * The descriptor is versioned. Version 1 is signed by the founding organization. Every later version changes one thing
  * (`change`), names the digest of the version it extends (`previous`), and is valid only with the approvals of enough
  * members of that previous version: by default more than half of them (`requiredApprovals: 'majority'`), as TruBudget
- * requires for new organizations. An approval is an Ed25519 signature by a member's CA key over
+ * requires for new organizations. An approval is a signature (Ed25519, or ECDSA P256) by a member's CA key over
  * `tbmesh-network-descriptor:v1:<digest>`, where the digest is the hex SHA-256 of the descriptor's canonical JSON
  * (object keys sorted, no white space).
  *
@@ -21,6 +21,7 @@
  */
 
 import {UserError} from '../errors.js'
+import {memberCas} from '../home/queries.js'
 import type {
   AccessLevel,
   Approval,
@@ -35,10 +36,10 @@ import type {
   SignedRevocationList,
 } from '../home/types.js'
 import {checkEndpoint, contains, formatCidr, overlaps, parseCidr, parseIp} from '../lib/ip.js'
-import {approvalMessage, canonicalJson, jsonDigest, requestMessage, revocationMessage} from '../lib/messages.js'
+import {approvalMessage, canonicalJson, jsonDigest, requestMessage, revocationMessage, verificationCode} from '../lib/messages.js'
 import {organizationNameProblem, slugify} from '../lib/names.js'
 import {DNS_LABEL, guard, SHA256_HEX} from '../lib/text.js'
-import {certificateFromPem, checkSignature, ed25519Sign, ed25519Verify, fingerprint, type NebulaCertificate} from '../nebula/index.js'
+import {blocklistFingerprints, caSign, caSignatureValid, certificateFromPem, checkSignature, fingerprint, type NebulaCertificate} from '../nebula/index.js'
 
 /** `type` of a descriptor version. */
 export const DESCRIPTOR_TYPE = 'tbmesh-network-descriptor'
@@ -52,9 +53,20 @@ export function descriptorDigest(descriptor: NetworkDescriptor): string {
   return jsonDigest(descriptor)
 }
 
-/** Signs `descriptor` as member `organization` (slug) with its CA key (64 bytes, Nebula Ed25519). */
+/**
+ * The verification code of a membership (`verificationCode` in `lib/messages.ts`) over the canonical JSON of the member
+ * entry (organization, slug, block, access, CA fingerprint) and of `baseDigest`, the digest of the descriptor version
+ * the membership extends, as `XXXX-XXXX-XXXX-XXXX-XXXX`. The requester and every approver see the same code and compare it by phone:
+ * it covers the CA that will be trusted, the block it may use, and the network the joiner was given (a joiner trusts
+ * the descriptor file it received; a matching code shows it received the members' own).
+ */
+export function membershipCode(m: Pick<Member, 'organization' | 'slug' | 'block' | 'access' | 'caFingerprint'>, baseDigest: string): string {
+  return verificationCode('membership', canonicalJson({organization: m.organization, slug: m.slug, block: m.block, access: m.access, caFingerprint: m.caFingerprint, base: baseDigest}))
+}
+
+/** Signs `descriptor` as member `organization` (slug) with its CA key (64-byte Ed25519 or 32-byte P256). */
 export function approve(descriptor: NetworkDescriptor, organization: string, caFingerprint: string, caKey: Buffer): Approval {
-  return {organization, caFingerprint, signature: ed25519Sign(caKey, approvalMessage(descriptorDigest(descriptor))).toString('base64')}
+  return {organization, caFingerprint, signature: caSign(caKey, approvalMessage(descriptorDigest(descriptor))).toString('base64')}
 }
 
 /** The groups a member's CA may list: its `org:` group, its access groups and the role groups. */
@@ -73,11 +85,29 @@ export function approvalsNeeded(rule: NetworkDescriptor['requiredApprovals'], me
 }
 
 /**
- * The members whose approvals count for `d`: those of the version it extends (for version 1, the founder). An added
- * member is always the last one ({@link checkDescriptor} and {@link checkSuccessor} insist), so it never counts.
+ * The members whose approvals count for `d`, with the CAs that may sign them: those of the version it extends (for
+ * version 1, the founder). An added member is always the last one ({@link checkDescriptor} and {@link checkSuccessor}
+ * insist), so it never counts; a member's new CA counts only from the version after the one that adds it; and a
+ * member finishing its CA rotation approves alone, with its new CA (see `member-ca.ts`).
  */
 export function approvingMembers(d: NetworkDescriptor): Member[] {
-  return d.change.kind === 'add-member' ? d.members.slice(0, -1) : d.members
+  const c = d.change
+  if (c.kind === 'add-member') return d.members.slice(0, -1)
+  if (c.kind === 'finish-member-ca-rotation') return d.members.filter((m) => m.slug === c.organization)
+  if (c.kind === 'rotate-member-ca') {
+    return d.members.map((m) => {
+      if (m.slug !== c.organization) return m
+      const {incomingCa: _, ...before} = m
+      return before
+    })
+  }
+  return d.members
+}
+
+/** How many approvals `d` needs: one (the member's own) to finish a CA rotation; otherwise by the network's rule. */
+export function approvalsNeededFor(d: NetworkDescriptor): number {
+  if (d.change.kind === 'finish-member-ca-rotation') return 1
+  return approvalsNeeded(d.requiredApprovals, approvingMembers(d).length)
 }
 
 /** Approval status of a version: who approved (slugs, each counted once) and how many are needed. */
@@ -100,14 +130,15 @@ export function checkApprovals(signed: SignedDescriptor, what: string): Approval
     const member = voters.find((m) => m.slug === a.organization)
     const fix = 'ask for a fresh copy from the organization that sent it'
     if (!member) throw new UserError(`${what} carries an approval by ${JSON.stringify(a.organization)}, which cannot approve version ${d.version}`, {fix})
-    if (member.caFingerprint !== a.caFingerprint) throw new UserError(`${what}: the approval of ${a.organization} names another CA than the member's`, {fix})
-    const ca = certificateFromPem(member.caCertificate)
-    if (!ed25519Verify(ca.details.publicKey, message, Buffer.from(a.signature, 'base64'))) {
+    const signer = memberCas(member).find((c) => c.caFingerprint === a.caFingerprint)
+    if (!signer) throw new UserError(`${what}: the approval of ${a.organization} names another CA than the member's`, {fix})
+    const ca = certificateFromPem(signer.caCertificate)
+    if (!caSignatureValid(ca, message, Buffer.from(a.signature, 'base64'))) {
       throw new UserError(`${what}: the approval of ${a.organization} does not verify (the file was changed after it was signed)`, {fix})
     }
     if (!approvedBy.includes(a.organization)) approvedBy.push(a.organization)
   }
-  const needed = approvalsNeeded(d.requiredApprovals, voters.length)
+  const needed = approvalsNeededFor(d)
   return {approvedBy, needed, complete: approvedBy.length >= needed}
 }
 
@@ -125,7 +156,6 @@ export function checkMemberCa(m: Pick<Member, 'slug' | 'access' | 'caCertificate
   }
   if (!ca.details.isCA || !checkSignature(ca, ca.details.publicKey)) return `the CA certificate of ${m.slug} is not a valid self-signed CA`
   if (m.caFingerprint !== undefined && fingerprint(ca) !== m.caFingerprint) return `the CA fingerprint of ${m.slug} does not match its certificate`
-  if (ca.details.curve !== 'CURVE25519') return `the CA of ${m.slug} is not an Ed25519 CA`
   if (ca.details.ips.length !== 1 || ca.details.ips[0] !== cidr) return `the CA of ${m.slug} is not constrained to the overlay ${cidr}`
   const allowed = allowedCaGroups(m.slug, m.access)
   if (!ca.details.groups.includes(`org:${m.slug}`)) return `the CA of ${m.slug} is not constrained to the group org:${m.slug}`
@@ -166,6 +196,7 @@ export function checkDescriptor(value: unknown, what: string): SignedDescriptor 
   if (!Array.isArray(d.members) || d.members.length === 0) bad('"members" is empty')
   const blocks: Array<[string, ReturnType<typeof parseCidr>]> = []
   const cas = new Set<string>()
+  let curve: string | undefined
   for (const m of d.members) {
     if (typeof m !== 'object' || m === null || typeof m.slug !== 'string' || !DNS_LABEL.test(m.slug)) bad('a member has no valid slug')
     const nameProblem = organizationNameProblem(m.organization)
@@ -182,10 +213,19 @@ export function checkDescriptor(value: unknown, what: string): SignedDescriptor 
     }
     blocks.push([m.slug, block])
     if (typeof m.caCertificate !== 'string' || typeof m.caFingerprint !== 'string') bad(`member ${m.slug} has no CA certificate`)
-    const ca = checkMemberCa(m, d.cidr)
-    if (typeof ca === 'string') bad(ca)
-    if (cas.has(m.caFingerprint)) bad(`the CA of ${m.slug} belongs to another member too`)
-    cas.add(m.caFingerprint)
+    const incoming = m.incomingCa as unknown
+    if (incoming !== undefined && (typeof incoming !== 'object' || incoming === null || typeof m.incomingCa!.caCertificate !== 'string' || typeof m.incomingCa!.caFingerprint !== 'string')) {
+      bad(`member ${m.slug} has a malformed incoming CA`)
+    }
+    for (const entry of memberCas(m)) {
+      const ca = checkMemberCa({slug: m.slug, access: m.access, ...entry}, d.cidr)
+      if (typeof ca === 'string') return bad(ca)
+      // One curve for the whole network: Nebula cannot make a tunnel between nodes of different curves.
+      curve ??= ca.details.curve
+      if (ca.details.curve !== curve) bad(`the CA of ${m.slug} uses ${ca.details.curve}, another curve than the network's (${curve})`)
+      if (cas.has(entry.caFingerprint)) bad(`the CA ${entry.caFingerprint} of ${m.slug} is listed twice or belongs to another member too`)
+      cas.add(entry.caFingerprint)
+    }
   }
   const blockOf = (slug: unknown, ip: unknown, role: string): void => {
     const entry = blocks.find(([s]) => s === slug)
@@ -218,7 +258,9 @@ export function checkDescriptor(value: unknown, what: string): SignedDescriptor 
       typeof c.origin === 'boolean' &&
       (c.lighthouse || c.origin) &&
       (!c.lighthouse || (lastLighthouse?.overlayIp === c.overlayIp && lastLighthouse?.organization === c.organization)) &&
-      (!c.origin || (d.origin?.overlayIp === c.overlayIp && d.origin?.organization === c.organization)))
+      (!c.origin || (d.origin?.overlayIp === c.overlayIp && d.origin?.organization === c.organization))) ||
+    (c.kind === 'rotate-member-ca' && d.version > 1 && d.members.some((m) => m.slug === c.organization && m.incomingCa?.caFingerprint === c.caFingerprint)) ||
+    (c.kind === 'finish-member-ca-rotation' && d.version > 1 && d.members.some((m) => m.slug === c.organization && !m.incomingCa && m.caFingerprint === c.caFingerprint))
   if (!kindOk) bad(`"change" (${JSON.stringify(c.kind)}) does not fit the version`)
   for (const a of signed.approvals) {
     if (typeof a !== 'object' || a === null || typeof a.organization !== 'string' || typeof a.caFingerprint !== 'string' || typeof a.signature !== 'string') bad('an approval is malformed')
@@ -228,7 +270,8 @@ export function checkDescriptor(value: unknown, what: string): SignedDescriptor 
 
 /**
  * Checks that `next` is the version right after `current` and changes only what its `change` says: same settings,
- * every member, lighthouse and the origin of `current` kept unchanged, plus exactly the one addition. Throws UserError.
+ * every member, lighthouse and the origin of `current` kept unchanged, plus exactly the one addition (or, for a
+ * member's CA rotation, exactly that member's new or replaced CA). Throws UserError.
  */
 export function checkSuccessor(current: NetworkDescriptor, next: NetworkDescriptor, what: string): void {
   const fix = 'import the versions in order, or ask for the current version'
@@ -244,7 +287,21 @@ export function checkSuccessor(current: NetworkDescriptor, next: NetworkDescript
   }
   if (base(next) !== base(current)) refuse('changes the network settings or the approval rule')
   const sameList = <T>(a: T[], b: T[]) => a.length <= b.length && a.every((x, i) => canonicalJson(x) === canonicalJson(b[i]))
-  if (!sameList(current.members, next.members)) refuse('changes or removes a member')
+  const c = next.change
+  // A member's CA rotation changes exactly its entry: the new CA added as incoming, or the incoming CA made its CA.
+  const members = current.members.map((m): Member => {
+    if (c.kind === 'rotate-member-ca' && m.slug === c.organization) {
+      if (m.incomingCa) refuse(`starts a CA rotation of ${m.slug}, which is already rotating its CA`)
+      return {...m, incomingCa: next.members.find((n) => n.slug === m.slug)?.incomingCa}
+    }
+    if (c.kind === 'finish-member-ca-rotation' && m.slug === c.organization) {
+      if (!m.incomingCa) refuse(`finishes a CA rotation of ${m.slug}, which is not rotating its CA`)
+      const {incomingCa, ...rest} = m
+      return {...rest, caCertificate: incomingCa!.caCertificate, caFingerprint: incomingCa!.caFingerprint}
+    }
+    return m
+  })
+  if (!sameList(members, next.members)) refuse('changes or removes a member')
   if (!sameList(current.lighthouses, next.lighthouses)) refuse('changes or removes a lighthouse')
   if (current.origin !== null && canonicalJson(current.origin) !== canonicalJson(next.origin)) refuse('changes the origin node')
   const added = {
@@ -252,7 +309,6 @@ export function checkSuccessor(current: NetworkDescriptor, next: NetworkDescript
     lighthouses: next.lighthouses.length - current.lighthouses.length,
     origin: current.origin === null && next.origin !== null ? 1 : 0,
   }
-  const c = next.change
   const expected = {
     members: c.kind === 'add-member' ? 1 : 0,
     lighthouses: c.kind === 'add-role-node' && c.lighthouse ? 1 : 0,
@@ -298,7 +354,7 @@ export function checkMembershipRequest(value: unknown, what: string): {request: 
   } catch {}
   const ca = checkMemberCa(r, cidr ?? '')
   if (typeof ca === 'string') bad(ca)
-  if (!ed25519Verify((ca as NebulaCertificate).details.publicKey, requestMessage(r), Buffer.from(signed.signature, 'base64'))) {
+  if (!caSignatureValid(ca as NebulaCertificate, requestMessage(r), Buffer.from(signed.signature, 'base64'))) {
     bad('its signature does not verify (the file was changed after it was made)')
   }
   return {request: r, ca: ca as NebulaCertificate}
@@ -311,8 +367,9 @@ export function checkMembershipRequest(value: unknown, what: string): {request: 
 export const REVOCATION_LIST_TYPE = 'tbmesh-revocation-list'
 
 /**
- * Checks a revocation list against descriptor `d`: published by a member with its current CA, signed by it, and every
- * certificate a host certificate issued and signed by that CA. Returns the list and the revoked fingerprints (sorted).
+ * Checks a revocation list against descriptor `d`: published by a member with one of its CAs (its CA, or while it
+ * rotates, its incoming CA), signed by it, and every certificate a host certificate issued and signed by one of the
+ * member's CAs. Returns the list and the revoked fingerprints (sorted; for P256 both forms of each signature).
  * Throws UserError naming `what`.
  */
 export function checkRevocationList(value: unknown, d: NetworkDescriptor, what: string): {list: RevocationList; fingerprints: string[]} {
@@ -327,10 +384,12 @@ export function checkRevocationList(value: unknown, d: NetworkDescriptor, what: 
   if (!Number.isInteger(r.sequence) || r.sequence < 1) bad('"sequence" is not a positive integer')
   if (!Array.isArray(r.certificates) || r.certificates.some((c) => typeof c !== 'string')) bad('"certificates" is not a list of PEM certificates')
   const member = d.members.find((m) => m.slug === r.organization)
-  if (!member) bad(`${JSON.stringify(r.organization)} is not a member of version ${d.version}`)
-  if (member!.caFingerprint !== r.caFingerprint) bad(`it names another CA than ${member!.organization}'s`)
-  const ca = certificateFromPem(member!.caCertificate)
-  if (!ed25519Verify(ca.details.publicKey, revocationMessage(r), Buffer.from(signed.signature, 'base64'))) bad('its signature does not verify (the file was changed after it was signed)')
+  if (!member) return bad(`${JSON.stringify(r.organization)} is not a member of version ${d.version}`)
+  // Either of the member's CAs while it rotates: the list is signed by the one that signs for it now.
+  const cas = new Map(memberCas(member).map((c) => [c.caFingerprint, certificateFromPem(c.caCertificate)]))
+  const ca = cas.get(r.caFingerprint)
+  if (!ca) return bad(`it names another CA than ${member.organization}'s`)
+  if (!caSignatureValid(ca, revocationMessage(r), Buffer.from(signed.signature, 'base64'))) bad('its signature does not verify (the file was changed after it was signed)')
   const fingerprints = new Set<string>()
   for (const pem of r.certificates) {
     let cert: NebulaCertificate
@@ -339,10 +398,12 @@ export function checkRevocationList(value: unknown, d: NetworkDescriptor, what: 
     } catch (error) {
       return bad(`a certificate does not parse (${(error as Error).message})`)
     }
-    if (cert.details.isCA || cert.details.issuer !== member!.caFingerprint || !checkSignature(cert, ca.details.publicKey)) {
-      bad(`it lists ${JSON.stringify(cert.details.name)}, a certificate not issued by ${member!.organization}'s CA`)
+    const issuer = cas.get(cert.details.issuer)
+    if (cert.details.isCA || !issuer || !checkSignature(cert, issuer.details.publicKey)) {
+      bad(`it lists ${JSON.stringify(cert.details.name)}, a certificate not issued by ${member.organization}'s CA`)
     }
-    fingerprints.add(fingerprint(cert))
+    // Both fingerprints of a P256 certificate (either form of its signature verifies).
+    for (const fp of blocklistFingerprints(cert)) fingerprints.add(fp)
   }
   return {list: r, fingerprints: [...fingerprints].sort()}
 }

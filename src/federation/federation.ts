@@ -9,6 +9,7 @@ import {rm} from 'node:fs/promises'
 import {resolve} from 'node:path'
 
 import {checkNetworkOptions, createCa, DEFAULTS, newSecrets} from '../ca/ca.js'
+import {markForUpdate, startRound} from '../ca/rounds.js'
 import {UsageError, UserError} from '../errors.js'
 import {Home} from '../home/home.js'
 import {isMember} from '../home/queries.js'
@@ -26,9 +27,9 @@ import {
 import {formatDuration, iso} from '../lib/duration.js'
 import {writeNewFile} from '../lib/files.js'
 import {contains, formatCidr, nextFreeBlock, overlaps, parseCidr} from '../lib/ip.js'
-import {canonicalJson, requestMessage, verificationCode} from '../lib/messages.js'
+import {requestMessage} from '../lib/messages.js'
 import {checkOrganizationName, organizationConflict, slugify, slugTwin} from '../lib/names.js'
-import {type Argon2Parameters, ed25519Sign, fingerprint, type NebulaCertificate} from '../nebula/index.js'
+import {type Argon2Parameters, caSign, certificateFromPem, type CertificateVersion, type Curve, fingerprint, type NebulaCertificate} from '../nebula/index.js'
 import {
   allowedCaGroups,
   approvalsNeeded,
@@ -42,9 +43,11 @@ import {
   descriptorDigest,
   FORMAT_VERSION,
   MEMBERSHIP_REQUEST_TYPE,
+  membershipCode,
   nextVersion,
 } from './descriptor.js'
-import {markForUpdate, readJson, requireFederation, requireMember} from './guards.js'
+import {readJson, requireFederation, requireMember} from './guards.js'
+import {ownRotationRound, rotationCode} from './member-ca.js'
 import {importRevocations, type ImportRevocationsResult} from './revocations.js'
 
 /** The smallest `--approvals` that can ask for more than a majority (see {@link approvalsNeeded}). */
@@ -61,6 +64,12 @@ export interface FederatedCaOptions {
   argon2?: Argon2Parameters
   /** Current time, Unix seconds (tests). */
   now?: number
+}
+
+/** The certificate version and curve of a member's new CA. */
+interface CaFormat {
+  version?: CertificateVersion
+  curve?: Curve
 }
 
 /** What `init-ca --federated` reports. Times ISO 8601. */
@@ -93,7 +102,7 @@ export interface FederatedInitResult {
  */
 export async function foundFederation(
   homeDir: string,
-  opts: FederatedCaOptions & {network: string; cidr: string; orgPrefix?: number; requiredApprovals?: number},
+  opts: FederatedCaOptions & CaFormat & {network: string; cidr: string; orgPrefix?: number; requiredApprovals?: number},
 ): Promise<FederatedInitResult> {
   const {name, net, orgPrefix} = checkNetworkOptions(opts)
   // A change always needs more than half of the members (approvalsNeeded); a fixed number only raises that. 1 or 2
@@ -106,7 +115,7 @@ export async function foundFederation(
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const block = formatCidr(nextFreeBlock(net, orgPrefix, []))
   const settings = {name, cidr: formatCidr(net), orgPrefix, createdAt: iso(now), ports: {...DEFAULTS.ports}, tun: {...DEFAULTS.tun}}
-  return createMemberHome(homeDir, opts, settings, block, 'trusted', now, (self, caKey) => {
+  return createMemberHome(homeDir, opts, {version: opts.version, curve: opts.curve}, settings, block, 'trusted', now, (self, caKey) => {
     const descriptor: NetworkDescriptor = {
       type: DESCRIPTOR_TYPE,
       formatVersion: FORMAT_VERSION,
@@ -160,12 +169,16 @@ export async function joinFederation(homeDir: string, opts: FederatedCaOptions &
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const settings = {name: d.network, cidr: d.cidr, orgPrefix: d.orgPrefix, createdAt: iso(now), ports: {...d.ports}, tun: {...DEFAULTS.tun}}
   const access = opts.access ?? 'managed'
-  return createMemberHome(homeDir, {...opts, org: orgName}, settings, block, access, now, (self) => ({self, current: received}))
+  // The founder's CA sets the network's curve (one curve per network) and the joiner's certificate version.
+  const founder = certificateFromPem(d.members[0]!.caCertificate)
+  const format = {version: founder.version, curve: founder.details.curve}
+  return createMemberHome(homeDir, {...opts, org: orgName}, format, settings, block, access, now, (self) => ({self, current: received}))
 }
 
 async function createMemberHome(
   homeDir: string,
   opts: FederatedCaOptions,
+  format: CaFormat,
   network: NetworkState['network'],
   block: string,
   access: AccessLevel,
@@ -183,6 +196,7 @@ async function createMemberHome(
     durationSeconds: duration,
     passphrase: opts.passphrase,
     argon2: opts.argon2,
+    ...format,
     now,
   })
   const self: Member = {organization, slug, block, access, caCertificate: ca.pem, caFingerprint: ca.record.id}
@@ -211,17 +225,6 @@ async function createMemberHome(
     member: isMember(state.federation!),
     descriptorDigest: descriptorDigest(state.federation!.current.descriptor),
   }
-}
-
-/**
- * The verification code of a membership (`verificationCode` in `lib/messages.ts`) over the canonical JSON of the member
- * entry (organization, slug, block, access, CA fingerprint) and of `baseDigest`, the digest of the descriptor version
- * the membership extends, as `XXXX-XXXX-XXXX-XXXX-XXXX`. The requester and every approver see the same code and compare it by phone:
- * it covers the CA that will be trusted, the block it may use, and the network the joiner was given (a joiner trusts
- * the descriptor file it received; a matching code shows it received the members' own).
- */
-export function membershipCode(m: Pick<Member, 'organization' | 'slug' | 'block' | 'access' | 'caFingerprint'>, baseDigest: string): string {
-  return verificationCode('membership', canonicalJson({organization: m.organization, slug: m.slug, block: m.block, access: m.access, caFingerprint: m.caFingerprint, base: baseDigest}))
 }
 
 /** What `tbmesh federation request` reports. */
@@ -257,7 +260,7 @@ export async function createMembershipRequest(home: Home, caKey: Buffer, out: st
     caCertificate: fed.self.caCertificate,
     createdAt: new Date().toISOString(),
   }
-  const text = `${JSON.stringify({request, signature: ed25519Sign(caKey, requestMessage(request)).toString('base64')}, null, 2)}\n`
+  const text = `${JSON.stringify({request, signature: caSign(caKey, requestMessage(request)).toString('base64')}, null, 2)}\n`
   await writeNewFile(out, text, {force: opts.force, mode: 0o644, what: 'request'})
   return {
     path: resolve(out),
@@ -274,7 +277,7 @@ export async function createMembershipRequest(home: Home, caKey: Buffer, out: st
 export interface ChangeSummary {
   version: number
   change: DescriptorChange
-  /** The new member, for an `add-member` change. */
+  /** The new member (an `add-member` change), or the member rotating its CA (a `rotate-member-ca` change). */
   member?: Member
   /**
    * For an `add-role-node` change: the node every member's nodes will trust as a lighthouse (its overlay IP, and the
@@ -288,13 +291,20 @@ export interface ChangeSummary {
 
 /**
  * The lines an approver reads before signing: everything the change does (the new member's name, slug, block, access
- * and CA fingerprint with the verification code; or the new lighthouse's overlay IP, endpoint and organization, and the
+ * and CA fingerprint with the verification code; a member's current and new CA fingerprints; or the new lighthouse's overlay IP, endpoint and organization, and the
  * origin's), and the approvals so far. Organization names come from files other organizations made: print them with
  * `safeLine` (the command's confirmation does).
  */
 export function describeChange(s: ChangeSummary): string[] {
   const lines: string[] = []
-  if (s.member) {
+  if (s.member && s.change.kind === 'rotate-member-ca') {
+    lines.push(
+      `Version ${s.version}: ${JSON.stringify(s.member.organization)} (${s.member.slug}) rotates its CA`,
+      `  current CA: ${s.member.caFingerprint}`,
+      `  new CA:     ${s.change.caFingerprint}`,
+      `Verification code: ${s.verificationCode}`,
+    )
+  } else if (s.member) {
     lines.push(
       `Version ${s.version} admits ${JSON.stringify(s.member.organization)} (${s.member.slug}) with block ${s.member.block} and ${s.member.access} access`,
       `  CA fingerprint: ${s.member.caFingerprint}`,
@@ -346,7 +356,9 @@ export async function approveChange(
     throw new UserError(`${fed.self.organization} already approved version ${d.version}`, {fix: 'send the file on to the other organizations'})
   }
   const before = checkApprovals(proposal, file)
-  const member = d.change.kind === 'add-member' ? d.members.find((m) => m.slug === d.change.organization) : undefined
+  const member = d.change.kind === 'add-member' || d.change.kind === 'rotate-member-ca' ? d.members.find((m) => m.slug === d.change.organization) : undefined
+  // For a CA rotation the code covers the member's new CA: its admin reads the same code from `tbmesh rotate-ca`.
+  const code = member && (d.change.kind === 'rotate-member-ca' ? rotationCode(member, d.change.caFingerprint, d.previous!) : membershipCode(member, d.previous!))
   const c = d.change
   const roleNode =
     c.kind === 'add-role-node'
@@ -361,7 +373,7 @@ export async function approveChange(
   const summary: ChangeSummary = {
     version: d.version,
     change: d.change,
-    ...(member ? {member, verificationCode: membershipCode(member, d.previous!)} : {}),
+    ...(member ? {member, verificationCode: code} : {}),
     ...(roleNode ? {roleNode} : {}),
     approvedBy: before.approvedBy,
     needed: before.needed,
@@ -413,6 +425,10 @@ function proposeMember(current: NetworkDescriptor, value: unknown, file: string)
   const taken = current.members.find((m) => m.slug === r.slug)
   if (taken) refuse(`${taken.organization} is already a member`, 'nothing to approve')
   if ((ca as NebulaCertificate).details.notAfter <= Date.now() / 1000) refuse('its CA has expired', 'ask for a new request with a new CA')
+  const networkCurve = certificateFromPem(current.members[0]!.caCertificate).details.curve
+  if ((ca as NebulaCertificate).details.curve !== networkCurve) {
+    refuse(`its CA uses ${(ca as NebulaCertificate).details.curve}, not the network's curve (${networkCurve})`, 'ask for a new request made with `tbmesh init-ca --federated --descriptor`, which takes the network\'s curve')
+  }
   const block = parseCidr(r.block)
   if (!contains(parseCidr(current.cidr), block.base)) refuse(`its block ${r.block} lies outside ${current.cidr}`, 'ask for a request with a block inside the overlay')
   if (block.prefix !== current.orgPrefix) refuse(`its block ${r.block} is not a /${current.orgPrefix}, the size of every organization's block`, `ask for a request with a /${current.orgPrefix}`)
@@ -507,19 +523,18 @@ function assertHolds(fed: FederationState, expected: NetworkDescriptor): void {
 
 /**
  * Makes `signed` the current version of `state` (a pending organization listed in it is a member from then on), and
- * every node not revoked is marked as needing an update. Returns the names of those nodes. Throws UserError when the version lists
- * this organization with another CA or block than its own.
+ * every node not revoked is marked as needing an update. Returns the names of those nodes. When the version is this
+ * organization's own CA rotation (approved by the other members), it also starts round 1 here. Throws UserError when
+ * the version lists this organization with another CA or block than its own (see `ownRotationRound`).
  */
 function adoptInto(state: NetworkState, signed: SignedDescriptor): string[] {
   const fed = requireFederation(state)
-  const listed = signed.descriptor.members.find((m) => m.slug === fed.self.slug)
-  if (listed && canonicalJson(listed) !== canonicalJson(fed.self)) {
-    throw new UserError(`version ${signed.descriptor.version} lists ${listed.organization} with another CA or block than this home's`, {
-      fix: 'do not use it; tell the other organizations',
-    })
-  }
+  const round = ownRotationRound(state, signed)
   fed.current = signed
-  return markForUpdate(state)
+  if (!round) return markForUpdate(state)
+  fed.self = structuredClone(signed.descriptor.members.find((m) => m.slug === fed.self.slug)!)
+  startRound(state, round)
+  return state.nodes.filter((n) => !n.revoked).map((n) => n.name)
 }
 
 /** Where a federated network stands, from this home: what `tbmesh federation show` reports. */

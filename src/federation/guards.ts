@@ -1,6 +1,6 @@
 /**
- * What every federation operation checks first (a federated home; a member), reading the JSON files members exchange,
- * and marking a home's nodes for an update after a change that reaches them.
+ * What every federation operation checks first (a federated home; a member), and reading the JSON files members
+ * exchange.
  */
 
 import {readFile} from 'node:fs/promises'
@@ -21,17 +21,6 @@ export function requireMember(state: NetworkState, what: string): FederationStat
   const fed = requireFederation(state)
   if (!isMember(fed)) throw new UserError(`${fed.self.organization} is not a member yet and cannot ${what}`, {fix: 'import the version that admits it first (`tbmesh federation import`)'})
   return fed
-}
-
-/** Marks every node not revoked as needing an update bundle; returns their names. */
-export function markForUpdate(state: NetworkState): string[] {
-  const names: string[] = []
-  for (const node of state.nodes) {
-    if (node.revoked) continue
-    node.updatePending = true
-    names.push(node.name)
-  }
-  return names
 }
 
 /** The JSON content of a federation file (`what` names it in messages). Throws UserError. */

@@ -7,14 +7,16 @@
 import {rm} from 'node:fs/promises'
 import {resolve} from 'node:path'
 
+import {markForUpdate} from '../ca/rounds.js'
 import {UserError} from '../errors.js'
 import type {Home} from '../home/home.js'
+import {memberCas} from '../home/queries.js'
 import type {RevocationList} from '../home/types.js'
 import {writeNewFile} from '../lib/files.js'
 import {revocationMessage} from '../lib/messages.js'
-import {ed25519Sign} from '../nebula/index.js'
+import {caSign} from '../nebula/index.js'
 import {checkRevocationList, FORMAT_VERSION, REVOCATION_LIST_TYPE} from './descriptor.js'
-import {markForUpdate, readJson, requireFederation, requireMember} from './guards.js'
+import {readJson, requireFederation, requireMember} from './guards.js'
 
 /** What `tbmesh federation revocations` reports. */
 export interface ExportRevocationsResult {
@@ -35,23 +37,25 @@ export async function exportRevocations(home: Home, caKey: Buffer, out: string, 
   return home.transaction(async (tx) => {
     const fed = requireMember(tx.state, 'publish revocations')
     const revoked = new Set(tx.state.nodes.filter((n) => n.revoked).map((n) => n.name))
-    const rows = tx.state.certificates.filter((c) => revoked.has(c.name) && c.issuer === fed.self.caFingerprint)
+    // Certificates of the CAs the descriptor lists for this member: the others' nodes no longer trust older ones.
+    const listed = new Set(memberCas(fed.self).map((c) => c.caFingerprint))
+    const rows = tx.state.certificates.filter((c) => revoked.has(c.name) && listed.has(c.issuer))
     const sequence = (fed.revocationSequence ?? 0) + 1
     const revocations: RevocationList = {
       type: REVOCATION_LIST_TYPE,
       formatVersion: FORMAT_VERSION,
       network: tx.state.network.name,
       organization: fed.self.slug,
-      caFingerprint: fed.self.caFingerprint,
+      caFingerprint: tx.state.cas.find((c) => c.status === 'active')!.id,
       sequence,
       createdAt: new Date().toISOString(),
       certificates: await Promise.all(rows.map((c) => tx.readCertificate(c.fingerprint))),
     }
-    const text = `${JSON.stringify({revocations, signature: ed25519Sign(caKey, revocationMessage(revocations)).toString('base64')}, null, 2)}\n`
+    const text = `${JSON.stringify({revocations, signature: caSign(caKey, revocationMessage(revocations)).toString('base64')}, null, 2)}\n`
     await writeNewFile(out, text, {force: opts.force, mode: 0o644, what: 'revocation list'})
     written = true
     fed.revocationSequence = sequence
-    return {path: resolve(out), sequence, fingerprints: rows.map((c) => c.fingerprint).sort()}
+    return {path: resolve(out), sequence, fingerprints: rows.flatMap((c) => (c.otherFingerprint ? [c.fingerprint, c.otherFingerprint] : [c.fingerprint])).sort()}
   }).catch(async (error: unknown) => {
     if (written) await rm(out, {force: true}).catch(() => {})
     throw error

@@ -23,9 +23,28 @@ export function currentCertificate(state: NetworkState, name: string): Certifica
   return newest
 }
 
-/** The CAs nodes must trust now: the active one and, during a rotation, the retiring one. */
+/** The CAs nodes must trust now: the active one and, during a rotation, the incoming (round 1) or retiring (round 2) one. */
 export function trustedCas(state: NetworkState): CaRecord[] {
   return state.cas.filter((c) => c.status !== 'retired')
+}
+
+/**
+ * The certificates node `name` presents (its `pki.cert`), oldest format first: its current one and, in round 2 of a
+ * rotation that changes the certificate version (v1 → v2, or back), also its newest certificate of the retiring CA
+ * while that is unexpired at `now` (Unix seconds), since Nebula 1.10+ holds a v1 and a v2 certificate for one key.
+ * Empty for a node without a certificate.
+ */
+export function presentedCertificates(state: NetworkState, name: string, now = Date.now() / 1000): CertificateRecord[] {
+  const current = currentCertificate(state, name)
+  if (!current) return []
+  const retiring = state.cas.find((c) => c.status === 'retiring')
+  if (!retiring || current.issuer === retiring.id) return [current]
+  let previous: CertificateRecord | undefined
+  for (const c of state.certificates) {
+    if (c.name === name && c.issuer === retiring.id && (!previous || c.issuedAt >= previous.issuedAt)) previous = c
+  }
+  if (!previous || (previous.version ?? 1) === (current.version ?? 1) || Date.parse(previous.notAfter) / 1000 <= now) return [current]
+  return [previous, current].sort((a, b) => (a.version ?? 1) - (b.version ?? 1))
 }
 
 /** Whether this organization is a member: the adopted descriptor version lists it (false while its membership is pending). */
@@ -46,23 +65,30 @@ export function findNode(state: NetworkState, name: string): NodeRecord {
 }
 
 /**
- * The network's blocklist, sorted: every certificate fingerprint ever issued to a revoked node and, in a federated
- * network, those of the revocation lists imported from other members.
+ * The network's blocklist, sorted: every certificate fingerprint ever issued to a revoked node (its v1 and its v2
+ * certificates alike, and for P256 both forms of each signature) and, in a federated network, those of the revocation
+ * lists imported from other members.
  */
 export function blocklist(state: NetworkState): string[] {
   const revoked = new Set(state.nodes.filter((n) => n.revoked).map((n) => n.name))
-  const own = state.certificates.filter((c) => revoked.has(c.name)).map((c) => c.fingerprint)
+  const own = state.certificates.filter((c) => revoked.has(c.name)).flatMap((c) => (c.otherFingerprint ? [c.fingerprint, c.otherFingerprint] : [c.fingerprint]))
   const imported = Object.values(state.federation?.revocations ?? {}).flatMap((r) => r.fingerprints)
   return [...new Set([...own, ...imported])].sort()
 }
 
 /**
- * The organizations whose CAs a node of a federated network trusts: the descriptor's members and, while this
- * organization's membership is pending, this organization. Undefined in single-CA mode.
+ * The organizations whose CAs a node of a federated network trusts (each member's CA and, while it rotates, its
+ * incoming CA): the descriptor's members and, while this organization's membership is pending, this organization.
+ * Undefined in single-CA mode.
  */
 export function trustedMembers(state: NetworkState): Member[] | undefined {
   const fed = state.federation
   if (!fed) return undefined
   const members = fed.current.descriptor.members
   return isMember(fed) ? members : [...members, fed.self]
+}
+
+/** The CAs of a member: its CA and, while it rotates, its incoming CA. */
+export function memberCas(member: Member): Array<{caCertificate: string; caFingerprint: string}> {
+  return [{caCertificate: member.caCertificate, caFingerprint: member.caFingerprint}, ...(member.incomingCa ? [member.incomingCa] : [])]
 }

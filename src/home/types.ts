@@ -1,3 +1,5 @@
+import type {CertificateVersion, Curve} from '../nebula/index.js'
+
 /**
  * The types of everything a tbmesh home holds (`state.json`, `secrets.json`), the federation's descriptor and the
  * files members exchange (membership requests, revocation lists) included. Types only: the code that reads, checks and
@@ -27,19 +29,25 @@ export interface CaRecord {
   /** Validity, ISO 8601. */
   notBefore: string
   notAfter: string
-  /** True when the key file is `NEBULA ED25519 ENCRYPTED PRIVATE KEY`. */
+  /** True when the key file is encrypted (`NEBULA ED25519 ENCRYPTED PRIVATE KEY` or its ECDSA P256 form). */
   encrypted: boolean
+  /** Nebula certificate format of the CA certificate and of the host certificates it issues; absent means 1. */
+  version?: CertificateVersion
+  /** Curve of the CA key and of the host keys; absent means CURVE25519. */
+  curve?: Curve
   /** The organization this CA belongs to; null for a network-wide CA (single-CA mode). */
   organization: string | null
   /**
-   * `active`: signs new certificates and bundles. `retiring`: the previous CA during a rotation, still in the trust
-   * bundle. `retired`: dropped from the trust bundle (`rotate-ca --finish`); kept for the record.
+   * The CA's place in a rotation (`src/ca/rotation.ts`): `incoming`: created by `rotate-ca` (round 1), in the trust
+   * bundle, not yet signing. `active`: signs new certificates and bundles. `retiring`: the previous CA once
+   * `rotate-ca --switch` made the incoming one active (round 2), still in the trust bundle. `retired`: dropped from the
+   * trust bundle (`rotate-ca --finish`, round 3); kept for the record.
    */
-  status: 'active' | 'retiring' | 'retired'
+  status: 'incoming' | 'active' | 'retiring' | 'retired'
   /**
    * For a CA created by a rotation: the previous CA's vouching for it, so that nodes that trust only the previous CA
-   * accept update bundles signed by this one. `signature` is base64 Ed25519 by CA `by` over
-   * `endorsementMessage(id)` (src/lib/messages.ts).
+   * accept update bundles signed by this one. `signature` is a base64 signature (Ed25519, or ECDSA P256 DER) by CA
+   * `by` over `endorsementMessage(id)` (src/lib/messages.ts).
    */
   endorsement?: {by: string; signature: string}
 }
@@ -73,6 +81,16 @@ export interface NodeRecord {
   revoked?: {at: string; reason?: string}
   /** Sequence number of the last bundle (join or update) exported for the node; updates must be newer. */
   sequence?: number
+  /**
+   * The highest bundle sequence number the node's admin reported installed (`tbmesh confirm-install`, from the receipt
+   * `install` prints).
+   */
+  installed?: number
+  /**
+   * Set when a CA rotation round starts (`rotate-ca`, `--switch`, `--finish`): the sequence number of the first bundle
+   * that carries it. The node has installed the round once `installed` reaches it; the next round waits for that.
+   */
+  roundSequence?: number
   /** True when the node's certificate or trust changed since its last exported bundle (rotation, renewal). */
   updatePending?: boolean
 }
@@ -95,6 +113,15 @@ export interface CertificateRecord {
   notAfter: string
   /** Fingerprint of the issuing CA. */
   issuer: string
+  /** Nebula certificate format; absent means 1. */
+  version?: CertificateVersion
+  /** Curve of the certificate (and of the node's key); absent means CURVE25519. */
+  curve?: Curve
+  /**
+   * For a P256 certificate: the fingerprint of the same certificate with the other form of its ECDSA signature, which
+   * anyone can derive and which verifies too; blocklisted with the certificate's own.
+   */
+  otherFingerprint?: string
   issuedAt: string
   /** True when the host private key is held in this home (`keys/<name>.key`); false when the joiner holds it. */
   keyInHome: boolean
@@ -127,6 +154,16 @@ export interface FederationState {
   revocations?: Record<string, {sequence: number; fingerprints: string[]}>
 }
 
+/**
+ * The CA rotation under way, or the last one (`src/ca/rotation.ts`): round 1 trusts `caFingerprint` beside
+ * `previousCaFingerprint`, round 2 switches nodes to certificates of the new CA, round 3 drops the previous CA.
+ */
+export interface RotationState {
+  round: 1 | 2 | 3
+  caFingerprint: string
+  previousCaFingerprint: string
+}
+
 /** Everything in `state.json`. */
 export interface NetworkState {
   schemaVersion: typeof SCHEMA_VERSION
@@ -137,6 +174,8 @@ export interface NetworkState {
   certificates: CertificateRecord[]
   /** Present in a federated network's home; absent in single-CA mode. */
   federation?: FederationState
+  /** The CA rotation under way, or the last one; absent while the network has not rotated its CA in rounds. */
+  rotation?: RotationState
 }
 
 /** Everything in `secrets.json`. */
@@ -160,10 +199,15 @@ export interface Member {
   block: string
   /** TruBudget access level the members approved: trusted (admin rights) or managed (basic rights). */
   access: AccessLevel
-  /** The organization's Nebula CA certificate (PEM, Nebula v1, `cert/cert.proto` in slackhq/nebula). */
+  /** The organization's Nebula CA certificate (PEM, Nebula v1 or v2). */
   caCertificate: string
   /** Hex SHA-256 of the CA certificate (what Nebula's `ca_sha` and `pki.blocklist` match). */
   caFingerprint: string
+  /**
+   * While the organization rotates its CA (from the `rotate-member-ca` change until `finish-member-ca-rotation`): its
+   * new CA, trusted beside the current one and allowed by the firewall rules as its own.
+   */
+  incomingCa?: {caCertificate: string; caFingerprint: string}
 }
 
 /** What a version changes relative to the previous one. */
@@ -173,6 +217,10 @@ export type DescriptorChange =
   | {kind: 'add-member'; organization: string}
   /** A node of `organization` that becomes a lighthouse (added last to `lighthouses`), the origin, or both. */
   | {kind: 'add-role-node'; organization: string; overlayIp: string; lighthouse: boolean; origin: boolean}
+  /** The member `organization` starts rotating its CA: `caFingerprint` is its new CA, now its `incomingCa`. */
+  | {kind: 'rotate-member-ca'; organization: string; caFingerprint: string}
+  /** The member `organization` ends its CA rotation: its incoming CA `caFingerprint` replaces the old one. */
+  | {kind: 'finish-member-ca-rotation'; organization: string; caFingerprint: string}
 
 /** The signed body of a descriptor version. Times are ISO 8601. */
 export interface NetworkDescriptor {
@@ -200,7 +248,10 @@ export interface NetworkDescriptor {
   origin: {organization: string; overlayIp: string} | null
 }
 
-/** One member's approval of a version: base64 Ed25519 by the CA `caFingerprint` of member `organization` (slug). */
+/**
+ * One member's approval of a version: base64 signature (Ed25519, or ECDSA P256 DER for a P256 CA) by the CA
+ * `caFingerprint` of member `organization` (slug), one of the CAs the version lists for it.
+ */
 export interface Approval {
   organization: string
   caFingerprint: string
@@ -230,7 +281,7 @@ export interface MembershipRequest {
   createdAt: string
 }
 
-/** The request file: the request and a base64 Ed25519 signature over its canonical JSON by the CA it carries. */
+/** The request file: the request and a base64 CA signature (Ed25519 or ECDSA P256) of its canonical JSON by its CA. */
 export interface SignedMembershipRequest {
   request: MembershipRequest
   signature: string
@@ -254,7 +305,7 @@ export interface RevocationList {
   certificates: string[]
 }
 
-/** The revocation list file: the list and a base64 Ed25519 signature over its canonical JSON by the member's CA. */
+/** The revocation list file: the list and a base64 CA signature (Ed25519 or ECDSA P256) of its canonical JSON. */
 export interface SignedRevocationList {
   revocations: RevocationList
   signature: string

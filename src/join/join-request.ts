@@ -14,7 +14,7 @@ import {checkEndpoint} from '../lib/ip.js'
 import {verificationCode} from '../lib/messages.js'
 import {checkNodeName, checkOrganizationName, organizationNameProblem} from '../lib/names.js'
 import {isIsoTime, NONCE_HEX} from '../lib/text.js'
-import {generateHostKeyPair, hostPrivateKeyToPem, hostPublicKeyFromPem, hostPublicKeyToPem, KeyFormatError} from '../nebula/index.js'
+import {type Curve, generateHostKeyPair, hostPrivateKeyToPem, hostPublicKeyToPem, KeyFormatError, readHostPublicKey} from '../nebula/index.js'
 
 /** The request file's `type` and version. */
 export const JOIN_REQUEST_TYPE = 'tbmesh-join-request'
@@ -54,12 +54,13 @@ export interface JoinRequestResult {
  */
 export async function createJoinRequest(
   homeDir: string,
-  opts: {org: string; name?: string; endpoint?: string; out: string; now?: Date},
+  opts: {org: string; name?: string; endpoint?: string; out: string; curve?: Curve; now?: Date},
 ): Promise<JoinRequestResult> {
   const organization = checkOrganizationName(opts.org)
   if (opts.name !== undefined) checkNodeName(opts.name)
   const endpoint = opts.endpoint === undefined ? undefined : checkEndpoint(opts.endpoint)
-  const keys = generateHostKeyPair()
+  const curve = opts.curve ?? 'CURVE25519'
+  const keys = generateHostKeyPair(curve)
   const request: JoinRequest = {
     type: JOIN_REQUEST_TYPE,
     version: JOIN_REQUEST_VERSION,
@@ -74,7 +75,7 @@ export async function createJoinRequest(
   // The request file first: it refuses an existing file, and then no key is left behind in the home for nothing.
   await writeNewFile(opts.out, text, {mode: 0o644, what: 'the request file'})
   try {
-    await saveJoinRequest(homeDir, request.nonce, text, hostPrivateKeyToPem(keys.privateKey))
+    await saveJoinRequest(homeDir, request.nonce, text, hostPrivateKeyToPem(keys.privateKey, curve))
   } catch (error) {
     await rm(opts.out, {force: true})
     throw error
@@ -128,17 +129,17 @@ export async function readJoinRequest(file: string): Promise<ReceivedJoinRequest
   }
   let publicKey: Buffer
   try {
-    publicKey = hostPublicKeyFromPem(String(request.publicKey))
+    publicKey = readHostPublicKey(String(request.publicKey)).key
   } catch (error) {
-    if (error instanceof KeyFormatError) return bad(`has no valid Nebula X25519 public key (${error.message})`)
+    if (error instanceof KeyFormatError) return bad(`has no valid Nebula X25519 or P256 public key (${error.message})`)
     throw error
   }
   return {request, verificationCode: verificationCode('join-request', bytes), publicKey}
 }
 
 /**
- * Reads a bare Nebula X25519 public key file (`NEBULA X25519 PUBLIC KEY` PEM, as `nebula-cert keygen` writes it) and
- * returns the 32-byte key. Throws UserError naming the file.
+ * Reads a bare Nebula public key file (`NEBULA X25519 PUBLIC KEY` or `NEBULA P256 PUBLIC KEY` PEM, as `nebula-cert
+ * keygen` writes it) and returns the key (32 or 65 bytes). Throws UserError naming the file.
  */
 export async function readPublicKeyFile(file: string): Promise<Buffer> {
   let text: string
@@ -148,9 +149,9 @@ export async function readPublicKeyFile(file: string): Promise<Buffer> {
     throw new UserError(`cannot read --pubkey ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`, {fix: 'check the path'})
   }
   try {
-    return hostPublicKeyFromPem(text)
+    return readHostPublicKey(text).key
   } catch (error) {
-    if (error instanceof KeyFormatError) throw new UserError(`--pubkey ${file} is not a Nebula X25519 public key (${error.message})`, {fix: 'make one with `nebula-cert keygen` or `tbmesh join-request`'})
+    if (error instanceof KeyFormatError) throw new UserError(`--pubkey ${file} is not a Nebula X25519 or P256 public key (${error.message})`, {fix: 'make one with `nebula-cert keygen` or `tbmesh join-request`'})
     throw error
   }
 }

@@ -8,10 +8,11 @@
  * bytes are the marshaled details; the fingerprint is the SHA-256 of the whole marshaled certificate.
  */
 
-import type {CertificateDetails, CertificateFormat, Curve, NebulaCertificate} from './certificate.js'
-import {parseCertCidr, prefixMask} from './cidr.js'
+import type {CertificateDetails, CertificateFormat, CertificatePrintJson, Curve, NebulaCertificate} from './certificate.js'
+import {parseCertPrefix, prefixMask} from './cidr.js'
 import {CertificateFormatError} from './errors.js'
 import {CERTIFICATE_BANNER, type Fail} from './pem.js'
+import {printTime} from './print.js'
 import {decodeMessage, type MessageSchema, ProtoWriter, toInt64, toPackedUint32, toUtf8String} from './proto.js'
 
 const CURVE_P256 = 1n
@@ -102,6 +103,7 @@ export function unmarshalCertificate(bytes: Uint8Array): NebulaCertificate {
   if (d.has(9) && issuer.length !== ISSUER_LENGTH) fail(`issuer is ${issuer.length} bytes, expected ${ISSUER_LENGTH}`)
 
   const certificate: NebulaCertificate = {
+    version: 1,
     details: {
       name: toUtf8String(d.bytes(1), 'Name', fail),
       ips: pairsToCidrs(toPackedUint32(d.bytes(2), 'Ips', fail), 'Ips'),
@@ -131,8 +133,8 @@ function checkString(value: string, what: string): void {
 }
 
 function cidrToPair(cidr: string, what: string): [number, number] {
-  const [address, prefix] = parseCertCidr(cidr, what, fail)
-  return [address, prefixMask(prefix)]
+  const {address, bits} = parseCertPrefix(cidr, what, fail)
+  return [address.readUInt32BE(0), prefixMask(bits)]
 }
 
 function pairsToCidrs(words: number[], field: string): string[] {
@@ -149,12 +151,46 @@ function pairsToCidrs(words: number[], field: string): string[] {
   return cidrs
 }
 
+/**
+ * A checked copy of `details` as v1 signs them: order kept, as nebula-cert keeps it.
+ * @throws CertificateFormatError as {@link marshalDetails}
+ */
+function prepare(details: CertificateDetails): CertificateDetails {
+  const copy = {...details, ips: [...details.ips], subnets: [...details.subnets], groups: [...details.groups], publicKey: Buffer.from(details.publicKey)}
+  marshalDetails(copy)
+  return copy
+}
+
+/** `nebula-cert print -json` (1.10+) of a v1 certificate: curve and public key among the details, empty lists `[]`. */
+function printJson(certificate: NebulaCertificate, fingerprint: string): CertificatePrintJson {
+  const {details} = certificate
+  return {
+    details: {
+      curve: details.curve,
+      groups: [...details.groups],
+      isCa: details.isCA,
+      issuer: details.issuer,
+      name: details.name,
+      networks: [...details.ips],
+      notAfter: printTime(details.notAfter),
+      notBefore: printTime(details.notBefore),
+      publicKey: details.publicKey.toString('hex'),
+      unsafeNetworks: [...details.subnets],
+    },
+    fingerprint,
+    signature: certificate.signature.toString('hex'),
+    version: 1,
+  }
+}
+
 /** The v1 format, as `codec.ts` dispatches to it. */
 export const CERTIFICATE_V1: CertificateFormat = {
   version: 1,
   banner: CERTIFICATE_BANNER,
+  prepare,
   signedBytes: marshalDetails,
   marshal: marshalCertificate,
   unmarshal: unmarshalCertificate,
   fingerprintBytes: marshalCertificate,
+  printJson,
 }

@@ -5,20 +5,32 @@
 
 import {sha256Hex} from '../lib/text.js'
 import {CERTIFICATE_V1} from './cert-v1.js'
-import type {CertificateFormat, NebulaCertificate} from './certificate.js'
+import {CERTIFICATE_V2} from './cert-v2.js'
+import type {CertificateFormat, CertificatePrintJson, CertificateVersion, NebulaCertificate} from './certificate.js'
 import {CertificateFormatError} from './errors.js'
-import {CERTIFICATE_V2_BANNER, decodePemBlocks, encodePem, type Fail} from './pem.js'
+import {decodePemBlocks, encodePem, type Fail} from './pem.js'
 
-/** The formats tbmesh reads and writes, by PEM banner. */
-const FORMATS: readonly CertificateFormat[] = [CERTIFICATE_V1]
+/** The formats tbmesh reads and writes, by version (and PEM banner). */
+const FORMATS: readonly CertificateFormat[] = [CERTIFICATE_V1, CERTIFICATE_V2]
 
 const fail: Fail = (message) => {
   throw new CertificateFormatError(`invalid Nebula certificate: ${message}`)
 }
 
-/** The format a certificate is in. (Only v1 so far.) */
-export function formatOf(_certificate: NebulaCertificate): CertificateFormat {
-  return CERTIFICATE_V1
+/**
+ * The format of a version number.
+ * @throws CertificateFormatError for a version tbmesh does not know
+ */
+export function formatOfVersion(version: CertificateVersion): CertificateFormat {
+  return FORMATS.find((f) => f.version === version) ?? fail(`unknown certificate version ${String(version)}`)
+}
+
+/**
+ * The format a certificate is in (its `version`).
+ * @throws CertificateFormatError for a version tbmesh does not know
+ */
+export function formatOf(certificate: NebulaCertificate): CertificateFormat {
+  return formatOfVersion(certificate.version)
 }
 
 /**
@@ -46,7 +58,6 @@ export function certificatesFromPem(pem: string | Uint8Array): NebulaCertificate
   return blocks.map((block) => {
     const format = FORMATS.find((f) => f.banner === block.type)
     if (format) return format.unmarshal(block.bytes)
-    if (block.type === CERTIFICATE_V2_BANNER) fail('v2 certificates are not supported (Nebula 1.6 reads v1 only)')
     return fail(`expected a ${FORMATS.map((f) => f.banner).join(' or ')} PEM block, found ${block.type}`)
   })
 }
@@ -62,10 +73,18 @@ export function certificateFromPem(pem: string | Uint8Array): NebulaCertificate 
 }
 
 /**
- * The certificate's fingerprint: lowercase hex SHA-256 (v1: of its full marshaled bytes), what Nebula's blocklist,
- * `ca_sha` rules and a host certificate's `issuer` hold.
+ * The certificate's fingerprint: lowercase hex SHA-256 (v1: of its full marshaled bytes; v2: of its signed bytes and
+ * signature), what Nebula's blocklist, `ca_sha` rules and a host certificate's `issuer` hold.
  * @throws CertificateFormatError when a value cannot be encoded
  */
 export function fingerprint(certificate: NebulaCertificate): string {
   return sha256Hex(formatOf(certificate).fingerprintBytes(certificate))
+}
+
+/**
+ * The `nebula-cert print -json` (1.10+) element of a certificate (run it with `TZ=UTC` to compare times as text).
+ * @throws CertificateFormatError when the certificate cannot be marshaled (for the fingerprint)
+ */
+export function toPrintJson(certificate: NebulaCertificate): CertificatePrintJson {
+  return formatOf(certificate).printJson(certificate, fingerprint(certificate))
 }

@@ -1,6 +1,7 @@
 /**
- * nebula-cert's passphrase-protected CA key, `NEBULA ED25519 ENCRYPTED PRIVATE KEY` (nebula-cert 1.7.0+ `ca -encrypt`;
- * `RawNebulaEncryptedData` in `cert/cert.proto` of slackhq/nebula):
+ * nebula-cert's passphrase-protected CA key, `NEBULA ED25519 ENCRYPTED PRIVATE KEY` or, for a P256 CA,
+ * `NEBULA ECDSA P256 ENCRYPTED PRIVATE KEY` (nebula-cert 1.7.0+ `ca -encrypt`; `RawNebulaEncryptedData` in
+ * `cert/cert.proto` of slackhq/nebula):
  *
  * ```
  * RawNebulaEncryptedData { 1: EncryptionMetadata { 1: algorithm "AES-256-GCM",
@@ -10,7 +11,7 @@
  * ```
  *
  * The AES key is Argon2id(passphrase, salt, parameters), 32 bytes; no associated data; the plaintext is the 64-byte
- * Ed25519 key (seed ‖ public key). The Argon2 parameters live in the file, so any parameters nebula-cert chose can be
+ * Ed25519 key (seed ‖ public key) or the 32-byte P-256 scalar, as the banner says. The Argon2 parameters live in the file, so any parameters nebula-cert chose can be
  * read back (its own default, 2 GiB of memory, needs that much RAM to decrypt).
  */
 
@@ -19,13 +20,15 @@ import {createCipheriv, createDecipheriv, randomBytes} from 'node:crypto'
 import argon2 from 'argon2'
 
 import {KeyFormatError, NebulaError, PassphraseRequiredError, WrongPassphraseError} from './errors.js'
-import {assertCaPrivateKey, caPrivateKeyFromPem} from './keys.js'
+import {assertCaPrivateKey, caKeyCurve, caPrivateKeyFromPem} from './keys.js'
 import {
   decodePemBlocks,
   ED25519_ENCRYPTED_PRIVATE_KEY_BANNER,
   ED25519_PRIVATE_KEY_BANNER,
   encodePem,
   type Fail,
+  P256_CA_PRIVATE_KEY_BANNER,
+  P256_ENCRYPTED_PRIVATE_KEY_BANNER,
 } from './pem.js'
 import {decodeMessage, type MessageSchema, ProtoWriter, toInt32, toUint32, toUtf8String} from './proto.js'
 
@@ -86,10 +89,14 @@ const fail: Fail = (message) => {
   throw new KeyFormatError(`invalid encrypted CA key: ${message}`)
 }
 
+/** Encrypted banner → the length of the key it holds. */
+const PLAINTEXT_LENGTH: Readonly<Record<string, number>> = {[ED25519_ENCRYPTED_PRIVATE_KEY_BANNER]: 64, [P256_ENCRYPTED_PRIVATE_KEY_BANNER]: 32}
+
 /**
- * Encrypts a 64-byte CA key with a passphrase into a `NEBULA ED25519 ENCRYPTED PRIVATE KEY` PEM that nebula-cert
- * 1.7.0+ reads (fresh 32-byte salt and 12-byte nonce each time).
- * @param privateKey the 64-byte Nebula Ed25519 key (seed ‖ public key)
+ * Encrypts a CA key with a passphrase into a `NEBULA ED25519 ENCRYPTED PRIVATE KEY` (64-byte key) or
+ * `NEBULA ECDSA P256 ENCRYPTED PRIVATE KEY` (32-byte key) PEM that nebula-cert 1.7.0+ reads (fresh 32-byte salt and
+ * 12-byte nonce each time).
+ * @param privateKey the 64-byte Nebula Ed25519 key (seed ‖ public key) or the 32-byte P-256 scalar
  * @param passphrase bytes, or a string taken as UTF-8; must not be empty
  * @param params Argon2id costs, default {@link DEFAULT_ARGON2_PARAMETERS}
  * @throws KeyFormatError on a malformed key; NebulaError on an empty passphrase or out-of-range parameters
@@ -119,19 +126,20 @@ export async function encryptCaKey(
     .finish()
   const metadata = new ProtoWriter().string(1, ALGORITHM).message(2, argon).finish()
   const data = new ProtoWriter().message(1, metadata).bytes(2, ciphertext).finish()
-  return encodePem(ED25519_ENCRYPTED_PRIVATE_KEY_BANNER, data)
+  return encodePem(caKeyCurve(privateKey) === 'P256' ? P256_ENCRYPTED_PRIVATE_KEY_BANNER : ED25519_ENCRYPTED_PRIVATE_KEY_BANNER, data)
 }
 
 /**
- * Decrypts a `NEBULA ED25519 ENCRYPTED PRIVATE KEY` PEM (exactly one block) to the 64-byte CA key.
+ * Decrypts an encrypted CA key PEM (exactly one block) to the CA key: 64 bytes (Ed25519) or 32 (P256), as its banner
+ * says.
  * @param pem the key file's text or bytes
  * @param passphrase bytes, or a string taken as UTF-8
  * @throws WrongPassphraseError when AES-GCM authentication fails (wrong passphrase or altered file);
  *   KeyFormatError on bad PEM, another banner, malformed or unsupported parameters, or a decrypted key that is not a
- *   valid 64-byte Ed25519 key
+ *   valid key of the length its banner names (64-byte Ed25519, 32-byte P-256 scalar)
  */
 export async function decryptCaKey(pem: string | Uint8Array, passphrase: Uint8Array | string): Promise<Buffer> {
-  const {params, ciphertext} = parseEncryptedKey(pem)
+  const {params, ciphertext, keyLength} = parseEncryptedKey(pem)
   const key = await deriveKey(passphraseBytes(passphrase), params)
   const nonce = ciphertext.subarray(0, NONCE_LENGTH)
   const tag = ciphertext.subarray(ciphertext.length - TAG_LENGTH)
@@ -144,7 +152,7 @@ export async function decryptCaKey(pem: string | Uint8Array, passphrase: Uint8Ar
   } catch {
     throw new WrongPassphraseError()
   }
-  if (plaintext.length !== 64) fail(`the decrypted key is ${plaintext.length} bytes, expected 64`)
+  if (plaintext.length !== keyLength) fail(`the decrypted key is ${plaintext.length} bytes, expected ${keyLength}`)
   assertCaPrivateKey(plaintext)
   return plaintext
 }
@@ -158,43 +166,43 @@ export function readArgon2Parameters(pem: string | Uint8Array): EncryptedKeyPara
   return parseEncryptedKey(pem).params
 }
 
-/** Whether a PEM text is an encrypted CA key (its first block has the encrypted banner). Never throws. */
+/** Whether a PEM text is an encrypted CA key (its first block has an encrypted banner). Never throws. */
 export function isEncryptedCaKey(pem: string | Uint8Array): boolean {
   try {
-    return decodePemBlocks(pem)[0]?.type === ED25519_ENCRYPTED_PRIVATE_KEY_BANNER
+    return Object.hasOwn(PLAINTEXT_LENGTH, decodePemBlocks(pem)[0]?.type ?? '')
   } catch {
     return false
   }
 }
 
 /**
- * Loads a CA key file, plain (`NEBULA ED25519 PRIVATE KEY`) or encrypted (`NEBULA ED25519 ENCRYPTED PRIVATE KEY`),
- * to the 64-byte key. A passphrase given for a plain key is ignored.
+ * Loads a CA key file, plain (`NEBULA ED25519 PRIVATE KEY`, `NEBULA ECDSA P256 PRIVATE KEY`) or encrypted (their
+ * `ENCRYPTED` forms), to the key (64 bytes Ed25519, 32 bytes P256). A passphrase given for a plain key is ignored.
  * @throws PassphraseRequiredError when the key is encrypted and no passphrase is given; WrongPassphraseError and
  *   KeyFormatError as {@link decryptCaKey} and `caPrivateKeyFromPem`
  */
 export async function readCaPrivateKey(pem: string | Uint8Array, passphrase?: Uint8Array | string): Promise<Buffer> {
   const blocks = decodePemBlocks(pem, fail)
   const type = blocks.length === 1 ? blocks[0]!.type : undefined
-  if (type === ED25519_ENCRYPTED_PRIVATE_KEY_BANNER) {
+  if (type !== undefined && Object.hasOwn(PLAINTEXT_LENGTH, type)) {
     if (passphrase === undefined) throw new PassphraseRequiredError()
     return decryptCaKey(pem, passphrase)
   }
-  if (type !== ED25519_PRIVATE_KEY_BANNER) {
+  if (type !== ED25519_PRIVATE_KEY_BANNER && type !== P256_CA_PRIVATE_KEY_BANNER) {
     throw new KeyFormatError(
-      `expected one ${ED25519_PRIVATE_KEY_BANNER} or ${ED25519_ENCRYPTED_PRIVATE_KEY_BANNER} PEM block, found ` +
+      `expected one CA key PEM block (${ED25519_PRIVATE_KEY_BANNER}, ${P256_CA_PRIVATE_KEY_BANNER} or their ENCRYPTED forms), found ` +
         (blocks.length === 1 ? type : `${blocks.length} blocks`),
     )
   }
   return caPrivateKeyFromPem(pem)
 }
 
-function parseEncryptedKey(pem: string | Uint8Array): {params: EncryptedKeyParameters; ciphertext: Buffer} {
+function parseEncryptedKey(pem: string | Uint8Array): {params: EncryptedKeyParameters; ciphertext: Buffer; keyLength: number} {
   const blocks = decodePemBlocks(pem, fail)
   if (blocks.length !== 1) fail(`expected one PEM block, found ${blocks.length}`)
   const [block] = blocks as [(typeof blocks)[0]]
-  if (block.type !== ED25519_ENCRYPTED_PRIVATE_KEY_BANNER) {
-    fail(`expected a ${ED25519_ENCRYPTED_PRIVATE_KEY_BANNER} PEM block, found ${block.type}`)
+  if (!Object.hasOwn(PLAINTEXT_LENGTH, block.type)) {
+    fail(`expected a ${ED25519_ENCRYPTED_PRIVATE_KEY_BANNER} or ${P256_ENCRYPTED_PRIVATE_KEY_BANNER} PEM block, found ${block.type}`)
   }
   if (block.bytes.length === 0) fail('no data')
   const data = decodeMessage(block.bytes, ENCRYPTED_DATA, fail)
@@ -218,7 +226,7 @@ function parseEncryptedKey(pem: string | Uint8Array): {params: EncryptedKeyParam
   if (params.salt.length < MIN_SALT_LENGTH) fail(`salt is ${params.salt.length} bytes, at least 16 expected`)
   const ciphertext = Buffer.from(data.bytes(2))
   if (ciphertext.length < NONCE_LENGTH + TAG_LENGTH + 1) fail(`ciphertext is too short (${ciphertext.length} bytes)`)
-  return {params, ciphertext}
+  return {params, ciphertext, keyLength: PLAINTEXT_LENGTH[block.type]!}
 }
 
 function argon2Problem({memory, iterations, parallelism}: Argon2Parameters): string | undefined {

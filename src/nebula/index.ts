@@ -1,7 +1,8 @@
 /**
  * Nebula's certificate formats and keys (`cert/` in slackhq/nebula): one interface for a certificate
- * (`certificate.ts`), one file per format version (`cert-v1.ts`), one place that picks the version (`codec.ts`),
- * signing as a CA (`sign.ts`), verification and key matching (`verify.ts`), keys (`keys.ts`, `encrypted-key.ts`), PEM.
+ * (`certificate.ts`), one file per format version (`cert-v1.ts`, `cert-v2.ts`), one place that picks the version
+ * (`codec.ts`), signing as a CA (`sign.ts`), verification and key matching (`verify.ts`), keys for Curve25519 and P256
+ * (`keys.ts`, `encrypted-key.ts`), PEM.
  * Pure functions on `node:crypto` and `argon2`; no I/O, no CLI. Errors are the classes of `./errors.js`; callers map
  * them to user errors.
  */
@@ -27,22 +28,30 @@ export {
   decodePemBlocks,
   encodePem,
 } from './pem.js'
-export type {CertificateDetails, NebulaCertificate} from './certificate.js'
+export type {CertificateDetails, CertificateVersion, Curve, NebulaCertificate} from './certificate.js'
 export {marshalDetails, unmarshalCertificate} from './cert-v1.js'
-export {certificateFromPem, certificateToPem, certificatesFromPem, fingerprint, marshalCertificate} from './codec.js'
+export {type CertificateFormatFacts, compareVersions, MIN_NEBULA_VERSION, nebulaRequirement} from './compat.js'
+export {marshalDetails as marshalDetailsV2, signedBytes as signedBytesV2, unmarshalCertificate as unmarshalCertificateV2} from './cert-v2.js'
+export {certificateFromPem, certificateToPem, certificatesFromPem, fingerprint, marshalCertificate, toPrintJson} from './codec.js'
 export {checkSignature, signCertificate, signDetails} from './sign.js'
 export {
+  blocklistFingerprints,
   caPrivateKeyMatchesCertificate,
+  caSignatureValid,
+  describeFormat,
+  hostCertificatesProblem,
   hostKeyMatchesCertificate,
-  toPrintJson,
   verifyCertificate,
   type VerifyOptions,
 } from './verify.js'
 export {
+  caKeyCurve,
   caPrivateKeyFromPem,
   caPrivateKeyToPem,
   caPublicKeyFromPem,
   caPublicKeyToPem,
+  caSign,
+  ecdsaOtherForm,
   ed25519PublicKeyFromSeed,
   ed25519Sign,
   ed25519Verify,
@@ -53,6 +62,9 @@ export {
   hostPublicKeyFromPem,
   hostPublicKeyFromPrivate,
   hostPublicKeyToPem,
+  readHostPrivateKey,
+  readHostPublicKey,
+  type CurveKey,
 } from './keys.js'
 export {
   DEFAULT_ARGON2_PARAMETERS,

@@ -11,7 +11,7 @@ import {NebulaFormatError} from './errors.js'
 
 /** v1 certificate (protobuf `RawNebulaCertificate`); the only certificate Nebula 1.6.1 reads. */
 export const CERTIFICATE_BANNER = 'NEBULA CERTIFICATE'
-/** v2 certificate (ASN.1, Nebula 1.10+); recognised only to be refused with a clear message. */
+/** v2 certificate (ASN.1, Nebula 1.10+). */
 export const CERTIFICATE_V2_BANNER = 'NEBULA CERTIFICATE V2'
 /** Ed25519 signing (CA) key: 64 bytes, the 32-byte seed then the 32-byte public key. */
 export const ED25519_PRIVATE_KEY_BANNER = 'NEBULA ED25519 PRIVATE KEY'
@@ -23,6 +23,16 @@ export const ED25519_ENCRYPTED_PRIVATE_KEY_BANNER = 'NEBULA ED25519 ENCRYPTED PR
 export const X25519_PRIVATE_KEY_BANNER = 'NEBULA X25519 PRIVATE KEY'
 /** X25519 host public key: 32 bytes. */
 export const X25519_PUBLIC_KEY_BANNER = 'NEBULA X25519 PUBLIC KEY'
+/** ECDSA P-256 signing (CA) key: the 32-byte big-endian scalar. */
+export const P256_CA_PRIVATE_KEY_BANNER = 'NEBULA ECDSA P256 PRIVATE KEY'
+/** ECDSA P-256 CA public key: 65 bytes, uncompressed point. */
+export const P256_CA_PUBLIC_KEY_BANNER = 'NEBULA ECDSA P256 PUBLIC KEY'
+/** Passphrase-protected ECDSA P-256 CA key (the same `RawNebulaEncryptedData` as the Ed25519 one). */
+export const P256_ENCRYPTED_PRIVATE_KEY_BANNER = 'NEBULA ECDSA P256 ENCRYPTED PRIVATE KEY'
+/** P-256 host (key agreement) private key: the 32-byte big-endian scalar. */
+export const P256_PRIVATE_KEY_BANNER = 'NEBULA P256 PRIVATE KEY'
+/** P-256 host public key: 65 bytes, uncompressed point. */
+export const P256_PUBLIC_KEY_BANNER = 'NEBULA P256 PUBLIC KEY'
 
 /** One PEM block: its banner type (e.g. `NEBULA CERTIFICATE`) and its decoded bytes. */
 export interface PemBlock {

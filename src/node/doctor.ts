@@ -12,21 +12,25 @@ import {parse as parseYaml} from 'yaml'
 import {UNDERLAY_GUARD} from '../bundle/layout.js'
 import {UserError} from '../errors.js'
 import {EXPIRY_WARNING_SECONDS} from '../lib/duration.js'
-import {runChild} from '../lib/spawn.js'
 import {lastLine, safeLine, SHA256_HEX} from '../lib/text.js'
 import {
-  certificateFromPem,
   certificatesFromPem,
   CertificateVerifyError,
+  compareVersions,
+  type CurveKey,
+  describeFormat,
   fingerprint,
+  hostCertificatesProblem,
   hostKeyMatchesCertificate,
-  hostPrivateKeyFromPem,
+  MIN_NEBULA_VERSION,
   type NebulaCertificate,
+  nebulaRequirement,
+  readHostPrivateKey,
   verifyCertificate,
 } from '../nebula/index.js'
 import {composePorts, type Verdict} from './compose-ports.js'
 import {checkUnderlayGuard} from './guard.js'
-import {nebulaTest, onPath} from './nebula.js'
+import {nebulaTest, nebulaVersion} from './nebula.js'
 
 /** Verdict of one {@link DoctorCheck}. */
 export type DoctorStatus = Verdict
@@ -67,23 +71,22 @@ export interface DoctorOptions {
 
 /** The installation directory `doctor` checks by default. */
 
-/** Oldest Nebula the rendered config.yml is for. */
-export const MIN_NEBULA_VERSION = '1.6.1'
-
 const DAY = 86_400
 
 /**
  * Checks the installation in `dir` (made by `tbmesh install`) and the host it is on, each check one {@link DoctorCheck}:
  *
- * - `nebula`: the binary is on PATH and `nebula -version` is at least {@link MIN_NEBULA_VERSION};
+ * - `nebula`: the binary is on PATH and `nebula -version` is at least what the installed certificates need
+ *   (`nebulaRequirement`: 1.10 for v2, 1.7 for P256, else {@link MIN_NEBULA_VERSION}); listed first, run after they are read;
  * - `tun`: `/dev/net/tun` exists, is a character device and opens read-write;
  * - `nebula-test`: `nebula -test -config DIR/nebula/config.yml` passes;
  * - `ca-pin`: the installed manifest's `caFingerprint`, and that `nebula/ca.crt` holds that CA;
  * - `ca-validity`, `host-cert`: validity and days left of the host certificate's CA and of the host certificate
  *   (warn within 30 days ({@link EXPIRY_WARNING_SECONDS}), fail when expired or not yet valid); the host certificate must be
  *   for the manifest's node and overlay IP;
- * - `host-cert-verify`: the host certificate passes every Nebula rule against `nebula/ca.crt` and config.yml's
- *   blocklist (expiry is left to the checks above);
+ * - `host-cert-verify`: the host certificate (and an older one beside it, in round 2 of a rotation that changes the
+ *   format) passes every Nebula rule against `nebula/ca.crt` and config.yml's blocklist (expiry is left to the checks
+ *   above);
  * - `host-key`: `nebula/host.key` matches the host certificate;
  * - `multichain-conf`: every `bind` and `externalip` of `multichain/multichain.conf` is the overlay IP;
  * - `blockchain-env`: `EXTERNAL_IP` of `trubudget/blockchain.env` is the overlay IP;
@@ -118,17 +121,9 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
     }
   }
 
-  // Nebula itself and the tun device.
-  const nebula = await onPath('nebula')
-  if (nebula) {
-    const result = await runChild(nebula, ['-version'], {timeoutMs: 10_000})
-    const version = /Version:\s*v?(\d+\.\d+\.\d+\S*)/.exec(result.output)?.[1]
-    if (result.exitCode !== 0 || !version) check('nebula', 'fail', `\`${nebula} -version\` failed: ${lastLine(result.output || (result.failure ?? ''))}`)
-    else if (compareVersions(version, MIN_NEBULA_VERSION) < 0) check('nebula', 'fail', `nebula ${version} (${nebula}) is older than ${MIN_NEBULA_VERSION}: upgrade it`)
-    else check('nebula', 'pass', `nebula ${version} (${nebula})`)
-  } else {
-    check('nebula', 'fail', 'nebula is not on PATH: install it (apt-get install nebula), version 1.6.1 or later')
-  }
+  // Nebula itself (its version against what the installed certificates need, checked below) and the tun device.
+  const found = await nebulaVersion()
+  const nebula = found?.path
   check(...(await checkTun(opts.tunDevice ?? '/dev/net/tun')))
 
   const configPath = file('nebula/config.yml')
@@ -176,16 +171,32 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
     check('ca-pin', 'pass', `manifest.json pins CA ${pin}; nebula/ca.crt holds it${others > 0 ? ` (and ${others} other CA${others > 1 ? 's' : ''})` : ''}`)
   } else check('ca-pin', 'fail', `manifest.json pins CA ${pin}, but nebula/ca.crt does not hold it`)
 
-  let host: NebulaCertificate | undefined
+  // The host certificate (the newest, last) and, in round 2 of a rotation that changes the format, an older one beside it.
+  let hosts: NebulaCertificate[] | undefined
   const hostFile = await read('nebula/host.crt')
   let hostProblem = 'problem' in hostFile ? hostFile.problem : undefined
   if ('data' in hostFile) {
     try {
-      host = certificateFromPem(hostFile.data)
+      hosts = certificatesFromPem(hostFile.data)
+      hostProblem = hostCertificatesProblem(hosts)
+      if (hostProblem) hosts = undefined
     } catch (error) {
       hostProblem = `nebula/host.crt does not parse (${(error as Error).message})`
     }
   }
+  const host = hosts?.at(-1)
+
+  // Listed first: whether this nebula can load these certificates (v2 needs 1.10, P256 1.7).
+  const need = nebulaRequirement([...(cas ?? []), ...(hosts ?? [])])
+  const needs = need.why ? `, which ${need.why} here needs` : ''
+  const nebulaCheck: DoctorCheck = !found
+    ? {name: 'nebula', status: 'fail', detail: `nebula is not on PATH: install it (apt-get install nebula), version ${need.version} or later${needs}`}
+    : found.version === undefined
+      ? {name: 'nebula', status: 'fail', detail: found.problem}
+      : compareVersions(found.version, need.version) < 0
+        ? {name: 'nebula', status: 'fail', detail: `nebula ${found.version} (${found.path}) is older than ${need.version}${needs}: upgrade it`}
+        : {name: 'nebula', status: 'pass', detail: `nebula ${found.version} (${found.path})`}
+  checks.unshift({...nebulaCheck, detail: safeLine(nebulaCheck.detail)})
 
   const issuer = host && cas?.find((c) => fingerprint(c) === host.details.issuer)
   const ca = issuer ?? cas?.find((c) => fingerprint(c) === pin)
@@ -196,7 +207,8 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   const certIp = host?.details.ips[0]?.split('/')[0]
   const overlayIp = certIp ?? manifestIp
   if (host) {
-    const name = `host certificate ${JSON.stringify(host.details.name)} (${certIp ?? 'no IP'})`
+    const formats = hosts!.map((h) => describeFormat(h)).join(' + ')
+    const name = `host certificate ${JSON.stringify(host.details.name)} (${certIp ?? 'no IP'}, ${formats})`
     const [status, detail] = validity(name, host, now)
     if (manifest && (host.details.name !== manifest.node || certIp !== manifestIp)) {
       check('host-cert', 'fail', `${name} is not for ${String(manifest.node)} (${String(manifestIp)}), the node manifest.json names`)
@@ -224,6 +236,15 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
       failure = verify(Math.max(host.details.notBefore, issuer.details.notBefore))
       expiryAside = true
     }
+    // An older certificate presented beside it (round 2 of a rotation) must verify too, apart from its expiry.
+    for (const older of hosts!.slice(0, -1)) {
+      try {
+        verifyCertificate(older, {trusted: cas, blocklist, now: Math.min(now, older.details.notAfter)})
+      } catch (error) {
+        if (!(error instanceof CertificateVerifyError)) throw error
+        failure ??= error
+      }
+    }
     if (failure) check('host-cert-verify', 'fail', `the host certificate does not verify against nebula/ca.crt: ${failure.message}`)
     else {
       const by = `CA ${JSON.stringify(issuer!.details.name)} (${host.details.issuer})`
@@ -234,16 +255,16 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   const keyFile = await read('nebula/host.key')
   if ('problem' in keyFile) check('host-key', 'fail', keyFile.problem)
   else {
-    let key: Buffer | undefined
+    let key: CurveKey | undefined
     try {
-      key = hostPrivateKeyFromPem(keyFile.data)
+      key = readHostPrivateKey(keyFile.data)
     } catch (error) {
       check('host-key', 'fail', `nebula/host.key does not parse (${(error as Error).message})`)
     }
     if (key && !host) check('host-key', 'fail', `cannot match nebula/host.key: ${hostProblem}`)
     else if (key && host) {
-      if (hostKeyMatchesCertificate(key, host)) check('host-key', 'pass', 'nebula/host.key matches the host certificate')
-      else check('host-key', 'fail', "nebula/host.key does not match the host certificate (it is another node's key)")
+      if (hosts!.every((h) => hostKeyMatchesCertificate(key.key, h, key.curve))) check('host-key', 'pass', `nebula/host.key (${key.curve === 'P256' ? 'P256' : 'X25519'}) matches the host certificate${hosts!.length > 1 ? 's' : ''}`)
+      else check('host-key', 'fail', "nebula/host.key does not match the host certificate (it is another node's key, or of another curve)")
     }
   }
 
@@ -303,14 +324,6 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   const counts: Record<DoctorStatus, number> = {pass: 0, warn: 0, fail: 0}
   for (const c of checks) counts[c.status]++
   return {dir: target, ...(overlayIp ? {overlayIp} : {}), ok: counts.fail === 0, counts, checks}
-}
-
-/** Negative, zero or positive as version `a` is older than, the same as or newer than `b` (numeric `x.y.z`). */
-export function compareVersions(a: string, b: string): number {
-  const parts = (v: string): number[] => v.split(/[.+-]/).slice(0, 3).map((n) => Number.parseInt(n, 10) || 0)
-  const [x, y] = [parts(a), parts(b)]
-  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0)
-  return 0
 }
 
 async function checkTun(device: string): Promise<[string, DoctorStatus, string]> {

@@ -76,6 +76,7 @@ export function renderBundleReadme(p: NodeProfile, extra: BundleReadmeExtra = {}
     bundleFile: safeLine(extra.bundleFile ?? `${p.node.name}.tbmesh.tar.gz`),
     installDir: safeLine(extra.installDir ?? INSTALL_DIR_PLACEHOLDER),
     tunDev: safeLine(p.tun.dev),
+    minNebula: safeLine(p.minNebulaVersion),
     firewallSummary,
     rpcPort: assertPort(p.ports.rpc, 'ports.rpc'),
     p2pPort: assertPort(p.ports.p2p, 'ports.p2p'),

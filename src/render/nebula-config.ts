@@ -51,7 +51,7 @@ export function outboundRules(p: NodeProfile): NebulaFirewallRule[] {
  * The text of the node's Nebula `config.yml`.
  *
  * - `pki`: `ca`/`cert`/`key` from `p.pki` (written as given; relative paths resolve against nebula's working
- *   directory), `blocklist` from `p.blocklist`.
+ *   directory), `blocklist` from `p.blocklist`, and `initiating_version` only when `p.initiatingVersion` is set.
  * - `static_host_map`: every lighthouse's overlay IP → `[endpoint]`.
  * - `lighthouse`: `am_lighthouse` = `p.node.lighthouse`, `interval: 10`, `hosts` = every lighthouse's overlay IP, or
  *   `[]` on a lighthouse.
@@ -83,6 +83,7 @@ export function renderNebulaConfig(p: NodeProfile): string {
   set(['pki', 'cert'], p.pki.cert)
   set(['pki', 'key'], p.pki.key)
   set(['pki', 'blocklist'], [...p.blocklist])
+  if (p.initiatingVersion !== undefined) (doc as {pki: Record<string, unknown>}).pki.initiating_version = p.initiatingVersion
   set(['static_host_map'], Object.fromEntries(lighthouses.map((l) => [l.overlayIp, [l.endpoint]])))
   set(['lighthouse', 'am_lighthouse'], p.node.lighthouse)
   set(['lighthouse', 'hosts'], p.node.lighthouse ? [] : lighthouses.map((l) => l.overlayIp))
@@ -97,7 +98,7 @@ export function renderNebulaConfig(p: NodeProfile): string {
   const role = [p.node.lighthouse && 'lighthouse', p.node.origin && 'TruBudget origin'].filter(Boolean).join(', ')
   const allowed = [...new Set(inboundRules(p).map((r) => (r.proto === 'icmp' ? 'ICMP' : `TCP ${r.port}`)))].join(', ')
   const from = p.members
-    ? `from the nodes of ${p.members.length} member organization(s), each only from its own block and CA (cidr + ca_sha)`
+    ? `from the nodes of ${new Set(p.members.map((m) => m.organization)).size} member organization(s), each only from its own block and CA (cidr + ca_sha)`
     : 'from any node of the network'
   const header = [
     `# Nebula config.yml for node ${safeLine(p.node.name)} (${assertIPv4(p.node.overlayIp, 'node.overlayIp')}` +

@@ -42,12 +42,24 @@ export interface NodeProfile {
   tun: {dev: string; mtu: number}
   /** Paths written into config.yml's `pki` section (absolute, or relative to nebula's working directory). */
   pki: {ca: string; cert: string; key: string}
+  /**
+   * `pki.initiating_version` (Nebula 1.10+): set only while the node presents two certificates (a v1 and a v2 one, in
+   * round 2 of a rotation that changes the format) to the version of its new one, so that the tunnels it opens use the
+   * certificate of the new CA. Undefined otherwise (Nebula's default fits one certificate).
+   */
+  initiatingVersion?: 1 | 2
   /** Certificate fingerprints (hex SHA-256) that nodes must refuse; rendered into `pki.blocklist`. */
   blocklist: string[]
   /**
-   * A federated network's member organizations (slug, IPv4 CIDR block, hex SHA-256 of their CA certificate): every
-   * firewall rule is rendered once per member, scoped to its CA (`ca_sha`) and its block (`cidr`), so a peer is
-   * believed only within the block of the CA that issued its certificate. Undefined in single-CA mode.
+   * The oldest Nebula that loads the node's trust bundle and certificates (`x.y.z`): 1.6.1, 1.7.0 for P256, 1.10.0 for
+   * v2 certificates. The bundle README names it and the compose file runs an image at least as new.
+   */
+  minNebulaVersion: string
+  /**
+   * A federated network's member organizations (slug, IPv4 CIDR block, hex SHA-256 of their CA certificate), one entry
+   * per CA (a member rotating its CA has two): every firewall rule is rendered once per entry, scoped to the CA
+   * (`ca_sha`) and the block (`cidr`), so a peer is believed only within the block of the CA that issued its
+   * certificate. Undefined in single-CA mode.
    */
   members?: Array<{organization: string; block: string; caFingerprint: string}>
 }

@@ -211,6 +211,11 @@ export interface Lab {
   connect(host: HostRef, ip: string, port: number, timeoutMs?: number): Promise<ConnectResult>
   /** Retry {@link Lab.connect} until it succeeds; rejects with the last result after `timeoutMs`. */
   waitForTcp(host: HostRef, ip: string, port: number, opts?: WaitForTcpOptions): Promise<void>
+  /**
+   * {@link Lab.waitForTcp} from every member to every other member's `ip:port`, all pairs at once; rejects with the
+   * first pair that stays unreachable.
+   */
+  waitForMesh(members: ReadonlyArray<{host: HostRef; ip: string}>, port: number, opts?: WaitForTcpOptions): Promise<void>
   /** Addresses, routes and the output tail of every process, for failure messages. */
   diagnostics(): Promise<string>
   /**
@@ -882,6 +887,11 @@ class LabImpl implements Lab {
 
     throw new Error(`${ipAddr}:${port} not reachable from ${host.name} within ${timeoutMs} ms ` +
       `(${attempts} attempts; last: ${last?.reason} ${last?.detail})`)
+  }
+
+  async waitForMesh(members: ReadonlyArray<{host: HostRef; ip: string}>, port: number, opts: WaitForTcpOptions = {}): Promise<void> {
+    const pairs = members.flatMap((from) => members.filter((to) => to !== from).map((to) => [from.host, to.ip] as const))
+    await Promise.all(pairs.map(([host, ipAddr]) => this.waitForTcp(host, ipAddr, port, opts)))
   }
 
   async diagnostics(): Promise<string> {
