@@ -15,8 +15,10 @@ import {fileError} from '../lib/files.js'
 import {certificatesFromPem, type NebulaCertificate} from '../nebula/index.js'
 import {nebulaTest, type NebulaTestResult} from '../node/nebula.js'
 import {placeInstallDir} from '../render/install-dir.js'
+import {multichainPasswordLine} from '../render/multichain-conf.js'
 import {readBundle} from './archive.js'
 import {BUNDLE_LAYOUT, type BundleEntrySpec, type BundleManifest, FILES, holdsAny, MANIFEST, manifestProblem, refusal} from './layout.js'
+import {makeNodeEnv, NODE_ENV_FILE, type NodeEnv, parseNodeEnv, renderNodeEnv} from './node-env.js'
 import {type TrustedBundle, type TrustOptions, verifyBundleTrust} from './trust.js'
 
 /** Mode of the installed directory itself (its secrets live in 0700 subdirectories or 0600 files). */
@@ -28,6 +30,12 @@ export interface InstallOptions extends TrustOptions {
   force?: boolean
   /** Called only for an encrypted bundle: returns its passphrase. */
   passphrase?: () => Promise<Buffer>
+  /** The organization's ORGANIZATION_VAULT_SECRET (`--vault-secret-file`), for a bundle that does not carry it. */
+  vaultSecret?: string
+  /** Run TruBudget's storage service (documents): recorded in node.env. Undefined keeps the installed choice. */
+  documents?: boolean
+  /** TruBudget's image tag for the complete stack, recorded in node.env. Undefined keeps the installed choice. */
+  trubudgetTag?: string
 }
 
 /** What {@link installBundle} returns. */
@@ -46,22 +54,27 @@ export interface InstallResult {
   keyFromJoiner: boolean
   /** For an update: the sequence number of the bundle it replaced. */
   previousSequence?: number
+  /**
+   * The node's own values (`trubudget/node.env`, see `node-env.ts`): its path, the secrets made by this installation
+   * (names; none when an installation of the same node was kept), and where ORGANIZATION_VAULT_SECRET came from.
+   */
+  nodeEnv: {path: string; generated: string[]; vault: NodeEnv['vault']}
 }
 
 /**
  * Verify a bundle ({@link readBundle}) and install its files into `dir`:
  *
- * - `dir/nebula/{ca.crt,host.crt,host.key,config.yml}`, `dir/multichain/multichain.conf`,
- *   `dir/trubudget/blockchain.env`, `dir/systemd/nebula.service`,
- *   `dir/docker/{docker-compose.nebula.yml,docker-compose.trubudget.override.yml}`, `dir/manifest.json`,
- *   `dir/README.md`;
+ * - every file of the bundle at its layout path (`BUNDLE_LAYOUT`), but `trubudget/vault-secret.env`, which goes into
+ *   node.env;
+ * - `dir/trubudget/node.env` (0600): the node's own secrets, made here or kept from an installation of the same node
+ *   of the same network (`makeNodeEnv` in `node-env.ts`, with `opts.vaultSecret`, `documents`, `trubudgetTag`);
  * - every file the bundle brings adapted to `dir` by {@link rewriteForInstall}: `nebula/config.yml`'s `pki.ca`,
  *   `pki.cert`, `pki.key` rewritten to the absolute paths of those files in `dir` (so
  *   `nebula -config DIR/nebula/config.yml` works from any working directory; `pki.key` points at `nebula/host.key`
  *   even when the bundle has none, for the key its owner holds), and the systemd unit and compose files naming `dir`
- *   where they were rendered with the placeholder `/etc/tbmesh`;
- * - modes: the key, `multichain.conf` and `blockchain.env` 0600, other files 0644, subdirectories holding secrets
- *   0700, `systemd/` and `docker/` 0755, `dir` 0755.
+ *   where they were rendered with the placeholder `/etc/tbmesh`, and `multichain.conf` given node.env's RPC password;
+ * - modes: the key, `multichain.conf` and node.env 0600, other files 0644, subdirectories holding secrets 0700,
+ *   `systemd/`, `docker/` and `host/` 0755, `dir` 0755.
  *
  * Files are staged in a fresh directory beside `dir` (same parent, created when missing) and renamed into place;
  * with `force`, an existing `dir` is first moved aside, and restored if the rename fails, else removed. Any failure
@@ -71,7 +84,7 @@ export interface InstallResult {
  * the verdict; a failing test does not undo the installation.
  *
  * @throws UserError for every refusal of {@link readBundle}; when `dir` exists and is not empty and `force` is not
- *   set; when `dir` is not a directory or is a symbolic link; when `nebula/config.yml` is not a YAML mapping with a
+ *   set; when the vault secret given differs from the bundle's or the installed one; when `dir` is not a directory or is a symbolic link; when `nebula/config.yml` is not a YAML mapping with a
  *   `pki` mapping; when the parent directory is not writable.
  */
 export async function installBundle(file: string, dir: string, opts: InstallOptions = {}): Promise<InstallResult> {
@@ -109,6 +122,17 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     files = new Map(read.files)
     files.set('nebula/host.key', Buffer.from(trusted.hostKeyPem, 'utf8'))
   }
+  // The node's own secrets: made here, or kept from an installation of the same node (an update carries none).
+  const installedEnv = await readInstalledNodeEnv(target, manifest)
+  const bundleVault = read.files.get('trubudget/vault-secret.env')
+  const nodeEnv = makeNodeEnv(manifest.node, {
+    installed: installedEnv,
+    bundleVault: bundleVault === undefined ? undefined : parseNodeEnv(bundleVault.toString('utf8')).ORGANIZATION_VAULT_SECRET ?? '',
+    fileVault: opts.vaultSecret,
+    documents: opts.documents,
+    trubudgetTag: opts.trubudgetTag,
+  })
+  files.set(NODE_ENV_FILE, Buffer.from(renderNodeEnv(manifest.node, nodeEnv.values), 'utf8'))
 
   const existing = await lstat(target).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') return undefined
@@ -125,7 +149,7 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
   const rewritten = new Map<string, Buffer>()
   for (const spec of FILES) {
     const data = read.files.get(spec.path)
-    if (data && spec.installRewrite) rewritten.set(spec.path, rewriteForInstall(file, spec, data, target))
+    if (data && spec.installRewrite) rewritten.set(spec.path, rewriteForInstall(file, spec, data, target, nodeEnv.values))
   }
 
   try {
@@ -142,7 +166,7 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
 
   const installed: string[] = []
   try {
-    for (const spec of BUNDLE_LAYOUT) {
+    for (const spec of BUNDLE_LAYOUT as readonly BundleEntrySpec[]) {
       const dest = path.join(staging, ...spec.path.split('/'))
       if (spec.type === 'directory') {
         if (!holdsAny(spec.path, files.keys())) continue
@@ -151,11 +175,14 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
         continue
       }
       const data = rewritten.get(spec.path) ?? files.get(spec.path)
-      if (!data) continue
+      if (!data || spec.installed === false) continue
       await writeFile(dest, data, {mode: spec.installMode, flag: 'wx'})
       await chmod(dest, spec.installMode)
       installed.push(spec.path)
     }
+    await writeFile(path.join(staging, ...NODE_ENV_FILE.split('/')), files.get(NODE_ENV_FILE)!, {mode: 0o600, flag: 'wx'})
+    await chmod(path.join(staging, ...NODE_ENV_FILE.split('/')), 0o600)
+    installed.push(NODE_ENV_FILE)
     await chmod(staging, INSTALL_ROOT_MODE)
     await swapIntoPlace(staging, target, nonEmpty)
   } catch (error) {
@@ -172,7 +199,27 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     encrypted: read.encrypted,
     keyFromJoiner: trusted.keyFromJoiner,
     ...(previousSequence === undefined ? {} : {previousSequence}),
+    nodeEnv: {path: path.join(target, ...NODE_ENV_FILE.split('/')), generated: nodeEnv.generated, vault: nodeEnv.vault},
   }
+}
+
+/**
+ * The node.env of the installation in `dir` when it is one of the same node of the same network as `manifest`, else
+ * undefined (no installation, another node, or an installation made before node.env existed).
+ */
+async function readInstalledNodeEnv(dir: string, manifest: BundleManifest): Promise<Record<string, string> | undefined> {
+  const read = async (rel: string): Promise<string | undefined> =>
+    readFile(path.join(dir, ...rel.split('/')), 'utf8').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return undefined
+      throw fileError(error, `Cannot read ${dir}/${rel}`, {denied: "run as the installation's owner"})
+    })
+  let installed: Partial<BundleManifest> | undefined
+  try {
+    installed = JSON.parse((await read(MANIFEST)) ?? 'null') as Partial<BundleManifest> | undefined
+  } catch {}
+  if (installed?.node !== manifest.node || installed.network !== manifest.network) return undefined
+  const text = await read(NODE_ENV_FILE)
+  return text === undefined ? undefined : parseNodeEnv(text)
 }
 
 /**
@@ -201,16 +248,19 @@ async function readInstallation(dir: string): Promise<{manifest: BundleManifest;
 
 /**
  * `data`, the content of the bundle entry `spec`, adapted to the installation directory `target` as
- * `spec.installRewrite` says. Renderers put a directory into the deployment files with the same function
- * ({@link placeInstallDir}), so an installed file equals the file rendered for `target`.
+ * `spec.installRewrite` says (`rpc-password`: the RPC password of `nodeEnv`, the node's node.env values, appended).
+ * Renderers put a directory into the deployment files with the same function ({@link placeInstallDir}), so an installed
+ * file equals the file rendered for `target`.
  * @throws UserError when config.yml has no pki section, or `target` cannot be written into a deployment file.
  */
-export function rewriteForInstall(file: string, spec: BundleEntrySpec, data: Buffer, target: string): Buffer {
+export function rewriteForInstall(file: string, spec: BundleEntrySpec, data: Buffer, target: string, nodeEnv: Record<string, string>): Buffer {
   switch (spec.installRewrite) {
     case undefined:
       return data
     case 'nebula-pki':
       return rewriteConfig(file, data, target)
+    case 'rpc-password':
+      return Buffer.concat([data, Buffer.from(multichainPasswordLine(nodeEnv.MULTICHAIN_RPC_PASSWORD), 'utf8')])
     default:
       return Buffer.from(placeInstallDir(data.toString('utf8'), spec.installRewrite, target), 'utf8')
   }

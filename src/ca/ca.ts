@@ -4,17 +4,17 @@
  * directly. What a node's files are rendered from is `node-profile.ts`.
  */
 
-import {randomBytes} from 'node:crypto'
 import {resolve} from 'node:path'
 
 import {UsageError, UserError} from '../errors.js'
 import {approvalsNeeded, approve, nextVersion} from '../federation/descriptor.js'
 import {Home, type Transaction} from '../home/home.js'
 import {isMember} from '../home/queries.js'
-import {type AccessLevel, type CaRecord, type CertificateRecord, type NetworkSecrets, type NetworkState, type NodeRecord, SCHEMA_VERSION} from '../home/types.js'
+import {type AccessLevel, type CaRecord, type CertificateRecord, type NetworkPorts, type NetworkSecrets, type NetworkState, type NodeRecord, SCHEMA_VERSION} from '../home/types.js'
 import {formatDuration, iso} from '../lib/duration.js'
-import {checkEndpoint, checkRequestedIp, formatCidr, formatIp, type Ipv4Network, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap} from '../lib/ip.js'
+import {checkEndpoint, checkPort, checkRequestedIp, contains, dockerPoolOverlap, formatCidr, formatIp, type Ipv4Network, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap} from '../lib/ip.js'
 import {checkGroups, checkNetworkName, checkNodeName, checkOrganizationName, slugify} from '../lib/names.js'
+import {newSecret} from '../lib/text.js'
 import {
   type Argon2Parameters,
   caPrivateKeyToPem,
@@ -33,19 +33,30 @@ import {
   type SigningReason,
   WrongPassphraseError,
 } from '../nebula/index.js'
+import {BLOCKCHAIN_API_PORT} from '../render/trubudget.js'
 
 /** Default ports and device settings of a new network. */
 export const DEFAULTS = {
   caDurationSeconds: 10 * 365 * 86_400,
   hostDurationSeconds: 365 * 86_400,
   orgPrefix: 24,
-  ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080},
+  ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080, storage: 8090},
   tun: {dev: 'nebula1', mtu: 1300},
   rpcUser: 'multichainrpc',
 } as const
 
 /** Certificates are backdated this many seconds to tolerate clock skew between organizations' machines. */
 export const BACKDATE_SECONDS = 60
+
+/** The ports an operator may choose at `init-ca` (TCP; defaults in {@link DEFAULTS}). */
+export interface PortChoice {
+  /** MultiChain peer-to-peer. */
+  p2p?: number
+  /** TruBudget API, where joining nodes register at registrars. */
+  api?: number
+  /** TruBudget storage service (documents between organizations). */
+  storage?: number
+}
 
 /** Options of {@link initCa}. Durations in seconds. */
 export interface InitCaOptions {
@@ -56,6 +67,10 @@ export interface InitCaOptions {
   durationSeconds?: number
   /** Prefix length of each organization's block. */
   orgPrefix?: number
+  /** Ports of the network; each defaults to {@link DEFAULTS}' port. */
+  ports?: PortChoice
+  /** Accept an overlay CIDR that overlaps Docker's default address pools. */
+  allowDockerOverlap?: boolean
   /** Passphrase for the CA key; null stores it unencrypted. */
   passphrase: Buffer | null
   force?: boolean
@@ -71,6 +86,8 @@ export interface InitCaResult {
   network: string
   cidr: string
   orgPrefix: number
+  /** The network's ports (see `NetworkPorts` in `home/types.ts`). */
+  ports: Required<NetworkPorts>
   caFingerprint: string
   caNotBefore: string
   caNotAfter: string
@@ -80,15 +97,28 @@ export interface InitCaResult {
 }
 
 /**
- * Checks a new network's name, overlay CIDR (IPv4, not a special range, /30 or larger) and organization prefix.
- * Throws UsageError; callers check these before asking for a passphrase.
+ * Checks a new network's name, overlay CIDR (IPv4, not a special range, /30 or larger, and clear of Docker's default
+ * address pools unless `allowDockerOverlap`), organization prefix and ports (1–65535, P2P, API and storage distinct from
+ * each other, from MultiChain RPC and from the blockchain container's API {@link BLOCKCHAIN_API_PORT}).
+ * Returns them with the ports filled in. Throws UsageError; callers check these before asking for a passphrase.
  */
-export function checkNetworkOptions(opts: {network: string; cidr: string; orgPrefix?: number}): {name: string; net: Ipv4Network; orgPrefix: number} {
+export function checkNetworkOptions(opts: {network: string; cidr: string; orgPrefix?: number; ports?: PortChoice; allowDockerOverlap?: boolean}): {
+  name: string
+  net: Ipv4Network
+  orgPrefix: number
+  ports: Required<NetworkPorts>
+} {
   const name = checkNetworkName(opts.network)
   const net = parseCidr(opts.cidr, '--cidr')
   const special = specialRangeOverlap(net)
   if (special) throw new UsageError(`--cidr ${opts.cidr} overlaps the ${special}`, {fix: 'use a private range, e.g. 10.42.0.0/16'})
   if (net.prefix > 30) throw new UsageError(`--cidr ${opts.cidr} is too small for a network`, {fix: 'use a /30 or larger, e.g. 10.42.0.0/16'})
+  const docker = dockerPoolOverlap(net)
+  if (docker && !opts.allowDockerOverlap) {
+    throw new UsageError(`--cidr ${opts.cidr} overlaps Docker's default address pool ${docker}, where Docker creates the networks of TruBudget's containers`, {
+      fix: 'use another range, e.g. 10.42.0.0/16, or pass --allow-docker-overlap if no node runs Docker with its default pools',
+    })
+  }
   const orgPrefix = opts.orgPrefix ?? DEFAULTS.orgPrefix
   if (Number.isInteger(orgPrefix) && orgPrefix < net.prefix) {
     throw new UsageError(`--cidr ${opts.cidr} is too small for /${orgPrefix} organization blocks`, {
@@ -98,21 +128,34 @@ export function checkNetworkOptions(opts: {network: string; cidr: string; orgPre
   if (!Number.isInteger(orgPrefix) || orgPrefix > 30) {
     throw new UsageError(`--org-prefix ${orgPrefix} leaves no room for nodes`, {fix: `use a prefix between ${net.prefix} and 30`})
   }
-  return {name, net, orgPrefix}
+  const ports = {
+    ...DEFAULTS.ports,
+    p2p: checkPort(opts.ports?.p2p ?? DEFAULTS.ports.p2p, '--p2p-port'),
+    api: checkPort(opts.ports?.api ?? DEFAULTS.ports.api, '--api-port'),
+    storage: checkPort(opts.ports?.storage ?? DEFAULTS.ports.storage, '--storage-port'),
+  }
+  const taken = new Map<number, string>([[BLOCKCHAIN_API_PORT, "the blockchain container's API"], [ports.rpc, 'MultiChain RPC']])
+  const chosen = [['--p2p-port', ports.p2p, 'MultiChain P2P'], ['--api-port', ports.api, 'the TruBudget API'], ['--storage-port', ports.storage, 'the storage service']] as const
+  for (const [flag, port, what] of chosen) {
+    const holder = taken.get(port)
+    if (holder) throw new UsageError(`${flag} ${port} is already the port of ${holder}`, {fix: 'give every service its own port'})
+    taken.set(port, what)
+  }
+  return {name, net, orgPrefix, ports}
 }
 
 /**
- * Creates a network in `homeDir`: an Ed25519 CA constrained to the overlay CIDR, the RPC password, and the state.
- * Throws UsageError for a bad name, CIDR or prefix; UserError when the home exists and `force` is not set.
+ * Creates a network in `homeDir`: an Ed25519 CA constrained to the overlay CIDR, and the state (with the ports chosen).
+ * Throws UsageError for a bad name, CIDR, prefix or port; UserError when the home exists and `force` is not set.
  */
 export async function initCa(homeDir: string, opts: InitCaOptions): Promise<InitCaResult> {
-  const {name, net, orgPrefix} = checkNetworkOptions(opts)
+  const {name, net, orgPrefix, ports} = checkNetworkOptions(opts)
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const duration = opts.durationSeconds ?? DEFAULTS.caDurationSeconds
   const ca = await createCa({name, ips: [formatCidr(net)], groups: [], organization: null, durationSeconds: duration, passphrase: opts.passphrase, argon2: opts.argon2, now})
   const state: NetworkState = {
     schemaVersion: SCHEMA_VERSION,
-    network: {name, cidr: formatCidr(net), orgPrefix, createdAt: iso(now), ports: {...DEFAULTS.ports}, tun: {...DEFAULTS.tun}},
+    network: {name, cidr: formatCidr(net), orgPrefix, createdAt: iso(now), ports, tun: {...DEFAULTS.tun}},
     cas: [ca.record],
     organizations: [],
     nodes: [],
@@ -124,6 +167,7 @@ export async function initCa(homeDir: string, opts: InitCaOptions): Promise<Init
     network: name,
     cidr: state.network.cidr,
     orgPrefix,
+    ports,
     caFingerprint: ca.record.id,
     caNotBefore: ca.record.notBefore,
     caNotAfter: ca.record.notAfter,
@@ -244,10 +288,12 @@ export function issueHostCertificate(tx: Transaction, issuer: Issuer, details: O
   return {certificate, fingerprint: fp}
 }
 
-/** New network secrets: the MultiChain RPC user and a random password (44 characters). */
-export function newSecrets(): NetworkSecrets {
-  // base64url of 33 random bytes: 44 characters, no characters that need quoting in env or conf files
-  return {schemaVersion: SCHEMA_VERSION, rpcUser: DEFAULTS.rpcUser, rpcPassword: randomBytes(33).toString('base64url')}
+/**
+ * A new home's `secrets.json`: empty for a single CA, whose home may be another organization's (node secrets are made on
+ * the nodes); with `organizationVault`, a federated organization's own ORGANIZATION_VAULT_SECRET ({@link newSecret}).
+ */
+export function newSecrets(organizationVault = false): NetworkSecrets {
+  return {schemaVersion: SCHEMA_VERSION, ...(organizationVault ? {organizationVaultSecret: newSecret()} : {})}
 }
 
 /**
@@ -284,6 +330,13 @@ export interface AddNodeOptions {
   /** Public underlay `host:port`; required for a lighthouse. */
   endpoint?: string
   origin?: boolean
+  /** Make the node a registrar: joining nodes may register at its TruBudget API (opened on the overlay). Needs access `trusted`. */
+  registrar?: boolean
+  /**
+   * Where the node joins the chain and registers (`P2P_HOST`, `API_HOST`): a registrar's name or overlay IP (a node of
+   * another organization's home in a federated network); default the origin.
+   */
+  registerAt?: string
   /** Extra certificate groups. */
   groups?: string[]
   /** Certificate lifetime in seconds; default one year, capped at the CA's expiry. */
@@ -311,6 +364,10 @@ export interface AddNodeResult {
   notAfter: string
   lighthouse: boolean
   origin: boolean
+  /** True for a registrar (the origin is one too). */
+  registrar: boolean
+  /** Overlay IP of the registrar the node joins and registers at (the origin's unless --register-at). */
+  registerAt?: string
   access: AccessLevel
   /** False when the joiner holds the private key: its bundle carries none. */
   keyInHome: boolean
@@ -379,7 +436,11 @@ function prepareNode(opts: AddNodeOptions, caCert: NebulaCertificate): PreparedN
   const requestedIp = opts.ip === undefined ? undefined : parseIp(opts.ip, '--ip')
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const {notBefore, notAfter} = hostValidity(caCert, now, opts.durationSeconds)
-  const access: AccessLevel = opts.access ?? (opts.origin ? 'trusted' : 'managed')
+  const access: AccessLevel = opts.access ?? (opts.origin || opts.registrar ? 'trusted' : 'managed')
+  if (opts.registrar && access !== 'trusted') {
+    throw new UsageError('a registrar must be a trusted node: joining nodes register at it', {fix: 'drop --access managed, or --registrar'})
+  }
+  if (opts.origin && opts.registerAt !== undefined) throw new UsageError('the origin creates the chain and registers nowhere', {fix: 'drop --register-at'})
   return {opts, orgName, slug, endpoint, extraGroups, requestedIp, access, now, notBefore, notAfter}
 }
 
@@ -432,6 +493,7 @@ async function addPreparedNode(tx: Transaction, issuer: Issuer, p: PreparedNode)
     ip = requestedIp
   }
   const overlayIp = formatIp(ip)
+  const registerAt = opts.registerAt === undefined ? undefined : registrarIp(state, opts.registerAt, overlayIp)
   const groups = [`org:${slug}`, `access:${access}`, ...(opts.lighthouse ? ['role:lighthouse'] : []), ...(opts.origin ? ['role:origin'] : []), ...extraGroups]
   const node: NodeRecord = {
     name,
@@ -439,6 +501,8 @@ async function addPreparedNode(tx: Transaction, issuer: Issuer, p: PreparedNode)
     overlayIp,
     lighthouse: Boolean(opts.lighthouse),
     origin: Boolean(opts.origin),
+    ...(opts.registrar ? {registrar: true} : {}),
+    ...(registerAt ? {registerAt} : {}),
     ...(endpoint ? {endpoint} : {}),
     groups: extraGroups,
     access,
@@ -483,6 +547,8 @@ async function addPreparedNode(tx: Transaction, issuer: Issuer, p: PreparedNode)
     notAfter: row.notAfter,
     lighthouse: node.lighthouse,
     origin: node.origin,
+    registrar: isRegistrar(node),
+    ...(registerAt ? {registerAt} : {}),
     access,
     keyInHome: row.keyInHome,
     ...(endpoint ? {endpoint} : {}),
@@ -515,6 +581,31 @@ function publishRoleNode(state: NetworkState, issuer: Issuer, node: NodeRecord):
     if (origin) next.origin = {organization, overlayIp}
   })
   fed.current = {descriptor: d, approvals: [approve(d, organization, issuer.record.id, issuer.key)]}
+}
+
+/** Whether joining nodes may register at `node`: the origin, and every node added with `--registrar`. */
+export function isRegistrar(node: Pick<NodeRecord, 'origin' | 'registrar'>): boolean {
+  return node.origin || Boolean(node.registrar)
+}
+
+/**
+ * The overlay IP of the registrar `ref` names (`--register-at`): a node of this home that is a registrar (by name or
+ * overlay IP), or, for another organization's registrar in a federated network, an overlay IP inside the overlay.
+ * Throws UsageError otherwise, or when it is the node itself (`self`).
+ */
+function registrarIp(state: NetworkState, ref: string, self: string): string {
+  const fix = 'name a registrar (add-node --registrar) or the origin, or give its overlay IP'
+  const node = state.nodes.find((n) => n.name === ref || n.overlayIp === ref)
+  if (node) {
+    if (node.revoked) throw new UsageError(`--register-at ${ref}: node ${node.name} was revoked`, {fix})
+    if (!isRegistrar(node)) throw new UsageError(`--register-at ${ref}: node ${node.name} is not a registrar`, {fix})
+    return node.overlayIp
+  }
+  const ip = parseIp(ref, '--register-at')
+  if (!contains(parseCidr(state.network.cidr), ip)) throw new UsageError(`--register-at ${ref} is neither a node of this network nor inside its overlay ${state.network.cidr}`, {fix})
+  if (!state.federation) throw new UsageError(`--register-at ${ref} is no node of this network`, {fix})
+  if (formatIp(ip) === self) throw new UsageError('a node cannot register at itself', {fix: 'leave --register-at out'})
+  return formatIp(ip)
 }
 
 function defaultNodeName(state: NetworkState, slug: string): string {

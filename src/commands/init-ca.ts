@@ -1,15 +1,22 @@
 import {Flags} from '@oclif/core'
 
 import {TbmeshCommand, type TbmeshFlags} from '../base-command.js'
-import {checkNetworkOptions, DEFAULTS, initCa, type InitCaResult} from '../ca/ca.js'
+import {checkNetworkOptions, DEFAULTS, initCa, type InitCaResult, type PortChoice} from '../ca/ca.js'
 import {type FederatedInitResult, foundFederation, joinFederation} from '../federation/federation.js'
 import {parseDuration} from '../lib/duration.js'
 import {resolvePassphrase} from '../lib/passphrase.js'
 
-export default class InitCa extends TbmeshCommand {
-  static override summary = 'Create a network: its CA, overlay CIDR, RPC secret and state.'
+/** The ports given on the command line. */
+function portChoice(flags: {'p2p-port'?: number; 'api-port'?: number; 'storage-port'?: number}): PortChoice {
+  return {p2p: flags['p2p-port'], api: flags['api-port'], storage: flags['storage-port']}
+}
 
-  static override description = `Creates the network's Certificate Authority (an Ed25519 Nebula CA named after the network and constrained to the overlay CIDR), a MultiChain RPC password shared by every node, and the state in --home.
+export default class InitCa extends TbmeshCommand {
+  static override summary = 'Create a network: its CA, overlay CIDR, ports and state.'
+
+  static override description = `Creates the network's Certificate Authority (an Ed25519 Nebula CA named after the network and constrained to the overlay CIDR) and the state in --home, with the network's ports: MultiChain P2P (--p2p-port, 7447), the TruBudget API where joining nodes register (--api-port, 8080) and the storage service for documents (--storage-port, 8090). Every node's files and firewall use them. The CA holds no TruBudget secret: each node makes its own at install.
+
+The overlay CIDR must not overlap Docker's default address pools (172.17.0.0/16 to 172.31.0.0/16, 192.168.0.0/16), where Docker puts the networks of TruBudget's containers; --allow-docker-overlap accepts it when no node runs Docker with those pools.
 
 The CA key is stored encrypted (Argon2id + AES-256-GCM, nebula-cert's format). The passphrase comes from --passphrase-file, TBMESH_CA_PASSPHRASE, or a prompt on a terminal (asked twice); --no-passphrase stores the key unencrypted.
 
@@ -21,6 +28,7 @@ With --federated there is no network-wide CA: each organization has its own, con
     {description: 'Create a network on 10.42.0.0/16, asking for the CA passphrase', command: '<%= config.bin %> <%= command.id %> --network trubudget-prod --cidr 10.42.0.0/16'},
     {description: 'Scripted, with the passphrase in a file and a 5-year CA', command: '<%= config.bin %> <%= command.id %> --network tb --cidr 10.42.0.0/16 --duration 5y --passphrase-file ca.pass'},
     {description: 'Organizations get /20 blocks instead of /24', command: '<%= config.bin %> <%= command.id %> --network tb --cidr 10.0.0.0/12 --org-prefix 20'},
+    {description: 'Other ports for MultiChain P2P and the TruBudget API', command: '<%= config.bin %> <%= command.id %> --network tb --cidr 10.42.0.0/16 --p2p-port 7500 --api-port 8443'},
     {description: 'Found a federated network as ACME (one CA per organization)', command: '<%= config.bin %> <%= command.id %> --federated --org ACME --network tb --cidr 10.42.0.0/16'},
     {description: 'Join a federated network as Umbrella, against the descriptor ACME sent', command: '<%= config.bin %> <%= command.id %> --federated --org Umbrella --descriptor tb.v3.json'},
   ]
@@ -33,6 +41,10 @@ With --federated there is no network-wide CA: each organization has its own, con
     'passphrase-file': Flags.file({description: 'file holding the CA passphrase (or set TBMESH_CA_PASSPHRASE)', exists: false, exclusive: ['no-passphrase']}),
     'no-passphrase': Flags.boolean({description: 'store the CA key unencrypted (not recommended)'}),
     force: Flags.boolean({char: 'f', description: 'destroy an existing network in --home and start over'}),
+    'p2p-port': Flags.integer({description: `MultiChain peer-to-peer port of every node [default: ${DEFAULTS.ports.p2p}]`, exclusive: ['descriptor']}),
+    'api-port': Flags.integer({description: `TruBudget API port, where joining nodes register [default: ${DEFAULTS.ports.api}]`, exclusive: ['descriptor']}),
+    'storage-port': Flags.integer({description: `TruBudget storage service port, documents between organizations [default: ${DEFAULTS.ports.storage}]`, exclusive: ['descriptor']}),
+    'allow-docker-overlap': Flags.boolean({description: "accept an overlay CIDR overlapping Docker's default address pools", exclusive: ['descriptor']}),
     federated: Flags.boolean({description: 'one CA per organization: found a federated network, or join one with --descriptor', helpGroup: 'FEDERATION'}),
     org: Flags.string({char: 'o', description: 'this organization (with --federated)', dependsOn: ['federated'], helpGroup: 'FEDERATION'}),
     descriptor: Flags.file({description: 'network descriptor received from a member: join that network', dependsOn: ['federated'], exclusive: ['network', 'cidr', 'org-prefix', 'approvals'], helpGroup: 'FEDERATION'}),
@@ -47,21 +59,16 @@ With --federated there is no network-wide CA: each organization has its own, con
     if (flags.federated) return this.federated(flags, durationSeconds)
     const network = await this.ask('--network', flags.network, {message: 'Network name', default: 'trubudget'})
     const cidr = await this.ask('--cidr', flags.cidr, {message: 'Overlay network (IPv4 CIDR)', default: '10.42.0.0/16'})
-    checkNetworkOptions({network, cidr, orgPrefix: flags['org-prefix']})
+    const options = {network, cidr, orgPrefix: flags['org-prefix'], ports: portChoice(flags), allowDockerOverlap: flags['allow-docker-overlap']}
+    checkNetworkOptions(options)
     const passphrase = flags['no-passphrase']
       ? null
       : await resolvePassphrase({file: flags['passphrase-file'], fileFlag: '--passphrase-file', env: 'TBMESH_CA_PASSPHRASE', purpose: 'CA key', confirm: true, alternatives: ['--no-passphrase']})
-    const result = await initCa(this.homeDir(flags), {
-      network,
-      cidr,
-      durationSeconds,
-      orgPrefix: flags['org-prefix'],
-      passphrase,
-      force: flags.force,
-    })
+    const result = await initCa(this.homeDir(flags), {...options, durationSeconds, passphrase, force: flags.force})
     // Warned after the fact, so that a refused init-ca prints its one error line and nothing else.
     if (!passphrase) this.warn('the CA key is stored unencrypted: anyone who can read it can add nodes to the network')
     this.log(`Created network ${result.network} (${result.cidr}, /${result.orgPrefix} per organization) in ${result.home}`)
+    this.log(`Ports: MultiChain P2P ${result.ports.p2p}, TruBudget API ${result.ports.api}, storage ${result.ports.storage}`)
     this.log(`CA fingerprint: ${result.caFingerprint}`)
     this.log(`CA valid until: ${result.caNotAfter} (${result.caLifetime})${result.keyEncrypted ? '' : ' — key NOT encrypted'}`)
     this.log('Next: tbmesh add-node --org ORG --origin --lighthouse --endpoint HOST:4242')
@@ -74,7 +81,7 @@ With --federated there is no network-wide CA: each organization has its own, con
     if (!flags.descriptor) {
       network = await this.ask('--network', flags.network, {message: 'Network name', default: 'trubudget'})
       const cidr = await this.ask('--cidr', flags.cidr, {message: 'Overlay network (IPv4 CIDR)', default: '10.42.0.0/16'})
-      checkNetworkOptions({network, cidr, orgPrefix: flags['org-prefix']})
+      checkNetworkOptions({network, cidr, orgPrefix: flags['org-prefix'], ports: portChoice(flags), allowDockerOverlap: flags['allow-docker-overlap']})
       flags.cidr = cidr
     }
     const passphrase = flags['no-passphrase']
@@ -83,7 +90,15 @@ With --federated there is no network-wide CA: each organization has its own, con
     const common = {org, passphrase, durationSeconds, force: flags.force}
     const result = flags.descriptor
       ? await joinFederation(this.homeDir(flags), {...common, descriptorFile: flags.descriptor, block: flags.block, access: flags.access})
-      : await foundFederation(this.homeDir(flags), {...common, network: network!, cidr: flags.cidr!, orgPrefix: flags['org-prefix'], requiredApprovals: flags.approvals})
+      : await foundFederation(this.homeDir(flags), {
+          ...common,
+          network: network!,
+          cidr: flags.cidr!,
+          orgPrefix: flags['org-prefix'],
+          requiredApprovals: flags.approvals,
+          ports: portChoice(flags),
+          allowDockerOverlap: flags['allow-docker-overlap'],
+        })
     if (!passphrase) this.warn(`the CA key is stored unencrypted: anyone who can read it can add nodes as ${result.organization}`)
     this.log(`${result.member ? 'Founded' : 'Prepared to join'} federated network ${result.network} (${result.cidr}) as ${result.organization}, block ${result.block}, in ${result.home}`)
     this.log(`CA fingerprint: ${result.caFingerprint} (valid until ${result.caNotAfter})`)

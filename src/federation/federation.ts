@@ -8,7 +8,7 @@
 import {rm} from 'node:fs/promises'
 import {resolve} from 'node:path'
 
-import {checkNetworkOptions, createCa, DEFAULTS, newSecrets} from '../ca/ca.js'
+import {checkNetworkOptions, createCa, DEFAULTS, newSecrets, type PortChoice} from '../ca/ca.js'
 import {UsageError, UserError} from '../errors.js'
 import {Home} from '../home/home.js'
 import {isMember} from '../home/queries.js'
@@ -88,15 +88,15 @@ export interface FederatedInitResult {
  */
 export async function foundFederation(
   homeDir: string,
-  opts: FederatedCaOptions & {network: string; cidr: string; orgPrefix?: number; requiredApprovals?: number},
+  opts: FederatedCaOptions & {network: string; cidr: string; orgPrefix?: number; requiredApprovals?: number; ports?: PortChoice; allowDockerOverlap?: boolean},
 ): Promise<FederatedInitResult> {
-  const {name, net, orgPrefix} = checkNetworkOptions(opts)
+  const {name, net, orgPrefix, ports} = checkNetworkOptions(opts)
   if (opts.requiredApprovals !== undefined && (!Number.isInteger(opts.requiredApprovals) || opts.requiredApprovals < 1)) {
     throw new UsageError(`--approvals ${opts.requiredApprovals} is not a positive number`, {fix: 'give a number of organizations, e.g. --approvals 2, or leave it out for a majority'})
   }
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const block = formatCidr(nextFreeBlock(net, orgPrefix, []))
-  const settings = {name, cidr: formatCidr(net), orgPrefix, createdAt: iso(now), ports: {...DEFAULTS.ports}, tun: {...DEFAULTS.tun}}
+  const settings = {name, cidr: formatCidr(net), orgPrefix, createdAt: iso(now), ports, tun: {...DEFAULTS.tun}}
   return createMemberHome(homeDir, opts, settings, block, 'trusted', now, (self, caKey) => {
     const descriptor: NetworkDescriptor = {
       type: DESCRIPTOR_TYPE,
@@ -184,7 +184,8 @@ async function createMemberHome(
     certificates: [],
     federation: federation(self, ca.privateKey),
   }
-  const home = await Home.create(homeDir, {state, secrets: newSecrets(), caCertificatePem: ca.pem, caKeyPem: ca.keyPem}, {force: opts.force})
+  // The organization's own ORGANIZATION_VAULT_SECRET: made with its home, carried only in its own nodes' bundles.
+  const home = await Home.create(homeDir, {state, secrets: newSecrets(true), caCertificatePem: ca.pem, caKeyPem: ca.keyPem}, {force: opts.force})
   return {
     home: resolve(home.dir),
     network: network.name,

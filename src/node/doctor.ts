@@ -10,9 +10,11 @@ import path from 'node:path'
 import {execa} from 'execa'
 import {parse as parseYaml} from 'yaml'
 
+import {MIN_VAULT_SECRET_LENGTH, NODE_ENV_FILE, parseNodeEnv} from '../bundle/node-env.js'
 import {UserError} from '../errors.js'
 import {EXPIRY_WARNING_SECONDS} from '../lib/duration.js'
 import {safeLine, SHA256_HEX} from '../lib/text.js'
+import {compareVersions} from '../lib/version.js'
 import {
   certificateFromPem,
   certificatesFromPem,
@@ -23,8 +25,10 @@ import {
   type NebulaCertificate,
   verifyCertificate,
 } from '../nebula/index.js'
+import {NODE_ENV_SECRETS} from '../render/trubudget.js'
 import {composePorts, type Verdict} from './compose-ports.js'
 import {nebulaTest, onPath} from './nebula.js'
+import {checkBlockchainContainer, checkBootOrder, checkComposeVersion, checkOverlayAddress, checkP2pListener, ipOrUndefined, nodeContainers} from './runtime.js'
 
 /** Verdict of one {@link DoctorCheck}. */
 export type DoctorStatus = Verdict
@@ -33,7 +37,9 @@ export type DoctorStatus = Verdict
 export interface DoctorCheck {
   /**
    * Which check: `nebula`, `tun`, `nebula-test`, `ca-pin`, `ca-validity`, `host-cert`, `host-cert-verify`,
-   * `host-key`, `multichain-conf`, `blockchain-env`, `compose-ports`.
+   * `host-key`, `node-env`, `multichain-conf`, `blockchain-env`, `compose-ports`, `overlay-address`, `p2p-listener`,
+   * and with docker `compose-version`, `boot-order`, `container-environment`, `container-ports`, `container-volume`,
+   * `container-restart` (or `container`).
    */
   name: string
   status: DoctorStatus
@@ -61,6 +67,8 @@ export interface DoctorOptions {
   now?: number
   /** The tun device to check; default `/dev/net/tun`. */
   tunDevice?: string
+  /** Where the kernel's settings are read; default `/proc/sys` (tests). */
+  procSys?: string
 }
 
 /** The installation directory `doctor` checks by default. */
@@ -68,12 +76,24 @@ export interface DoctorOptions {
 /** Oldest Nebula the rendered config.yml is for. */
 export const MIN_NEBULA_VERSION = '1.6.1'
 
+/** Shortest node secret doctor accepts (tbmesh install makes 44 characters; TruBudget wants 32 for RPC). */
+const MIN_SECRET_LENGTH = 32
+
+/** The compose files of an installation whose published ports doctor reads, and what each must do. */
+const COMPOSE_FILES: ReadonlyArray<[string, {override?: boolean; requireP2p?: boolean}]> = [
+  ['docker/compose.yml', {override: false}],
+  ['docker/trubudget-operation.override.yml', {}],
+  ['docker/trubudget-services.override.yml', {}],
+  ['docker/trubudget-services-documents.override.yml', {requireP2p: false}],
+]
+
 const DAY = 86_400
 
 /**
  * Checks the installation in `dir` (made by `tbmesh install`) and the host it is on, each check one {@link DoctorCheck}:
  *
- * - `nebula`: the binary is on PATH and `nebula -version` is at least {@link MIN_NEBULA_VERSION};
+ * - `nebula`: the binary is on PATH and `nebula -version` is at least {@link MIN_NEBULA_VERSION}; without it, with
+ *   docker on PATH, a running Nebula container of the node passes (and none warns);
  * - `tun`: `/dev/net/tun` exists, is a character device and opens read-write;
  * - `nebula-test`: `nebula -test -config DIR/nebula/config.yml` passes;
  * - `ca-pin`: the installed manifest's `caFingerprint`, and that `nebula/ca.crt` holds that CA;
@@ -83,10 +103,14 @@ const DAY = 86_400
  * - `host-cert-verify`: the host certificate passes every Nebula rule against `nebula/ca.crt` and config.yml's
  *   blocklist (expiry is left to the checks above);
  * - `host-key`: `nebula/host.key` matches the host certificate;
- * - `multichain-conf`: every `bind` and `externalip` of `multichain/multichain.conf` is the overlay IP;
- * - `blockchain-env`: `EXTERNAL_IP` of `trubudget/blockchain.env` is the overlay IP;
- * - `compose-ports`: `docker/docker-compose.trubudget.override.yml`, when present, publishes the MultiChain P2P port
- *   on the overlay IP only (any mapping of it bound to another address, or to all, fails).
+ * - `node-env`: `trubudget/node.env` exists, is readable by its owner only and holds every secret, long enough;
+ * - `multichain-conf` (without docker; with it TruBudget rewrites the file and it passes as unused): every `bind` and
+ *   `externalip` of `multichain/multichain.conf` is the overlay IP and its `rpcpassword` node.env's;
+ * - `blockchain-env`: `EXTERNAL_IP` of `trubudget/blockchain.env` and `docker/trubudget.env` is the overlay IP;
+ * - `compose-ports`: no compose file of the installation publishes the MultiChain P2P port beyond the overlay IP;
+ * - the running system (`runtime.ts`): `overlay-address`, `p2p-listener`; with docker on PATH `compose-version`,
+ *   `boot-order` and the blockchain container's `container-environment`, `container-ports`, `container-volume`,
+ *   `container-restart` (or one `container` warning).
  *
  * Never throws for a broken installation (that is what the checks report).
  * @throws UserError when `dir` is not a directory.
@@ -114,7 +138,23 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
     }
   }
 
+  // The installation's manifest: which node, which CA.
+  let manifest: {caFingerprint?: unknown; node?: unknown; overlayIp?: unknown; organization?: unknown} | undefined
+  const manifestFile = await read('manifest.json')
+  let manifestProblem = 'problem' in manifestFile ? manifestFile.problem : undefined
+  if ('data' in manifestFile) {
+    try {
+      const parsed: unknown = JSON.parse(manifestFile.data.toString('utf8'))
+      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) manifest = parsed as typeof manifest
+      else manifestProblem = 'manifest.json is not a JSON object'
+    } catch {
+      manifestProblem = 'manifest.json is not valid JSON'
+    }
+  }
+  const pin = typeof manifest?.caFingerprint === 'string' && SHA256_HEX.test(manifest.caFingerprint) ? manifest.caFingerprint : undefined
+
   // Nebula itself and the tun device.
+  const dockerBin = await onPath('docker')
   const nebula = await onPath('nebula')
   if (nebula) {
     const result = await execa(nebula, ['-version'], {reject: false, all: true, stdin: 'ignore', timeout: 10_000})
@@ -122,6 +162,11 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
     if (result.exitCode !== 0 || !version) check('nebula', 'fail', `\`${nebula} -version\` failed: ${lastLine(String(result.all ?? result.message))}`)
     else if (compareVersions(version, MIN_NEBULA_VERSION) < 0) check('nebula', 'fail', `nebula ${version} (${nebula}) is older than ${MIN_NEBULA_VERSION}: upgrade it`)
     else check('nebula', 'pass', `nebula ${version} (${nebula})`)
+  } else if (dockerBin && typeof manifest?.node === 'string') {
+    // Nebula may run in a container (docker/compose.yml, docker/docker-compose.nebula.yml): no binary needed here then.
+    const running = await nodeContainers(dockerBin, manifest.node, 'nebula', true)
+    if (running.ok && running.ids.length > 0) check('nebula', 'pass', `nebula runs in a container (${running.ids[0].slice(0, 12)}) of ${manifest.node}; not on PATH`)
+    else check('nebula', 'warn', `nebula is neither on PATH nor running in a container of ${manifest.node}${running.ok ? '' : ` (cannot ask Docker: ${running.why})`}: start it (see README.md)`)
   } else {
     check('nebula', 'fail', 'nebula is not on PATH: install it (apt-get install nebula), version 1.6.1 or later')
   }
@@ -137,20 +182,6 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   }
 
   // The pinned CA, the certificates and the key.
-  let manifest: {caFingerprint?: unknown; node?: unknown; overlayIp?: unknown} | undefined
-  const manifestFile = await read('manifest.json')
-  let manifestProblem = 'problem' in manifestFile ? manifestFile.problem : undefined
-  if ('data' in manifestFile) {
-    try {
-      const parsed: unknown = JSON.parse(manifestFile.data.toString('utf8'))
-      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) manifest = parsed as typeof manifest
-      else manifestProblem = 'manifest.json is not a JSON object'
-    } catch {
-      manifestProblem = 'manifest.json is not valid JSON'
-    }
-  }
-  const pin = typeof manifest?.caFingerprint === 'string' && SHA256_HEX.test(manifest.caFingerprint) ? manifest.caFingerprint : undefined
-
   let cas: NebulaCertificate[] | undefined
   const caFile = await read('nebula/ca.crt')
   let caProblem = 'problem' in caFile ? caFile.problem : undefined
@@ -241,10 +272,24 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
     }
   }
 
+  // The node's own secrets (made by tbmesh install).
+  const nodeEnvFile = await read(NODE_ENV_FILE)
+  let nodeEnv: Record<string, string> | undefined
+  if ('problem' in nodeEnvFile) check('node-env', 'fail', `${nodeEnvFile.problem}: reinstall the bundle with this tbmesh (it makes the node's secrets)`)
+  else {
+    nodeEnv = parseNodeEnv(nodeEnvFile.data.toString('utf8'))
+    const mode = (await stat(file(NODE_ENV_FILE))).mode & 0o777
+    const weak = NODE_ENV_SECRETS.filter((name) => (nodeEnv![name]?.length ?? 0) < (name === 'ORGANIZATION_VAULT_SECRET' ? MIN_VAULT_SECRET_LENGTH : MIN_SECRET_LENGTH))
+    if (mode & 0o077) check('node-env', 'fail', `${NODE_ENV_FILE} has mode ${mode.toString(8)}: others may read the node's secrets (chmod 600 it)`)
+    else if (weak.length > 0) check('node-env', 'fail', `${NODE_ENV_FILE} lacks ${weak.join(', ')} or holds a short one: reinstall the bundle`)
+    else check('node-env', 'pass', `${NODE_ENV_FILE} holds this node's secrets, readable by its owner only`)
+  }
+
   // The overlay IP everywhere TruBudget reads it.
   const ipSource = certIp ? 'the certificate\'s overlay IP' : 'the overlay IP in manifest.json'
   const conf = await read('multichain/multichain.conf')
-  if ('problem' in conf) check('multichain-conf', 'fail', conf.problem)
+  if (dockerBin) check('multichain-conf', 'pass', 'multichain.conf is not used with Docker (TruBudget rewrites it at every start); the published ports do its job')
+  else if ('problem' in conf) check('multichain-conf', 'fail', conf.problem)
   else if (!overlayIp) check('multichain-conf', 'fail', 'cannot check multichain.conf: the overlay IP is unknown')
   else {
     const settings = confSettings(conf.data.toString('utf8'))
@@ -254,30 +299,57 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
       if (values.length === 0) wrong.push(`no ${key}=`)
       for (const value of values) if (stripPort(value) !== overlayIp) wrong.push(`${key}=${value}`)
     }
+    if (nodeEnv && settings.get('rpcpassword')?.at(-1) !== nodeEnv.MULTICHAIN_RPC_PASSWORD) wrong.push(`an rpcpassword other than ${NODE_ENV_FILE}'s`)
     if (wrong.length > 0) check('multichain-conf', 'fail', `multichain.conf has ${wrong.join(', ')}, not ${ipSource} ${overlayIp}`)
-    else check('multichain-conf', 'pass', `multichain.conf bind and externalip are ${ipSource} ${overlayIp}`)
+    else check('multichain-conf', 'pass', `multichain.conf bind and externalip are ${ipSource} ${overlayIp}, its RPC password the node's own`)
   }
 
-  const env = await read('trubudget/blockchain.env')
   let p2pPort = 7447
-  if ('problem' in env) check('blockchain-env', 'fail', env.problem)
-  else {
+  let p2pHost: string | undefined
+  const wrongIp: string[] = []
+  const envProblems: string[] = []
+  for (const rel of ['trubudget/blockchain.env', 'docker/trubudget.env']) {
+    const env = await read(rel)
+    if ('problem' in env) {
+      envProblems.push(env.problem)
+      continue
+    }
     const vars = envSettings(env.data.toString('utf8'))
     const port = Number(vars.get('P2P_PORT'))
     if (Number.isInteger(port) && port > 0 && port < 65_536) p2pPort = port
+    p2pHost ??= ipOrUndefined(vars.get('P2P_HOST'))
     const external = vars.get('EXTERNAL_IP')
-    if (!overlayIp) check('blockchain-env', 'fail', 'cannot check blockchain.env: the overlay IP is unknown')
-    else if (external === overlayIp) check('blockchain-env', 'pass', `blockchain.env EXTERNAL_IP is ${ipSource} ${overlayIp}`)
-    else check('blockchain-env', 'fail', `blockchain.env ${external === undefined ? 'sets no EXTERNAL_IP' : `has EXTERNAL_IP=${external}`}, not ${ipSource} ${overlayIp}`)
+    if (external !== overlayIp) wrongIp.push(`${rel} ${external === undefined ? 'sets no EXTERNAL_IP' : `has EXTERNAL_IP=${external}`}`)
   }
+  if (!overlayIp) check('blockchain-env', 'fail', 'cannot check EXTERNAL_IP: the overlay IP is unknown')
+  else if (envProblems.length > 0 || wrongIp.length > 0) check('blockchain-env', 'fail', `${[...envProblems, ...wrongIp].join('; ')}, not ${ipSource} ${overlayIp}`)
+  else check('blockchain-env', 'pass', `blockchain.env and trubudget.env EXTERNAL_IP are ${ipSource} ${overlayIp}`)
 
-  const overrideRel = 'docker/docker-compose.trubudget.override.yml'
-  const override = await read(overrideRel)
-  if ('problem' in override) {
-    if (override.problem.endsWith('is missing')) check('compose-ports', 'pass', `no ${overrideRel}: nothing published by compose to check`)
-    else check('compose-ports', 'fail', override.problem)
-  } else if (!overlayIp) check('compose-ports', 'fail', `cannot check ${overrideRel}: the overlay IP is unknown`)
-  else check('compose-ports', ...composePorts(overrideRel, override.data.toString('utf8'), overlayIp, p2pPort))
+  if (overlayIp) {
+    const verdicts: Array<[DoctorStatus, string]> = []
+    for (const [rel, o] of COMPOSE_FILES) {
+      const text = await read(rel)
+      verdicts.push('problem' in text ? ['fail', text.problem] : composePorts(rel, text.data.toString('utf8'), overlayIp, p2pPort, o))
+    }
+    const worst = verdicts.find(([v]) => v === 'fail') ?? verdicts.find(([v]) => v === 'warn')
+    if (worst) check('compose-ports', ...worst)
+    else check('compose-ports', 'pass', `the compose files publish MultiChain P2P port ${p2pPort} on the overlay IP ${overlayIp} only`)
+  } else check('compose-ports', 'fail', 'cannot check the compose files: the overlay IP is unknown')
+
+  // The running system: Nebula's address, what answers on P2P, and with Docker the containers as Docker runs them.
+  if (overlayIp) {
+    const address = await checkOverlayAddress(await configTun(configPath), overlayIp)
+    check(...address)
+    check(...(await checkP2pListener(overlayIp, p2pPort, address[1] === 'pass')))
+  }
+  if (dockerBin) {
+    check(...(await checkComposeVersion(dockerBin)))
+    check(...(await checkBootOrder(opts.procSys)))
+    if (overlayIp && typeof manifest?.node === 'string' && typeof manifest.organization === 'string') {
+      const want = {node: manifest.node, organization: manifest.organization, overlayIp, p2pHost, p2pPort, rpcPassword: nodeEnv?.MULTICHAIN_RPC_PASSWORD}
+      for (const c of await checkBlockchainContainer(dockerBin, want)) check(...c)
+    }
+  }
 
   const counts: Record<DoctorStatus, number> = {pass: 0, warn: 0, fail: 0}
   for (const c of checks) counts[c.status]++
@@ -287,14 +359,6 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
 /** The last non-empty line of a program's output, for a one-line detail. */
 function lastLine(text: string): string {
   return text.trim().split('\n').findLast((l) => l.trim() !== '')?.trim() ?? 'no output'
-}
-
-/** Negative, zero or positive as version `a` is older than, the same as or newer than `b` (numeric `x.y.z`). */
-export function compareVersions(a: string, b: string): number {
-  const parts = (v: string): number[] => v.split(/[.+-]/).slice(0, 3).map((n) => Number.parseInt(n, 10) || 0)
-  const [x, y] = [parts(a), parts(b)]
-  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0)
-  return 0
 }
 
 async function checkTun(device: string): Promise<[string, DoctorStatus, string]> {
@@ -325,6 +389,16 @@ function validity(what: string, cert: NebulaCertificate, now: number): [DoctorSt
   const left = `valid until ${at(notAfter)}, ${days} day${days === 1 ? '' : 's'} left`
   if (days < EXPIRY_WARNING_SECONDS / 86_400) return ['warn', `${what} is ${left}: ask the network operator for a renewal`]
   return ['pass', `${what} is ${left}`]
+}
+
+/** config.yml's `tun.dev`, or Nebula's default `nebula1` when it cannot be read. */
+async function configTun(configPath: string): Promise<string> {
+  try {
+    const dev = (parseYaml(await readFile(configPath, 'utf8')) as {tun?: {dev?: unknown}} | null)?.tun?.dev
+    return typeof dev === 'string' && /^[A-Za-z0-9_.-]{1,15}$/.test(dev) ? dev : 'nebula1'
+  } catch {
+    return 'nebula1'
+  }
 }
 
 /** config.yml's `pki.blocklist`, or empty when it cannot be read (nebula-test reports that). */

@@ -156,6 +156,32 @@ export interface Listener {
   close(): Promise<void>
 }
 
+/** One request a {@link HttpServer} received. */
+export interface HttpRequestRecord {
+  method: string
+  /** Path and query, e.g. `/api/network.registerNode`. */
+  url: string
+  /** Remote `address:port`: who sent it, as the server's host sees it. */
+  remote: string
+  /** The request body (UTF-8). */
+  body: string
+}
+
+/** A stand-in HTTP server (e.g. for TruBudget's API): records every request and answers 200 with `{}`. */
+export interface HttpServer {
+  host: Host
+  ip: string
+  port: number
+  pid: number
+  /** Every request received so far, oldest first. */
+  requests(): HttpRequestRecord[]
+  /** Stop serving (kill the process). Idempotent. */
+  close(): Promise<void>
+}
+
+/** What a {@link Lab.httpPost} got: the status and body, or why there was none (`timeout` is what a firewall drop looks like). */
+export type HttpPostResult = {ok: true; status: number; body: string} | {ok: false; reason: 'timeout' | 'refused' | 'error'; detail: string}
+
 /** Why a {@link Lab.connect} attempt ended. */
 export type ConnectReason = 'ok' | 'timeout' | 'refused' | 'unreachable' | 'bad-greeting' | 'error'
 
@@ -202,6 +228,13 @@ export interface Lab {
    * (default 3 000). Never rejects for network outcomes; bounded by `timeoutMs` plus process start-up.
    */
   connect(host: HostRef, ip: string, port: number, timeoutMs?: number): Promise<ConnectResult>
+  /** Start a stand-in HTTP server on `ip:port` inside a host's namespace; resolves once it listens. */
+  httpServer(host: HostRef, ip: string, port: number, opts?: {timeoutMs?: number}): Promise<HttpServer>
+  /**
+   * POST `body` (JSON text, `content-type: application/json`) to `url` from inside a host's namespace. Never rejects for
+   * network outcomes; bounded by `timeoutMs` (default 3 000) plus process start-up.
+   */
+  httpPost(host: HostRef, url: string, body: string, timeoutMs?: number): Promise<HttpPostResult>
   /** Retry {@link Lab.connect} until it succeeds; rejects with the last result after `timeoutMs`. */
   waitForTcp(host: HostRef, ip: string, port: number, opts?: WaitForTcpOptions): Promise<void>
   /** Addresses, routes and the output tail of every process, for failure messages. */
@@ -606,6 +639,45 @@ setTimeout(() => process.exit(0), Number(maxLifeMs)).unref();
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
 `
 
+/** HTTP server on ip:port: one `REQUEST <json>` line per request ({method, url, remote, body}), answers 200 `{}`. */
+const HTTP_SERVER_SCRIPT = `
+const http = require('node:http');
+const [ip, port, maxLifeMs] = process.argv.slice(1);
+const server = http.createServer((req, res) => {
+  let body = '';
+  req.setEncoding('utf8');
+  req.on('data', (d) => { if (body.length < 65536) body += d; });
+  req.on('end', () => {
+    const remote = req.socket.remoteAddress + ':' + req.socket.remotePort;
+    process.stdout.write('REQUEST ' + JSON.stringify({method: req.method, url: req.url, remote, body}) + '\\n');
+    res.writeHead(200, {'content-type': 'application/json'});
+    res.end('{}');
+  });
+});
+server.on('error', (e) => { process.stderr.write('LISTEN-ERROR ' + e.code + ' ' + e.message + '\\n'); process.exit(2); });
+server.listen({host: ip, port: Number(port), exclusive: true}, () => process.stdout.write('LISTENING\\n'));
+process.stdin.on('end', () => process.exit(0)).on('error', () => process.exit(0)).resume();
+setTimeout(() => process.exit(0), Number(maxLifeMs)).unref();
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
+`
+
+/** POST a JSON body to a URL, print one JSON line {ok, status, body} or {ok: false, reason, detail}. */
+const HTTP_POST_SCRIPT = `
+const http = require('node:http');
+const [url, body, timeoutMs] = process.argv.slice(1);
+let done = false;
+const finish = (result) => { if (done) return; done = true; process.stdout.write(JSON.stringify(result) + '\\n'); process.exit(0); };
+const req = http.request(url, {method: 'POST', headers: {'content-type': 'application/json'}}, (res) => {
+  let text = '';
+  res.setEncoding('utf8');
+  res.on('data', (d) => { text += d; });
+  res.on('end', () => finish({ok: true, status: res.statusCode, body: text}));
+});
+req.on('error', (e) => finish({ok: false, reason: e.code === 'ECONNREFUSED' ? 'refused' : 'error', detail: e.code + ' ' + e.message}));
+setTimeout(() => finish({ok: false, reason: 'timeout', detail: 'no answer within ' + timeoutMs + ' ms'}), Number(timeoutMs));
+req.end(body);
+`
+
 /** Connect to ip:port, print one JSON line {reason, detail, elapsedMs}. */
 const CONNECT_SCRIPT = `
 const net = require('node:net');
@@ -819,6 +891,44 @@ class LabImpl implements Lab {
       async close() {
         await child.stop(2000)
       },
+    }
+  }
+
+  async httpServer(ref: HostRef, ipAddr: string, port: number, opts: {timeoutMs?: number} = {}): Promise<HttpServer> {
+    const host = this.host(ref)
+    const maxLifeMs = 30 * 60 * 1000
+    const child = this.spawnIn(host, [process.execPath, '-e', HTTP_SERVER_SCRIPT, ipAddr, String(port), String(maxLifeMs)],
+      {stdin: 'pipe', display: {[HTTP_SERVER_SCRIPT]: '<http server script>'}})
+    child.proc.stdin?.on('error', () => {})
+    this.listeners.push({host, child, what: `http server ${ipAddr}:${port}`})
+    try {
+      await child.waitFor(() => (/^LISTENING$/m.test(child.stdout) ? true : undefined), opts.timeoutMs ?? 10_000,
+        `http server on ${ipAddr}:${port} in ${host.name}`)
+    } catch (error) {
+      await child.stop(1000)
+      throw error
+    }
+
+    return {
+      host,
+      ip: ipAddr,
+      port,
+      pid: child.pid,
+      requests: () => [...child.stdout.matchAll(/^REQUEST (.+)$/gm)].map((m) => JSON.parse(m[1] as string) as HttpRequestRecord),
+      async close() {
+        await child.stop(2000)
+      },
+    }
+  }
+
+  async httpPost(ref: HostRef, url: string, body: string, timeoutMs = 3000): Promise<HttpPostResult> {
+    const host = this.host(ref)
+    const r = await this.runIn(host, [process.execPath, '-e', HTTP_POST_SCRIPT, url, body, String(timeoutMs)],
+      {timeoutMs: timeoutMs + 10_000, reject: false, display: {[HTTP_POST_SCRIPT]: '<http post script>'}})
+    try {
+      return JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as HttpPostResult
+    } catch {
+      return {ok: false, reason: 'error', detail: `http post helper failed (${describeExit(r)}): ${r.stderr.trim() || r.stdout.trim()}`}
     }
   }
 
