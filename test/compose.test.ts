@@ -61,15 +61,15 @@ async function config(cwd: string, args: string[]): Promise<Project> {
 const commands = {
   stack: (d: string) => ['--env-file', `${d}/trubudget/node.env`, '-f', `${d}/docker/compose.yml`, 'config', '--format', 'json'],
   operation: (d: string, origin: boolean) => [
-    ...['-f', 'docker-compose.yml', '-f', `${d}/docker/trubudget-operation.override.yml`, '-p', 'trubudget-operation'],
-    ...['--env-file', '.env', '--env-file', `${d}/docker/trubudget.env`, '--env-file', `${d}/trubudget/node.env`],
-    ...['config', '--format', 'json', ...(origin ? ['alpha-node', 'alpha-api', 'frontend'] : ['beta-node', 'beta-api', 'beta-frontend']), 'storage-service', 'minio'],
+    '-f', 'docker-compose.yml', '-f', `${d}/docker/trubudget-operation.override.yml`, '-p', 'trubudget-operation',
+    '--env-file', '.env', '--env-file', `${d}/docker/trubudget.env`, '--env-file', `${d}/trubudget/node.env`,
+    'config', '--format', 'json', ...(origin ? ['alpha-node', 'alpha-api', 'frontend'] : ['beta-node', 'beta-api', 'beta-frontend']), 'storage-service', 'minio',
   ],
   services: (d: string, origin: boolean) => [
-    ...['--project-directory', '.', '-f', `blockchain/docker-compose.${origin ? 'alphanode' : 'betanode'}.yml`, '-f', 'storage-service/docker-compose.yml'],
-    ...['-f', 'blockchain/persistence.docker-compose.yml', '-f', 'api/docker-compose.yml', '-f', 'frontend/docker-compose.yml'],
-    ...['-f', `${d}/docker/trubudget-services.override.yml`, '-f', `${d}/docker/trubudget-services-documents.override.yml`],
-    ...['--env-file', '.env', '--env-file', `${d}/docker/trubudget.env`, '--env-file', `${d}/trubudget/node.env`, 'config', '--format', 'json'],
+    '--project-directory', '.', '-f', `blockchain/docker-compose.${origin ? 'alphanode' : 'betanode'}.yml`, '-f', 'storage-service/docker-compose.yml',
+    '-f', 'blockchain/persistence.docker-compose.yml', '-f', 'api/docker-compose.yml', '-f', 'frontend/docker-compose.yml',
+    '-f', `${d}/docker/trubudget-services.override.yml`, '-f', `${d}/docker/trubudget-services-documents.override.yml`,
+    '--env-file', '.env', '--env-file', `${d}/docker/trubudget.env`, '--env-file', `${d}/trubudget/node.env`, 'config', '--format', 'json',
   ],
 }
 
@@ -152,7 +152,7 @@ describe.each([
     }
   }, 60_000)
 
-  it("gives each node its own organization, overlay IP and joining point (P2P_HOST, API_HOST)", () => {
+  it('gives each node its own organization, overlay IP and joining point (P2P_HOST, API_HOST)', () => {
     for (const label of ['origin', 'beta'] as const) {
       const n = nodes[label]
       const s = projects[label]!.services

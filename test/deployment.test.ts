@@ -14,13 +14,17 @@ import yaml from 'yaml'
 
 import {readBundle} from '../src/bundle/archive.js'
 import {BUNDLE_LAYOUT} from '../src/bundle/layout.js'
+import {addNode, initCa, unlockCaKey} from '../src/ca/ca.js'
+import {nodeProfile} from '../src/ca/node-profile.js'
 import {UserError} from '../src/errors.js'
+import {Home} from '../src/home/home.js'
 import {composePorts} from '../src/node/compose-ports.js'
 import {renderBundleReadme} from '../src/render/bundle-readme.js'
-import {renderAdoptionOverride, renderDocumentsOverride} from '../src/render/compose-adoption.js'
+import {renderAdoptionOverride, renderDocumentsOverride, renderTrubudgetEnv} from '../src/render/compose-adoption.js'
 import {renderComposeStack} from '../src/render/compose-stack.js'
 import {NEBULA_IMAGE_TAG, renderNebulaCompose} from '../src/render/docker-compose-nebula.js'
 import {INSTALL_DIR_PLACEHOLDER, placeInstallDir} from '../src/render/install-dir.js'
+import {renderNebulaConfig} from '../src/render/nebula-config.js'
 import {renderNebulaService} from '../src/render/nebula-service.js'
 import type {NodeProfile} from '../src/render/profile.js'
 import {NoOriginError} from '../src/render/template.js'
@@ -346,5 +350,39 @@ describe('export-bundle → install: the deployment files name the installed dir
     expect((await stat(join(dir, 'trubudget', 'node.env'))).mode & 0o777).toBe(0o600)
     const pki = (yaml.parse(await readFile(join(dir, 'nebula', 'config.yml'), 'utf8')) as Doc).pki
     expect(pki.ca).toBe(join(dir, 'nebula', 'ca.crt'))
+  })
+})
+
+describe('ports chosen at init-ca, and an overlay Docker would have used', () => {
+  it('carries the ports to the firewall, every compose file and env file; the compose subnet avoids the overlay', async () => {
+    const work = await tempDir('tbmesh-ports-')
+    try {
+      const ports = {p2p: 7500, api: 8443, storage: 9100}
+      const refused = await initCa(join(work, 'refused'), {network: 'p', cidr: '172.31.0.0/16', passphrase: null}).catch((error: unknown) => error)
+      expect(refused).toBeInstanceOf(UserError)
+      const init = await initCa(join(work, 'home'), {network: 'p', cidr: '172.31.0.0/16', passphrase: null, ports, allowDockerOverlap: true})
+      expect(init.ports).toEqual({nebula: 4242, rpc: 8000, ...ports})
+      const home = await Home.open(join(work, 'home'))
+      const caKey = await unlockCaKey(home, null)
+      await addNode(home, caKey, {org: 'ACME', origin: true, lighthouse: true, endpoint: '192.0.2.10:4242'})
+      await addNode(home, caKey, {org: 'Umbrella', registrar: true})
+      await addNode(home, caKey, {org: 'Globex', registerAt: 'umbrella-1'})
+      const registrar = nodeProfile(home.state, 'umbrella-1')
+      const joiner = nodeProfile(home.state, 'globex-1')
+      expect((yaml.parse(renderNebulaConfig(registrar)) as Doc).firewall.inbound.map((r: Doc) => r.port)).toEqual(['any', 7500, 9100, 8443])
+      expect((yaml.parse(renderNebulaConfig(joiner)) as Doc).firewall.inbound.map((r: Doc) => r.port)).toEqual(['any', 7500, 9100])
+      const stack = parseCompose(renderComposeStack(joiner))
+      expect(stack.networks.trubudget.ipam.config).toEqual([{subnet: '192.168.247.0/24'}])
+      expect(stack.services.blockchain.environment).toMatchObject({P2P_PORT: '7500', P2P_HOST: '172.31.1.1', API_HOST: '172.31.1.1', API_PORT: '8443', RPC_ALLOW_IP: '192.168.247.0/24'})
+      expect(stack.services.blockchain.ports).toEqual(['172.31.2.1:7500:7500'])
+      expect(stack.services.api.ports).toEqual(['127.0.0.1:8443:8443'])
+      expect(stack.services['storage-service'].ports).toEqual(['172.31.2.1:9100:9100'])
+      expect(parseCompose(renderComposeStack(registrar)).services.api.ports).toEqual(['127.0.0.1:8443:8443', '172.31.1.1:8443:8443'])
+      const services = parseCompose(renderAdoptionOverride(joiner, 'services'))
+      expect(services.services.blockchain.ports.value).toEqual(['172.31.2.1:7500:7500'])
+      expect(renderTrubudgetEnv(joiner)).toContain('\nEXTERNAL_ALPHA_API_PORT=8443\n')
+    } finally {
+      await removeDir(work)
+    }
   })
 })

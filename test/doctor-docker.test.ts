@@ -32,6 +32,7 @@ const SERVICES = resolve(import.meta.dirname, 'fixtures', 'trubudget', 'docker-c
 /** The stand-in docker CLI: `compose` runs $FAKE_COMPOSE; `ps` and `inspect` print what $FAKE_DOCKER holds. */
 const FAKE_DOCKER = `#!/bin/sh
 set -eu
+PATH=/usr/bin:/bin
 cmd="$1"; shift
 case "$cmd" in
   compose) exec "$FAKE_COMPOSE" "$@" ;;
@@ -138,6 +139,7 @@ describe('doctor with Docker', () => {
   it("passes the blockchain container of tbmesh's complete stack, Compose 2.26 and the boot-order sysctl", async () => {
     await dockerRuns(await containerFrom(work, ['--env-file', `${dir}/trubudget/node.env`, '-f', `${dir}/docker/compose.yml`], 'blockchain'))
     const r = await run({nebulaBinary: true})
+    expect(r.checks.filter((c) => c.name.startsWith('container') || c.name === 'compose-version'), JSON.stringify(r.checks, null, 1)).toHaveLength(5)
     for (const name of ['compose-version', 'boot-order', 'container-environment', 'container-ports', 'container-volume', 'container-restart']) {
       expect(check(r, name), name).toMatchObject({status: 'pass'})
     }
@@ -164,8 +166,9 @@ describe('doctor with Docker', () => {
 
   it('fails a container started with node.env before TruBudget\'s .env: it runs on the example RPC password', async () => {
     const misordered = [
-      ...['--project-directory', '.', '-f', 'blockchain/docker-compose.betanode.yml', '-f', 'api/docker-compose.yml', '-f', `${dir}/docker/trubudget-services.override.yml`],
-      ...['--env-file', `${dir}/trubudget/node.env`, '--env-file', `${dir}/docker/trubudget.env`, '--env-file', '.env'],
+      '--project-directory', '.', '-f', 'blockchain/docker-compose.betanode.yml', '-f', 'api/docker-compose.yml', '-f', 'frontend/docker-compose.yml',
+      '-f', `${dir}/docker/trubudget-services.override.yml`,
+      '--env-file', `${dir}/trubudget/node.env`, '--env-file', `${dir}/docker/trubudget.env`, '--env-file', '.env',
     ]
     const container = await containerFrom(SERVICES, misordered, 'blockchain')
     const example = parseNodeEnv(await readFile(join(SERVICES, '.env'), 'utf8')).MULTICHAIN_RPC_PASSWORD

@@ -27,7 +27,7 @@ type Label = (typeof LABELS)[number]
 
 /** `NAME=value` lines of an env file. */
 const envFile = async (file: string): Promise<Record<string, string>> =>
-  Object.fromEntries((await readFile(file, 'utf8')).split('\n').filter((l) => /^[A-Z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
+  Object.fromEntries((await readFile(file, 'utf8')).split('\n').filter((l) => /^[A-Z][A-Z0-9_]*=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
 
 describe('registrars, documents and boot order on real Nebula nodes', () => {
   let lab: Lab | undefined
