@@ -28,7 +28,7 @@ import {renderNebulaConfig} from '../src/render/nebula-config.js'
 import {renderNebulaService} from '../src/render/nebula-service.js'
 import type {NodeProfile} from '../src/render/profile.js'
 import {NoOriginError} from '../src/render/template.js'
-import {NEBULA_CERT, removeDir, tbmeshJson, tempDir} from './helpers.js'
+import {NEBULA_CERT, removeDir, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
 const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
 
@@ -381,6 +381,50 @@ describe('ports chosen at init-ca, and an overlay Docker would have used', () =>
       const services = parseCompose(renderAdoptionOverride(joiner, 'services'))
       expect(services.services.blockchain.ports.value).toEqual(['172.31.2.1:7500:7500'])
       expect(renderTrubudgetEnv(joiner)).toContain('\nEXTERNAL_ALPHA_API_PORT=8443\n')
+    } finally {
+      await removeDir(work)
+    }
+  })
+})
+
+describe("the organization's ORGANIZATION_VAULT_SECRET in single-CA mode: from the admin, never from the CA", () => {
+  it('install takes it from --vault-secret-file, keeps it on reinstall, and refuses to change it', async () => {
+    const work = await tempDir('tbmesh-vault-')
+    try {
+      const home = ['--home', join(work, 'home')]
+      const init = await tbmeshJson<{caFingerprint: string}>(['init-ca', ...home, '--network', 'v', '--cidr', '10.42.0.0/16', '--no-passphrase'])
+      await tbmeshJson(['add-node', ...home, '--org', 'ACME', '--origin', '--lighthouse', '--endpoint', '192.0.2.10:4242'])
+      await tbmeshJson(['add-node', ...home, '--org', 'Umbrella'])
+      await tbmeshJson(['add-node', ...home, '--org', 'Umbrella'])
+      const pin = ['--ca-fingerprint', init.caFingerprint]
+      for (const n of ['umbrella-1', 'umbrella-2']) await tbmeshJson(['export-bundle', ...home, n, '--out', join(work, `${n}.tar.gz`), '--no-encrypt'])
+      // The first node of the organization makes one (and says to pass it on); the second is given it.
+      const first = await tbmesh(['install', join(work, 'umbrella-1.tar.gz'), '--dir', join(work, 'u1'), ...pin])
+      expect(first.exitCode, String(first.stderr)).toBe(0)
+      expect(String(first.stderr)).toContain('made a new ORGANIZATION_VAULT_SECRET for Umbrella')
+      const vault = /^ORGANIZATION_VAULT_SECRET=(.+)$/m.exec(await readFile(join(work, 'u1', 'trubudget', 'node.env'), 'utf8'))![1]
+      await writeFile(join(work, 'umbrella.vault'), `${vault}\n`, {mode: 0o600})
+      const second = await tbmeshJson<{nodeEnv: {vault: string; generated: string[]}}>(['install', join(work, 'umbrella-2.tar.gz'), '--dir', join(work, 'u2'), ...pin, '--vault-secret-file', join(work, 'umbrella.vault')])
+      expect(second.nodeEnv.vault).toBe('file')
+      expect(second.nodeEnv.generated).not.toContain('ORGANIZATION_VAULT_SECRET')
+      const env2 = await readFile(join(work, 'u2', 'trubudget', 'node.env'), 'utf8')
+      expect(env2).toContain(`\nORGANIZATION_VAULT_SECRET=${vault}\n`)
+      // Its own RPC password, ROOT_SECRET and JWT_SECRET, though: per node.
+      const secret = (text: string, name: string) => new RegExp(`^${name}=(.+)$`, 'm').exec(text)![1]
+      const env1 = await readFile(join(work, 'u1', 'trubudget', 'node.env'), 'utf8')
+      for (const name of ['MULTICHAIN_RPC_PASSWORD', 'ROOT_SECRET', 'JWT_SECRET']) expect(secret(env2, name), name).not.toBe(secret(env1, name))
+      // Reinstalling keeps every secret; a different vault secret is refused, changing nothing.
+      const again = await tbmeshJson<{nodeEnv: {vault: string; generated: string[]}}>(['install', join(work, 'umbrella-2.tar.gz'), '--dir', join(work, 'u2'), ...pin, '--force'])
+      expect(again.nodeEnv).toMatchObject({vault: 'installed', generated: []})
+      expect(await readFile(join(work, 'u2', 'trubudget', 'node.env'), 'utf8')).toBe(env2)
+      await writeFile(join(work, 'other.vault'), 'a-different-vault-secret-of-some-length\n', {mode: 0o600})
+      const changed = await tbmesh(['install', join(work, 'umbrella-2.tar.gz'), '--dir', join(work, 'u2'), ...pin, '--force', '--vault-secret-file', join(work, 'other.vault')])
+      expect(changed.exitCode).toBe(1)
+      expect(String(changed.stderr)).toMatch(/already holds another ORGANIZATION_VAULT_SECRET/)
+      expect(await readFile(join(work, 'u2', 'trubudget', 'node.env'), 'utf8')).toBe(env2)
+      await writeFile(join(work, 'short.vault'), 'secret\n')
+      const short = await tbmesh(['install', join(work, 'umbrella-2.tar.gz'), '--dir', join(work, 'u3'), ...pin, '--vault-secret-file', join(work, 'short.vault')])
+      expect(String(short.stderr)).toMatch(/has 6 characters: use at least 16/)
     } finally {
       await removeDir(work)
     }
