@@ -36,6 +36,9 @@ const NS_NAME = /^(tbm(\d+)-[0-9a-f]{4})(?:-[a-z][a-z0-9]{0,15}|\.br)$/
 /** Host labels: short, lower-case, start with a letter. */
 const LABEL = /^[a-z][a-z0-9]{0,15}$/
 
+/** Helper servers exit on their own after this long, whatever happens to the test. */
+const MAX_SERVER_LIFE_MS = 30 * 60 * 1000
+
 /** Cap on the output kept per process (the tail is kept). */
 const MAX_OUTPUT = 256 * 1024
 
@@ -623,6 +626,18 @@ function installExitHooks(): void {
 // ---------------------------------------------------------------------------------------------------------------
 // Helper scripts run by node inside a namespace (argv: [node, ...args])
 
+/**
+ * The end of every server script (`server`, `ip`, `port`, `maxLifeMs` defined before it): listen on ip:port and print
+ * LISTENING (or LISTEN-ERROR and exit 2); exit when stdin closes, after `maxLifeMs`, or on SIGTERM/SIGINT.
+ */
+const SERVE = `
+server.on('error', (e) => { process.stderr.write('LISTEN-ERROR ' + e.code + ' ' + e.message + '\\n'); process.exit(2); });
+server.listen({host: ip, port: Number(port), exclusive: true}, () => process.stdout.write('LISTENING\\n'));
+process.stdin.on('end', () => process.exit(0)).on('error', () => process.exit(0)).resume();
+setTimeout(() => process.exit(0), Number(maxLifeMs)).unref();
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
+`
+
 /** Listen on ip:port, greet every connection, report readiness and accepts on stdout. Exits when stdin closes. */
 const LISTENER_SCRIPT = `
 const net = require('node:net');
@@ -632,12 +647,7 @@ const server = net.createServer((socket) => {
   socket.on('error', () => {});
   socket.end(greeting + '\\n');
 });
-server.on('error', (e) => { process.stderr.write('LISTEN-ERROR ' + e.code + ' ' + e.message + '\\n'); process.exit(2); });
-server.listen({host: ip, port: Number(port), exclusive: true}, () => process.stdout.write('LISTENING\\n'));
-process.stdin.on('end', () => process.exit(0)).on('error', () => process.exit(0)).resume();
-setTimeout(() => process.exit(0), Number(maxLifeMs)).unref();
-for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
-`
+${SERVE}`
 
 /** HTTP server on ip:port: one `REQUEST <json>` line per request ({method, url, remote, body}), answers 200 `{}`. */
 const HTTP_SERVER_SCRIPT = `
@@ -654,12 +664,7 @@ const server = http.createServer((req, res) => {
     res.end('{}');
   });
 });
-server.on('error', (e) => { process.stderr.write('LISTEN-ERROR ' + e.code + ' ' + e.message + '\\n'); process.exit(2); });
-server.listen({host: ip, port: Number(port), exclusive: true}, () => process.stdout.write('LISTENING\\n'));
-process.stdin.on('end', () => process.exit(0)).on('error', () => process.exit(0)).resume();
-setTimeout(() => process.exit(0), Number(maxLifeMs)).unref();
-for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
-`
+${SERVE}`
 
 /** POST a JSON body to a URL, print one JSON line {ok, status, body} or {ok: false, reason, detail}. */
 const HTTP_POST_SCRIPT = `
@@ -866,21 +871,24 @@ class LabImpl implements Lab {
     }
   }
 
-  async listen(ref: HostRef, ipAddr: string, port: number, opts: {timeoutMs?: number} = {}): Promise<Listener> {
-    const host = this.host(ref)
-    const maxLifeMs = 30 * 60 * 1000
-    const child = this.spawnIn(host, [process.execPath, '-e', LISTENER_SCRIPT, ipAddr, String(port), GREETING, String(maxLifeMs)],
-      {stdin: 'pipe', display: {[LISTENER_SCRIPT]: '<listener script>'}})
+  /** Run a server script (ending in {@link SERVE}) with `args` in a host's namespace; resolves once it listens. */
+  private async serve(host: Host, what: string, script: string, args: string[], timeoutMs = 10_000): Promise<Child> {
+    const child = this.spawnIn(host, [process.execPath, '-e', script, ...args], {stdin: 'pipe', display: {[script]: `<${what} script>`}})
     child.proc.stdin?.on('error', () => {})
-    this.listeners.push({host, child, what: `listener ${ipAddr}:${port}`})
+    this.listeners.push({host, child, what: `${what} ${args[0]}:${args[1]}`})
     try {
-      await child.waitFor(() => (/^LISTENING$/m.test(child.stdout) ? true : undefined), opts.timeoutMs ?? 10_000,
-        `listener on ${ipAddr}:${port} in ${host.name}`)
+      await child.waitFor(() => (/^LISTENING$/m.test(child.stdout) ? true : undefined), timeoutMs, `${what} on ${args[0]}:${args[1]} in ${host.name}`)
     } catch (error) {
       await child.stop(1000)
       throw error
     }
 
+    return child
+  }
+
+  async listen(ref: HostRef, ipAddr: string, port: number, opts: {timeoutMs?: number} = {}): Promise<Listener> {
+    const host = this.host(ref)
+    const child = await this.serve(host, 'listener', LISTENER_SCRIPT, [ipAddr, String(port), GREETING, String(MAX_SERVER_LIFE_MS)], opts.timeoutMs)
     return {
       host,
       ip: ipAddr,
@@ -896,19 +904,7 @@ class LabImpl implements Lab {
 
   async httpServer(ref: HostRef, ipAddr: string, port: number, opts: {timeoutMs?: number} = {}): Promise<HttpServer> {
     const host = this.host(ref)
-    const maxLifeMs = 30 * 60 * 1000
-    const child = this.spawnIn(host, [process.execPath, '-e', HTTP_SERVER_SCRIPT, ipAddr, String(port), String(maxLifeMs)],
-      {stdin: 'pipe', display: {[HTTP_SERVER_SCRIPT]: '<http server script>'}})
-    child.proc.stdin?.on('error', () => {})
-    this.listeners.push({host, child, what: `http server ${ipAddr}:${port}`})
-    try {
-      await child.waitFor(() => (/^LISTENING$/m.test(child.stdout) ? true : undefined), opts.timeoutMs ?? 10_000,
-        `http server on ${ipAddr}:${port} in ${host.name}`)
-    } catch (error) {
-      await child.stop(1000)
-      throw error
-    }
-
+    const child = await this.serve(host, 'http server', HTTP_SERVER_SCRIPT, [ipAddr, String(port), String(MAX_SERVER_LIFE_MS)], opts.timeoutMs)
     return {
       host,
       ip: ipAddr,
