@@ -12,7 +12,7 @@ import {Home, type Transaction} from '../home/home.js'
 import {isMember} from '../home/queries.js'
 import {type AccessLevel, type CaRecord, type CertificateRecord, type NetworkPorts, type NetworkSecrets, type NetworkState, type NodeRecord, SCHEMA_VERSION} from '../home/types.js'
 import {formatDuration, iso} from '../lib/duration.js'
-import {checkEndpoint, checkPort, checkRequestedIp, contains, dockerPoolOverlap, formatCidr, formatIp, type Ipv4Network, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap} from '../lib/ip.js'
+import {checkEndpoint, checkPort, checkRequestedIp, dockerPoolOverlap, formatCidr, formatIp, type Ipv4Network, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap} from '../lib/ip.js'
 import {checkGroups, checkNetworkName, checkNodeName, checkOrganizationName, slugify} from '../lib/names.js'
 import {newSecret} from '../lib/text.js'
 import {
@@ -34,6 +34,7 @@ import {
   WrongPassphraseError,
 } from '../nebula/index.js'
 import {BLOCKCHAIN_API_PORT} from '../render/trubudget.js'
+import {isRegistrar, registrarIp} from './registrar.js'
 
 /** Default ports and device settings of a new network. */
 export const DEFAULTS = {
@@ -581,31 +582,6 @@ function publishRoleNode(state: NetworkState, issuer: Issuer, node: NodeRecord):
     if (origin) next.origin = {organization, overlayIp}
   })
   fed.current = {descriptor: d, approvals: [approve(d, organization, issuer.record.id, issuer.key)]}
-}
-
-/** Whether joining nodes may register at `node`: the origin, and every node added with `--registrar`. */
-export function isRegistrar(node: Pick<NodeRecord, 'origin' | 'registrar'>): boolean {
-  return node.origin || Boolean(node.registrar)
-}
-
-/**
- * The overlay IP of the registrar `ref` names (`--register-at`): a node of this home that is a registrar (by name or
- * overlay IP), or, for another organization's registrar in a federated network, an overlay IP inside the overlay.
- * Throws UsageError otherwise, or when it is the node itself (`self`).
- */
-function registrarIp(state: NetworkState, ref: string, self: string): string {
-  const fix = 'name a registrar (add-node --registrar) or the origin, or give its overlay IP'
-  const node = state.nodes.find((n) => n.name === ref || n.overlayIp === ref)
-  if (node) {
-    if (node.revoked) throw new UsageError(`--register-at ${ref}: node ${node.name} was revoked`, {fix})
-    if (!isRegistrar(node)) throw new UsageError(`--register-at ${ref}: node ${node.name} is not a registrar`, {fix})
-    return node.overlayIp
-  }
-  const ip = parseIp(ref, '--register-at')
-  if (!contains(parseCidr(state.network.cidr), ip)) throw new UsageError(`--register-at ${ref} is neither a node of this network nor inside its overlay ${state.network.cidr}`, {fix})
-  if (!state.federation) throw new UsageError(`--register-at ${ref} is no node of this network`, {fix})
-  if (formatIp(ip) === self) throw new UsageError('a node cannot register at itself', {fix: 'leave --register-at out'})
-  return formatIp(ip)
 }
 
 function defaultNodeName(state: NetworkState, slug: string): string {

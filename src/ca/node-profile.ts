@@ -6,7 +6,8 @@
 import {blocklist, findNode, trustedMembers} from '../home/queries.js'
 import type {NetworkPorts, NetworkState} from '../home/types.js'
 import type {NodeProfile} from '../render/profile.js'
-import {DEFAULTS, isRegistrar} from './ca.js'
+import {DEFAULTS} from './ca.js'
+import {isRegistrar} from './registrar.js'
 
 /** Where the rendered config.yml expects the PKI files (Debian's and Nebula's customary /etc/nebula). */
 export const BUNDLE_PKI = {ca: '/etc/nebula/ca.crt', cert: '/etc/nebula/host.crt', key: '/etc/nebula/host.key'} as const
