@@ -7,6 +7,7 @@
  *   `/api/network.registerNode` there, over the overlay. A node that is not a registrar does not accept the API.
  * - Documents: a stand-in storage service on Globex's overlay IP:8090 is reachable from another member (Initech).
  * - MultiChain RPC (8000) and the blockchain container's API (8085) are not, though their stand-ins listen.
+ * - doctor, run in the node's namespace, sees the overlay IP on the tun device and fails P2P listening everywhere.
  * - Boot order: with the installation's host/tbmesh-sysctl.conf applied in the node's namespace, a process binds the
  *   overlay IP:7447 before Nebula has brought the address up (as Docker publishes at boot) and serves peers once
  *   Nebula runs; without it, that bind fails ("cannot assign requested address").
@@ -14,12 +15,12 @@
  * Fails (never skips) when it cannot run: it needs root, iproute2, /dev/net/tun and nebula.
  */
 
-import {readFile} from 'node:fs/promises'
+import {mkdir, readFile, symlink} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {removeDir, tbmeshJson, tempDir} from '../helpers.js'
+import {BIN, removeDir, tbmeshJson, tempDir, which} from '../helpers.js'
 import {createLab, type Lab, requireLab} from './netns.js'
 
 const LABELS = ['origin', 'registrar', 'joiner', 'member'] as const
@@ -71,6 +72,26 @@ describe('registrars, documents and boot order on real Nebula nodes', () => {
     await lab!.waitForTcp('origin', ip.joiner, 7447)
     expect(early.accepted().length).toBeGreaterThanOrEqual(1)
     await early.close()
+  })
+
+  it('doctor sees the overlay IP on the tun device, and fails MultiChain P2P listening on every interface', async () => {
+    // A PATH without docker: this checks the host without Docker.
+    const bin = join(dir, 'bin')
+    await mkdir(bin, {recursive: true})
+    for (const cmd of ['node', 'nebula', 'ip']) await symlink(which(cmd), join(bin, cmd)).catch(() => {})
+    const doctor = async (): Promise<Record<string, {status: string; detail: string}>> => {
+      const r = await lab!.run('joiner', ['env', `PATH=${bin}`, 'node', BIN, 'doctor', '--dir', installed('joiner'), '--json'], {reject: false})
+      return Object.fromEntries((JSON.parse(r.stdout) as {checks: Array<{name: string; status: string; detail: string}>}).checks.map((c) => [c.name, c]))
+    }
+    const bound = await lab!.listen('joiner', ip.joiner, 7447)
+    let checks = await doctor()
+    expect(checks['overlay-address']).toEqual({name: 'overlay-address', status: 'pass', detail: `nebula1 holds the overlay IP ${ip.joiner}`})
+    expect(checks['p2p-listener']).toMatchObject({status: 'pass', detail: `MultiChain P2P listens on ${ip.joiner}:7447 only`})
+    await bound.close()
+    const everywhere = await lab!.listen('joiner', '0.0.0.0', 7447)
+    checks = await doctor()
+    expect(checks['p2p-listener']).toMatchObject({status: 'fail', detail: expect.stringMatching(/^something listens on every interface on port 7447/)})
+    await everywhere.close()
   })
 
   it("the joining node's blockchain finds its registrar's API over the overlay: POST /api/network.registerNode arrives", async () => {
