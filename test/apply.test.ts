@@ -92,6 +92,38 @@ describe('apply', () => {
     expect(back.plan.add).toEqual([])
   })
 
+  it('adds a registrar and a node that registers there, with the ports of the file; a second run changes nothing', async () => {
+    const text = `network:
+  name: reg
+  cidr: 10.43.0.0/16
+  ports: {p2p: 7500, api: 8443}
+organizations:
+  - name: ACME
+    nodes:
+      - {name: acme-1, roles: [origin, lighthouse], endpoint: 192.0.2.10:4242}
+  - name: Umbrella
+    nodes:
+      - {name: umbrella-1, roles: [registrar]}
+  - name: Globex
+    nodes:
+      - {name: globex-1, registerAt: umbrella-1}
+`
+    const file = await networkFile('registrars.yaml', text)
+    const regHome = ['--home', join(dir, 'registrars')]
+    const result = await tbmeshJson<any>(['apply', ...regHome, '-f', file, ...pass()])
+    expect(result.added.map((n: any) => [n.name, n.registrar, n.registerAt, n.access])).toEqual([
+      ['acme-1', true, undefined, 'trusted'],
+      ['umbrella-1', true, undefined, 'trusted'],
+      ['globex-1', false, '10.43.1.1', 'managed'],
+    ])
+    const state = JSON.parse(await readFile(join(dir, 'registrars', 'state.json'), 'utf8'))
+    expect(state.network.ports).toEqual({nebula: 4242, p2p: 7500, rpc: 8000, api: 8443, storage: 8090})
+    const again = await tbmeshJson<any>(['apply', ...regHome, '-f', file, ...pass()])
+    expect(again.plan.unchanged).toEqual(['acme-1', 'umbrella-1', 'globex-1'])
+    const otherPorts = await tbmesh(['apply', ...regHome, '-f', await networkFile('ports.yaml', text.replace('api: 8443', 'api: 8080')), ...pass()])
+    expectOneLineError(otherPorts, /network\.ports\.api 8080, but the network uses 8443/)
+  })
+
   it.each([
     ['an endpoint', (t: string) => t.replace('192.0.2.10:4242', '192.0.2.11:4242'), /acme-1 differs from the file: endpoint: 192\.0\.2\.10:4242 → 192\.0\.2\.11:4242/],
     ['groups', (t: string) => t.replace('groups: [backup]', 'groups: [backup, audit]'), /acme-2 differs from the file: groups: backup → backup,audit/],
@@ -114,7 +146,7 @@ describe('apply', () => {
 
   it.each([
     ['an unknown key', (t: string) => t.replace('        groups: [backup]', '        groups: [backup]\n        colour: blue'), /other\.yaml:13: organizations\[0\]\.nodes\[1\]\.colour is not a known key/],
-    ['a role that does not exist', (t: string) => t.replace('[origin, lighthouse]', '[origin, lighthous]'), /other\.yaml:9: organizations\[0\]\.nodes\[0\]\.roles\[1\] must be one of lighthouse, origin/],
+    ['a role that does not exist', (t: string) => t.replace('[origin, lighthouse]', '[origin, lighthous]'), /other\.yaml:9: organizations\[0\]\.nodes\[0\]\.roles\[1\] must be one of lighthouse, origin, registrar/],
     ['a node without a name', (t: string) => t.replace('      - name: acme-2\n', '      - groups: [x]\n').replace('        groups: [backup]\n', ''), /other\.yaml:11: organizations\[0\]\.nodes\[1\] needs "name"/],
     ['a name that is not a DNS label', (t: string) => t.replace('name: acme-2', 'name: Acme_2'), /other\.yaml:11: organizations\[0\]\.nodes\[1\]\.name must match pattern/],
     ['YAML that does not parse', (t: string) => t.replace('    nodes:\n      - name: acme-1', '    nodes:\n      - name: [acme-1'), /other\.yaml:\d+: /],

@@ -61,6 +61,11 @@ const cases: Case[] = [
   ['the whole IPv4 space', () => initNew('--cidr', '0.0.0.0/0', ...pass()), 2, 'overlaps the "this network" range'],
   ['a CIDR too small for the org prefix', () => initNew('--cidr', '10.9.0.0/26', ...pass()), 2, 'is too small for /24 organization blocks'],
   ['a CIDR too small for any network', () => initNew('--cidr', '10.9.0.0/31', ...pass()), 2, 'too small for a network'],
+  ["an overlay in Docker's default pools (172.17-31)", () => initNew('--cidr', '172.20.0.0/16', ...pass()), 2, "overlaps Docker's default address pool 172.20.0.0/14"],
+  ["an overlay in Docker's default pools (192.168)", () => initNew('--cidr', '192.168.10.0/24', ...pass()), 2, '--allow-docker-overlap'],
+  ['two services on one port', () => initNew('--cidr', '10.9.0.0/16', '--api-port', '7447', ...pass()), 2, '--api-port 7447 is already the port of MultiChain P2P'],
+  ["a port of the blockchain container's own API", () => initNew('--cidr', '10.9.0.0/16', '--storage-port', '8085', ...pass()), 2, "the blockchain container's API"],
+  ['a port out of range', () => initNew('--cidr', '10.9.0.0/16', '--p2p-port', '70000', ...pass()), 2, '--p2p-port 70000 is not a port'],
   ['an org prefix that leaves no node', () => initNew('--cidr', '10.9.0.0/16', '--org-prefix', '31', ...pass()), 2, '--org-prefix 31 leaves no room'],
   ['an org prefix that is not a number', () => initNew('--cidr', '10.9.0.0/16', '--org-prefix', 'abc', ...pass()), 2, '--org-prefix: Expected an integer'],
   ['a network name with a slash', () => ['init-ca', ...newHome(), '--network', 'a/b', '--cidr', '10.9.0.0/16', ...pass()], 2, 'not a valid network name'],
@@ -74,6 +79,13 @@ const cases: Case[] = [
   ['no passphrase source and no terminal', () => initNew('--cidr', '10.9.0.0/16'), 1, '--no-passphrase'],
   ['--passphrase-file and --no-passphrase', () => initNew('--cidr', '10.9.0.0/16', ...pass(), '--no-passphrase'), 2, 'cannot also be provided'],
   ['a home under a regular file', () => ['init-ca', '--home', at('file', 'home'), '--network', 'x', '--cidr', '10.9.0.0/16', '--no-passphrase'], 1, '(ENOTDIR)'],
+
+  // add-node: registrars
+  ['a managed registrar', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--registrar', '--access', 'managed'], 2, 'a registrar must be a trusted node'],
+  ['--register-at a node that is no registrar', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--register-at', 'umbrella-bank-1'], 2, 'node umbrella-bank-1 is not a registrar'],
+  ['--register-at an address outside the overlay', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--register-at', '192.0.2.1'], 2, 'is neither a node of this network nor inside its overlay'],
+  ['--register-at an unknown address of a single-CA network', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--register-at', '10.42.9.9'], 2, 'is no node of this network'],
+  ['--register-at with --origin', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--origin', '--register-at', 'acme-1'], 2, 'cannot also be provided'],
 
   // add-node: endpoints
   ['--lighthouse without --endpoint', () => ['add-node', ...h(), ...pass(), '--org', 'X', '--lighthouse'], 2, 'endpoint'],

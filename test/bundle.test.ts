@@ -31,8 +31,8 @@ import {
   hostPrivateKeyToPem,
   signDetails,
 } from '../src/nebula/index.js'
-import {renderBlockchainEnv} from '../src/render/blockchain-env.js'
 import {renderBundleReadme} from '../src/render/bundle-readme.js'
+import {renderHostEnv} from '../src/render/host-env.js'
 import {renderMultichainConf} from '../src/render/multichain-conf.js'
 import {renderNebulaConfig} from '../src/render/nebula-config.js'
 import type {NodeProfile} from '../src/render/profile.js'
@@ -46,11 +46,11 @@ const requireNebula = (): void => {
 
 const profile: NodeProfile = {
   network: {name: 'tb-prod', cidr: '10.42.0.0/16'},
-  node: {name: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', lighthouse: false, origin: false},
-  ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080},
+  node: {name: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', lighthouse: false, origin: false, registrar: false},
+  ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080, storage: 8090},
   lighthouses: [{overlayIp: '10.42.0.1', endpoint: '203.0.113.10:4242'}],
   originOverlayIp: '10.42.0.1',
-  rpc: {user: 'multichainrpc', password: 'Zq8vN3kP0sLx7WmR2tYb5HcJ9dFg4AeU'},
+  rpc: {user: 'multichainrpc'},
   tun: {dev: 'tbmesh0', mtu: 1300},
   // As the CA renders it for the bundle: relative to nebula's working directory; install makes them absolute.
   pki: {ca: 'nebula/ca.crt', cert: 'nebula/host.crt', key: 'nebula/host.key'},
@@ -165,7 +165,9 @@ beforeAll(async () => {
     'nebula/host.key': host.key,
     'nebula/config.yml': renderNebulaConfig(profile),
     'multichain/multichain.conf': renderMultichainConf(profile),
-    'trubudget/blockchain.env': renderBlockchainEnv(profile),
+    'trubudget/blockchain.env': renderHostEnv(profile, 'blockchain'),
+    // A federated organization's own vault secret: the bundle then holds every entry of the layout.
+    'trubudget/vault-secret.env': 'ORGANIZATION_VAULT_SECRET=Vx3kP9mQ2wRt7YbN5cHjL8dFg4AeUz6S\n',
     'README.md': renderBundleReadme(profile, {createdAt: meta.createdAt, caFingerprint: meta.caFingerprint}),
   }
   // Any other file the layout requires (deployment files, …): a stand-in naming the default installation directory.
@@ -198,7 +200,7 @@ describe('writeBundle', () => {
     expect(listed.map((e) => e.path).slice(0, 7)).toEqual(['manifest.json', 'manifest.sig', 'nebula/', 'nebula/ca.crt', 'nebula/host.crt', 'nebula/host.key', 'nebula/config.yml'])
     expect(listed.map((e) => e.path)).toEqual(expect.arrayContaining(['multichain/', 'multichain/multichain.conf', 'trubudget/', 'trubudget/blockchain.env', 'README.md']))
     for (const e of listed) {
-      expect(e.mode, e.path).toBe(e.type === 'Directory' ? 0o755 : e.path === 'nebula/host.key' ? 0o600 : 0o644)
+      expect(e.mode, e.path).toBe(e.type === 'Directory' ? 0o755 : ['nebula/host.key', 'trubudget/vault-secret.env'].includes(e.path) ? 0o600 : 0o644)
       expect(e.uid ?? 0).toBe(0)
       expect(e.uname ?? '').toBe('')
       if (e.type === 'File') expect(e.mtime?.toISOString()).toBe('2025-01-31T12:00:00.000Z')
@@ -271,9 +273,13 @@ describe('installBundle', () => {
     expect(result.dir).toBe(dir)
     expect(result.keyFromJoiner).toBe(false)
     expect(result.encrypted).toBe(false)
-    // Every file of the installation table: the bundle's, then what install renders for this host.
+    // Every file of the installation table but the vault secret, which install moves into node.env (the node's own
+    // secrets, made here), then what install renders for this host.
     expect(result.files).toEqual(INSTALLATION_LAYOUT.filter((e) => e.type === 'file').map((e) => e.path))
+    expect(result.files).not.toContain('trubudget/vault-secret.env')
+    expect(result.files).toContain('trubudget/node.env')
     expect(result.guard).toBe(join(dir, 'host', 'underlay-guard.nft'))
+    expect(result.nodeEnv).toMatchObject({path: join(dir, 'trubudget', 'node.env'), vault: 'bundle'})
     expect(await readdir(parent)).toEqual(['tbmesh'])
 
     const configText = await readFile(join(dir, 'nebula', 'config.yml'), 'utf8')
@@ -291,7 +297,15 @@ describe('installBundle', () => {
     expect(await mode('nebula')).toBe(0o700)
     expect(await mode('nebula/host.key')).toBe(0o600)
     expect(await mode('multichain/multichain.conf')).toBe(0o600)
-    expect(await mode('trubudget/blockchain.env')).toBe(0o600)
+    expect(await mode('trubudget')).toBe(0o700)
+    expect(await mode('trubudget/node.env')).toBe(0o600)
+    expect(await mode('trubudget/blockchain.env')).toBe(0o644)
+    const nodeEnv = await readFile(join(dir, 'trubudget', 'node.env'), 'utf8')
+    expect(nodeEnv).toContain('ORGANIZATION_VAULT_SECRET=Vx3kP9mQ2wRt7YbN5cHjL8dFg4AeUz6S\n')
+    const rpcPassword = /^MULTICHAIN_RPC_PASSWORD=(.+)$/m.exec(nodeEnv)?.[1]
+    expect(rpcPassword).toHaveLength(44)
+    expect(await readFile(join(dir, 'multichain', 'multichain.conf'), 'utf8')).toBe(`${files['multichain/multichain.conf']}rpcpassword=${rpcPassword}\n`)
+    expect(await mode('README.md')).toBe(0o644)
     for (const entry of INSTALLATION_LAYOUT) expect(await mode(entry.path), entry.path).toBe(entry.installMode)
 
     // The underlay guard, from the host certificate's overlay IP and config.yml's tun.dev (tbmesh0 here).
@@ -487,7 +501,7 @@ describe('refusals', () => {
       name: 'decompression bomb',
       make: async (f) => {
         const tar = await readFile(await craft(f, entriesFor(files), {gzip: false}))
-        await writeFile(f, gzipSync(Buffer.concat([tar, Buffer.alloc(20 * 1024 * 1024)])))
+        await writeFile(f, gzipSync(Buffer.concat([tar, Buffer.alloc(64 * 1024 * 1024)])))
         return f
       },
       message: /larger than a bundle can be/,
@@ -742,7 +756,7 @@ describe('encryption (age, passphrase)', () => {
   it('writes the age format and reads it back with the passphrase', async () => {
     const data = await readFile(encrypted)
     expect(data.subarray(0, 22).toString('latin1')).toBe('age-encryption.org/v1\n')
-    expect(data.includes(Buffer.from(files['trubudget/blockchain.env']!.slice(0, 40)))).toBe(false)
+    expect(data.includes(Buffer.from(files['trubudget/vault-secret.env']!))).toBe(false)
     expect((await stat(encrypted)).mode & 0o777).toBe(0o600)
     const read = await readBundle(encrypted, {passphrase: async () => passphrase})
     expect(read.encrypted).toBe(true)

@@ -32,7 +32,7 @@ describe('init-ca → add-node → export-bundle → install', () => {
 
   it('init-ca creates an encrypted CA and a private home', async () => {
     init = await tbmeshJson(['init-ca', ...h(), '--network', 'demo', '--cidr', '10.42.0.0/16', ...pass()])
-    expect(init).toMatchObject({network: 'demo', cidr: '10.42.0.0/16', orgPrefix: 24, keyEncrypted: true, caLifetime: '3650d'})
+    expect(init).toMatchObject({network: 'demo', cidr: '10.42.0.0/16', orgPrefix: 24, ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080, storage: 8090}, keyEncrypted: true, caLifetime: '3650d'})
     expect(init.caFingerprint).toMatch(/^[0-9a-f]{64}$/)
     expect((await stat(home)).mode & 0o777).toBe(0o700)
     expect((await stat(join(home, 'secrets.json'))).mode & 0o777).toBe(0o600)
@@ -42,8 +42,8 @@ describe('init-ca → add-node → export-bundle → install', () => {
     const ca = certificateFromPem(await readFile(join(home, 'ca', `${init.caFingerprint}.crt`), 'utf8'))
     expect(fingerprint(ca)).toBe(init.caFingerprint)
     expect(ca.details).toMatchObject({name: 'demo', isCA: true, ips: ['10.42.0.0/16']})
-    const secrets = JSON.parse(await readFile(join(home, 'secrets.json'), 'utf8'))
-    expect(secrets.rpcPassword.length).toBeGreaterThanOrEqual(32)
+    // No TruBudget secret on the CA: each node makes its own at install.
+    expect(JSON.parse(await readFile(join(home, 'secrets.json'), 'utf8'))).toEqual({schemaVersion: 1})
   })
 
   it('add-node gives each organization its own block and each node a signed certificate', async () => {
@@ -85,19 +85,25 @@ describe('init-ca → add-node → export-bundle → install', () => {
     expect(exported.manifest).toMatchObject({network: 'demo', node: 'umbrella-bank-1', organization: 'Umbrella Bank', overlayIp: '10.42.1.1', caFingerprint: init.caFingerprint})
     expect(Object.keys(exported.manifest.files).sort()).toEqual([
       'README.md',
+      'docker/compose.yml',
       'docker/docker-compose.nebula.yml',
-      'docker/docker-compose.trubudget.override.yml',
+      'docker/trubudget-operation.override.yml',
+      'docker/trubudget-services-documents.override.yml',
+      'docker/trubudget-services.override.yml',
+      'docker/trubudget.env',
+      'host/tbmesh-sysctl.conf',
       'multichain/multichain.conf',
       'nebula/ca.crt',
       'nebula/config.yml',
       'nebula/host.crt',
       'nebula/host.key',
       'systemd/nebula.service',
+      'trubudget/api.env',
       'trubudget/blockchain.env',
     ])
     expect((await stat(bundle)).mode & 0o777).toBe(0o600)
 
-    expect(exported).toMatchObject({encrypted: false, containsPrivateKey: true})
+    expect(exported).toMatchObject({encrypted: false, containsPrivateKey: true, secrets: ["the node's private key"]})
     const days = (Date.parse(exported.manifest.expiresAt) - Date.now()) / 86_400_000
     expect(days).toBeGreaterThan(13.9)
     expect(days).toBeLessThan(14.1)

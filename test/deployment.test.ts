@@ -14,29 +14,35 @@ import yaml from 'yaml'
 
 import {readBundle} from '../src/bundle/archive.js'
 import {BUNDLE_LAYOUT} from '../src/bundle/layout.js'
+import {addNode} from '../src/ca/add-node.js'
+import {initCa, unlockCaKey} from '../src/ca/ca.js'
+import {nodeProfile} from '../src/ca/node-profile.js'
 import {UserError} from '../src/errors.js'
+import {Home} from '../src/home/home.js'
 import {composePorts} from '../src/node/compose-ports.js'
 import {renderBundleReadme} from '../src/render/bundle-readme.js'
+import {renderAdoptionOverride, renderDocumentsOverride, renderTrubudgetEnv} from '../src/render/compose-adoption.js'
+import {renderComposeStack} from '../src/render/compose-stack.js'
 import {NEBULA_IMAGE_TAG, renderNebulaCompose} from '../src/render/docker-compose-nebula.js'
-import {COMPOSE_RPC_ALLOW_IP, renderTrubudgetOverride, TRUBUDGET_BLOCKCHAIN_SERVICE} from '../src/render/docker-compose-trubudget.js'
 import {renderGuardService} from '../src/render/guard-service.js'
 import {INSTALL_DIR_PLACEHOLDER, placeInstallDir} from '../src/render/install-dir.js'
+import {renderNebulaConfig} from '../src/render/nebula-config.js'
 import {renderNebulaService} from '../src/render/nebula-service.js'
 import type {NodeProfile} from '../src/render/profile.js'
 import {NoOriginError} from '../src/render/template.js'
 import {renderUnderlayGuard} from '../src/render/underlay-guard.js'
-import {NEBULA_CERT, removeDir, tbmeshJson, tempDir} from './helpers.js'
+import {NEBULA_CERT, removeDir, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
 const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
 
 /** acme-1: lighthouse and TruBudget origin. */
 const origin: NodeProfile = {
   network: {name: 'tb-prod', cidr: '10.42.0.0/16'},
-  node: {name: 'acme-1', organization: 'ACME Corp', overlayIp: '10.42.0.1', lighthouse: true, origin: true, endpoint: '203.0.113.10:4242'},
-  ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080},
+  node: {name: 'acme-1', organization: 'ACME Corp', overlayIp: '10.42.0.1', lighthouse: true, origin: true, registrar: true, endpoint: '203.0.113.10:4242'},
+  ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080, storage: 8090},
   lighthouses: [{overlayIp: '10.42.0.1', endpoint: '203.0.113.10:4242'}],
   originOverlayIp: '10.42.0.1',
-  rpc: {user: 'multichainrpc', password: 'Zq8vN3kP0sLx7WmR2tYb5HcJ9dFg4AeU'},
+  rpc: {user: 'multichainrpc'},
   tun: {dev: 'nebula1', mtu: 1300},
   pki: {ca: '/etc/nebula/ca.crt', cert: '/etc/nebula/host.crt', key: '/etc/nebula/host.key'},
   blocklist: [],
@@ -44,7 +50,7 @@ const origin: NodeProfile = {
 }
 
 /** umbrella-1: a plain node of another organization. */
-const plain: NodeProfile = {...origin, node: {name: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', lighthouse: false, origin: false}}
+const plain: NodeProfile = {...origin, node: {name: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', lighthouse: false, origin: false, registrar: false}}
 
 type Doc = Record<string, any>
 
@@ -213,42 +219,38 @@ describe('renderNebulaCompose', () => {
   })
 })
 
-describe('renderTrubudgetOverride', () => {
-  for (const [label, p] of [['plain node', plain], ['origin', origin]] as const) {
-    it(`${label}: env_file blockchain.env, overlay settings that win, and P2P published on the overlay IP only`, () => {
-      const doc = parseCompose(renderTrubudgetOverride(p, {installDir: '/srv/tb'}))
-      expect(Object.keys(doc)).toEqual(['services'])
-      expect(Object.keys(doc.services)).toEqual([TRUBUDGET_BLOCKCHAIN_SERVICE])
-      const blockchain = doc.services.blockchain
-      expect(blockchain.env_file).toEqual(['/srv/tb/trubudget/blockchain.env'])
-      expect(blockchain.network_mode).toBeUndefined()
-      expect(blockchain.volumes).toBeUndefined() // multichain.conf is not mounted (see the file's comment)
-      const joining = p.node.origin ? {} : {P2P_HOST: '10.42.0.1', API_PROTOCOL: 'http', API_HOST: '10.42.0.1', API_PORT: '8080'}
-      expect(blockchain.environment).toEqual({EXTERNAL_IP: p.node.overlayIp, P2P_PORT: '7447', ...joining, RPC_ALLOW_IP: COMPOSE_RPC_ALLOW_IP})
-
-      // The list replaces TruBudget's (which publishes everything on every interface) instead of merging with it.
-      expect(blockchain.ports.tag).toBe('!override')
-      const ports = blockchain.ports.value as string[]
-      expect(ports).toEqual([`${p.node.overlayIp}:7447:7447`, '127.0.0.1:8000:8000', '127.0.0.1:${BLOCKCHAIN_PORT:-8085}:${BLOCKCHAIN_PORT:-8085}'])
-      for (const mapping of ports) expect(['', '0.0.0.0', '::']).not.toContain(hostOf(mapping))
-      const p2p = ports.filter((m) => m.split(':').slice(1).includes('7447'))
-      expect(p2p).toEqual([`${p.node.overlayIp}:7447:7447`])
-
-      // doctor's reading of it agrees.
-      expect(composePorts('override', renderTrubudgetOverride(p), p.node.overlayIp, 7447)).toEqual([
-        'pass',
-        `override publishes MultiChain P2P port 7447 on the overlay IP ${p.node.overlayIp} only`,
-      ])
+describe('the compose files (structure; merged with real Compose in compose.test.ts)', () => {
+  const overrides = {
+    operation: (p: NodeProfile) => renderAdoptionOverride(p, 'operation'),
+    services: (p: NodeProfile) => renderAdoptionOverride(p, 'services'),
+    documents: (p: NodeProfile) => renderDocumentsOverride(p),
+  }
+  for (const [name, render] of Object.entries(overrides)) {
+    it(`${name} override: every port list replaces TruBudget's (!override) or removes it (!reset)`, () => {
+      for (const p of [plain, origin]) {
+        const doc = parseCompose(render(p))
+        for (const [service, spec] of Object.entries(doc.services as Record<string, Doc>)) {
+          if (spec.ports === undefined) continue
+          expect(['!override', '!reset'], `${service}`).toContain(spec.ports.tag)
+          for (const mapping of spec.ports.value as string[]) expect(['', '0.0.0.0', '::'], `${service} ${mapping}`).not.toContain(hostOf(mapping))
+        }
+      }
     })
   }
 
-  it("names TruBudget's compose file for the node's role in its instructions", () => {
-    expect(renderTrubudgetOverride(plain)).toContain('-f blockchain/docker-compose.betanode.yml')
-    expect(renderTrubudgetOverride(origin)).toContain('-f blockchain/docker-compose.alphanode.yml')
+  it("doctor's reading of each file agrees: P2P on the overlay IP only", () => {
+    for (const p of [plain, origin]) {
+      expect(composePorts('stack', renderComposeStack(p), p.node.overlayIp, 7447, {override: false})).toEqual(['pass', `stack publishes MultiChain P2P port 7447 on the overlay IP ${p.node.overlayIp} only`])
+      for (const layout of ['operation', 'services'] as const) {
+        expect(composePorts(layout, renderAdoptionOverride(p, layout), p.node.overlayIp, 7447)).toEqual(['pass', `${layout} publishes MultiChain P2P port 7447 on the overlay IP ${p.node.overlayIp} only`])
+      }
+    }
   })
 
   it('throws NoOriginError for a node of a network without origin', () => {
-    expect(() => renderTrubudgetOverride({...plain, originOverlayIp: undefined})).toThrow(NoOriginError)
+    const p = {...plain, originOverlayIp: undefined}
+    expect(() => renderComposeStack(p)).toThrow(NoOriginError)
+    expect(() => renderAdoptionOverride(p, 'services')).toThrow(NoOriginError)
   })
 })
 
@@ -257,7 +259,10 @@ describe('the install directory: one function for rendering and installing', () 
   const renderers = [
     ['systemd', renderNebulaService],
     ['compose', renderNebulaCompose],
-    ['compose', renderTrubudgetOverride],
+    ['compose', renderComposeStack],
+    ['compose', (p: NodeProfile, extra?: {installDir?: string}) => renderAdoptionOverride(p, 'operation', extra)],
+    ['compose', (p: NodeProfile, extra?: {installDir?: string}) => renderAdoptionOverride(p, 'services', extra)],
+    ['compose', renderDocumentsOverride],
   ] as const
 
   it('rendering for DIR equals rendering with the placeholder and installing into DIR', () => {
@@ -294,17 +299,29 @@ describe('bundle README', () => {
       'sudo cp /srv/tb/systemd/tbmesh-guard.service /etc/systemd/system/tbmesh-guard.service',
       'sudo systemctl enable --now tbmesh-guard',
       'docker compose -f /srv/tb/docker/docker-compose.nebula.yml up -d',
-      'docker compose --project-directory . -f blockchain/docker-compose.betanode.yml -f api/docker-compose.yml -f frontend/docker-compose.yml -f /srv/tb/docker/docker-compose.trubudget.override.yml up -d',
+      'sudo cp /srv/tb/host/tbmesh-sysctl.conf /etc/sysctl.d/60-tbmesh.conf && sudo sysctl --system',
+      'docker compose --env-file /srv/tb/trubudget/node.env -f /srv/tb/docker/compose.yml up -d',
+      'docker compose --project-directory . -f blockchain/docker-compose.betanode.yml -f blockchain/persistence.docker-compose.yml -f api/docker-compose.yml -f frontend/docker-compose.yml -f /srv/tb/docker/trubudget-services.override.yml --env-file .env --env-file /srv/tb/docker/trubudget.env --env-file /srv/tb/trubudget/node.env up -d',
+      'docker cp trubudget-operation-beta-node-1:/root/. - | docker run --rm -i -v trubudget-operation_beta1Volume:/chain busybox tar -x -C /chain',
       'tbmesh doctor --dir /srv/tb',
       '| `systemd/nebula.service` |',
-      '| `docker/docker-compose.nebula.yml` |',
-      '| `docker/docker-compose.trubudget.override.yml` |',
+      '| `docker/compose.yml` |',
+      '| `docker/trubudget-operation.override.yml` |',
     ]) {
       expect(text).toContain(line)
     }
     expect(renderBundleReadme(origin)).toContain('-f blockchain/docker-compose.alphanode.yml')
   })
 })
+
+/** The deployment files a bundle carries for Docker Compose, installed with the directory put in. */
+const COMPOSE_FILES = [
+  'docker/docker-compose.nebula.yml',
+  'docker/compose.yml',
+  'docker/trubudget-operation.override.yml',
+  'docker/trubudget-services.override.yml',
+  'docker/trubudget-services-documents.override.yml',
+]
 
 describe('export-bundle → install: the deployment files name the installed directory', () => {
   let work: string
@@ -324,7 +341,7 @@ describe('export-bundle → install: the deployment files name the installed dir
     await mkdir(join(work, 'srv'))
     dir = join(work, 'srv', 'tb mesh')
     const installed = await tbmeshJson<{files: string[]; nebulaTest: {ran: boolean; ok?: boolean}}>(['install', bundle, '--dir', dir, '--ca-fingerprint', pin])
-    expect(installed.files).toEqual(expect.arrayContaining(['systemd/nebula.service', 'docker/docker-compose.nebula.yml', 'docker/docker-compose.trubudget.override.yml']))
+    expect(installed.files).toEqual(expect.arrayContaining(['systemd/nebula.service', ...COMPOSE_FILES]))
     if (NEBULA_CERT) expect(installed.nebulaTest).toMatchObject({ran: true, ok: true})
   }, 120_000)
 
@@ -334,7 +351,7 @@ describe('export-bundle → install: the deployment files name the installed dir
 
   it('the bundle carries them, rendered for the placeholder directory', async () => {
     const {manifest, files} = await readBundle(bundle)
-    for (const path of ['systemd/nebula.service', 'docker/docker-compose.nebula.yml', 'docker/docker-compose.trubudget.override.yml']) {
+    for (const path of ['systemd/nebula.service', ...COMPOSE_FILES]) {
       expect(Object.keys(manifest.files)).toContain(path)
       expect(files.get(path)!.toString('utf8')).toContain(INSTALL_DIR_PLACEHOLDER)
     }
@@ -343,7 +360,11 @@ describe('export-bundle → install: the deployment files name the installed dir
       'systemd/nebula.service',
       'docker/',
       'docker/docker-compose.nebula.yml',
-      'docker/docker-compose.trubudget.override.yml',
+      'docker/compose.yml',
+      'docker/trubudget.env',
+      'docker/trubudget-operation.override.yml',
+      'docker/trubudget-services.override.yml',
+      'docker/trubudget-services-documents.override.yml',
     ])
   })
 
@@ -352,11 +373,7 @@ describe('export-bundle → install: the deployment files name the installed dir
     const mode = async (p: string): Promise<number> => (await stat(join(dir, p))).mode & 0o777
     expect(await mode('systemd')).toBe(0o755)
     expect(await mode('docker')).toBe(0o755)
-    for (const [path, syntax] of [
-      ['systemd/nebula.service', 'systemd'],
-      ['docker/docker-compose.nebula.yml', 'compose'],
-      ['docker/docker-compose.trubudget.override.yml', 'compose'],
-    ] as const) {
+    for (const [path, syntax] of [['systemd/nebula.service', 'systemd'] as const, ...COMPOSE_FILES.map((f) => [f, 'compose'] as const)]) {
       expect(await mode(path), path).toBe(0o644)
       const installed = await readFile(join(dir, path), 'utf8')
       expect(installed, path).toBe(placeInstallDir(files.get(path)!.toString('utf8'), syntax, dir))
@@ -390,25 +407,102 @@ describe('export-bundle → install: the deployment files name the installed dir
     for (const key of ['ca', 'cert', 'key']) expect(pki[key].startsWith(`${mount.target}/`), key).toBe(true)
   })
 
-  it("the TruBudget override reads the installed blockchain.env and publishes 7447 on the node's overlay IP only", async () => {
-    const blockchain = parseCompose(await readFile(join(dir, 'docker', 'docker-compose.trubudget.override.yml'), 'utf8')).services.blockchain
-    expect(blockchain.env_file).toEqual([join(dir, 'trubudget', 'blockchain.env')])
-    const env = await readFile(blockchain.env_file[0], 'utf8')
-    expect(env).toMatch(/^EXTERNAL_IP=10\.42\.1\.1$/m)
-    expect(blockchain.environment).toMatchObject({EXTERNAL_IP: '10.42.1.1', P2P_HOST: '10.42.0.1'})
-    expect(blockchain.ports.tag).toBe('!override')
-    expect((blockchain.ports.value as string[]).filter((m) => m.includes(':7447'))).toEqual(['10.42.1.1:7447:7447'])
+  it("the complete stack includes the installed Nebula file and publishes 7447 on the node's overlay IP only", async () => {
+    const stack = parseCompose(await readFile(join(dir, 'docker', 'compose.yml'), 'utf8'))
+    expect(stack.include).toEqual(['docker-compose.nebula.yml'])
+    expect(stack.services.blockchain.environment).toMatchObject({EXTERNAL_IP: '10.42.1.1', P2P_HOST: '10.42.0.1'})
+    expect(stack.services.blockchain.ports).toEqual(['10.42.1.1:7447:7447'])
   })
 
-  it('an update keeps them as installed (no second rewrite) and rewrites only its config.yml', async () => {
-    const before = await Promise.all(['systemd/nebula.service', 'docker/docker-compose.nebula.yml'].map((p) => readFile(join(dir, p), 'utf8')))
+  it("an update keeps them as installed (no second rewrite), keeps the node's secrets, and rewrites only its config.yml", async () => {
+    const kept = ['systemd/nebula.service', 'docker/docker-compose.nebula.yml', 'trubudget/node.env', 'multichain/multichain.conf']
+    const before = await Promise.all(kept.map((p) => readFile(join(dir, p), 'utf8')))
     const out = join(work, 'updates')
     await mkdir(out)
     const update = await tbmeshJson<{bundles: Array<{path: string}>}>(['export-update', ...home(), 'umbrella-1', '--out', out])
     await tbmeshJson(['install', update.bundles[0].path, '--dir', dir])
-    const after = await Promise.all(['systemd/nebula.service', 'docker/docker-compose.nebula.yml'].map((p) => readFile(join(dir, p), 'utf8')))
+    const after = await Promise.all(kept.map((p) => readFile(join(dir, p), 'utf8')))
     expect(after).toEqual(before)
+    expect((await stat(join(dir, 'trubudget', 'node.env'))).mode & 0o777).toBe(0o600)
     const pki = (yaml.parse(await readFile(join(dir, 'nebula', 'config.yml'), 'utf8')) as Doc).pki
     expect(pki.ca).toBe(join(dir, 'nebula', 'ca.crt'))
+  })
+})
+
+describe('ports chosen at init-ca, and an overlay Docker would have used', () => {
+  it('carries the ports to the firewall, every compose file and env file; the compose subnet avoids the overlay', async () => {
+    const work = await tempDir('tbmesh-ports-')
+    try {
+      const ports = {p2p: 7500, api: 8443, storage: 9100}
+      const refused = await initCa(join(work, 'refused'), {network: 'p', cidr: '172.31.0.0/16', passphrase: null}).catch((error: unknown) => error)
+      expect(refused).toBeInstanceOf(UserError)
+      const init = await initCa(join(work, 'home'), {network: 'p', cidr: '172.31.0.0/16', passphrase: null, ports, allowDockerOverlap: true})
+      expect(init.ports).toEqual({nebula: 4242, rpc: 8000, ...ports})
+      const home = await Home.open(join(work, 'home'))
+      const caKey = await unlockCaKey(home, null)
+      await addNode(home, caKey, {org: 'ACME', origin: true, lighthouse: true, endpoint: '192.0.2.10:4242'})
+      await addNode(home, caKey, {org: 'Umbrella', registrar: true})
+      await addNode(home, caKey, {org: 'Globex', registerAt: 'umbrella-1'})
+      const registrar = nodeProfile(home.state, 'umbrella-1')
+      const joiner = nodeProfile(home.state, 'globex-1')
+      expect((yaml.parse(renderNebulaConfig(registrar)) as Doc).firewall.inbound.map((r: Doc) => r.port)).toEqual(['any', 7500, 9100, 8443])
+      expect((yaml.parse(renderNebulaConfig(joiner)) as Doc).firewall.inbound.map((r: Doc) => r.port)).toEqual(['any', 7500, 9100])
+      const stack = parseCompose(renderComposeStack(joiner))
+      expect(stack.networks.trubudget.ipam.config).toEqual([{subnet: '192.168.247.0/24'}])
+      expect(stack.services.blockchain.environment).toMatchObject({P2P_PORT: '7500', P2P_HOST: '172.31.1.1', API_HOST: '172.31.1.1', API_PORT: '8443', RPC_ALLOW_IP: '192.168.247.0/24'})
+      expect(stack.services.blockchain.ports).toEqual(['172.31.2.1:7500:7500'])
+      expect(stack.services.api.ports).toEqual(['127.0.0.1:8443:8443'])
+      expect(stack.services['storage-service'].ports).toEqual(['172.31.2.1:9100:9100'])
+      expect(parseCompose(renderComposeStack(registrar)).services.api.ports).toEqual(['127.0.0.1:8443:8443', '172.31.1.1:8443:8443'])
+      const services = parseCompose(renderAdoptionOverride(joiner, 'services'))
+      expect(services.services.blockchain.ports.value).toEqual(['172.31.2.1:7500:7500'])
+      expect(renderTrubudgetEnv(joiner)).toContain('\nEXTERNAL_ALPHA_API_PORT=8443\n')
+    } finally {
+      await removeDir(work)
+    }
+  })
+})
+
+describe("the organization's ORGANIZATION_VAULT_SECRET in single-CA mode: from the admin, never from the CA", () => {
+  it('install takes it from --vault-secret-file, keeps it on reinstall, and refuses to change it', async () => {
+    const work = await tempDir('tbmesh-vault-')
+    try {
+      const home = ['--home', join(work, 'home')]
+      const init = await tbmeshJson<{caFingerprint: string}>(['init-ca', ...home, '--network', 'v', '--cidr', '10.42.0.0/16', '--no-passphrase'])
+      await tbmeshJson(['add-node', ...home, '--org', 'ACME', '--origin', '--lighthouse', '--endpoint', '192.0.2.10:4242'])
+      await tbmeshJson(['add-node', ...home, '--org', 'Umbrella'])
+      await tbmeshJson(['add-node', ...home, '--org', 'Umbrella'])
+      const pin = ['--ca-fingerprint', init.caFingerprint]
+      for (const n of ['umbrella-1', 'umbrella-2']) await tbmeshJson(['export-bundle', ...home, n, '--out', join(work, `${n}.tar.gz`), '--no-encrypt'])
+      // The first node of the organization makes one (and says to pass it on); the second is given it.
+      const first = await tbmesh(['install', join(work, 'umbrella-1.tar.gz'), '--dir', join(work, 'u1'), ...pin])
+      expect(first.exitCode, String(first.stderr)).toBe(0)
+      expect(String(first.stderr)).toContain('made a new ORGANIZATION_VAULT_SECRET for Umbrella')
+      const vault = /^ORGANIZATION_VAULT_SECRET=(.+)$/m.exec(await readFile(join(work, 'u1', 'trubudget', 'node.env'), 'utf8'))![1]
+      await writeFile(join(work, 'umbrella.vault'), `${vault}\n`, {mode: 0o600})
+      const second = await tbmeshJson<{nodeEnv: {vault: string; generated: string[]}}>(['install', join(work, 'umbrella-2.tar.gz'), '--dir', join(work, 'u2'), ...pin, '--vault-secret-file', join(work, 'umbrella.vault')])
+      expect(second.nodeEnv.vault).toBe('file')
+      expect(second.nodeEnv.generated).not.toContain('ORGANIZATION_VAULT_SECRET')
+      const env2 = await readFile(join(work, 'u2', 'trubudget', 'node.env'), 'utf8')
+      expect(env2).toContain(`\nORGANIZATION_VAULT_SECRET=${vault}\n`)
+      // Its own RPC password, ROOT_SECRET and JWT_SECRET, though: per node.
+      const secret = (text: string, name: string) => new RegExp(`^${name}=(.+)$`, 'm').exec(text)![1]
+      const env1 = await readFile(join(work, 'u1', 'trubudget', 'node.env'), 'utf8')
+      for (const name of ['MULTICHAIN_RPC_PASSWORD', 'ROOT_SECRET', 'JWT_SECRET']) expect(secret(env2, name), name).not.toBe(secret(env1, name))
+      // Reinstalling keeps every secret; a different vault secret is refused, changing nothing.
+      const again = await tbmeshJson<{nodeEnv: {vault: string; generated: string[]}}>(['install', join(work, 'umbrella-2.tar.gz'), '--dir', join(work, 'u2'), ...pin, '--force'])
+      expect(again.nodeEnv).toMatchObject({vault: 'installed', generated: []})
+      expect(await readFile(join(work, 'u2', 'trubudget', 'node.env'), 'utf8')).toBe(env2)
+      await writeFile(join(work, 'other.vault'), 'a-different-vault-secret-of-some-length\n', {mode: 0o600})
+      const changed = await tbmesh(['install', join(work, 'umbrella-2.tar.gz'), '--dir', join(work, 'u2'), ...pin, '--force', '--vault-secret-file', join(work, 'other.vault')])
+      expect(changed.exitCode).toBe(1)
+      expect(String(changed.stderr)).toMatch(/already holds another ORGANIZATION_VAULT_SECRET/)
+      expect(await readFile(join(work, 'u2', 'trubudget', 'node.env'), 'utf8')).toBe(env2)
+      await writeFile(join(work, 'short.vault'), 'secret\n')
+      const short = await tbmesh(['install', join(work, 'umbrella-2.tar.gz'), '--dir', join(work, 'u3'), ...pin, '--vault-secret-file', join(work, 'short.vault')])
+      expect(String(short.stderr)).toMatch(/has 6 characters: use at least 16/)
+    } finally {
+      await removeDir(work)
+    }
   })
 })

@@ -1,13 +1,15 @@
 /**
  * `tbmesh doctor`: a real installation (init-ca → add-node → export-bundle → install, all through the CLI) passes
- * every check; installations broken for real — multichain.conf bound elsewhere, an expired host certificate, another
- * node's key, a compose override publishing P2P on every interface, a config.yml nebula rejects, the underlay guard
- * not loaded or loaded for another node — fail the right check and exit 1, with --json too. Doctor runs inside a
- * network namespace of its own, where each installation's underlay guard is loaded with nft (never in the root
- * namespace). Needs root, nebula, nft and a usable /dev/net/tun, like the end-to-end suite.
+ * every check of its files, says that nothing runs yet, and finds the underlay guard loaded; installations broken for
+ * real — multichain.conf bound elsewhere, an expired host certificate, another node's key, a compose override
+ * publishing P2P on every interface, a config.yml nebula rejects, node secrets others may read, the underlay guard not
+ * loaded or loaded for another node — fail the right check and exit 1, with --json too. Doctor runs inside a network
+ * namespace of its own, where each installation's underlay guard is loaded with nft (never in the root namespace),
+ * with a PATH holding only node, nebula, ip, nft and setpriv (no docker: doctor-docker.test.ts covers that). Needs
+ * root, nebula, nft and a usable /dev/net/tun, like the end-to-end suite.
  */
 
-import {chmod, copyFile, readFile, writeFile} from 'node:fs/promises'
+import {chmod, copyFile, mkdir, readFile, symlink, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
@@ -17,9 +19,14 @@ import {installBundle} from '../src/bundle/install.js'
 import {composePorts} from '../src/node/compose-ports.js'
 import {doctor, type DoctorResult} from '../src/node/doctor.js'
 import {createLab, type Lab, requireLab} from './e2e/netns.js'
-import {removeDir, tbmesh, tbmeshJson, tempDir} from './helpers.js'
+import {removeDir, tbmesh, tbmeshJson, tempDir, which} from './helpers.js'
 
-const ALL_CHECKS = ['nebula', 'tun', 'nebula-test', 'ca-pin', 'ca-validity', 'host-cert', 'host-cert-verify', 'host-key', 'multichain-conf', 'blockchain-env', 'compose-ports', 'underlay-guard']
+/** The checks of an installation's files, then of the running system (without Docker), then the underlay guard. */
+const FILE_CHECKS = ['nebula', 'tun', 'nebula-test', 'ca-pin', 'ca-validity', 'host-cert', 'host-cert-verify', 'host-key', 'node-env', 'multichain-conf', 'blockchain-env', 'compose-ports']
+const RUNTIME_CHECKS = ['overlay-address', 'p2p-listener']
+const ALL_CHECKS = [...FILE_CHECKS, ...RUNTIME_CHECKS, 'underlay-guard']
+/** Checks that pass on a good installation with nothing running (the runtime ones warn). */
+const PASSING = FILE_CHECKS.length + 1
 
 /** The namespace doctor runs in (one host of a lab), where the guards are loaded. */
 let lab: Lab | undefined
@@ -31,10 +38,12 @@ const nft = async (...args: string[]): Promise<void> => {
 /** Loads `dir`'s underlay guard in the namespace (replacing whichever was loaded). */
 const loadGuard = (dir: string): Promise<void> => nft('-f', join(dir, 'host', 'underlay-guard.nft'))
 const unloadGuard = (): Promise<void> => nft('table inet tbmesh_guard {}; delete table inet tbmesh_guard')
-/** `tbmesh doctor ARGS` in the namespace. */
-const doctorIn = (args: string[], opts: {uid?: number} = {}) => tbmesh(['doctor', ...args], {netns: lab!.host(NODE).name, ...opts})
+/** `tbmesh doctor ARGS` in the namespace, with the PATH below. */
+const doctorIn = (args: string[], opts: {uid?: number} = {}) => tbmesh(['doctor', ...args], {netns: lab!.host(NODE).name, env: {PATH: path}, ...opts})
 
 let work: string
+/** A PATH with node, nebula, ip, nft and setpriv only: doctor sees no docker, whatever this host has. */
+let path: string
 let pin: string
 const home = (): string[] => ['--home', join(work, 'home')]
 const bundles: Record<string, string> = {}
@@ -64,6 +73,9 @@ beforeAll(async () => {
   requireLab()
   lab = await createLab([NODE])
   work = await tempDir('tbmesh-doctor-')
+  path = join(work, 'bin')
+  await mkdir(path)
+  for (const cmd of ['node', 'nebula', 'ip', 'nft', 'setpriv']) await symlink(which(cmd), join(path, cmd))
   const init = await tbmeshJson<{caFingerprint: string}>(['init-ca', ...home(), '--network', 'doctor', '--cidr', '10.42.0.0/16', '--no-passphrase'])
   pin = init.caFingerprint
   await tbmeshJson(['add-node', ...home(), '--org', 'ACME', '--origin', '--lighthouse', '--endpoint', '192.0.2.10:4242'])
@@ -94,12 +106,19 @@ describe('a good installation', () => {
     dir = await install('umbrella-1', 'good')
   }, 60_000)
 
-  it('passes every check and exits 0', async () => {
+  it('passes every check of its files, says that nothing runs yet, and exits 0', async () => {
     const {exitCode, result} = await doctorJson(dir)
     expect(result.checks.map((c) => c.name)).toEqual(ALL_CHECKS)
-    expect(result.checks.filter((c) => c.status !== 'pass'), JSON.stringify(result.checks, null, 2)).toEqual([])
-    expect(result).toMatchObject({dir, overlayIp: '10.42.1.1', ok: true, counts: {pass: ALL_CHECKS.length, warn: 0, fail: 0}})
+    expect(result.checks.filter((c) => c.status !== 'pass').map((c) => [c.name, c.status]), JSON.stringify(result.checks, null, 2)).toEqual([
+      ['overlay-address', 'warn'],
+      ['p2p-listener', 'warn'],
+    ])
+    expect(detail(result, 'overlay-address')).toBe('nebula1 does not exist: Nebula is not running (start it, then run doctor again)')
+    expect(detail(result, 'p2p-listener')).toBe("nothing answers on 10.42.1.1:7447: TruBudget's blockchain is not running, nor is Nebula")
+    expect(result).toMatchObject({dir, overlayIp: '10.42.1.1', ok: true, counts: {pass: PASSING, warn: 2, fail: 0}})
     expect(exitCode).toBe(0)
+    expect(detail(result, 'node-env')).toBe("trubudget/node.env holds this node's secrets, readable by its owner only")
+    expect(detail(result, 'multichain-conf')).toBe("multichain.conf bind and externalip are the certificate's overlay IP 10.42.1.1, its RPC password the node's own")
     expect(detail(result, 'nebula')).toMatch(/^nebula 1\.\d+\.\d+/)
     expect(detail(result, 'ca-pin')).toContain(pin)
     expect(detail(result, 'host-cert')).toMatch(/umbrella-1.*10\.42\.1\.1.*\d+ days left/)
@@ -110,16 +129,22 @@ describe('a good installation', () => {
     const run = await doctorIn(['--dir', dir])
     expect(run.exitCode).toBe(0)
     const lines = String(run.stdout).split('\n')
-    expect(lines.slice(0, ALL_CHECKS.length).every((l) => l.startsWith('✔ pass  '))).toBe(true)
+    expect(lines.slice(0, FILE_CHECKS.length).every((l) => l.startsWith('✔ pass  '))).toBe(true)
+    expect(lines.slice(FILE_CHECKS.length, FILE_CHECKS.length + RUNTIME_CHECKS.length).every((l) => l.startsWith('! warn  '))).toBe(true)
+    expect(lines[ALL_CHECKS.length - 1]).toMatch(/^✔ pass {2}the underlay guard is loaded/)
     expect(lines[0]).toMatch(/^✔ pass {2}nebula 1\.\d+\.\d+/)
-    expect(lines[ALL_CHECKS.length]).toBe(`${dir}: ${ALL_CHECKS.length} passed, 0 warnings, 0 failed`)
+    expect(lines[ALL_CHECKS.length]).toBe(`${dir}: ${PASSING} passed, 2 warnings, 0 failed`)
     expect(String(run.stderr)).toBe('')
   })
 
   it('warns (exit 0) about a host certificate that expires within 30 days', async () => {
     const soon = await install('soon-1', 'soon')
     const {exitCode, result} = await doctorJson(soon)
-    expect(result.checks.filter((c) => c.status !== 'pass').map((c) => [c.name, c.status])).toEqual([['host-cert', 'warn']])
+    expect(result.checks.filter((c) => c.status !== 'pass').map((c) => [c.name, c.status])).toEqual([
+      ['host-cert', 'warn'],
+      ['overlay-address', 'warn'],
+      ['p2p-listener', 'warn'],
+    ])
     expect(detail(result, 'host-cert')).toMatch(/9 days left/)
     expect(exitCode).toBe(0)
   })
@@ -139,7 +164,30 @@ describe('broken installations fail the right check and exit 1', () => {
     const human = await doctorIn(['--dir', dir])
     expect(human.exitCode).toBe(1)
     expect(String(human.stdout)).toContain("✖ fail  multichain.conf has bind=0.0.0.0, not the certificate's overlay IP 10.42.1.1")
-    expect(String(human.stdout)).toContain('11 passed, 0 warnings, 1 failed')
+    expect(String(human.stdout)).toContain(`${PASSING - 1} passed, 2 warnings, 1 failed`)
+  })
+
+  it("multichain.conf without the node's own RPC password", async () => {
+    const dir = await install('umbrella-1', 'wrong-rpc')
+    const conf = join(dir, 'multichain', 'multichain.conf')
+    await writeFile(conf, (await readFile(conf, 'utf8')).replace(/^rpcpassword=.*$/m, 'rpcpassword=s750SiJnj50yIrmwxPnEdSzpfGlTAHzhaUwgqKeb0G1j'))
+    const {exitCode, result} = await doctorJson(dir)
+    expect(failed(result)).toEqual(['multichain-conf'])
+    expect(detail(result, 'multichain-conf')).toContain("an rpcpassword other than trubudget/node.env's")
+    expect(exitCode).toBe(1)
+  })
+
+  it('node secrets others may read, or missing', async () => {
+    const dir = await install('umbrella-1', 'open-secrets')
+    await chmod(join(dir, 'trubudget', 'node.env'), 0o644)
+    const {exitCode, result} = await doctorJson(dir)
+    expect(failed(result)).toEqual(['node-env'])
+    expect(detail(result, 'node-env')).toBe("trubudget/node.env has mode 644: others may read the node's secrets (chmod 600 it)")
+    expect(exitCode).toBe(1)
+    await writeFile(join(dir, 'trubudget', 'node.env'), 'ROOT_SECRET=root-secret\n', {mode: 0o600})
+    await chmod(join(dir, 'trubudget', 'node.env'), 0o600)
+    const short = await doctorJson(dir)
+    expect(detail(short.result, 'node-env')).toMatch(/^trubudget\/node\.env lacks MULTICHAIN_RPC_PASSWORD, ROOT_SECRET, JWT_SECRET/)
   })
 
   it('blockchain.env with another EXTERNAL_IP', async () => {
@@ -174,13 +222,13 @@ describe('broken installations fail the right check and exit 1', () => {
 
   it('a compose override that publishes 0.0.0.0:7447', async () => {
     const dir = await install('umbrella-1', 'exposed')
-    const override = join(dir, 'docker', 'docker-compose.trubudget.override.yml')
+    const override = join(dir, 'docker', 'trubudget-operation.override.yml')
     const text = await readFile(override, 'utf8')
     expect(text).toContain('"10.42.1.1:7447:7447"')
     await writeFile(override, text.replace('"10.42.1.1:7447:7447"', '"0.0.0.0:7447:7447"'))
     const {exitCode, result} = await doctorJson(dir)
     expect(failed(result)).toEqual(['compose-ports'])
-    expect(detail(result, 'compose-ports')).toContain('"blockchain: 0.0.0.0:7447:7447"')
+    expect(detail(result, 'compose-ports')).toContain('"beta-node: 0.0.0.0:7447:7447"')
     expect(exitCode).toBe(1)
   })
 

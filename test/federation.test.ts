@@ -14,7 +14,8 @@ import yaml from 'yaml'
 
 import {readBundle, writeBundle} from '../src/bundle/archive.js'
 import {installBundle} from '../src/bundle/install.js'
-import {addNode, createCa} from '../src/ca/ca.js'
+import {addNode} from '../src/ca/add-node.js'
+import {createCa} from '../src/ca/ca.js'
 import {exportBundle, exportUpdates} from '../src/ca/export.js'
 import {revoke} from '../src/ca/lifecycle.js'
 import {finishCaRotation, rotateCa, switchCa} from '../src/ca/rotation.js'
@@ -315,6 +316,24 @@ describe('nodes of a federated network', () => {
     expect(config.static_host_map).toEqual({'10.77.0.1': ['192.0.2.10:4242']})
     const installed = await installBundle(bundle, join(root, 'globex-1.installed'), {pin: globex.fingerprint})
     expect(installed.nebulaTest?.ok ?? true).toBe(true)
+  })
+
+  it("carries an organization's own ORGANIZATION_VAULT_SECRET to its own nodes only; install moves it into node.env", async () => {
+    const vault = async (o: Org) => (await (await o.home()).readSecrets()).organizationVaultSecret!
+    expect(await vault(globex)).toHaveLength(44)
+    expect(new Set([await vault(acme), await vault(umbrella), await vault(globex)]).size).toBe(3)
+    const bundle = join(root, 'globex-1.vault.tar.gz')
+    const exported = await exportBundle(await globex.home(), 'globex-1', bundle, {caKey: globex.key, passphrase: null, force: true})
+    expect(exported.secrets).toEqual(["the node's private key", "the organization's ORGANIZATION_VAULT_SECRET"])
+    const {files} = await readBundle(bundle)
+    expect(files.get('trubudget/vault-secret.env')!.toString()).toBe(`ORGANIZATION_VAULT_SECRET=${await vault(globex)}\n`)
+    const dir = join(root, 'globex-1.vault')
+    const installed = await installBundle(bundle, dir, {pin: globex.fingerprint})
+    expect(installed.nodeEnv.vault).toBe('bundle')
+    expect(installed.files).not.toContain('trubudget/vault-secret.env')
+    expect(await readFile(join(dir, 'trubudget', 'node.env'), 'utf8')).toContain(`\nORGANIZATION_VAULT_SECRET=${await vault(globex)}\n`)
+    // An admin's vault secret file that differs from the organization's is refused, not silently used.
+    await expect(installBundle(bundle, join(root, 'globex-1.vault2'), {pin: globex.fingerprint, vaultSecret: 'another-organizations-vault-secret'})).rejects.toThrow(/differs from the organization's ORGANIZATION_VAULT_SECRET/)
   })
 
   it('has a node refuse an update signed by another member\'s CA', async () => {

@@ -21,7 +21,8 @@ import yaml from 'yaml'
 
 import {readBundle} from '../src/bundle/archive.js'
 import {manifestProblem} from '../src/bundle/layout.js'
-import {addNode, initCa, unlockCaKey} from '../src/ca/ca.js'
+import {addNode} from '../src/ca/add-node.js'
+import {initCa, unlockCaKey} from '../src/ca/ca.js'
 import {exportBundle} from '../src/ca/export.js'
 import {renew} from '../src/ca/lifecycle.js'
 import {UsageError} from '../src/errors.js'
@@ -33,10 +34,12 @@ import {createJoinRequest} from '../src/join/join-request.js'
 import {requestMessage, VERIFICATION_CODE_BITS, verificationCode} from '../src/lib/messages.js'
 import {checkOrganizationName, slugify, slugTwin} from '../src/lib/names.js'
 import {caPrivateKeyFromPem, certificateFromPem, ed25519Sign} from '../src/nebula/index.js'
-import {envValue, renderBlockchainEnv} from '../src/render/blockchain-env.js'
 import {renderBundleReadme} from '../src/render/bundle-readme.js'
+import {renderTrubudgetEnv} from '../src/render/compose-adoption.js'
+import {renderHostEnv} from '../src/render/host-env.js'
 import {renderNebulaConfig} from '../src/render/nebula-config.js'
 import type {NodeProfile} from '../src/render/profile.js'
+import {envValue} from '../src/render/trubudget.js'
 import {expectOneLineError, NEBULA_CERT, nebulaCertCheck, removeDir, snapshot, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
 /** Whether the home's lock (`state.lock`, a directory while held) existed each time a bundle was encrypted. */
@@ -113,18 +116,18 @@ describe('child processes get no secret', () => {
 describe('organization names', () => {
   const base: NodeProfile = {
     network: {name: 'tb', cidr: '10.42.0.0/16'},
-    node: {name: 'x-1', organization: 'X', overlayIp: '10.42.1.1', lighthouse: false, origin: false},
-    ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080},
+    node: {name: 'x-1', organization: 'X', overlayIp: '10.42.1.1', lighthouse: false, origin: false, registrar: false},
+    ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080, storage: 8090},
     lighthouses: [{overlayIp: '10.42.0.1', endpoint: '203.0.113.10:4242'}],
     originOverlayIp: '10.42.0.1',
-    rpc: {user: 'multichainrpc', password: 'Zq8vN3kP0sLx7WmR2tYb5HcJ9dFg4AeU'},
+    rpc: {user: 'multichainrpc'},
     tun: {dev: 'nebula1', mtu: 1300},
     pki: {ca: 'ca.crt', cert: 'host.crt', key: 'host.key'},
     blocklist: [],
     minNebulaVersion: '1.6.1',
   }
   /** Characters the validator must refuse, wherever they are in a name. */
-  const FORBIDDEN = ['"', "'", '`', '$', '#', '\\', '\n', '\r', '\t', '\u0000', '\u001b', '\u007f', '\u0085', '\u00a0', '\u200b', '\u200e', '\u202e', '\u2028', '\u2066', '\ufeff', '\ue000', '\u3000']
+  const FORBIDDEN = ['"', "'", '`', '$', '#', '\\', '%', '\n', '\r', '\t', '\u0000', '\u001b', '\u007f', '\u0085', '\u00a0', '\u200b', '\u200e', '\u202e', '\u2028', '\u2066', '\ufeff', '\ue000', '\u3000']
   /** Names made of characters that matter to one renderer or another, and any text. */
   const names = fc.oneof(
     fc.string({unit: fc.constantFrom(...'aZ9 -_.,:;&()<>|*+=!?/@%~[]{}^', 'é', 'Ａ', 'ß', 'İ', 'ﬁ', 'e\u0301', '日', ...FORBIDDEN), maxLength: 24}),
@@ -144,9 +147,11 @@ describe('organization names', () => {
         expect(name).toBe(name.normalize('NFC').trim())
         expect(envValue('ORGANIZATION', name)).toBe(name)
         const p = {...base, node: {...base.node, organization: name}}
-        // blockchain.env, read as docker compose reads env files (no quotes, no comments, no interpolation left).
-        const env = renderBlockchainEnv(p)
-        expect(env.split('\n').filter((l) => l.startsWith('ORGANIZATION='))).toEqual([`ORGANIZATION=${name}`])
+        // blockchain.env, api.env and trubudget.env, read as docker compose and systemd read env files (no quotes, no
+        // comments, no interpolation left).
+        for (const env of [renderHostEnv(p, 'blockchain'), renderHostEnv(p, 'api'), renderTrubudgetEnv(p)]) {
+          expect(env.split('\n').filter((l) => l.startsWith('ORGANIZATION='))).toEqual([`ORGANIZATION=${name}`])
+        }
         // config.yml: its header names it in a comment; the YAML still parses to the same document.
         const config = renderNebulaConfig(p)
         expect(yaml.parse(config)).toEqual(yaml.parse(renderNebulaConfig(base)))
@@ -158,7 +163,7 @@ describe('organization names', () => {
     )
   })
 
-  it('property: a name holding a quote, $, #, backslash, or an unprintable or unusual blank is refused, naming why', () => {
+  it('property: a name holding a quote, $, #, backslash, %, or an unprintable or unusual blank is refused, naming why', () => {
     fc.assert(
       fc.property(fc.string({maxLength: 10}), fc.constantFrom(...FORBIDDEN), fc.string({maxLength: 10}), (before, bad, after) => {
         const raw = `Acme${before}${bad}${after}1`
@@ -170,11 +175,11 @@ describe('organization names', () => {
         }
         expect(refused, JSON.stringify(raw)).toBeInstanceOf(UsageError)
         const message = (refused as UsageError).message
-        const reason = /is not a valid organization name \(it contains (?:the unprintable character (U\+[0-9A-F]{4})|the blank (U\+[0-9A-F]{4}), not a plain space|(".+"), which TruBudget's blockchain\.env cannot hold)\)$/.exec(message)
+        const reason = /is not a valid organization name \(it contains (?:the unprintable character (U\+[0-9A-F]{4})|the blank (U\+[0-9A-F]{4}), not a plain space|(".+"), which TruBudget's env files cannot hold)\)$/.exec(message)
         expect(reason, message).not.toBeNull()
         // The first refused character is named: `bad` itself when the rest holds none.
         if (!FORBIDDEN.some((c) => `${before}${after}`.includes(c)) && !/[\p{C}\p{Z}]/u.test(`${before}${after}`.replaceAll(' ', ''))) {
-          expect([reason![1], reason![2], reason![3]]).toContain(/["'`$#\\]/.test(bad) ? JSON.stringify(bad) : `U+${bad.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`)
+          expect([reason![1], reason![2], reason![3]]).toContain(/["'`$#\\%]/.test(bad) ? JSON.stringify(bad) : `U+${bad.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`)
         }
       }),
       {numRuns: 2000},
@@ -230,7 +235,7 @@ describe('organization names', () => {
     const home = ['--home', join(dir, 'home')]
     await tbmeshJson(['init-ca', ...home, '--network', 'oreilly', '--cidr', '10.42.0.0/16', '--no-passphrase'])
     const before = await snapshot(join(dir, 'home'))
-    const why = /"O'Reilly & Sons" is not a valid organization name \(it contains "'", which TruBudget's blockchain\.env cannot hold\)/
+    const why = /"O'Reilly & Sons" is not a valid organization name \(it contains "'", which TruBudget's env files cannot hold\)/
     expectOneLineError(await tbmesh(['add-node', ...home, '--org', "O'Reilly & Sons"]), why, 2)
     expectOneLineError(await tbmesh(['join-request', '--home', join(dir, 'joiner'), '--org', "O'Reilly & Sons", '--out', join(dir, 'r.json')]), why, 2)
     expectOneLineError(await tbmesh(['init-ca', '--home', join(dir, 'fed'), '--federated', '--org', "O'Reilly & Sons", '--network', 'f', '--cidr', '10.9.0.0/16', '--no-passphrase']), why, 2)
@@ -407,10 +412,10 @@ describe('what no test caught before', () => {
     ]
     const origin: NodeProfile = {
       network: {name: 'fed', cidr: '10.77.0.0/16'},
-      node: {name: 'acme-1', organization: 'ACME', overlayIp: '10.77.0.2', lighthouse: false, origin: true},
-      ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080},
+      node: {name: 'acme-1', organization: 'ACME', overlayIp: '10.77.0.2', lighthouse: false, origin: true, registrar: true},
+      ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080, storage: 8090},
       lighthouses: [{overlayIp: '10.77.0.1', endpoint: '192.0.2.10:4242'}],
-      rpc: {user: 'multichainrpc', password: 'Zq8vN3kP0sLx7WmR2tYb5HcJ9dFg4AeU'},
+      rpc: {user: 'multichainrpc'},
       tun: {dev: 'nebula1', mtu: 1300},
       pki: {ca: 'ca.crt', cert: 'host.crt', key: 'host.key'},
       blocklist: [],

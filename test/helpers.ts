@@ -22,6 +22,13 @@ export function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
 }
 
+/** The path of `cmd` on PATH; throws when it is not there. */
+export function which(cmd: string): string {
+  const found = spawnSync('sh', ['-c', `command -v ${cmd}`], {encoding: 'utf8'})
+  if (found.status !== 0) throw new Error(`${cmd} is not on PATH`)
+  return found.stdout.trim()
+}
+
 /** nebula-cert is required in CI; locally, tests that need it are skipped when it is absent. */
 export const NEBULA_CERT = have('nebula-cert')
 if (process.env.CI && !NEBULA_CERT) throw new Error('nebula-cert is required in CI (apt-get install -y nebula)')

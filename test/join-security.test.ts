@@ -18,6 +18,7 @@ import {Header, Pack, Parser, ReadEntry} from 'tar'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {BUNDLE_LAYOUT} from '../src/bundle/layout.js'
+import {parseNodeEnv} from '../src/bundle/node-env.js'
 import {manifestMessage} from '../src/lib/messages.js'
 import {
   certificateFromPem,
@@ -228,9 +229,10 @@ beforeAll(async () => {
   const caKeyPem = await readFile(join(home, 'ca', `${caFingerprint}.key`), 'utf8')
   caKey = await readCaPrivateKey(caKeyPem, caPassphrase)
   rogue = otherCa('tbnet', '10.42.0.0/16')
-  const rpc = JSON.parse(await readFile(join(home, 'secrets.json'), 'utf8')) as {rpcPassword: string}
+  // The node's own secrets, made by install: they must never show either.
+  const nodeEnv = parseNodeEnv(await readFile(join(previous, 'tbmesh', 'trubudget', 'node.env'), 'utf8'))
   secrets.push(
-    {what: 'RPC password', value: rpc.rpcPassword},
+    ...['MULTICHAIN_RPC_PASSWORD', 'ROOT_SECRET', 'JWT_SECRET', 'ORGANIZATION_VAULT_SECRET'].map((name) => ({what: name, value: nodeEnv[name]})),
     {what: 'CA key PEM', value: pemBody(caKeyPem)},
     {what: 'CA key', value: caKey.toString('base64')},
     {what: 'umbrella-1 key PEM', value: pemBody(await readFile(join(home, 'keys', 'umbrella-1.key'), 'utf8'))},
@@ -279,8 +281,9 @@ describe.concurrent('install refuses bad bundles: one line, non-zero exit, DIR u
   }
 
   // An edited byte in each file of the bundle: the listed ones (every file of the layout but the manifest and its
-  // signature; umbrella-1's bundle has them all) fail their SHA-256, the manifest and its signature the signature check.
-  for (const target of BUNDLE_LAYOUT.filter((e) => e.type === 'file' && e.listed).map((e) => e.path)) {
+  // signature, and the vault secret only a federated organization's bundles carry; umbrella-1's bundle has all the
+  // others) fail their SHA-256, the manifest and its signature the signature check.
+  for (const target of BUNDLE_LAYOUT.filter((e) => e.type === 'file' && e.listed && e.path !== 'trubudget/vault-secret.env').map((e) => e.path)) {
     it(`an edited byte in ${target}`, async () => {
       const e = await entries()
       const file = await bundleFile(await pack(replaced(e, target, flipMiddleByte(get(e, target).data))))
@@ -451,6 +454,20 @@ describe('good paths', () => {
     const cert = certificateFromPem(await readFile(join(dir, 'nebula', 'host.crt')))
     expect(hostKeyMatchesCertificate(hostPrivateKeyFromPem(key), cert)).toBe(true)
     expect(cert.details.publicKey.equals(hostPublicKeyFromPem(joinRequest.request.publicKey))).toBe(true)
+  })
+
+  it('export-bundle asks for no passphrase when the bundle holds no secret, and says so', async () => {
+    // A bundle with the node's key needs one: without a terminal or a passphrase source, it is refused.
+    const withKey = await run(['export-bundle', 'hooli-1', ...h(), ...caPass(), '--out', join(work, 'hooli-1.nopass.tar.gz')])
+    expectOneLineError(withKey, /--bundle-passphrase-file/)
+    const out = join(work, 'initech-1.no-secret.tar.gz')
+    const result = await run(['export-bundle', 'initech-1', ...h(), ...caPass(), '--out', out])
+    expect(result.exitCode, String(result.stderr)).toBe(0)
+    expect(String(result.stderr)).toBe('')
+    expect(String(result.stdout)).toContain('Secrets:        none (the node keeps its own key and makes its TruBudget secrets at install): no passphrase needed')
+    expect((await readFile(out)).subarray(0, 2)).toEqual(Buffer.from([0x1f, 0x8b])) // a plain gzip tar
+    const json = await runJson(['export-bundle', 'initech-1', ...h(), ...caPass(), '--out', `${out}.2`])
+    expect(json).toMatchObject({encrypted: false, containsPrivateKey: false, secrets: []})
   })
 
   it.skipIf(!NEBULA_CERT)('add-node --pubkey signs a key made by nebula-cert keygen; the bundle carries no key', async () => {

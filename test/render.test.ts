@@ -13,9 +13,9 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import yaml from 'yaml'
 
 import {UserError} from '../src/errors.js'
-import {MIN_RPC_PASSWORD_LENGTH, renderBlockchainEnv} from '../src/render/blockchain-env.js'
 import {renderBundleReadme} from '../src/render/bundle-readme.js'
-import {renderMultichainConf} from '../src/render/multichain-conf.js'
+import {renderHostEnv} from '../src/render/host-env.js'
+import {multichainPasswordLine, renderMultichainConf} from '../src/render/multichain-conf.js'
 import {renderNebulaConfig} from '../src/render/nebula-config.js'
 import type {NodeProfile} from '../src/render/profile.js'
 import {fillPlaceholders, NoOriginError, UnsafeValueError} from '../src/render/template.js'
@@ -33,14 +33,14 @@ const PASSWORD = 'Zq8vN3kP0sLx7WmR2tYb5HcJ9dFg4AeU' // 32 characters
 /** acme-1: lighthouse and TruBudget origin. */
 const origin: NodeProfile = {
   network: {name: 'tb-prod', cidr: '10.42.0.0/16'},
-  node: {name: 'acme-1', organization: 'ACME Corp', overlayIp: '10.42.0.1', lighthouse: true, origin: true, endpoint: '203.0.113.10:4242'},
-  ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080},
+  node: {name: 'acme-1', organization: 'ACME Corp', overlayIp: '10.42.0.1', lighthouse: true, origin: true, registrar: true, endpoint: '203.0.113.10:4242'},
+  ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080, storage: 8090},
   lighthouses: [
     {overlayIp: '10.42.0.1', endpoint: '203.0.113.10:4242'},
     {overlayIp: '10.42.0.2', endpoint: '198.51.100.20:4242'},
   ],
   originOverlayIp: '10.42.0.1',
-  rpc: {user: 'multichainrpc', password: PASSWORD},
+  rpc: {user: 'multichainrpc'},
   tun: {dev: 'tbmesh0', mtu: 1300},
   pki: {ca: '/etc/tbmesh/nebula/ca.crt', cert: '/etc/tbmesh/nebula/host.crt', key: '/etc/tbmesh/nebula/host.key'},
   blocklist: ['c99d4e650533b92061b09918e838a5a0a6aaee21eed1d12fd937682865936c72'],
@@ -50,7 +50,7 @@ const origin: NodeProfile = {
 /** umbrella-1: a plain node of another organization. */
 const plain: NodeProfile = {
   ...origin,
-  node: {name: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', lighthouse: false, origin: false},
+  node: {name: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', lighthouse: false, origin: false, registrar: false},
   blocklist: [],
 }
 
@@ -84,8 +84,23 @@ describe('renderNebulaConfig', () => {
     expect(doc.firewall.inbound).toEqual([
       {port: 'any', proto: 'icmp', host: 'any'},
       {port: 7447, proto: 'tcp', host: 'any'},
+      {port: 8090, proto: 'tcp', host: 'any'},
       {port: 8080, proto: 'tcp', host: 'any'},
     ])
+  })
+
+  it('opens the API on a registrar and uses the ports of the profile everywhere', () => {
+    const ports = {nebula: 4242, p2p: 7500, rpc: 8000, api: 8443, storage: 9100}
+    const registrar = {...plain, ports, node: {...plain.node, registrar: true}}
+    expect(parse(renderNebulaConfig(registrar)).firewall.inbound).toEqual([
+      {port: 'any', proto: 'icmp', host: 'any'},
+      {port: 7500, proto: 'tcp', host: 'any'},
+      {port: 9100, proto: 'tcp', host: 'any'},
+      {port: 8443, proto: 'tcp', host: 'any'},
+    ])
+    expect(Object.fromEntries(envMap(renderHostEnv({...plain, ports}, 'blockchain')))).toMatchObject({P2P_PORT: '7500', API_PORT: '8443'})
+    expect(Object.fromEntries(envMap(renderHostEnv({...plain, ports}, 'api')))).toMatchObject({PORT: '8443', STORAGE_SERVICE_EXTERNAL_URL: 'http://10.42.1.1:9100'})
+    expect(confLines(renderMultichainConf({...plain, ports}))).toContain('port=7500')
   })
 
   it('renders a plain node: lighthouse hosts, random port, no API port', () => {
@@ -97,6 +112,7 @@ describe('renderNebulaConfig', () => {
     expect(doc.firewall.inbound).toEqual([
       {port: 'any', proto: 'icmp', host: 'any'},
       {port: 7447, proto: 'tcp', host: 'any'},
+      {port: 8090, proto: 'tcp', host: 'any'},
     ])
   })
 
@@ -121,101 +137,104 @@ describe('renderNebulaConfig', () => {
 })
 
 describe('renderMultichainConf', () => {
-  it('binds P2P to the overlay IP and keeps RPC local', () => {
+  it('binds P2P to the overlay IP and keeps RPC local; the password is left to install', () => {
     const text = renderMultichainConf(plain)
     expect(text.startsWith('# ')).toBe(true)
-    expect(confLines(text)).toEqual([
-      'rpcport=8000',
-      'rpcuser=multichainrpc',
-      `rpcpassword=${PASSWORD}`,
-      'rpcallowip=127.0.0.1',
-      'bind=10.42.1.1',
-      'externalip=10.42.1.1',
-      'port=7447',
-    ])
+    expect(confLines(text)).toEqual(['rpcport=8000', 'rpcuser=multichainrpc', 'rpcallowip=127.0.0.1', 'bind=10.42.1.1', 'externalip=10.42.1.1', 'port=7447'])
+    expect(multichainPasswordLine(PASSWORD)).toBe(`rpcpassword=${PASSWORD}\n`)
   })
 
   it('refuses credentials the config reader would mangle', () => {
     for (const password of [`${PASSWORD}#x`, `${PASSWORD}\nrpcallowip=0.0.0.0/0`, ` ${PASSWORD}`]) {
-      expect(() => renderMultichainConf({...plain, rpc: {user: 'u', password}})).toThrow(UnsafeValueError)
+      expect(() => multichainPasswordLine(password)).toThrow(UnsafeValueError)
     }
-    expect(() => renderMultichainConf({...plain, rpc: {user: 'a:b', password: PASSWORD}})).toThrow(/rpcuser/)
+    expect(() => renderMultichainConf({...plain, rpc: {user: 'a:b'}})).toThrow(/rpcuser/)
   })
 })
 
-describe('renderBlockchainEnv', () => {
-  it('renders the origin without P2P_HOST and API_*', () => {
-    const env = envMap(renderBlockchainEnv(origin))
+describe('renderHostEnv (a host without Docker)', () => {
+  it('renders the origin blockchain without P2P_HOST and API_*, and no secret', () => {
+    const env = envMap(renderHostEnv(origin, 'blockchain'))
     expect(Object.fromEntries(env)).toEqual({
       ORGANIZATION: 'ACME Corp',
       EXTERNAL_IP: '10.42.0.1',
       P2P_PORT: '7447',
       MULTICHAIN_RPC_PORT: '8000',
       MULTICHAIN_RPC_USER: 'multichainrpc',
-      MULTICHAIN_RPC_PASSWORD: PASSWORD,
       RPC_ALLOW_IP: '127.0.0.1',
+      EXPOSE_MC: 'false',
     })
   })
 
-  it('points every other node at the origin', () => {
-    const env = envMap(renderBlockchainEnv(plain))
-    expect(Object.fromEntries(env)).toEqual({
+  it('points every other node at the origin, or at its registrar', () => {
+    const joining = {P2P_HOST: '10.42.0.1', API_PROTOCOL: 'http', API_HOST: '10.42.0.1', API_PORT: '8080'}
+    expect(Object.fromEntries(envMap(renderHostEnv(plain, 'blockchain')))).toMatchObject({ORGANIZATION: 'Umbrella', EXTERNAL_IP: '10.42.1.1', ...joining})
+    const viaRegistrar = envMap(renderHostEnv({...plain, registrarOverlayIp: '10.42.2.7'}, 'blockchain'))
+    expect(Object.fromEntries(viaRegistrar)).toMatchObject({P2P_HOST: '10.42.2.7', API_HOST: '10.42.2.7'})
+  })
+
+  it("gives the api its blockchain on 127.0.0.1 and the storage URL on the node's overlay IP", () => {
+    expect(Object.fromEntries(envMap(renderHostEnv(plain, 'api')))).toEqual({
       ORGANIZATION: 'Umbrella',
-      EXTERNAL_IP: '10.42.1.1',
-      P2P_PORT: '7447',
-      P2P_HOST: '10.42.0.1',
-      API_PROTOCOL: 'http',
-      API_HOST: '10.42.0.1',
-      API_PORT: '8080',
+      PORT: '8080',
+      MULTICHAIN_RPC_HOST: '127.0.0.1',
       MULTICHAIN_RPC_PORT: '8000',
       MULTICHAIN_RPC_USER: 'multichainrpc',
-      MULTICHAIN_RPC_PASSWORD: PASSWORD,
-      RPC_ALLOW_IP: '127.0.0.1',
+      BLOCKCHAIN_HOST: '127.0.0.1',
+      BLOCKCHAIN_PORT: '8085',
+      STORAGE_SERVICE_HOST: '127.0.0.1',
+      STORAGE_SERVICE_PORT: '8090',
+      STORAGE_SERVICE_EXTERNAL_URL: 'http://10.42.1.1:8090',
     })
   })
 
   it('throws NoOriginError for a node of a network without origin', () => {
     const p = {...plain, originOverlayIp: undefined}
-    expect(() => renderBlockchainEnv(p)).toThrow(NoOriginError)
+    expect(() => renderHostEnv(p, 'blockchain')).toThrow(NoOriginError)
     try {
-      renderBlockchainEnv(p)
+      renderHostEnv(p, 'blockchain')
     } catch (error) {
       expect(error).toBeInstanceOf(UserError)
       expect((error as UserError).line).toMatch(/no origin node yet.*--origin/)
     }
   })
 
-  it('refuses values docker --env-file and compose would read differently', () => {
-    for (const organization of ['ACME\nP2P_HOST=1.2.3.4', 'A$B', '"ACME"', "'ACME'", 'A#B', 'A\\B', ' ACME', 'ACME ', '']) {
-      expect(() => renderBlockchainEnv({...plain, node: {...plain.node, organization}}), organization).toThrow(UnsafeValueError)
+  it('refuses values docker --env-file, compose and systemd would read differently', () => {
+    for (const organization of ['ACME\nP2P_HOST=1.2.3.4', 'A$B', '"ACME"', "'ACME'", 'A#B', 'A\\B', ' ACME', 'ACME ', '', 'A%B']) {
+      expect(() => renderHostEnv({...plain, node: {...plain.node, organization}}, 'blockchain'), organization).toThrow(UnsafeValueError)
     }
-    expect(() => renderBlockchainEnv({...plain, node: {...plain.node, organization: 'Müller & Söhne GmbH, Berlin'}})).not.toThrow()
-  })
-
-  it(`refuses an RPC password shorter than ${MIN_RPC_PASSWORD_LENGTH} characters`, () => {
-    expect(() => renderBlockchainEnv({...plain, rpc: {user: 'u', password: 'short'}})).toThrow(/at least 32/)
+    expect(() => renderHostEnv({...plain, node: {...plain.node, organization: 'Müller & Söhne GmbH, Berlin'}}, 'api')).not.toThrow()
   })
 })
 
 describe('renderBundleReadme', () => {
-  it("tells a joining node's admin what to do", () => {
-    const text = renderBundleReadme(plain, {createdAt: '2025-01-31T12:00:00.000Z', caFingerprint: 'ab'.repeat(32), installDir: '/srv/tb'})
-    expect(text).toContain('tbmesh install umbrella-1.tbmesh.tar.gz --dir /srv/tb')
-    expect(text).toContain('sudo nebula -config /srv/tb/nebula/config.yml')
-    expect(text).toContain('10.42.1.1')
-    expect(text).toContain('origin node is `10.42.0.1`')
+  it("tells a joining node's admin what to do, in the three ways", () => {
+    const text = renderBundleReadme(plain, {createdAt: '2025-01-31T12:00:00.000Z', caFingerprint: 'ab'.repeat(32), installDir: '/srv/tb', secrets: []})
+    expect(text).toContain('tbmesh install umbrella-1.tbmesh.tar.gz --dir /srv/tb [--vault-secret-file FILE]')
+    expect(text).toContain('tbmesh doctor --dir /srv/tb')
+    expect(text).toContain('**It holds no secret**')
+    expect(text).toContain('docker compose --env-file /srv/tb/trubudget/node.env -f /srv/tb/docker/compose.yml up -d')
+    expect(text).toContain(
+      'docker compose -f docker-compose.yml -f /srv/tb/docker/trubudget-operation.override.yml -p trubudget-operation --env-file .env --env-file /srv/tb/docker/trubudget.env --env-file /srv/tb/trubudget/node.env up -d beta-node beta-api beta-frontend',
+    )
+    expect(text).toContain(
+      'docker compose --project-directory . -f blockchain/docker-compose.betanode.yml -f blockchain/persistence.docker-compose.yml -f api/docker-compose.yml -f frontend/docker-compose.yml -f /srv/tb/docker/trubudget-services.override.yml --env-file .env --env-file /srv/tb/docker/trubudget.env --env-file /srv/tb/trubudget/node.env up -d',
+    )
+    expect(text).toContain('EnvironmentFile=/srv/tb/trubudget/node.env')
+    expect(text).toContain('`P2P_HOST`')
+    expect(text).toContain('10.42.0.1')
     expect(text).toContain('TCP 7447')
+    expect(text).toContain('TCP 8090')
     expect(text).not.toContain('TCP 8080')
-    expect(text).toContain('P2P_HOST=10.42.0.1')
-    expect(text).toContain('multichain.conf')
-    expect(text).toContain('blockchain.env')
     expect(text).toContain('ab'.repeat(32))
   })
 
-  it('names the API port on the origin', () => {
+  it('names the API port on the origin, and the private key it holds', () => {
     const text = renderBundleReadme(origin)
     expect(text).toContain('TCP 8080')
     expect(text).toContain('tbmesh install acme-1.tbmesh.tar.gz --dir')
+    expect(text).toContain("**It holds the node's private key.**")
+    expect(text).toContain('up -d alpha-node alpha-api frontend')
   })
 
   it('throws NoOriginError without an origin', () => {

@@ -15,10 +15,12 @@ import {isMap, parseDocument} from 'yaml'
 import {UserError} from '../errors.js'
 import {fileError} from '../lib/files.js'
 import {TUN_DEVICE} from '../lib/names.js'
-import {certificatesFromPem, compareVersions, type NebulaCertificate, nebulaRequirement} from '../nebula/index.js'
+import {compareVersions} from '../lib/version.js'
+import {certificatesFromPem, type NebulaCertificate, nebulaRequirement} from '../nebula/index.js'
 import {nebulaTest, type NebulaTestResult, nebulaVersion} from '../node/nebula.js'
 import {renderGuardService} from '../render/guard-service.js'
 import {placeInstallDir} from '../render/install-dir.js'
+import {multichainPasswordLine} from '../render/multichain-conf.js'
 import {renderUnderlayGuard} from '../render/underlay-guard.js'
 import {readBundle} from './archive.js'
 import {
@@ -31,9 +33,11 @@ import {
   INSTALLATION_LAYOUT,
   MANIFEST,
   manifestProblem,
+  NODE_ENV_FILE,
   refusal,
   UNDERLAY_GUARD,
 } from './layout.js'
+import {makeNodeEnv, type NodeEnv, parseNodeEnv, renderNodeEnv} from './node-env.js'
 import {type TrustedBundle, type TrustOptions, verifyBundleTrust} from './trust.js'
 
 /** Mode of the directories install creates above DIR: at most this, whatever the umask. */
@@ -50,6 +54,12 @@ export interface InstallOptions extends TrustOptions {
   allowRollback?: boolean
   /** Called only for an encrypted bundle: returns its passphrase. */
   passphrase?: () => Promise<Buffer>
+  /** The organization's ORGANIZATION_VAULT_SECRET (`--vault-secret-file`), for a bundle that does not carry it. */
+  vaultSecret?: string
+  /** Run TruBudget's storage service (documents): recorded in node.env. Undefined keeps the installed choice. */
+  documents?: boolean
+  /** TruBudget's image tag for the complete stack, recorded in node.env. Undefined keeps the installed choice. */
+  trubudgetTag?: string
 }
 
 /** What {@link installBundle} returns. */
@@ -77,25 +87,29 @@ export interface InstallResult {
    * `<node>@<sequence>` (a CA rotation's next round waits for every node's).
    */
   receipt: string
+  /**
+   * The node's own values (`trubudget/node.env`, see `node-env.ts`): its path, the secrets made by this installation
+   * (names; none when an installation of the same node was kept), and where ORGANIZATION_VAULT_SECRET came from.
+   */
+  nodeEnv: {path: string; generated: string[]; vault: NodeEnv['vault']}
 }
 
 /**
  * Verify a bundle ({@link readBundle}) and install its files into `dir`:
  *
- * - every entry of {@link INSTALLATION_LAYOUT} the bundle (or, for an update, the installation it updates) holds:
- *   `dir/nebula/{ca.crt,host.crt,host.key,config.yml}`, `dir/multichain/multichain.conf`,
- *   `dir/trubudget/blockchain.env`, `dir/systemd/nebula.service`,
- *   `dir/docker/{docker-compose.nebula.yml,docker-compose.trubudget.override.yml}`, `dir/manifest.json`,
- *   `dir/manifest.sig`, `dir/README.md`;
+ * - every entry of {@link INSTALLATION_LAYOUT} the bundle (or, for an update, the installation it updates) holds, but
+ *   `trubudget/vault-secret.env`, which goes into node.env;
+ * - `dir/trubudget/node.env` (0600): the node's own secrets, made here or kept from an installation of the same node
+ *   of the same network (`makeNodeEnv` in `node-env.ts`, with `opts.vaultSecret`, `documents`, `trubudgetTag`);
  * - every file the bundle brings adapted to `dir` by {@link rewriteForInstall}: `nebula/config.yml`'s `pki.ca`,
  *   `pki.cert`, `pki.key` rewritten to the absolute paths of those files in `dir` (so
  *   `nebula -config DIR/nebula/config.yml` works from any working directory; `pki.key` points at `nebula/host.key`
  *   even when the bundle has none, for the key its owner holds), and the systemd unit and compose files naming `dir`
- *   where they were rendered with the placeholder `/etc/tbmesh`;
+ *   where they were rendered with the placeholder `/etc/tbmesh`, and `multichain.conf` given node.env's RPC password;
  * - rendered here, from the installed host certificate's overlay IPs and config.yml's `tun.dev`: the underlay guard
  *   `dir/host/underlay-guard.nft` and `dir/systemd/tbmesh-guard.service`, which loads it;
  * - modes, whatever the umask: `dir` 0700, the modes of {@link INSTALLATION_LAYOUT} below it (the key,
- *   `multichain.conf` and `blockchain.env` 0600), directories it creates above `dir` 0755 at most.
+ *   `multichain.conf` and node.env 0600), directories it creates above `dir` 0755 at most.
  *
  * Files are staged in a fresh directory beside `dir` (same parent, created when missing) and renamed into place;
  * with `force`, an existing installation is first moved aside, and restored if the rename fails, else removed. Any
@@ -109,7 +123,8 @@ export interface InstallResult {
  *   even with `force` (nothing is deleted); when the bundle (join or update) is older than the installation of the
  *   same node in `dir` and `allowRollback` is not set; for an update with the installed sequence number (a replay),
  *   always; when `dir` is not a directory or is a symbolic link; when `nebula/config.yml` is not a YAML mapping with a
- *   `pki` mapping, or names no usable `tun.dev`; when the parent directory is not writable.
+ *   `pki` mapping, or names no usable `tun.dev`; when the vault secret given differs from the bundle's or the installed
+ *   one; when the parent directory is not writable.
  */
 export async function installBundle(file: string, dir: string, opts: InstallOptions = {}): Promise<InstallResult> {
   const read = await readBundle(file, {passphrase: opts.passphrase})
@@ -150,6 +165,17 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     files = new Map(read.files)
     files.set('nebula/host.key', Buffer.from(trusted.hostKeyPem, 'utf8'))
   }
+  // The node's own secrets: made here, or kept from an installation of the same node (an update carries none).
+  const installedEnv = await readInstalledNodeEnv(target, manifest)
+  const bundleVault = read.files.get('trubudget/vault-secret.env')
+  const nodeEnv = makeNodeEnv(manifest.node, {
+    installed: installedEnv,
+    bundleVault: bundleVault === undefined ? undefined : parseNodeEnv(bundleVault.toString('utf8')).ORGANIZATION_VAULT_SECRET ?? '',
+    fileVault: opts.vaultSecret,
+    documents: opts.documents,
+    trubudgetTag: opts.trubudgetTag,
+  })
+  files.set(NODE_ENV_FILE, Buffer.from(renderNodeEnv(manifest.node, nodeEnv.values), 'utf8'))
 
   await requireNebulaFor(file, manifest.kind, [...certificatesFromPem(files.get('nebula/ca.crt')!), ...trusted.hosts])
 
@@ -157,7 +183,7 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
   // what this host's own files are rendered from: refused here, before DIR is looked at, when the bundle is unfit.
   for (const spec of FILES) {
     const data = read.files.get(spec.path)
-    if (data && spec.installRewrite) files.set(spec.path, rewriteForInstall(file, spec, data, target))
+    if (data && spec.installRewrite) files.set(spec.path, rewriteForInstall(file, spec, data, target, nodeEnv.values))
   }
   for (const [p, data] of nodeFiles(file, files, manifest, target)) files.set(p, data)
 
@@ -223,6 +249,7 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     ...(rollback ? {rollback} : {}),
     guard: path.join(target, ...UNDERLAY_GUARD.split('/')),
     receipt: `${manifest.node}@${manifest.sequence}`,
+    nodeEnv: {path: path.join(target, ...NODE_ENV_FILE.split('/')), generated: nodeEnv.generated, vault: nodeEnv.vault},
   }
 }
 
@@ -295,6 +322,25 @@ async function requireNebulaFor(file: string, kind: string, certificates: Nebula
 }
 
 /**
+ * The node.env of the installation in `dir` when it is one of the same node of the same network as `manifest`, else
+ * undefined (no installation, another node, or an installation made before node.env existed).
+ */
+async function readInstalledNodeEnv(dir: string, manifest: BundleManifest): Promise<Record<string, string> | undefined> {
+  const read = async (rel: string): Promise<string | undefined> =>
+    readFile(path.join(dir, ...rel.split('/')), 'utf8').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return undefined
+      throw fileError(error, `Cannot read ${dir}/${rel}`, {denied: "run as the installation's owner"})
+    })
+  let installed: Partial<BundleManifest> | undefined
+  try {
+    installed = JSON.parse((await read(MANIFEST)) ?? 'null') as Partial<BundleManifest> | undefined
+  } catch {}
+  if (installed?.node !== manifest.node || installed.network !== manifest.network) return undefined
+  const text = await read(NODE_ENV_FILE)
+  return text === undefined ? undefined : parseNodeEnv(text)
+}
+
+/**
  * The files of an installation made by {@link installBundle} in `dir` (layout paths that exist there) and its
  * manifest. Throws UserError when `dir` holds no installation.
  */
@@ -320,16 +366,19 @@ async function readInstallation(dir: string): Promise<{manifest: BundleManifest;
 
 /**
  * `data`, the content of the bundle entry `spec`, adapted to the installation directory `target` as
- * `spec.installRewrite` says. Renderers put a directory into the deployment files with the same function
- * ({@link placeInstallDir}), so an installed file equals the file rendered for `target`.
+ * `spec.installRewrite` says (`rpc-password`: the RPC password of `nodeEnv`, the node's node.env values, appended).
+ * Renderers put a directory into the deployment files with the same function ({@link placeInstallDir}), so an installed
+ * file equals the file rendered for `target`.
  * @throws UserError when config.yml has no pki section, or `target` cannot be written into a deployment file.
  */
-export function rewriteForInstall(file: string, spec: BundleEntrySpec, data: Buffer, target: string): Buffer {
+export function rewriteForInstall(file: string, spec: BundleEntrySpec, data: Buffer, target: string, nodeEnv: Record<string, string>): Buffer {
   switch (spec.installRewrite) {
     case undefined:
       return data
     case 'nebula-pki':
       return rewriteConfig(file, data, target)
+    case 'rpc-password':
+      return Buffer.concat([data, Buffer.from(multichainPasswordLine(nodeEnv.MULTICHAIN_RPC_PASSWORD), 'utf8')])
     default:
       return Buffer.from(placeInstallDir(data.toString('utf8'), spec.installRewrite, target), 'utf8')
   }

@@ -35,9 +35,11 @@ export interface BundleEntrySpec {
    * How `install` adapts the file to the directory it is installed into (`rewriteForInstall` in `install.ts`): `nebula-pki`
    * points config.yml's `pki` paths at the installed files; `systemd` and `compose` replace the placeholder directory
    * the deployment files name (`/etc/tbmesh`, see `src/render/install-dir.ts`) with the real one, escaped for that
-   * syntax.
+   * syntax; `rpc-password` appends the node's own MultiChain RPC password (from `trubudget/node.env`).
    */
-  readonly installRewrite?: 'nebula-pki' | InstallDirSyntax
+  readonly installRewrite?: 'nebula-pki' | 'rpc-password' | InstallDirSyntax
+  /** False for an entry `install` reads into `trubudget/node.env` instead of writing it as a file of its own. */
+  readonly installed?: false
 }
 
 const fileEntry = <P extends string>(p: P, modes: [archive: number, install: number], description: string, listed = true) =>
@@ -60,20 +62,31 @@ export const BUNDLE_LAYOUT = [
   fileEntry('nebula/host.key', [0o600, 0o600], "the node's private key (PEM)"),
   {...fileEntry('nebula/config.yml', [0o644, 0o644], 'Nebula configuration'), installRewrite: 'nebula-pki'},
   dirEntry('multichain/', 0o700, 'MultiChain settings'),
-  fileEntry('multichain/multichain.conf', [0o644, 0o600], 'MultiChain settings (holds the RPC password)'),
-  dirEntry('trubudget/', 0o700, 'TruBudget settings'),
-  fileEntry('trubudget/blockchain.env', [0o644, 0o600], "TruBudget blockchain container's environment (holds the RPC password)"),
+  {...fileEntry('multichain/multichain.conf', [0o644, 0o600], 'MultiChain settings for a host without Docker (install adds the RPC password)'), installRewrite: 'rpc-password'},
+  dirEntry('trubudget/', 0o700, "TruBudget settings and, once installed, the node's secrets (trubudget/node.env)"),
+  fileEntry('trubudget/blockchain.env', [0o644, 0o644], "TruBudget blockchain's environment on a host without Docker"),
+  fileEntry('trubudget/api.env', [0o644, 0o644], "TruBudget api's environment on a host without Docker"),
+  // Optional: a federated organization's own ORGANIZATION_VAULT_SECRET, from its own home; install moves it into node.env.
+  {...fileEntry('trubudget/vault-secret.env', [0o600, 0o600], "the organization's ORGANIZATION_VAULT_SECRET (a federated organization's own)"), installed: false},
   dirEntry('systemd/', 0o755, 'systemd unit'),
   {...fileEntry('systemd/nebula.service', [0o644, 0o644], 'systemd unit running nebula with the installed config.yml'), installRewrite: 'systemd'},
   dirEntry('docker/', 0o755, 'docker compose files'),
   {...fileEntry('docker/docker-compose.nebula.yml', [0o644, 0o644], 'nebula as a container (docker compose)'), installRewrite: 'compose'},
+  {...fileEntry('docker/compose.yml', [0o644, 0o644], 'the complete node: Nebula, TruBudget blockchain, api, frontend, optional storage'), installRewrite: 'compose'},
+  fileEntry('docker/trubudget.env', [0o644, 0o644], "the node's values under the names of TruBudget's .env"),
+  {...fileEntry('docker/trubudget-operation.override.yml', [0o644, 0o644], "override for TruBudget's scripts/operation compose file"), installRewrite: 'compose'},
+  {...fileEntry('docker/trubudget-services.override.yml', [0o644, 0o644], "override for TruBudget's docker-compose/ per-service files"), installRewrite: 'compose'},
   {
-    ...fileEntry('docker/docker-compose.trubudget.override.yml', [0o644, 0o644], "override for TruBudget's compose files: environment, P2P on the overlay IP only"),
+    ...fileEntry('docker/trubudget-services-documents.override.yml', [0o644, 0o644], "override for TruBudget's storage-service compose file (per-service layout)"),
     installRewrite: 'compose',
   },
+  dirEntry('host/', 0o755, 'host settings'),
+  fileEntry('host/tbmesh-sysctl.conf', [0o644, 0o644], 'sysctl.d file: Docker may publish on the overlay IP before it exists (boot order)'),
   fileEntry('README.md', [0o644, 0o644], "what the package holds and what the organization's admin does"),
 ] as const satisfies readonly BundleEntrySpec[]
 
+/** The node's own values and secrets, which `tbmesh install` makes on the node (`node-env.ts`). */
+export const NODE_ENV_FILE = 'trubudget/node.env'
 /** The underlay guard `tbmesh install` renders into an installation (see {@link INSTALLATION_LAYOUT}). */
 export const UNDERLAY_GUARD = 'host/underlay-guard.nft'
 /** The oneshot unit loading {@link UNDERLAY_GUARD} before Docker, rendered by `tbmesh install`. */
@@ -93,14 +106,17 @@ export interface InstallationEntrySpec {
 }
 
 /**
- * Everything an installation in DIR may hold, directories before their files: every {@link BUNDLE_LAYOUT} entry, then
+ * Everything an installation in DIR may hold, directories before their files: every {@link BUNDLE_LAYOUT} entry (but
+ * those install moves into node.env), then
  * what `tbmesh install` renders on the node from the installed files (never carried by a bundle, so bundles and the
  * tbmesh versions that read them are unchanged). DIR itself is 0700. Install creates a directory when a file below it
  * is installed.
  */
 export const INSTALLATION_LAYOUT: readonly InstallationEntrySpec[] = [
-  ...BUNDLE_LAYOUT.map(({path: p, type, installMode, description}) => ({path: p, type, installMode, description, source: 'bundle' as const})),
-  {path: 'host/', type: 'directory', installMode: 0o755, description: 'what tbmesh install renders for this host', source: 'node'},
+  ...(BUNDLE_LAYOUT as readonly BundleEntrySpec[])
+    .filter((spec) => spec.installed !== false)
+    .map(({path: p, type, installMode, description}) => ({path: p, type, installMode, description, source: 'bundle' as const})),
+  {path: NODE_ENV_FILE, type: 'file', installMode: 0o600, description: "the node's own secrets and local choices (made by tbmesh install, kept by a reinstallation)", source: 'node'},
   {
     path: UNDERLAY_GUARD,
     type: 'file',
@@ -178,7 +194,10 @@ export type BundleMeta = Omit<BundleManifest, 'files' | 'schemaVersion'>
 /** The kinds of bundle. */
 export type BundleKind = 'join' | 'update'
 
-/** The files each kind of bundle must hold; a join bundle may also hold `nebula/host.key`, an update nothing else. */
+/**
+ * The files each kind of bundle must hold; a join bundle may also hold `nebula/host.key` and `trubudget/vault-secret.env`
+ * (the only secrets a bundle can carry), an update nothing else.
+ */
 export const REQUIRED: Record<BundleKind, readonly string[]> = {
   join: [
     'manifest.json',
@@ -188,14 +207,26 @@ export const REQUIRED: Record<BundleKind, readonly string[]> = {
     'nebula/config.yml',
     'multichain/multichain.conf',
     'trubudget/blockchain.env',
+    'trubudget/api.env',
     'systemd/nebula.service',
     'docker/docker-compose.nebula.yml',
-    'docker/docker-compose.trubudget.override.yml',
+    'docker/compose.yml',
+    'docker/trubudget.env',
+    'docker/trubudget-operation.override.yml',
+    'docker/trubudget-services.override.yml',
+    'docker/trubudget-services-documents.override.yml',
+    'host/tbmesh-sysctl.conf',
     'README.md',
   ],
   update: ['manifest.json', 'manifest.sig', 'nebula/ca.crt', 'nebula/host.crt', 'nebula/config.yml'],
 }
-const OPTIONAL: Record<BundleKind, readonly string[]> = {join: ['nebula/host.key'], update: []}
+const OPTIONAL: Record<BundleKind, readonly string[]> = {join: ['nebula/host.key', 'trubudget/vault-secret.env'], update: []}
+
+/** The entries that are secrets, with what they are for messages: a bundle holding none has nothing to protect. */
+export const SECRET_ENTRIES: Readonly<Record<string, string>> = {
+  'nebula/host.key': "the node's private key",
+  'trubudget/vault-secret.env': "the organization's ORGANIZATION_VAULT_SECRET",
+}
 
 export const MANIFEST = 'manifest.json'
 export const SIGNATURE = 'manifest.sig'

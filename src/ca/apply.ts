@@ -14,13 +14,17 @@ import type {AccessLevel, NetworkState} from '../home/types.js'
 import {parseDuration} from '../lib/duration.js'
 import {checkNewFile, syncFiles} from '../lib/files.js'
 import {organizationConflict, organizationNameProblem, slugify, slugTwin} from '../lib/names.js'
-import {type AddNodeOptions, type AddNodeResult, addNodes} from './ca.js'
+import {type AddNodeOptions, type AddNodeResult, addNodes} from './add-node.js'
+import type {PortChoice} from './ca.js'
 import {type ExportBundleResult, type PackedNodeBundle, packNodeBundle, writeNodeBundle} from './export.js'
+import {networkPorts} from './node-profile.js'
 
 /** A node as the network file describes it. Durations as text (`365d`). */
 export interface NetworkFileNode {
   name: string
-  roles?: Array<'lighthouse' | 'origin'>
+  roles?: Array<'lighthouse' | 'origin' | 'registrar'>
+  /** The registrar the node joins and registers at (name or overlay IP); default the origin. */
+  registerAt?: string
   endpoint?: string
   ip?: string
   groups?: string[]
@@ -33,7 +37,7 @@ export interface NetworkFileNode {
  * `network.caDuration` matter only when `apply` creates the network.
  */
 export interface NetworkFile {
-  network: {name: string; cidr: string; orgPrefix?: number; caDuration?: string}
+  network: {name: string; cidr: string; orgPrefix?: number; caDuration?: string; ports?: PortChoice; allowDockerOverlap?: boolean}
   organizations: Array<{name: string; access?: AccessLevel; nodes: NetworkFileNode[]}>
 }
 
@@ -133,6 +137,14 @@ export function planApply(state: NetworkState | undefined, file: NetworkFile): A
     const twin = slugTwin(state?.organizations ?? [], org.name)
     if (twin) throw organizationConflict(org.name, twin.name)
   }
+  if (state && file.network.ports) {
+    const have = networkPorts(state.network.ports)
+    for (const [key, port] of Object.entries(file.network.ports) as Array<[keyof PortChoice, number]>) {
+      if (have[key] !== port) {
+        throw new UserError(`the file gives network.ports.${key} ${port}, but the network uses ${have[key]}`, {fix: 'ports are chosen when the network is created: fix network.ports'})
+      }
+    }
+  }
   const plan: ApplyPlan = {createNetwork: !state, add: [], unchanged: [], differs: [], notInFile: []}
   const named = new Set<string>()
   for (const org of file.organizations) {
@@ -162,12 +174,19 @@ function differences(state: NetworkState, name: string, org: NetworkFile['organi
   }
   if (node.revoked) changes.push(`revoked on ${node.revoked.at}`)
   compare('organization', node.organization, slugify(org.name))
-  const roles = (n: {lighthouse: boolean; origin: boolean}) => [...(n.lighthouse ? ['lighthouse'] : []), ...(n.origin ? ['origin'] : [])]
-  compare('roles', roles(node), roles({lighthouse: wanted.roles?.includes('lighthouse') ?? false, origin: wanted.roles?.includes('origin') ?? false}))
+  const roles = (n: {lighthouse: boolean; origin: boolean; registrar?: boolean}) => [
+    ...(n.lighthouse ? ['lighthouse'] : []),
+    ...(n.origin ? ['origin'] : []),
+    ...(n.registrar ? ['registrar'] : []),
+  ]
+  const has = (role: 'lighthouse' | 'origin' | 'registrar') => wanted.roles?.includes(role) ?? false
+  compare('roles', roles(node), roles({lighthouse: has('lighthouse'), origin: has('origin'), registrar: has('registrar')}))
+  const registerAt = wanted.registerAt === undefined ? undefined : (state.nodes.find((n) => n.name === wanted.registerAt)?.overlayIp ?? wanted.registerAt)
+  compare('registerAt', node.registerAt, registerAt)
   compare('endpoint', node.endpoint, wanted.endpoint)
   if (wanted.ip !== undefined) compare('ip', node.overlayIp, wanted.ip)
   compare('groups', node.groups, wanted.groups ?? [])
-  compare('access', node.access, wanted.access ?? org.access ?? (wanted.roles?.includes('origin') ? 'trusted' : 'managed'))
+  compare('access', node.access, wanted.access ?? org.access ?? (has('origin') || has('registrar') ? 'trusted' : 'managed'))
   return changes
 }
 
@@ -184,6 +203,8 @@ function nodesToAdd(file: NetworkFile, plan: ApplyPlan): AddNodeOptions[] {
         ip: node.ip,
         lighthouse: node.roles?.includes('lighthouse'),
         origin: node.roles?.includes('origin'),
+        registrar: node.roles?.includes('registrar'),
+        registerAt: node.registerAt,
         endpoint: node.endpoint,
         groups: node.groups,
         access: node.access ?? org.access,

@@ -1,20 +1,18 @@
 /**
- * The CA's operations on a network: create it (and its CA), unlock the CA key, and issue host certificates — allocate
- * overlay IPs, sign within the CA's limits, record them in the ledger. Commands call these functions; tests call them
- * directly. What a node's files are rendered from is `node-profile.ts`.
+ * The CA's operations on a network: create it (and its CA), unlock the CA key, and issue host certificates within the
+ * CA's limits, recorded in the ledger. Adding a node (its overlay IP, key and certificate) is `add-node.ts`; what a
+ * node's files are rendered from is `node-profile.ts`. Commands call these functions; tests call them directly.
  */
 
-import {randomBytes} from 'node:crypto'
 import {resolve} from 'node:path'
 
 import {UsageError, UserError} from '../errors.js'
-import {approvalsNeeded, approve, nextVersion} from '../federation/descriptor.js'
 import {Home, type Transaction} from '../home/home.js'
-import {isMember} from '../home/queries.js'
-import {type AccessLevel, type CaRecord, type CertificateRecord, type NetworkSecrets, type NetworkState, type NodeRecord, SCHEMA_VERSION} from '../home/types.js'
+import {type CaRecord, type CertificateRecord, type NetworkPorts, type NetworkSecrets, type NetworkState, SCHEMA_VERSION} from '../home/types.js'
 import {formatDuration, iso} from '../lib/duration.js'
-import {checkEndpoint, checkRequestedIp, formatCidr, formatIp, type Ipv4Network, nextFreeBlock, nextFreeIp, parseCidr, parseIp, specialRangeOverlap} from '../lib/ip.js'
-import {checkGroups, checkNetworkName, checkNodeName, checkOrganizationName, organizationConflict, slugify, slugTwin} from '../lib/names.js'
+import {checkPort, dockerPoolOverlap, formatCidr, type Ipv4Network, parseCidr, specialRangeOverlap} from '../lib/ip.js'
+import {checkNetworkName} from '../lib/names.js'
+import {newSecret} from '../lib/text.js'
 import {
   type Argon2Parameters,
   blocklistFingerprints,
@@ -27,8 +25,6 @@ import {
   encryptCaKey,
   fingerprint,
   generateCaKeyPair,
-  generateHostKeyPair,
-  hostPrivateKeyToPem,
   type NebulaCertificate,
   readCaPrivateKey,
   signCertificate,
@@ -36,19 +32,30 @@ import {
   type SigningReason,
   WrongPassphraseError,
 } from '../nebula/index.js'
+import {BLOCKCHAIN_API_PORT} from '../render/trubudget.js'
 
 /** Default ports and device settings of a new network. */
 export const DEFAULTS = {
   caDurationSeconds: 10 * 365 * 86_400,
   hostDurationSeconds: 365 * 86_400,
   orgPrefix: 24,
-  ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080},
+  ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080, storage: 8090},
   tun: {dev: 'nebula1', mtu: 1300},
   rpcUser: 'multichainrpc',
 } as const
 
 /** Certificates are backdated this many seconds to tolerate clock skew between organizations' machines. */
 export const BACKDATE_SECONDS = 60
+
+/** The ports an operator may choose at `init-ca` (TCP; defaults in {@link DEFAULTS}). */
+export interface PortChoice {
+  /** MultiChain peer-to-peer. */
+  p2p?: number
+  /** TruBudget API, where joining nodes register at registrars. */
+  api?: number
+  /** TruBudget storage service (documents between organizations). */
+  storage?: number
+}
 
 /** Options of {@link initCa}. Durations in seconds. */
 export interface InitCaOptions {
@@ -59,6 +66,10 @@ export interface InitCaOptions {
   durationSeconds?: number
   /** Prefix length of each organization's block. */
   orgPrefix?: number
+  /** Ports of the network; each defaults to {@link DEFAULTS}' port. */
+  ports?: PortChoice
+  /** Accept an overlay CIDR that overlaps Docker's default address pools. */
+  allowDockerOverlap?: boolean
   /** Passphrase for the CA key; null stores it unencrypted. */
   passphrase: Buffer | null
   force?: boolean
@@ -78,6 +89,8 @@ export interface InitCaResult {
   network: string
   cidr: string
   orgPrefix: number
+  /** The network's ports (see `NetworkPorts` in `home/types.ts`). */
+  ports: Required<NetworkPorts>
   caFingerprint: string
   caNotBefore: string
   caNotAfter: string
@@ -90,15 +103,28 @@ export interface InitCaResult {
 }
 
 /**
- * Checks a new network's name, overlay CIDR (IPv4, not a special range, /30 or larger) and organization prefix.
- * Throws UsageError; callers check these before asking for a passphrase.
+ * Checks a new network's name, overlay CIDR (IPv4, not a special range, /30 or larger, and clear of Docker's default
+ * address pools unless `allowDockerOverlap`), organization prefix and ports (1–65535, P2P, API and storage distinct from
+ * each other, from MultiChain RPC and from the blockchain container's API {@link BLOCKCHAIN_API_PORT}).
+ * Returns them with the ports filled in. Throws UsageError; callers check these before asking for a passphrase.
  */
-export function checkNetworkOptions(opts: {network: string; cidr: string; orgPrefix?: number}): {name: string; net: Ipv4Network; orgPrefix: number} {
+export function checkNetworkOptions(opts: {network: string; cidr: string; orgPrefix?: number; ports?: PortChoice; allowDockerOverlap?: boolean}): {
+  name: string
+  net: Ipv4Network
+  orgPrefix: number
+  ports: Required<NetworkPorts>
+} {
   const name = checkNetworkName(opts.network)
   const net = parseCidr(opts.cidr, '--cidr')
   const special = specialRangeOverlap(net)
   if (special) throw new UsageError(`--cidr ${opts.cidr} overlaps the ${special}`, {fix: 'use a private range, e.g. 10.42.0.0/16'})
   if (net.prefix > 30) throw new UsageError(`--cidr ${opts.cidr} is too small for a network`, {fix: 'use a /30 or larger, e.g. 10.42.0.0/16'})
+  const docker = dockerPoolOverlap(net)
+  if (docker && !opts.allowDockerOverlap) {
+    throw new UsageError(`--cidr ${opts.cidr} overlaps Docker's default address pool ${docker}, where Docker creates the networks of TruBudget's containers`, {
+      fix: 'use another range, e.g. 10.42.0.0/16, or pass --allow-docker-overlap if no node runs Docker with its default pools',
+    })
+  }
   const orgPrefix = opts.orgPrefix ?? DEFAULTS.orgPrefix
   if (Number.isInteger(orgPrefix) && orgPrefix < net.prefix) {
     throw new UsageError(`--cidr ${opts.cidr} is too small for /${orgPrefix} organization blocks`, {
@@ -108,22 +134,35 @@ export function checkNetworkOptions(opts: {network: string; cidr: string; orgPre
   if (!Number.isInteger(orgPrefix) || orgPrefix > 30) {
     throw new UsageError(`--org-prefix ${orgPrefix} leaves no room for nodes`, {fix: `use a prefix between ${net.prefix} and 30`})
   }
-  return {name, net, orgPrefix}
+  const ports = {
+    ...DEFAULTS.ports,
+    p2p: checkPort(opts.ports?.p2p ?? DEFAULTS.ports.p2p, '--p2p-port'),
+    api: checkPort(opts.ports?.api ?? DEFAULTS.ports.api, '--api-port'),
+    storage: checkPort(opts.ports?.storage ?? DEFAULTS.ports.storage, '--storage-port'),
+  }
+  const taken = new Map<number, string>([[BLOCKCHAIN_API_PORT, "the blockchain container's API"], [ports.rpc, 'MultiChain RPC']])
+  const chosen = [['--p2p-port', ports.p2p, 'MultiChain P2P'], ['--api-port', ports.api, 'the TruBudget API'], ['--storage-port', ports.storage, 'the storage service']] as const
+  for (const [flag, port, what] of chosen) {
+    const holder = taken.get(port)
+    if (holder) throw new UsageError(`${flag} ${port} is already the port of ${holder}`, {fix: 'give every service its own port'})
+    taken.set(port, what)
+  }
+  return {name, net, orgPrefix, ports}
 }
 
 /**
  * Creates a network in `homeDir`: a CA (v1 Curve25519 unless `certVersion`/`curve` say otherwise) constrained to the
- * overlay CIDR, the RPC password, and the state.
- * Throws UsageError for a bad name, CIDR or prefix; UserError when the home exists and `force` is not set.
+ * overlay CIDR, and the state (with the ports chosen).
+ * Throws UsageError for a bad name, CIDR, prefix or port; UserError when the home exists and `force` is not set.
  */
 export async function initCa(homeDir: string, opts: InitCaOptions): Promise<InitCaResult> {
-  const {name, net, orgPrefix} = checkNetworkOptions(opts)
+  const {name, net, orgPrefix, ports} = checkNetworkOptions(opts)
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const duration = opts.durationSeconds ?? DEFAULTS.caDurationSeconds
   const ca = await createCa({name, ips: [formatCidr(net)], groups: [], organization: null, durationSeconds: duration, passphrase: opts.passphrase, argon2: opts.argon2, version: opts.certVersion, curve: opts.curve, now})
   const state: NetworkState = {
     schemaVersion: SCHEMA_VERSION,
-    network: {name, cidr: formatCidr(net), orgPrefix, createdAt: iso(now), ports: {...DEFAULTS.ports}, tun: {...DEFAULTS.tun}},
+    network: {name, cidr: formatCidr(net), orgPrefix, createdAt: iso(now), ports, tun: {...DEFAULTS.tun}},
     cas: [ca.record],
     organizations: [],
     nodes: [],
@@ -135,6 +174,7 @@ export async function initCa(homeDir: string, opts: InitCaOptions): Promise<Init
     network: name,
     cidr: state.network.cidr,
     orgPrefix,
+    ports,
     caFingerprint: ca.record.id,
     caNotBefore: ca.record.notBefore,
     caNotAfter: ca.record.notAfter,
@@ -293,10 +333,12 @@ export function requireKeyCurve(curve: Curve, publicKey: Buffer, name: string): 
   })
 }
 
-/** New network secrets: the MultiChain RPC user and a random password (44 characters). */
-export function newSecrets(): NetworkSecrets {
-  // base64url of 33 random bytes: 44 characters, no characters that need quoting in env or conf files
-  return {schemaVersion: SCHEMA_VERSION, rpcUser: DEFAULTS.rpcUser, rpcPassword: randomBytes(33).toString('base64url')}
+/**
+ * A new home's `secrets.json`: empty for a single CA, whose home may be another organization's (node secrets are made on
+ * the nodes); with `organizationVault`, a federated organization's own ORGANIZATION_VAULT_SECRET ({@link newSecret}).
+ */
+export function newSecrets(organizationVault = false): NetworkSecrets {
+  return {schemaVersion: SCHEMA_VERSION, ...(organizationVault ? {organizationVaultSecret: newSecret()} : {})}
 }
 
 /**
@@ -318,265 +360,4 @@ export async function unlockCaKey(home: Home, passphrase: Buffer | null, ca: CaR
     }
     throw error
   }
-}
-
-/** Options of {@link addNode}. */
-export interface AddNodeOptions {
-  /** Organization name as TruBudget knows it, e.g. `ACME`. */
-  org: string
-  /** Node name (DNS label); default `<org-slug>-<n>`. */
-  name?: string
-  /** Requested overlay IP (dotted IPv4) inside the organization's block. */
-  ip?: string
-  lighthouse?: boolean
-  /** Public underlay `host:port`; required for a lighthouse. */
-  endpoint?: string
-  origin?: boolean
-  /** Extra certificate groups. */
-  groups?: string[]
-  /** Certificate lifetime in seconds; default one year, capped at the CA's expiry. */
-  durationSeconds?: number
-  /** TruBudget access level (group `access:<level>`); default `trusted` for the origin, `managed` otherwise. */
-  access?: AccessLevel
-  /**
-   * The joiner's public key (X25519, 32 bytes; P256, 65 bytes: the CA's curve) when the joiner holds the private key
-   * (join request or --pubkey); otherwise tbmesh generates the key pair and keeps the private key in the home.
-   */
-  publicKey?: Buffer
-  /** Nonce of the join request being answered (hex), recorded in the ledger and the bundle manifest. */
-  requestNonce?: string
-  now?: number
-}
-
-/** What `tbmesh add-node` reports. Times ISO 8601. */
-export interface AddNodeResult {
-  name: string
-  organization: string
-  overlayIp: string
-  groups: string[]
-  fingerprint: string
-  notBefore: string
-  notAfter: string
-  lighthouse: boolean
-  origin: boolean
-  access: AccessLevel
-  /** False when the joiner holds the private key: its bundle carries none. */
-  keyInHome: boolean
-  endpoint?: string
-}
-
-/**
- * Adds a node: gives a new organization the next free block, allocates an overlay IP, generates the host key pair and
- * signs its certificate with the active CA (`caKey`, 64 bytes). The key is written before, the certificate after the
- * ledger commit. Throws UsageError for bad values and UserError for conflicts (name taken, full block, second origin).
- */
-export async function addNode(home: Home, caKey: Buffer, opts: AddNodeOptions): Promise<AddNodeResult> {
-  const [result] = await addNodes(home, caKey, [opts])
-  return result
-}
-
-/**
- * Adds several nodes in one transaction (one lock, one commit): all of them or, if any is refused, none. Each is
- * checked and allocated as by {@link addNode}, in order, so later ones see the earlier ones' blocks and addresses.
- * `progress` is told each node as it is added; `finish` runs in the same transaction afterwards (e.g. to write the new
- * nodes' bundles), so that its work commits or fails with theirs.
- */
-export async function addNodes(
-  home: Home,
-  caKey: Buffer,
-  list: AddNodeOptions[],
-  opts: {progress?: (done: number, total: number) => void; finish?: (tx: Transaction, added: AddNodeResult[]) => Promise<void>} = {},
-): Promise<AddNodeResult[]> {
-  const issuer = await activeIssuer(home, caKey)
-  const prepared = list.map((o) => prepareNode(o, issuer.certificate))
-  return home.transaction(async (tx) => {
-    const added: AddNodeResult[] = []
-    for (const node of prepared) {
-      added.push(await addPreparedNode(tx, issuer, node))
-      opts.progress?.(added.length, prepared.length)
-    }
-    await opts.finish?.(tx, added)
-    return added
-  })
-}
-
-/** A node's options checked against the CA, before any state is read: what {@link addPreparedNode} needs. */
-interface PreparedNode {
-  opts: AddNodeOptions
-  orgName: string
-  slug: string
-  endpoint?: string
-  extraGroups: string[]
-  requestedIp?: number
-  access: AccessLevel
-  now: number
-  notBefore: number
-  notAfter: number
-}
-
-/** Checks a node's options (names, endpoint, groups, IP syntax, lifetime against the CA). Throws UsageError/UserError. */
-function prepareNode(opts: AddNodeOptions, caCert: NebulaCertificate): PreparedNode {
-  const orgName = checkOrganizationName(opts.org)
-  const slug = slugify(orgName)
-  if (opts.name !== undefined) checkNodeName(opts.name)
-  if (opts.lighthouse && !opts.endpoint) {
-    throw new UsageError('--lighthouse needs --endpoint', {fix: 'give the public underlay address, e.g. --endpoint 203.0.113.7:4242'})
-  }
-  const endpoint = opts.endpoint === undefined ? undefined : checkEndpoint(opts.endpoint)
-  const extraGroups = checkGroups(opts.groups ?? [])
-  const requestedIp = opts.ip === undefined ? undefined : parseIp(opts.ip, '--ip')
-  const now = opts.now ?? Math.floor(Date.now() / 1000)
-  const {notBefore, notAfter} = hostValidity(caCert, now, opts.durationSeconds)
-  const access: AccessLevel = opts.access ?? (opts.origin ? 'trusted' : 'managed')
-  return {opts, orgName, slug, endpoint, extraGroups, requestedIp, access, now, notBefore, notAfter}
-}
-
-/**
- * The overlay IPs (unsigned 32-bit) held by the nodes of `state`, revoked ones included (they are never reused).
- * Computed once per state object and kept up to date by {@link addPreparedNode}, so adding n nodes costs O(n), not O(n²).
- */
-function usedIps(state: NetworkState): Set<number> {
-  let used = usedIpCache.get(state)
-  if (!used || used.size !== state.nodes.length) {
-    used = new Set(state.nodes.map((n) => parseIp(n.overlayIp)))
-    usedIpCache.set(state, used)
-  }
-  return used
-}
-
-const usedIpCache = new WeakMap<NetworkState, Set<number>>()
-
-/** Allocates, signs and records one prepared node inside `tx` (see {@link addNode}). */
-async function addPreparedNode(tx: Transaction, issuer: Issuer, p: PreparedNode): Promise<AddNodeResult> {
-  const {opts, orgName, slug, endpoint, extraGroups, requestedIp, access, now, notBefore, notAfter} = p
-  const curve = issuer.certificate.details.curve
-  const keys = opts.publicKey ? undefined : generateHostKeyPair(curve)
-  const {state} = tx
-  const net = parseCidr(state.network.cidr)
-  const fed = state.federation
-  if (fed && slug !== fed.self.slug) {
-    throw new UserError(`this home's CA belongs to ${fed.self.organization} and cannot issue certificates for ${orgName}`, {
-      fix: `${orgName}'s admin adds its nodes in its own tbmesh home`,
-    })
-  }
-  const twin = slugTwin(state.organizations, orgName)
-  if (twin) throw organizationConflict(orgName, twin.name)
-  let org = state.organizations.find((o) => o.slug === slug)
-  if (!org) {
-    const block = nextFreeBlock(net, state.network.orgPrefix, state.organizations.map((o) => parseCidr(o.block)))
-    org = {name: orgName, slug, block: formatCidr(block), createdAt: iso(now)}
-    state.organizations.push(org)
-  }
-  const name = opts.name ?? defaultNodeName(state, slug)
-  if (state.nodes.some((n) => n.name === name)) throw new UserError(`node name ${name} is taken`, {fix: 'choose another --name'})
-  if (opts.origin) {
-    const origin = state.nodes.find((n) => n.origin)
-    if (origin) throw new UserError(`the network already has an origin node (${origin.name})`, {fix: 'drop --origin'})
-  }
-  const block = parseCidr(org.block)
-  const used = usedIps(state)
-  const owner = `organization ${org.name}`
-  let ip: number
-  if (requestedIp === undefined) ip = nextFreeIp(block, used, owner)
-  else {
-    checkRequestedIp(block, requestedIp, used, owner)
-    ip = requestedIp
-  }
-  const overlayIp = formatIp(ip)
-  const groups = [`org:${slug}`, `access:${access}`, ...(opts.lighthouse ? ['role:lighthouse'] : []), ...(opts.origin ? ['role:origin'] : []), ...extraGroups]
-  const node: NodeRecord = {
-    name,
-    organization: slug,
-    overlayIp,
-    lighthouse: Boolean(opts.lighthouse),
-    origin: Boolean(opts.origin),
-    ...(endpoint ? {endpoint} : {}),
-    groups: extraGroups,
-    access,
-    createdAt: iso(now),
-  }
-  // A federated role node changes the descriptor: refused (before anything is signed) unless this home may do that alone.
-  if (fed && (node.lighthouse || node.origin)) publishRoleNode(state, issuer, node)
-  const {fingerprint: fp, format} = issueHostCertificate(tx, issuer, {
-    name,
-    ips: [`${overlayIp}/${net.prefix}`],
-    subnets: [],
-    groups,
-    notBefore,
-    notAfter,
-    publicKey: keys?.publicKey ?? opts.publicKey!,
-  })
-  const row: CertificateRecord = {
-    fingerprint: fp,
-    name,
-    organization: slug,
-    overlayIp,
-    groups,
-    roles: roles(node),
-    notBefore: iso(notBefore),
-    notAfter: iso(notAfter),
-    issuer: issuer.record.id,
-    ...format,
-    issuedAt: new Date().toISOString(),
-    keyInHome: keys !== undefined,
-    ...(opts.requestNonce ? {requestNonce: opts.requestNonce} : {}),
-  }
-  if (keys) await tx.writeHostKey(name, hostPrivateKeyToPem(keys.privateKey, curve))
-  state.nodes.push(node)
-  used.add(ip)
-  state.certificates.push(row)
-  return {
-    name,
-    organization: org.name,
-    overlayIp,
-    groups,
-    fingerprint: fp,
-    notBefore: row.notBefore,
-    notAfter: row.notAfter,
-    lighthouse: node.lighthouse,
-    origin: node.origin,
-    access,
-    keyInHome: row.keyInHome,
-    ...(endpoint ? {endpoint} : {}),
-  }
-}
-
-/**
- * Records a federated network's new lighthouse or origin node in a new descriptor version, approved by this
- * organization alone. Possible only while that is enough (the founder, before other organizations join): the
- * descriptor lists lighthouses and the origin for every member. Throws UserError otherwise.
- */
-function publishRoleNode(state: NetworkState, issuer: Issuer, node: NodeRecord): void {
-  const fed = state.federation!
-  const role = node.lighthouse ? 'lighthouse' : 'origin node'
-  if (!isMember(fed)) throw new UserError(`${fed.self.organization} is not a member of the federated network yet`, {fix: `add the ${role} once the membership is approved`})
-  const needed = approvalsNeeded(fed.current.descriptor.requiredApprovals, fed.current.descriptor.members.length)
-  if (needed > 1) {
-    throw new UserError(`a new ${role} changes the network descriptor, which now takes ${needed} organizations' approvals`, {
-      fix: 'lighthouses and the origin are added by the founder before other organizations join',
-    })
-  }
-  if (node.origin && fed.current.descriptor.origin) {
-    throw new UserError(`the network already has an origin node (${fed.current.descriptor.origin.overlayIp})`, {fix: 'drop --origin'})
-  }
-  const organization = fed.self.slug
-  const {overlayIp, lighthouse, origin} = node
-  // One version for both roles: members import versions one by one, so every version made must be the one they get.
-  const d = nextVersion(fed.current.descriptor, {kind: 'add-role-node', organization, overlayIp, lighthouse, origin}, (next) => {
-    if (lighthouse) next.lighthouses.push({organization, overlayIp, endpoint: node.endpoint!})
-    if (origin) next.origin = {organization, overlayIp}
-  })
-  fed.current = {descriptor: d, approvals: [approve(d, organization, issuer.record.id, issuer.key)]}
-}
-
-function defaultNodeName(state: NetworkState, slug: string): string {
-  const taken = new Set(state.nodes.map((n) => n.name))
-  for (let i = 1; ; i++) {
-    const name = `${slug}-${i}`.length > 63 ? `${slug.slice(0, 63 - String(i).length - 1)}-${i}` : `${slug}-${i}`
-    if (!taken.has(name)) return name
-  }
-}
-
-function roles(node: NodeRecord): string[] {
-  return [...(node.lighthouse ? ['lighthouse'] : []), ...(node.origin ? ['origin'] : [])]
 }

@@ -10,16 +10,18 @@ import {mkdir, rm} from 'node:fs/promises'
 import {join, resolve} from 'node:path'
 
 import {packBundle, type PackedBundle, writeBundleFile} from '../bundle/archive.js'
-import type {BundleKind, BundleManifest} from '../bundle/layout.js'
+import {type BundleKind, type BundleManifest, SECRET_ENTRIES} from '../bundle/layout.js'
 import {UsageError, UserError} from '../errors.js'
 import type {Home, Transaction} from '../home/home.js'
-import {findNode, memberCas, presentedCertificates, trustedCas, trustedMembers} from '../home/queries.js'
+import {currentCertificate, findNode, memberCas, presentedCertificates, trustedCas, trustedMembers} from '../home/queries.js'
 import {checkNewFile, syncFiles} from '../lib/files.js'
 import {caSign} from '../nebula/index.js'
-import {renderBlockchainEnv} from '../render/blockchain-env.js'
 import {renderBundleReadme} from '../render/bundle-readme.js'
+import {renderAdoptionOverride, renderDocumentsOverride, renderTrubudgetEnv} from '../render/compose-adoption.js'
+import {renderComposeStack} from '../render/compose-stack.js'
 import {renderNebulaCompose} from '../render/docker-compose-nebula.js'
-import {renderTrubudgetOverride} from '../render/docker-compose-trubudget.js'
+import {renderHostEnv} from '../render/host-env.js'
+import {renderHostSysctl} from '../render/host-sysctl.js'
 import {renderMultichainConf} from '../render/multichain-conf.js'
 import {renderNebulaConfig} from '../render/nebula-config.js'
 import {renderNebulaService} from '../render/nebula-service.js'
@@ -35,6 +37,11 @@ export interface ExportBundleResult {
   encrypted: boolean
   /** Whether the bundle carries the host private key (false when the joiner holds it). */
   containsPrivateKey: boolean
+  /**
+   * The secrets the bundle holds, as `SECRET_ENTRIES` (`bundle/layout.ts`) names them: the node's private key, a
+   * federated organization's ORGANIZATION_VAULT_SECRET; empty when it holds none (the node makes its own at install).
+   */
+  secrets: string[]
   manifest: BundleManifest
 }
 
@@ -57,6 +64,19 @@ export interface ExportBundleOptions {
 export const BUNDLE_LIFETIME_SECONDS = 14 * 86_400
 
 /**
+ * The secrets node `name`'s join bundle will hold (see {@link ExportBundleResult.secrets}): its private key when this home
+ * generated it, and in a federated home the organization's ORGANIZATION_VAULT_SECRET. Read before asking for a bundle
+ * passphrase: a bundle without secrets needs none. Throws UserError for an unknown node.
+ */
+export async function joinBundleSecrets(home: Home, name: string): Promise<string[]> {
+  const node = findNode(home.state, name)
+  const held: string[] = []
+  if (currentCertificate(home.state, node.name)?.keyInHome) held.push(SECRET_ENTRIES['nebula/host.key'])
+  if ((await home.readSecrets()).organizationVaultSecret !== undefined) held.push(SECRET_ENTRIES['trubudget/vault-secret.env'])
+  return held
+}
+
+/**
  * Renders a node's files and writes its join bundle (tar.gz, age-encrypted with `opts.passphrase`) to `out`: packed
  * and signed in a transaction that advances the node's sequence number, then written after the commit, outside the
  * home's lock ({@link writeNodeBundle}). Refuses to overwrite `out` without `force`, before anything is done. Throws
@@ -73,6 +93,8 @@ export interface PackedNodeBundle {
   bundle: PackedBundle
   /** Whether it carries the node's private key. */
   containsPrivateKey: boolean
+  /** The secrets it holds (see {@link ExportBundleResult.secrets}). */
+  secrets: string[]
 }
 
 /**
@@ -82,7 +104,7 @@ export interface PackedNodeBundle {
  */
 export async function writeNodeBundle(out: string, packed: PackedNodeBundle, opts: Omit<ExportBundleOptions, 'caKey'>): Promise<ExportBundleResult> {
   const written = await writeBundleFile(out, packed.bundle, {force: opts.force, passphrase: opts.passphrase, scryptWorkFactor: opts.scryptWorkFactor, sync: opts.sync})
-  return {path: written.path, bytes: written.bytes, encrypted: written.encrypted, containsPrivateKey: packed.containsPrivateKey, manifest: written.manifest}
+  return {path: written.path, bytes: written.bytes, encrypted: written.encrypted, containsPrivateKey: packed.containsPrivateKey, secrets: packed.secrets, manifest: written.manifest}
 }
 
 /**
@@ -98,9 +120,8 @@ export async function packNodeBundle(home: Home, tx: Transaction, nodeName: stri
   const presented = presentedCertificates(state, node.name)
   const cert = presented.at(-1)
   if (!cert) throw new UserError(`node ${node.name} has no certificate`, {fix: 'add it again with `tbmesh add-node`'})
-  const secrets = await home.readSecrets()
   const now = Date.now()
-  const profile = nodeProfile(state, node.name, {user: secrets.rpcUser, password: secrets.rpcPassword})
+  const profile = nodeProfile(state, node.name)
   if (profile.lighthouses.length === 0) {
     throw new UserError('the network has no lighthouse yet', {
       fix: state.federation ? 'the founding organization adds one; then `tbmesh federation import` the descriptor it sends' : 'add one with `tbmesh add-node --lighthouse --endpoint HOST:PORT`',
@@ -124,13 +145,23 @@ export async function packNodeBundle(home: Home, tx: Transaction, nodeName: stri
   }
   if (kind === 'join') {
     if (cert.keyInHome) files['nebula/host.key'] = await tx.readHostKey(node.name)
+    // A federated organization's own vault secret, to its own nodes; a single CA never holds one (it may be another's).
+    const vaultSecret = (await home.readSecrets()).organizationVaultSecret
+    if (vaultSecret !== undefined) files['trubudget/vault-secret.env'] = `ORGANIZATION_VAULT_SECRET=${vaultSecret}\n`
     files['multichain/multichain.conf'] = renderMultichainConf(profile)
-    files['trubudget/blockchain.env'] = renderBlockchainEnv(profile)
+    files['trubudget/blockchain.env'] = renderHostEnv(profile, 'blockchain')
+    files['trubudget/api.env'] = renderHostEnv(profile, 'api')
     // Rendered for the placeholder directory /etc/tbmesh; `tbmesh install` writes in the real one.
     files['systemd/nebula.service'] = renderNebulaService(profile)
     files['docker/docker-compose.nebula.yml'] = renderNebulaCompose(profile)
-    files['docker/docker-compose.trubudget.override.yml'] = renderTrubudgetOverride(profile)
-    files['README.md'] = renderBundleReadme(profile)
+    files['docker/compose.yml'] = renderComposeStack(profile)
+    files['docker/trubudget.env'] = renderTrubudgetEnv(profile)
+    files['docker/trubudget-operation.override.yml'] = renderAdoptionOverride(profile, 'operation')
+    files['docker/trubudget-services.override.yml'] = renderAdoptionOverride(profile, 'services')
+    files['docker/trubudget-services-documents.override.yml'] = renderDocumentsOverride(profile)
+    files['host/tbmesh-sysctl.conf'] = renderHostSysctl(profile)
+    const secrets = Object.entries(SECRET_ENTRIES).filter(([entry]) => entry in files).map(([, what]) => what)
+    files['README.md'] = renderBundleReadme(profile, {secrets, vaultSecret: vaultSecret !== undefined})
   }
   node.sequence = (node.sequence ?? 0) + 1
   node.updatePending = false
@@ -151,7 +182,7 @@ export async function packNodeBundle(home: Home, tx: Transaction, nodeName: stri
     files,
     (manifest) => caSign(opts.caKey, manifest),
   )
-  return {bundle, containsPrivateKey: kind === 'join' && cert.keyInHome}
+  return {bundle, containsPrivateKey: kind === 'join' && cert.keyInHome, secrets: Object.entries(SECRET_ENTRIES).filter(([entry]) => entry in files).map(([, what]) => what)}
 }
 
 // ---------------------------------------------------------------------------------------------------------------------

@@ -4,17 +4,24 @@
  */
 
 import {blocklist, findNode, memberCas, presentedCertificates, trustedCas, trustedMembers} from '../home/queries.js'
-import type {NetworkState} from '../home/types.js'
+import type {NetworkPorts, NetworkState} from '../home/types.js'
 import {type CertificateFormatFacts, certificateFromPem, nebulaRequirement} from '../nebula/index.js'
 import type {NodeProfile} from '../render/profile.js'
+import {DEFAULTS} from './ca.js'
+import {isRegistrar} from './registrar.js'
 
 /** Where the rendered config.yml expects the PKI files (Debian's and Nebula's customary /etc/nebula). */
 export const BUNDLE_PKI = {ca: '/etc/nebula/ca.crt', cert: '/etc/nebula/host.crt', key: '/etc/nebula/host.key'} as const
 
+/** A network's ports with the storage port filled in (states and descriptors made before it was chosen lack it). */
+export function networkPorts(ports: NetworkPorts): Required<NetworkPorts> {
+  return {...ports, storage: ports.storage ?? DEFAULTS.ports.storage}
+}
+
 /**
  * Describes a node for the renderers. Throws UserError for an unknown node.
  */
-export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: string; password: string}, pki: NodeProfile['pki'] = BUNDLE_PKI): NodeProfile {
+export function nodeProfile(state: NetworkState, nodeName: string, pki: NodeProfile['pki'] = BUNDLE_PKI): NodeProfile {
   const node = findNode(state, nodeName)
   const org = state.organizations.find((o) => o.slug === node.organization)!
   const descriptor = state.federation?.current.descriptor
@@ -38,13 +45,15 @@ export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: s
       overlayIp: node.overlayIp,
       lighthouse: node.lighthouse,
       origin: node.origin,
+      registrar: isRegistrar(node),
       ...(node.endpoint ? {endpoint: node.endpoint} : {}),
     },
-    ports: {...state.network.ports},
+    ports: networkPorts(state.network.ports),
     lighthouses,
     ...(origin ? {originOverlayIp: origin.overlayIp} : {}),
+    ...(node.registerAt ? {registrarOverlayIp: node.registerAt} : {}),
     ...(members ? {members: members.flatMap((m) => memberCas(m).map((ca) => ({organization: m.slug, block: m.block, caFingerprint: ca.caFingerprint})))} : {}),
-    rpc,
+    rpc: {user: DEFAULTS.rpcUser},
     tun: {...state.network.tun},
     pki,
     ...(presented.length > 1 ? {initiatingVersion: presented.at(-1)!.version ?? 1} : {}),

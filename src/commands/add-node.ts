@@ -1,7 +1,8 @@
 import {Flags} from '@oclif/core'
 
 import {caPassphraseFlag, TbmeshCommand} from '../base-command.js'
-import {addNode, type AddNodeResult, requireKeyCurve} from '../ca/ca.js'
+import {addNode, type AddNodeResult} from '../ca/add-node.js'
+import {requireKeyCurve} from '../ca/ca.js'
 import {UsageError, UserError} from '../errors.js'
 import {type JoinRequest, readJoinRequest, readPublicKeyFile, type ReceivedJoinRequest} from '../join/join-request.js'
 import {parseDuration} from '../lib/duration.js'
@@ -17,7 +18,9 @@ The certificate carries the groups org:<slug>, role:lighthouse and role:origin w
 
 The host key pair is generated here and travels in the node's join bundle (tbmesh export-bundle) — unless the joining organization keeps its key: with --request (a file from \`tbmesh join-request\`; the verification code shown must match the one the joiner reads you on the phone) or --pubkey (a Nebula X25519 public key, e.g. from \`nebula-cert keygen\`), tbmesh signs their public key and the bundle carries no private key.
 
---access records the organization's TruBudget access level, trusted (admin rights) or managed (basic rights), in the ledger and as the certificate group access:<level>.`
+--access records the organization's TruBudget access level, trusted (admin rights) or managed (basic rights), in the ledger and as the certificate group access:<level>.
+
+Joining nodes register at a registrar's TruBudget API, over the overlay: the origin, and every trusted node added with --registrar (its firewall opens the API port, its compose files publish the API on its overlay IP). A node joins the chain and registers at the origin, or at the registrar --register-at names (P2P_HOST, API_HOST).`
 
   static override examples = [
     {description: 'The origin (alpha) node, also the network\'s lighthouse', command: '<%= config.bin %> <%= command.id %> --org ACME --origin --lighthouse --endpoint 203.0.113.7:4242'},
@@ -25,6 +28,7 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
     {description: 'Extra groups and a 90-day certificate, as JSON', command: '<%= config.bin %> <%= command.id %> --org ACME --groups backup,monitoring --duration 90d --json'},
     {description: 'Approve a join request with admin rights, after checking its code by phone', command: '<%= config.bin %> <%= command.id %> --request umbrella.request.json --access trusted'},
     {description: 'Sign a key made with nebula-cert keygen', command: '<%= config.bin %> <%= command.id %> --org Initech --pubkey initech.pub'},
+    {description: 'A second registrar, and a node that registers there instead of at the origin', command: '<%= config.bin %> <%= command.id %> --org Umbrella --registrar && <%= config.bin %> <%= command.id %> --org Globex --register-at umbrella-1'},
   ]
 
   static override flags = {
@@ -34,6 +38,8 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
     lighthouse: Flags.boolean({description: 'make the node a Nebula lighthouse (needs --endpoint)', dependsOn: ['endpoint']}),
     endpoint: Flags.string({description: 'public underlay address HOST:PORT where other nodes reach this one'}),
     origin: Flags.boolean({description: 'the TruBudget origin (alpha) node that creates the chain; one per network'}),
+    registrar: Flags.boolean({description: 'joining nodes may register at this node (a trusted node; the origin is one anyway)'}),
+    'register-at': Flags.string({description: 'the registrar this node joins and registers at, by name or overlay IP (default: the origin)', exclusive: ['origin']}),
     groups: Flags.string({description: 'extra certificate groups, comma-separated', delimiter: ',', multiple: true}),
     duration: Flags.string({description: 'certificate lifetime (e.g. 365d, 8760h); default one year, capped at the CA\'s expiry'}),
     access: Flags.option({options: ['trusted', 'managed'] as const, description: 'TruBudget access level: trusted (admin) or managed (basic); default trusted for --origin, else managed'})(),
@@ -63,6 +69,8 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
       lighthouse: flags.lighthouse,
       endpoint: flags.endpoint ?? joiner?.request?.endpoint,
       origin: flags.origin,
+      registrar: flags.registrar,
+      registerAt: flags['register-at'],
       groups: flags.groups,
       durationSeconds,
       access: flags.access,
@@ -71,6 +79,8 @@ The host key pair is generated here and travels in the node's join bundle (tbmes
     })
     this.log(`Added ${result.name} (${result.organization}) at ${result.overlayIp}`)
     this.log(`  groups:      ${result.groups.join(', ')}`)
+    if (result.registrar) this.log(`  registrar:   joining nodes may register at ${result.overlayIp}`)
+    if (result.registerAt) this.log(`  registers at ${result.registerAt}`)
     this.log(`  fingerprint: ${result.fingerprint}`)
     this.log(`  valid until: ${result.notAfter}`)
     this.log(`Next: tbmesh export-bundle ${result.name}${result.keyInHome ? '' : ' (it will carry no private key)'}`)

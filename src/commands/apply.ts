@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 
 import {bundlePassphraseFlag, caPassphraseFlag, TbmeshCommand} from '../base-command.js'
 import {applyPlan, type ApplyPlan, type ApplyResult, planApply, readNetworkFile, refuseDifferences} from '../ca/apply.js'
-import {initCa, unlockCaKey} from '../ca/ca.js'
+import {checkNetworkOptions, initCa, unlockCaKey} from '../ca/ca.js'
 import {Home} from '../home/home.js'
 import {parseDuration} from '../lib/duration.js'
 import {resolvePassphrase} from '../lib/passphrase.js'
@@ -24,7 +24,7 @@ If the home holds no network yet, apply creates it (CA, state) from the file's n
     file: Flags.file({char: 'f', description: 'network file (YAML or JSON)', required: true}),
     out: Flags.string({description: 'directory for the join bundles of the new nodes'}),
     'dry-run': Flags.boolean({description: 'print the plan and stop'}),
-    'no-encrypt': Flags.boolean({description: 'write plain tar.gz bundles (they hold secrets: not recommended)', exclusive: ['bundle-passphrase-file']}),
+    'no-encrypt': Flags.boolean({description: 'write plain tar.gz bundles (they hold private keys: not recommended)', exclusive: ['bundle-passphrase-file']}),
     'bundle-passphrase-file': bundlePassphraseFlag,
     'passphrase-file': caPassphraseFlag,
     force: Flags.boolean({description: 'replace existing bundle files in --out'}),
@@ -39,6 +39,7 @@ If the home holds no network yet, apply creates it (CA, state) from the file's n
     this.printPlan(plan)
     if (flags['dry-run']) return {plan, applied: false, added: [], bundles: []}
     refuseDifferences(plan)
+    if (plan.createNetwork) checkNetworkOptions({network: file.network.name, cidr: file.network.cidr, orgPrefix: file.network.orgPrefix, ports: file.network.ports, allowDockerOverlap: file.network.allowDockerOverlap})
     if (!plan.createNetwork && plan.add.length === 0) {
       this.log('Nothing to do: the network matches the file.')
       return {plan, applied: false, added: [], bundles: []}
@@ -63,6 +64,8 @@ If the home holds no network yet, apply creates it (CA, state) from the file's n
             network: file.network.name,
             cidr: file.network.cidr,
             orgPrefix: file.network.orgPrefix,
+            ports: file.network.ports,
+            allowDockerOverlap: file.network.allowDockerOverlap,
             durationSeconds: file.network.caDuration ? parseDuration(file.network.caDuration, 'network.caDuration') : undefined,
             passphrase: newCaPassphrase!,
           })
@@ -85,13 +88,13 @@ If the home holds no network yet, apply creates it (CA, state) from the file's n
       },
     ])
     result.applied = true
-    if (flags.out !== undefined && result.bundles.length > 0 && !bundlePassphrase) this.warn('the bundles are not encrypted: they hold the RPC password and private keys; hand them over on a trusted channel')
+    if (flags.out !== undefined && result.bundles.length > 0 && !bundlePassphrase) this.warn('the bundles are not encrypted: they hold private keys; hand them over on a trusted channel')
     this.log(`Applied: ${result.added.length} node(s) added${result.bundles.length > 0 ? `, ${result.bundles.length} bundle(s) written` : ''}.`)
     return result
   }
 
   private printPlan(plan: ApplyPlan): void {
-    if (plan.createNetwork) this.log('+ create the network (CA, RPC secret, state)')
+    if (plan.createNetwork) this.log('+ create the network (CA, state)')
     for (const node of plan.add) this.log(`+ add ${node.name} (${node.organization}${node.roles.length > 0 ? `, ${node.roles.join(', ')}` : ''})`)
     for (const d of plan.differs) this.log(`! ${d.node} differs: ${d.changes.join('; ')}`)
     if (plan.unchanged.length > 0) this.log(`= ${plan.unchanged.length} node(s) unchanged`)

@@ -6,14 +6,16 @@ import {DEFAULT_INSTALL_DIR, doctor, type DoctorResult, type DoctorStatus} from 
 const MARK: Record<DoctorStatus, string> = {pass: '✔', warn: '!', fail: '✖'}
 
 export default class Doctor extends TbmeshCommand {
-  static override summary = 'Check an installed node: nebula, tun device, certificates, key, overlay IP in every file, published ports, underlay guard.'
+  static override summary = 'Check an installed node and what runs on it: nebula, certificates, key, secrets, overlay IP, published ports, containers, underlay guard.'
 
   static override description = `Run on the node, after \`tbmesh install\`. Each check prints one line, pass, warn or fail:
 
 - nebula is installed, at least the version the installed certificates need (1.10 for v2 certificates, 1.7 for P256, else 1.6.1), /dev/net/tun opens, and \`nebula -test\` accepts DIR/nebula/config.yml;
 - the CA the installation pins (manifest.json's caFingerprint) is in nebula/ca.crt; the CA and the host certificate are valid (warn within 30 days of expiry, fail once expired); the host certificate verifies against nebula/ca.crt and matches nebula/host.key;
-- multichain.conf's bind and externalip, and blockchain.env's EXTERNAL_IP, are the certificate's overlay IP;
-- docker/docker-compose.trubudget.override.yml, when present, publishes the MultiChain P2P port on the overlay IP only;
+- trubudget/node.env (the node's own secrets) is there, 0600, with every secret; blockchain.env's and trubudget.env's EXTERNAL_IP are the certificate's overlay IP; on a host without Docker, multichain.conf's bind, externalip and RPC password;
+- no compose file publishes the MultiChain P2P port beyond the overlay IP;
+- the running system: the overlay IP on Nebula's tun device, and what listens on overlay:7447 (fails when it listens on every interface);
+- with docker on PATH: Docker Compose 2.24.4 or later, the boot-order sysctl (net.ipv4.ip_nonlocal_bind), and the node's blockchain container as Docker runs it (docker inspect): its ORGANIZATION, EXTERNAL_IP, P2P_HOST and RPC password, its published ports, the chain volume and the restart policy. A host running Nebula in a container needs no nebula binary.
 - the underlay guard (DIR/host/underlay-guard.nft) is loaded for this node's overlay IP and tun device: without it, a host on the underlay reaches the overlay IP past Nebula.
 
 Exits 1 when any check fails (with --json too, after printing the result). Run it as root: the key, the tun device and the loaded nftables rules are root's.`

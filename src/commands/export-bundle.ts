@@ -1,17 +1,17 @@
 import {Args, Flags} from '@oclif/core'
 
 import {bundlePassphraseFlag, caPassphraseFlag, TbmeshCommand} from '../base-command.js'
-import {exportBundle, type ExportBundleResult} from '../ca/export.js'
+import {exportBundle, type ExportBundleResult, joinBundleSecrets} from '../ca/export.js'
 import {findNode} from '../home/queries.js'
 import {parseDuration} from '../lib/duration.js'
 import {resolvePassphrase} from '../lib/passphrase.js'
 
 export default class ExportBundle extends TbmeshCommand {
-  static override summary = 'Write a node\'s join package: certificates, Nebula config, multichain.conf and blockchain.env, signed by the CA.'
+  static override summary = 'Write a node\'s join package: certificates, Nebula config, TruBudget compose files and settings, signed by the CA.'
 
   static override description = `The package is a single file the organization's admin installs on the node with \`tbmesh install --ca-fingerprint HEX\`. Its manifest.json lists the SHA-256 of every file, the node, the CA fingerprint and an expiry (14 days by default), and is signed by the CA key (manifest.sig).
 
-Because it holds the MultiChain RPC password (and the host key, unless the node joined with \`tbmesh join-request\`), it is encrypted by default in the age format with a passphrase (\`age -d\` opens it too): from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt. Tell the admin the passphrase on another channel than the file. --no-encrypt writes a plain tar.gz.`
+It holds no TruBudget secret: the node makes its own (RPC password, ROOT_SECRET, JWT_SECRET) at install. It holds a secret only when it carries the node's private key (unless the node joined with \`tbmesh join-request\` or --pubkey) or, in a federated network, the organization's ORGANIZATION_VAULT_SECRET. Then it is encrypted by default in the age format with a passphrase (\`age -d\` opens it too): from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt. Tell the admin the passphrase on another channel than the file. --no-encrypt writes a plain tar.gz. A bundle without secrets is written as a plain tar.gz and no passphrase is asked for (one given with --bundle-passphrase-file or TBMESH_BUNDLE_PASSPHRASE still encrypts it).`
 
   static override examples = [
     {description: 'Write acme-1.tbmesh.tar.gz.age in the current directory, asking for passphrases', command: '<%= config.bin %> <%= command.id %> acme-1'},
@@ -38,22 +38,31 @@ Because it holds the MultiChain RPC password (and the host key, unless the node 
     const home = await this.openHome(flags)
     const name = await this.ask('NAME', args.name, {message: 'Node', choices: home.state.nodes.filter((n) => !n.revoked).map((n) => n.name)})
     findNode(home.state, name) // an unknown name fails before any passphrase is asked for
+    const secrets = await joinBundleSecrets(home, name)
     const caKey = await this.unlockCa(home, flags['passphrase-file'])
-    const passphrase = flags['no-encrypt']
-      ? null
-      : await resolvePassphrase({
-          file: flags['bundle-passphrase-file'],
-          fileFlag: '--bundle-passphrase-file',
-          env: 'TBMESH_BUNDLE_PASSPHRASE',
-          purpose: 'bundle',
-          confirm: true,
-          alternatives: ['--no-encrypt'],
-        })
+    // Nothing to protect: no prompt, and encrypted only when a passphrase was given anyway.
+    const asked = secrets.length > 0 || flags['bundle-passphrase-file'] !== undefined || process.env.TBMESH_BUNDLE_PASSPHRASE !== undefined
+    const passphrase =
+      flags['no-encrypt'] || !asked
+        ? null
+        : await resolvePassphrase({
+            file: flags['bundle-passphrase-file'],
+            fileFlag: '--bundle-passphrase-file',
+            env: 'TBMESH_BUNDLE_PASSPHRASE',
+            purpose: 'bundle',
+            confirm: true,
+            alternatives: ['--no-encrypt'],
+          })
     const out = flags.out ?? `${name}.tbmesh.tar.gz${passphrase ? '.age' : ''}`
     const result = await exportBundle(home, name, out, {caKey, passphrase, expiresInSeconds, force: flags.force})
     // Warned once written, so that a refused export prints its one error line and nothing else.
-    if (!passphrase) this.warn('the bundle is not encrypted: it holds the RPC password (and maybe a private key); hand it over on a trusted channel')
+    if (!passphrase && result.secrets.length > 0) this.warn(`the bundle is not encrypted but holds ${result.secrets.join(' and ')}: hand it over on a trusted channel`)
     this.log(`Wrote ${result.path} (${result.bytes} bytes${result.encrypted ? ', encrypted' : ''}) for ${result.manifest.node} at ${result.manifest.overlayIp}`)
+    this.log(
+      result.secrets.length > 0
+        ? `Secrets:        ${result.secrets.join(', ')}`
+        : 'Secrets:        none (the node keeps its own key and makes its TruBudget secrets at install): no passphrase needed',
+    )
     this.log(`CA fingerprint: ${result.manifest.caFingerprint}`)
     this.log(`Valid until:    ${result.manifest.expiresAt}`)
     this.log(`On the node:    tbmesh install ${out} --dir DIR --ca-fingerprint ${result.manifest.caFingerprint}`)

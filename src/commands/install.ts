@@ -2,11 +2,13 @@ import {Args, Flags} from '@oclif/core'
 
 import {bundlePassphraseFlag, TbmeshCommand} from '../base-command.js'
 import {installBundle, type InstallResult} from '../bundle/install.js'
+import {readVaultSecretFile} from '../bundle/node-env.js'
 import {checkFingerprint} from '../bundle/trust.js'
 import {UserError} from '../errors.js'
 import {loadJoinRequest} from '../join/join-request.js'
 import {resolvePassphrase} from '../lib/passphrase.js'
 import {reloadNebula, type ReloadResult} from '../node/reload.js'
+import {stackCommand} from '../render/compose-commands.js'
 
 async function readKeyFile(file: string): Promise<string> {
   const {readFile} = await import('node:fs/promises')
@@ -20,7 +22,7 @@ export default class Install extends TbmeshCommand {
 
   static override description = `Verifies, before anything is written: the CA's signature of the manifest; that the CA's fingerprint equals --ca-fingerprint (get it from the network operator on a channel other than the bundle's); every file's SHA-256; the host certificate against the CA (all Nebula rules); that the private key matches the certificate (the bundle's, or for a node that joined with \`tbmesh join-request\`, the key kept in this machine's --home); and the bundle's expiry. Refuses archive entries outside the bundle layout.
 
-Then it stages the files beside --dir and renames them into place (DIR 0700, keys and secrets 0600, whatever the umask), points config.yml at them so that \`nebula -config DIR/nebula/config.yml\` works from any directory, writes DIR into the systemd unit (systemd/nebula.service) and the compose files (docker/), and runs \`nebula -test\` when nebula is installed. An encrypted bundle's passphrase comes from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt.
+Then it makes the node's own TruBudget secrets in DIR/trubudget/node.env (0600): the MultiChain RPC password, ROOT_SECRET, JWT_SECRET and the MinIO keys, 44 random characters each, and the organization's ORGANIZATION_VAULT_SECRET (the one a federated organization's bundle carries, else --vault-secret-file, else a new one to give to the organization's other nodes). No bundle holds them; reinstalling the same node keeps them. It stages the files beside --dir and renames them into place (DIR 0700, keys and secrets 0600, whatever the umask), points config.yml at them so that \`nebula -config DIR/nebula/config.yml\` works from any directory, writes DIR into the systemd unit (systemd/nebula.service) and the compose files (docker/), adds the RPC password to multichain.conf, and runs \`nebula -test\` when nebula is installed. An encrypted bundle's passphrase comes from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt.
 
 It also writes the underlay guard, DIR/host/underlay-guard.nft: an nftables table that drops every packet for this node's overlay IP that did not come through Nebula's tun device (or loopback), so that no host on the underlay reaches MultiChain's P2P port past Nebula. systemd/nebula.service loads it before Nebula starts; with Docker Compose, systemd/tbmesh-guard.service loads it before Docker (see DIR/README.md). By hand: nft -f DIR/host/underlay-guard.nft.
 
@@ -37,6 +39,7 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
       command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 && sudo nft -f /etc/tbmesh/host/underlay-guard.nft && sudo nebula -config /etc/tbmesh/nebula/config.yml',
     },
     {description: 'Go back to an older bundle of the same node on purpose', command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 --force --allow-rollback'},
+    {description: 'A second node of an organization: its vault secret, and documents on', command: '<%= config.bin %> <%= command.id %> umbrella-2.tbmesh.tar.gz --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 --vault-secret-file umbrella.vault --documents'},
     {description: 'Scripted, replacing an earlier installation', command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 --bundle-passphrase-file bundle.pass --force --json'},
   ]
 
@@ -51,6 +54,9 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     key: Flags.file({description: 'the node\'s Nebula X25519 private key (PEM), for a bundle signed from `add-node --pubkey` (it carries no key)'}),
     force: Flags.boolean({char: 'f', description: 'replace the tbmesh installation in --dir (nothing else is ever replaced)'}),
     'allow-rollback': Flags.boolean({description: 'install a bundle older than the installation of the same node in --dir (brings back its certificates and blocklist)'}),
+    'vault-secret-file': Flags.file({description: "file holding the organization's ORGANIZATION_VAULT_SECRET (the same on all its nodes)", exists: false}),
+    documents: Flags.boolean({description: "run TruBudget's storage service (documents between organizations); recorded in node.env", allowNo: true}),
+    'trubudget-tag': Flags.string({description: "TruBudget image tag for the complete compose stack (default: tbmesh's, see README)"}),
     reload: Flags.boolean({description: 'after installing, make the running nebula reload (SIGHUP to --pid-file, or --reload-cmd)'}),
     'pid-file': Flags.file({description: 'file holding the running nebula\'s process id', dependsOn: ['reload']}),
     'reload-cmd': Flags.string({description: 'command that reloads nebula, e.g. "systemctl reload nebula"', dependsOn: ['reload'], exclusive: ['pid-file']}),
@@ -65,9 +71,13 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     }
     const homeDir = this.homeDir(flags)
     const dir = await this.ask('--dir', flags.dir, {message: 'Install into directory', default: '/etc/tbmesh'})
+    const vaultSecret = flags['vault-secret-file'] === undefined ? undefined : await readVaultSecretFile(flags['vault-secret-file'])
     const result = await installBundle(args.bundle, dir, {
       force: flags.force,
       allowRollback: flags['allow-rollback'],
+      vaultSecret,
+      documents: flags.documents,
+      trubudgetTag: flags['trubudget-tag'],
       pin,
       confirmCa: async (fingerprint, manifest) =>
         this.confirmOrYes({
@@ -86,6 +96,11 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
       this.warn(`rolled back ${result.manifest.node} from bundle sequence ${result.rollback.installed} to ${result.rollback.sequence}: its certificates and blocklist are those of the older bundle`)
     }
     this.log(`Receipt for the network operator: ${result.receipt} (they record it with \`tbmesh confirm-install ${result.receipt}\`)`)
+    const made = result.nodeEnv.generated
+    this.log(`Node secrets:   ${made.length > 0 ? `made ${made.join(', ')} in` : 'kept those in'} ${result.nodeEnv.path}`)
+    if (result.nodeEnv.vault === 'generated') {
+      this.warn(`made a new ORGANIZATION_VAULT_SECRET for ${result.manifest.organization}: if the organization has other nodes, install again with theirs (--vault-secret-file); else give this one to its next nodes`)
+    }
     if (!result.nebulaTest.ran) this.warn('nebula is not installed here: could not run `nebula -test` on the config')
     else if (result.nebulaTest.ok) this.log('nebula -test: ok')
     else {
@@ -99,10 +114,15 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     }
     if (result.manifest.kind === 'update') this.log('Reload nebula (SIGHUP) to use the update')
     else {
-      this.log(`Underlay guard: ${result.guard} (load it before Nebula: sudo nft -f ${result.guard})`)
-      this.log(`Start it: sudo nft -f ${result.guard} && sudo nebula -config ${result.dir}/nebula/config.yml`)
+      this.log(`Underlay guard: ${result.guard} (load it before Nebula and Docker: sudo nft -f ${result.guard})`)
+      if (result.files.includes('docker/compose.yml')) {
+        this.log(`Run it (${result.dir}/README.md gives the other ways):`)
+        this.log(`  sudo cp ${result.dir}/host/tbmesh-sysctl.conf /etc/sysctl.d/60-tbmesh.conf && sudo sysctl --system`)
+        this.log(`  sudo nft -f ${result.guard}`)
+        this.log(`  ${stackCommand(result.dir)}`)
+      } else this.log(`Start it: sudo nft -f ${result.guard} && sudo nebula -config ${result.dir}/nebula/config.yml`)
       if (result.files.includes('systemd/nebula.service')) {
-        this.log(`As a service: ${result.dir}/systemd/nebula.service (loads the guard itself), or with Docker ${result.dir}/systemd/tbmesh-guard.service and ${result.dir}/docker/docker-compose.nebula.yml (see ${result.dir}/README.md)`)
+        this.log(`As a service: ${result.dir}/systemd/nebula.service (loads the guard itself), or with Docker ${result.dir}/systemd/tbmesh-guard.service (see ${result.dir}/README.md)`)
       }
       this.log(`Check it: tbmesh doctor --dir ${result.dir}`)
     }

@@ -186,7 +186,8 @@ export function checkDescriptor(value: unknown, what: string): SignedDescriptor 
   if (formatCidr(net) !== d.cidr) bad('"cidr" is not in canonical form')
   if (!Number.isInteger(d.orgPrefix) || d.orgPrefix < net.prefix || d.orgPrefix > 30) bad(`"orgPrefix" does not fit ${d.cidr}`)
   const ports = d.ports as unknown as Record<string, unknown>
-  for (const key of ['nebula', 'p2p', 'rpc', 'api']) {
+  for (const key of ['nebula', 'p2p', 'rpc', 'api', 'storage']) {
+    if (key === 'storage' && typeof ports === 'object' && ports !== null && ports.storage === undefined) continue // versions made before it was chosen
     if (typeof ports !== 'object' || ports === null || !Number.isInteger(ports[key]) || (ports[key] as number) < 1 || (ports[key] as number) > 65_535) bad(`"ports.${key}" is not a port`)
   }
   if (!Number.isInteger(d.version) || d.version < 1) bad('"version" is not a positive integer')

@@ -8,7 +8,7 @@
 import {rm} from 'node:fs/promises'
 import {resolve} from 'node:path'
 
-import {checkNetworkOptions, createCa, DEFAULTS, newSecrets} from '../ca/ca.js'
+import {checkNetworkOptions, createCa, DEFAULTS, newSecrets, type PortChoice} from '../ca/ca.js'
 import {markForUpdate, startRound} from '../ca/rounds.js'
 import {UsageError, UserError} from '../errors.js'
 import {Home} from '../home/home.js'
@@ -102,9 +102,9 @@ export interface FederatedInitResult {
  */
 export async function foundFederation(
   homeDir: string,
-  opts: FederatedCaOptions & CaFormat & {network: string; cidr: string; orgPrefix?: number; requiredApprovals?: number},
+  opts: FederatedCaOptions & CaFormat & {network: string; cidr: string; orgPrefix?: number; requiredApprovals?: number; ports?: PortChoice; allowDockerOverlap?: boolean},
 ): Promise<FederatedInitResult> {
-  const {name, net, orgPrefix} = checkNetworkOptions(opts)
+  const {name, net, orgPrefix, ports} = checkNetworkOptions(opts)
   // A change always needs more than half of the members (approvalsNeeded); a fixed number only raises that. 1 or 2
   // never does (with two or more members a majority is at least 2), so they would promise a bar that is not kept.
   if (opts.requiredApprovals !== undefined && (!Number.isInteger(opts.requiredApprovals) || opts.requiredApprovals < MIN_FIXED_APPROVALS)) {
@@ -114,7 +114,7 @@ export async function foundFederation(
   }
   const now = opts.now ?? Math.floor(Date.now() / 1000)
   const block = formatCidr(nextFreeBlock(net, orgPrefix, []))
-  const settings = {name, cidr: formatCidr(net), orgPrefix, createdAt: iso(now), ports: {...DEFAULTS.ports}, tun: {...DEFAULTS.tun}}
+  const settings = {name, cidr: formatCidr(net), orgPrefix, createdAt: iso(now), ports, tun: {...DEFAULTS.tun}}
   return createMemberHome(homeDir, opts, {version: opts.version, curve: opts.curve}, settings, block, 'trusted', now, (self, caKey) => {
     const descriptor: NetworkDescriptor = {
       type: DESCRIPTOR_TYPE,
@@ -209,7 +209,8 @@ async function createMemberHome(
     certificates: [],
     federation: federation(self, ca.privateKey),
   }
-  const home = await Home.create(homeDir, {state, secrets: newSecrets(), caCertificatePem: ca.pem, caKeyPem: ca.keyPem}, {force: opts.force})
+  // The organization's own ORGANIZATION_VAULT_SECRET: made with its home, carried only in its own nodes' bundles.
+  const home = await Home.create(homeDir, {state, secrets: newSecrets(true), caCertificatePem: ca.pem, caKeyPem: ca.keyPem}, {force: opts.force})
   return {
     home: resolve(home.dir),
     network: network.name,

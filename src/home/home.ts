@@ -5,7 +5,7 @@
  * Layout of a home (directory 0700):
  * - `state.json`: schema version, network settings, CAs, organizations with their IP blocks, nodes, and the ledger of
  *   every certificate issued. Public data, 0644.
- * - `secrets.json` (0600): network-wide secrets (MultiChain RPC user and password).
+ * - `secrets.json` (0600): a federated organization's ORGANIZATION_VAULT_SECRET (node secrets are made on the nodes).
  * - `ca/<fingerprint>.crt` and `ca/<fingerprint>.key` (0600, encrypted unless created with --no-passphrase): each CA.
  *   Several CAs fit (rotation, one CA per organization) without a change of layout.
  * - `certs/<fingerprint>.crt`: every certificate issued, named by its fingerprint.
@@ -202,7 +202,7 @@ export class Home {
     })
   }
 
-  /** The network-wide secrets. Throws UserError when the file is missing or malformed. */
+  /** The home's secrets (`secrets.json`). Throws UserError when the file is missing or malformed. */
   async readSecrets(): Promise<NetworkSecrets> {
     this.secrets ??= this.loadSecrets()
     return this.secrets
@@ -215,7 +215,7 @@ export class Home {
   private async loadSecrets(): Promise<NetworkSecrets> {
     const file = join(this.dir, SECRETS_FILE)
     const data = parseJsonFile(await readText(file), file) as NetworkSecrets
-    if (data.schemaVersion !== SCHEMA_VERSION || typeof data.rpcPassword !== 'string' || typeof data.rpcUser !== 'string') {
+    if (data?.schemaVersion !== SCHEMA_VERSION || !['undefined', 'string'].includes(typeof data.organizationVaultSecret)) {
       throw new UserError(`${file} is not a tbmesh secrets file of schema version ${SCHEMA_VERSION}`, {fix: 'restore it from a backup'})
     }
     return data

@@ -9,7 +9,22 @@ import type {CertificateVersion, Curve} from '../nebula/index.js'
 /** The state file's schema version this build reads and writes. */
 export const SCHEMA_VERSION = 1
 
-/** Ports and device settings shared by every node of a network. Ports are TCP except `nebula` (UDP). */
+/**
+ * The ports of a network, chosen at `init-ca` and the same on every node. TCP except `nebula` (UDP): `nebula` Nebula's
+ * listen port on lighthouses (4242); `p2p` MultiChain peer-to-peer (7447); `rpc` MultiChain RPC (8000, never on the
+ * overlay); `api` the TruBudget API (8080, on the overlay on registrars, where joining nodes register); `storage`
+ * TruBudget's storage service (8090, documents between organizations over the overlay). `storage` is absent from states
+ * and descriptors written before ports were chosen at init-ca: read it with `networkPorts` (`ca/node-profile.ts`).
+ */
+export interface NetworkPorts {
+  nebula: number
+  p2p: number
+  rpc: number
+  api: number
+  storage?: number
+}
+
+/** Ports and device settings shared by every node of a network. */
 export interface NetworkSettings {
   name: string
   /** Overlay network, IPv4 CIDR. */
@@ -18,7 +33,7 @@ export interface NetworkSettings {
   orgPrefix: number
   /** ISO 8601 time of creation. */
   createdAt: string
-  ports: {nebula: number; p2p: number; rpc: number; api: number}
+  ports: NetworkPorts
   tun: {dev: string; mtu: number}
 }
 
@@ -70,6 +85,16 @@ export interface NodeRecord {
   overlayIp: string
   lighthouse: boolean
   origin: boolean
+  /**
+   * A registrar: a trusted node where joining nodes register (TruBudget API open on the overlay). The origin is one
+   * whether or not this is set.
+   */
+  registrar?: boolean
+  /**
+   * Overlay IP of the registrar this node joins the chain at (`P2P_HOST`) and registers at (`API_HOST`); absent: the
+   * origin.
+   */
+  registerAt?: string
   /** Public underlay `host:port`, when known. */
   endpoint?: string
   /** Extra certificate groups given with --groups. */
@@ -178,12 +203,18 @@ export interface NetworkState {
   rotation?: RotationState
 }
 
-/** Everything in `secrets.json`. */
+/**
+ * Everything in `secrets.json`. The node secrets TruBudget needs (MultiChain RPC password, ROOT_SECRET, JWT_SECRET) are
+ * never here: `tbmesh install` generates them on each node.
+ */
 export interface NetworkSecrets {
   schemaVersion: typeof SCHEMA_VERSION
-  rpcUser: string
-  /** MultiChain RPC password shared by every node (≥ 32 characters, as TruBudget requires). */
-  rpcPassword: string
+  /**
+   * A federated organization's TruBudget `ORGANIZATION_VAULT_SECRET` (the same on all its nodes, unknown to every other
+   * organization), generated with its home and carried in the join bundles of its own nodes. Absent in single-CA mode,
+   * where the CA may be another organization's: each organization's admin gives it at install.
+   */
+  organizationVaultSecret?: string
 }
 
 // ---------------------------------------------------------------------------------------------------------------------

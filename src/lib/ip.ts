@@ -155,6 +155,36 @@ export function specialRangeOverlap(net: Ipv4Network): string | undefined {
 }
 
 /**
+ * Docker's default address pools (`default-address-pools` when dockerd is not told otherwise): the bridge network
+ * 172.17.0.0/16, then one /16 per network from 172.18.0.0/16 to 172.31.0.0/16, then /20s of 192.168.0.0/16. An overlay
+ * overlapping them collides with the networks Docker creates on every node that runs TruBudget with Docker.
+ */
+export const DOCKER_DEFAULT_POOLS: readonly string[] = [
+  '172.17.0.0/16', '172.18.0.0/15', '172.20.0.0/14', '172.24.0.0/13', '192.168.0.0/16',
+]
+
+/** The first of {@link DOCKER_DEFAULT_POOLS} that `net` overlaps (a CIDR), or undefined. */
+export function dockerPoolOverlap(net: Ipv4Network): string | undefined {
+  return DOCKER_DEFAULT_POOLS.find((cidr) => overlaps(net, parseCidr(cidr)))
+}
+
+/**
+ * The first of `candidates` (IPv4 CIDRs) that overlaps none of `avoid`. Throws Error when every candidate does (the
+ * caller's candidates are chosen so that one never can).
+ */
+export function firstDisjoint(candidates: readonly string[], avoid: Ipv4Network[]): string {
+  const found = candidates.find((c) => !avoid.some((a) => overlaps(a, parseCidr(c))))
+  if (!found) throw new Error(`every candidate network overlaps ${avoid.map((a) => formatCidr(a)).join(', ')}`)
+  return found
+}
+
+/** Checks a TCP or UDP port given on the command line (1–65535) and returns it. Throws UsageError naming `flag`. */
+export function checkPort(port: number, flag: string): number {
+  if (!Number.isInteger(port) || port < 1 || port > 65_535) throw new UsageError(`${flag} ${port} is not a port`, {fix: 'give a number from 1 to 65535'})
+  return port
+}
+
+/**
  * Checks an underlay endpoint `host:port` (IPv4, DNS name or `[IPv6]`; port 1-65535) and returns it.
  * Throws UsageError.
  */

@@ -31,10 +31,11 @@ export function checkNetworkName(name: string): string {
 export const MAX_ORGANIZATION_NAME = 100
 
 /**
- * Characters `blockchain.env` cannot hold: `docker run --env-file` takes a value literally while docker compose's
- * `env_file:` strips quotes and reads `$`, `#` and `\\` (see `envValue` in `render/blockchain-env.ts`).
+ * Characters a value in tbmesh's env files cannot hold: `docker run --env-file` takes a value literally while docker
+ * compose's `env_file:` strips quotes and reads `$`, `#` and `\\`, and `%` starts a systemd specifier where a value is
+ * copied into a unit's `Environment=` (see `envValue` in `render/trubudget.ts`).
  */
-const ENV_FILE_UNSAFE = /["'`$#\\]/u
+export const ENV_FILE_UNSAFE = /["'`$#\\%]/u
 
 /**
  * Why `name` is not an organization name tbmesh can use, or undefined. An organization name is written into every
@@ -44,7 +45,7 @@ const ENV_FILE_UNSAFE = /["'`$#\\]/u
  * - 1 to {@link MAX_ORGANIZATION_NAME} characters, in Unicode normal form NFC, without blanks at either end;
  * - printable: no control, format (bidirectional marks, zero-width characters), private-use, unassigned or surrogate
  *   code point (`\p{C}`), no line or paragraph separator, and no blank but the plain space (U+0020);
- * - none of `"` `'` `` ` `` `$` `#` `\`, which blockchain.env cannot hold;
+ * - none of `"` `'` `` ` `` `$` `#` `\` `%`, which the env files cannot hold ({@link ENV_FILE_UNSAFE});
  * - at least one letter or digit that has a Latin form (its slug, {@link slugify}, is not empty).
  */
 export function organizationNameProblem(name: unknown): string | undefined {
@@ -58,7 +59,7 @@ export function organizationNameProblem(name: unknown): string | undefined {
   if (name.normalize('NFC') !== name) return 'is not in Unicode normal form NFC'
   if (name.trim() !== name) return 'starts or ends with a blank'
   const unsafe = ENV_FILE_UNSAFE.exec(name)
-  if (unsafe) return `contains ${JSON.stringify(unsafe[0])}, which TruBudget's blockchain.env cannot hold`
+  if (unsafe) return `contains ${JSON.stringify(unsafe[0])}, which TruBudget's env files cannot hold`
   if (slugify(name) === '') return 'has no Latin letter or digit (its slug, as in the group org:<slug>, is made of a-z and 0-9)'
   return undefined
 }

@@ -13,6 +13,8 @@ export interface ChildResult {
   exitCode?: number
   /** stdout and stderr interleaved, as written. */
   output: string
+  /** stdout alone (for machine-readable output such as `ip -j` or `docker inspect`). */
+  stdout: string
   /** True when it was killed for running longer than `timeoutMs`. */
   timedOut: boolean
   /** A one-line reason when it did not exit 0 (could not start, killed, exit code). */
@@ -44,10 +46,11 @@ export async function runShell(command: string, opts: {timeoutMs: number}): Prom
   return result(await execaCommand(command, {shell: true, env: childEnv(), extendEnv: false, reject: false, all: true, stdin: 'ignore', timeout: opts.timeoutMs}))
 }
 
-function result(r: {exitCode?: number; all?: unknown; timedOut: boolean; failed: boolean; message?: string; shortMessage?: string}): ChildResult {
+function result(r: {exitCode?: number; all?: unknown; stdout?: unknown; timedOut: boolean; failed: boolean; message?: string; shortMessage?: string}): ChildResult {
   return {
     ...(r.exitCode === undefined ? {} : {exitCode: r.exitCode}),
     output: typeof r.all === 'string' ? r.all : '',
+    stdout: typeof r.stdout === 'string' ? r.stdout : '',
     timedOut: r.timedOut,
     ...(r.failed ? {failure: (r.shortMessage ?? r.message ?? 'failed').split('\n')[0]} : {}),
   }

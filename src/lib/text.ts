@@ -3,7 +3,7 @@
  * as lowercase hex; and {@link safeLine}, the one way tbmesh prints or writes text it did not make itself.
  */
 
-import {createHash} from 'node:crypto'
+import {createHash, randomBytes} from 'node:crypto'
 
 /** A lowercase hex SHA-256 (64 digits): certificate fingerprints, digests, file hashes. */
 export const SHA256_HEX = /^[0-9a-f]{64}$/
@@ -25,6 +25,15 @@ export function isIsoTime(value: unknown): value is string {
 /** Lowercase hex SHA-256 of `data` (strings are hashed as UTF-8). */
 export function sha256Hex(data: string | Uint8Array): string {
   return createHash('sha256').update(data).digest('hex')
+}
+
+/**
+ * A new random secret: 33 bytes from the system's CSPRNG as base64url, 44 characters of `A-Z a-z 0-9 - _`, which every
+ * file format tbmesh writes (env files, multichain.conf, YAML) takes unquoted. 264 bits; TruBudget wants at least 32
+ * characters for its RPC password.
+ */
+export function newSecret(): string {
+  return randomBytes(33).toString('base64url')
 }
 
 /**

@@ -30,7 +30,7 @@ export {
 } from './pem.js'
 export type {CertificateDetails, CertificateVersion, Curve, NebulaCertificate} from './certificate.js'
 export {marshalDetails, unmarshalCertificate} from './cert-v1.js'
-export {type CertificateFormatFacts, compareVersions, MIN_NEBULA_VERSION, nebulaRequirement} from './compat.js'
+export {type CertificateFormatFacts, MIN_NEBULA_VERSION, nebulaRequirement} from './compat.js'
 export {marshalDetails as marshalDetailsV2, signedBytes as signedBytesV2, unmarshalCertificate as unmarshalCertificateV2} from './cert-v2.js'
 export {certificateFromPem, certificateToPem, certificatesFromPem, fingerprint, marshalCertificate, toPrintJson} from './codec.js'
 export {checkSignature, signCertificate, signDetails} from './sign.js'

@@ -39,11 +39,12 @@ interface PortMapping {
 }
 
 /**
- * Reads the `ports:` of every service of a compose override and decides: fail when a mapping of `p2pPort` (as host
- * or container port) is published on anything but `overlayIp`; warn when one cannot be read, when no mapping
- * publishes it, or when the list is merged (no `!override`) with the ports of the file it overrides.
+ * Reads the `ports:` of every service of a compose file and decides: fail when a mapping of `p2pPort` (as host or
+ * container port) is published on anything but `overlayIp`; warn when one cannot be read, when no mapping publishes it
+ * (unless `o.requireP2p` is false), or, for an override (`o.override`, default true), when a list is merged (no
+ * `!override`) with the ports of the file it overrides.
  */
-export function composePorts(rel: string, text: string, overlayIp: string, p2pPort: number): [Verdict, string] {
+export function composePorts(rel: string, text: string, overlayIp: string, p2pPort: number, o: {override?: boolean; requireP2p?: boolean} = {}): [Verdict, string] {
   let doc: unknown
   try {
     doc = parseYaml(text, {customTags: COMPOSE_TAGS})
@@ -60,7 +61,7 @@ export function composePorts(rel: string, text: string, overlayIp: string, p2pPo
     let ports = (spec as {ports?: unknown} | null)?.ports
     if (ports === undefined) continue
     if (ports instanceof ComposeTag) ports = ports.value
-    else merged.push(service)
+    else if (o.override ?? true) merged.push(service)
     if (!Array.isArray(ports)) continue
     for (const entry of ports) {
       const m = portMapping(entry, p2pPort)
@@ -79,11 +80,11 @@ export function composePorts(rel: string, text: string, overlayIp: string, p2pPo
     return ['fail', `${rel} publishes MultiChain P2P port ${p2pPort} beyond the overlay IP ${overlayIp}: ${list(exposed)}`]
   }
   if (unreadable.length > 0) return ['warn', `${rel} has port mappings doctor cannot read: ${list(unreadable)}`]
-  if (onOverlay === 0) return ['warn', `${rel} does not publish MultiChain P2P port ${p2pPort}: other nodes cannot connect to this one`]
+  if (onOverlay === 0 && (o.requireP2p ?? true)) return ['warn', `${rel} does not publish MultiChain P2P port ${p2pPort}: other nodes cannot connect to this one`]
   if (merged.length > 0) {
     return ['warn', `${rel} publishes port ${p2pPort} on ${overlayIp} only, but the ports of ${merged.join(', ')} lack !override: compose adds the overridden file's own`]
   }
-  return ['pass', `${rel} publishes MultiChain P2P port ${p2pPort} on the overlay IP ${overlayIp} only`]
+  return ['pass', onOverlay === 0 ? `${rel} does not publish MultiChain P2P port ${p2pPort}` : `${rel} publishes MultiChain P2P port ${p2pPort} on the overlay IP ${overlayIp} only`]
 }
 
 /** A compose `ports:` entry, short (`[HOST:][PUBLISHED:]TARGET[/PROTO]`) or long syntax, read as {@link PortMapping}. */

@@ -9,14 +9,16 @@ import path from 'node:path'
 
 import {parse as parseYaml} from 'yaml'
 
-import {UNDERLAY_GUARD} from '../bundle/layout.js'
+import {NODE_ENV_FILE, UNDERLAY_GUARD} from '../bundle/layout.js'
+import {MIN_VAULT_SECRET_LENGTH, parseNodeEnv} from '../bundle/node-env.js'
 import {UserError} from '../errors.js'
 import {EXPIRY_WARNING_SECONDS} from '../lib/duration.js'
+import {TUN_DEVICE} from '../lib/names.js'
 import {lastLine, safeLine, SHA256_HEX} from '../lib/text.js'
+import {compareVersions} from '../lib/version.js'
 import {
   certificatesFromPem,
   CertificateVerifyError,
-  compareVersions,
   type CurveKey,
   describeFormat,
   fingerprint,
@@ -28,9 +30,11 @@ import {
   readHostPrivateKey,
   verifyCertificate,
 } from '../nebula/index.js'
+import {NODE_ENV_SECRETS} from '../render/trubudget.js'
 import {composePorts, type Verdict} from './compose-ports.js'
 import {checkUnderlayGuard} from './guard.js'
-import {nebulaTest, nebulaVersion} from './nebula.js'
+import {nebulaTest, nebulaVersion, onPath} from './nebula.js'
+import {checkBlockchainContainer, checkBootOrder, checkComposeVersion, checkOverlayAddress, checkP2pListener, ipOrUndefined, nodeContainers} from './runtime.js'
 
 /** Verdict of one {@link DoctorCheck}. */
 export type DoctorStatus = Verdict
@@ -39,7 +43,9 @@ export type DoctorStatus = Verdict
 export interface DoctorCheck {
   /**
    * Which check: `nebula`, `tun`, `nebula-test`, `ca-pin`, `ca-validity`, `host-cert`, `host-cert-verify`,
-   * `host-key`, `multichain-conf`, `blockchain-env`, `compose-ports`, `underlay-guard`.
+   * `host-key`, `node-env`, `multichain-conf`, `blockchain-env`, `compose-ports`, `overlay-address`, `p2p-listener`,
+   * with docker `compose-version`, `boot-order`, `container-environment`, `container-ports`, `container-volume`,
+   * `container-restart` (or `container`), and `underlay-guard`.
    */
   name: string
   status: DoctorStatus
@@ -67,9 +73,22 @@ export interface DoctorOptions {
   now?: number
   /** The tun device to check; default `/dev/net/tun`. */
   tunDevice?: string
+  /** Where the kernel's settings are read; default `/proc/sys` (tests). */
+  procSys?: string
 }
 
 /** The installation directory `doctor` checks by default. */
+
+/** Shortest node secret doctor accepts (tbmesh install makes 44 characters; TruBudget wants 32 for RPC). */
+const MIN_SECRET_LENGTH = 32
+
+/** The compose files of an installation whose published ports doctor reads, and what each must do. */
+const COMPOSE_FILES: ReadonlyArray<[string, {override?: boolean; requireP2p?: boolean}]> = [
+  ['docker/compose.yml', {override: false}],
+  ['docker/trubudget-operation.override.yml', {}],
+  ['docker/trubudget-services.override.yml', {}],
+  ['docker/trubudget-services-documents.override.yml', {requireP2p: false}],
+]
 
 const DAY = 86_400
 
@@ -77,7 +96,8 @@ const DAY = 86_400
  * Checks the installation in `dir` (made by `tbmesh install`) and the host it is on, each check one {@link DoctorCheck}:
  *
  * - `nebula`: the binary is on PATH and `nebula -version` is at least what the installed certificates need
- *   (`nebulaRequirement`: 1.10 for v2, 1.7 for P256, else {@link MIN_NEBULA_VERSION}); listed first, run after they are read;
+ *   (`nebulaRequirement`: 1.10 for v2, 1.7 for P256, else {@link MIN_NEBULA_VERSION}); without it, with docker on PATH,
+ *   a running Nebula container of the node passes (and none warns); listed first, run after the certificates are read;
  * - `tun`: `/dev/net/tun` exists, is a character device and opens read-write;
  * - `nebula-test`: `nebula -test -config DIR/nebula/config.yml` passes;
  * - `ca-pin`: the installed manifest's `caFingerprint`, and that `nebula/ca.crt` holds that CA;
@@ -88,10 +108,14 @@ const DAY = 86_400
  *   format) passes every Nebula rule against `nebula/ca.crt` and config.yml's blocklist (expiry is left to the checks
  *   above);
  * - `host-key`: `nebula/host.key` matches the host certificate;
- * - `multichain-conf`: every `bind` and `externalip` of `multichain/multichain.conf` is the overlay IP;
- * - `blockchain-env`: `EXTERNAL_IP` of `trubudget/blockchain.env` is the overlay IP;
- * - `compose-ports`: `docker/docker-compose.trubudget.override.yml`, when present, publishes the MultiChain P2P port
- *   on the overlay IP only (any mapping of it bound to another address, or to all, fails);
+ * - `node-env`: `trubudget/node.env` exists, is readable by its owner only and holds every secret, long enough;
+ * - `multichain-conf` (without docker; with it TruBudget rewrites the file and it passes as unused): every `bind` and
+ *   `externalip` of `multichain/multichain.conf` is the overlay IP and its `rpcpassword` node.env's;
+ * - `blockchain-env`: `EXTERNAL_IP` of `trubudget/blockchain.env` and `docker/trubudget.env` is the overlay IP;
+ * - `compose-ports`: no compose file of the installation publishes the MultiChain P2P port beyond the overlay IP;
+ * - the running system (`runtime.ts`): `overlay-address`, `p2p-listener`; with docker on PATH `compose-version`,
+ *   `boot-order` and the blockchain container's `container-environment`, `container-ports`, `container-volume`,
+ *   `container-restart` (or one `container` warning).
  * - `underlay-guard`: the underlay guard is loaded for the host certificate's overlay IPs and config.yml's `tun.dev`
  *   (`checkUnderlayGuard` in `guard.ts`); fails when it is not, and when it cannot be checked (not root).
  *
@@ -121,7 +145,23 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
     }
   }
 
+  // The installation's manifest: which node, which CA.
+  let manifest: {caFingerprint?: unknown; node?: unknown; overlayIp?: unknown; organization?: unknown} | undefined
+  const manifestFile = await read('manifest.json')
+  let manifestProblem = 'problem' in manifestFile ? manifestFile.problem : undefined
+  if ('data' in manifestFile) {
+    try {
+      const parsed: unknown = JSON.parse(manifestFile.data.toString('utf8'))
+      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) manifest = parsed as typeof manifest
+      else manifestProblem = 'manifest.json is not a JSON object'
+    } catch {
+      manifestProblem = 'manifest.json is not valid JSON'
+    }
+  }
+  const pin = typeof manifest?.caFingerprint === 'string' && SHA256_HEX.test(manifest.caFingerprint) ? manifest.caFingerprint : undefined
+
   // Nebula itself (its version against what the installed certificates need, checked below) and the tun device.
+  const dockerBin = await onPath('docker')
   const found = await nebulaVersion()
   const nebula = found?.path
   check(...(await checkTun(opts.tunDevice ?? '/dev/net/tun')))
@@ -137,20 +177,6 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   }
 
   // The pinned CA, the certificates and the key.
-  let manifest: {caFingerprint?: unknown; node?: unknown; overlayIp?: unknown} | undefined
-  const manifestFile = await read('manifest.json')
-  let manifestProblem = 'problem' in manifestFile ? manifestFile.problem : undefined
-  if ('data' in manifestFile) {
-    try {
-      const parsed: unknown = JSON.parse(manifestFile.data.toString('utf8'))
-      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) manifest = parsed as typeof manifest
-      else manifestProblem = 'manifest.json is not a JSON object'
-    } catch {
-      manifestProblem = 'manifest.json is not valid JSON'
-    }
-  }
-  const pin = typeof manifest?.caFingerprint === 'string' && SHA256_HEX.test(manifest.caFingerprint) ? manifest.caFingerprint : undefined
-
   let cas: NebulaCertificate[] | undefined
   const caFile = await read('nebula/ca.crt')
   let caProblem = 'problem' in caFile ? caFile.problem : undefined
@@ -190,7 +216,7 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   const need = nebulaRequirement([...(cas ?? []), ...(hosts ?? [])])
   const needs = need.why ? `, which ${need.why} here needs` : ''
   const nebulaCheck: DoctorCheck = !found
-    ? {name: 'nebula', status: 'fail', detail: `nebula is not on PATH: install it (apt-get install nebula), version ${need.version} or later${needs}`}
+    ? await nebulaContainer(dockerBin, manifest?.node, `nebula is not on PATH: install it (apt-get install nebula), version ${need.version} or later${needs}`)
     : found.version === undefined
       ? {name: 'nebula', status: 'fail', detail: found.problem}
       : compareVersions(found.version, need.version) < 0
@@ -268,10 +294,24 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
     }
   }
 
+  // The node's own secrets (made by tbmesh install).
+  const nodeEnvFile = await read(NODE_ENV_FILE)
+  let nodeEnv: Record<string, string> | undefined
+  if ('problem' in nodeEnvFile) check('node-env', 'fail', `${nodeEnvFile.problem}: reinstall the bundle with this tbmesh (it makes the node's secrets)`)
+  else {
+    nodeEnv = parseNodeEnv(nodeEnvFile.data.toString('utf8'))
+    const mode = (await stat(file(NODE_ENV_FILE))).mode & 0o777
+    const weak = NODE_ENV_SECRETS.filter((name) => (nodeEnv![name]?.length ?? 0) < (name === 'ORGANIZATION_VAULT_SECRET' ? MIN_VAULT_SECRET_LENGTH : MIN_SECRET_LENGTH))
+    if (mode & 0o077) check('node-env', 'fail', `${NODE_ENV_FILE} has mode ${mode.toString(8)}: others may read the node's secrets (chmod 600 it)`)
+    else if (weak.length > 0) check('node-env', 'fail', `${NODE_ENV_FILE} lacks ${weak.join(', ')} or holds a short one: reinstall the bundle`)
+    else check('node-env', 'pass', `${NODE_ENV_FILE} holds this node's secrets, readable by its owner only`)
+  }
+
   // The overlay IP everywhere TruBudget reads it.
   const ipSource = certIp ? 'the certificate\'s overlay IP' : 'the overlay IP in manifest.json'
   const conf = await read('multichain/multichain.conf')
-  if ('problem' in conf) check('multichain-conf', 'fail', conf.problem)
+  if (dockerBin) check('multichain-conf', 'pass', 'multichain.conf is not used with Docker (TruBudget rewrites it at every start); the published ports do its job')
+  else if ('problem' in conf) check('multichain-conf', 'fail', conf.problem)
   else if (!overlayIp) check('multichain-conf', 'fail', 'cannot check multichain.conf: the overlay IP is unknown')
   else {
     const settings = confSettings(conf.data.toString('utf8'))
@@ -281,30 +321,57 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
       if (values.length === 0) wrong.push(`no ${key}=`)
       for (const value of values) if (stripPort(value) !== overlayIp) wrong.push(`${key}=${value}`)
     }
+    if (nodeEnv && settings.get('rpcpassword')?.at(-1) !== nodeEnv.MULTICHAIN_RPC_PASSWORD) wrong.push(`an rpcpassword other than ${NODE_ENV_FILE}'s`)
     if (wrong.length > 0) check('multichain-conf', 'fail', `multichain.conf has ${wrong.join(', ')}, not ${ipSource} ${overlayIp}`)
-    else check('multichain-conf', 'pass', `multichain.conf bind and externalip are ${ipSource} ${overlayIp}`)
+    else check('multichain-conf', 'pass', `multichain.conf bind and externalip are ${ipSource} ${overlayIp}, its RPC password the node's own`)
   }
 
-  const env = await read('trubudget/blockchain.env')
   let p2pPort = 7447
-  if ('problem' in env) check('blockchain-env', 'fail', env.problem)
-  else {
+  let p2pHost: string | undefined
+  const wrongIp: string[] = []
+  const envProblems: string[] = []
+  for (const rel of ['trubudget/blockchain.env', 'docker/trubudget.env']) {
+    const env = await read(rel)
+    if ('problem' in env) {
+      envProblems.push(env.problem)
+      continue
+    }
     const vars = envSettings(env.data.toString('utf8'))
     const port = Number(vars.get('P2P_PORT'))
     if (Number.isInteger(port) && port > 0 && port < 65_536) p2pPort = port
+    p2pHost ??= ipOrUndefined(vars.get('P2P_HOST'))
     const external = vars.get('EXTERNAL_IP')
-    if (!overlayIp) check('blockchain-env', 'fail', 'cannot check blockchain.env: the overlay IP is unknown')
-    else if (external === overlayIp) check('blockchain-env', 'pass', `blockchain.env EXTERNAL_IP is ${ipSource} ${overlayIp}`)
-    else check('blockchain-env', 'fail', `blockchain.env ${external === undefined ? 'sets no EXTERNAL_IP' : `has EXTERNAL_IP=${external}`}, not ${ipSource} ${overlayIp}`)
+    if (external !== overlayIp) wrongIp.push(`${rel} ${external === undefined ? 'sets no EXTERNAL_IP' : `has EXTERNAL_IP=${external}`}`)
   }
+  if (!overlayIp) check('blockchain-env', 'fail', 'cannot check EXTERNAL_IP: the overlay IP is unknown')
+  else if (envProblems.length > 0 || wrongIp.length > 0) check('blockchain-env', 'fail', `${[...envProblems, ...wrongIp].join('; ')}, not ${ipSource} ${overlayIp}`)
+  else check('blockchain-env', 'pass', `blockchain.env and trubudget.env EXTERNAL_IP are ${ipSource} ${overlayIp}`)
 
-  const overrideRel = 'docker/docker-compose.trubudget.override.yml'
-  const override = await read(overrideRel)
-  if ('problem' in override) {
-    if (override.problem.endsWith('is missing')) check('compose-ports', 'pass', `no ${overrideRel}: nothing published by compose to check`)
-    else check('compose-ports', 'fail', override.problem)
-  } else if (!overlayIp) check('compose-ports', 'fail', `cannot check ${overrideRel}: the overlay IP is unknown`)
-  else check('compose-ports', ...composePorts(overrideRel, override.data.toString('utf8'), overlayIp, p2pPort))
+  if (overlayIp) {
+    const verdicts: Array<[DoctorStatus, string]> = []
+    for (const [rel, o] of COMPOSE_FILES) {
+      const text = await read(rel)
+      verdicts.push('problem' in text ? ['fail', text.problem] : composePorts(rel, text.data.toString('utf8'), overlayIp, p2pPort, o))
+    }
+    const worst = verdicts.find(([v]) => v === 'fail') ?? verdicts.find(([v]) => v === 'warn')
+    if (worst) check('compose-ports', ...worst)
+    else check('compose-ports', 'pass', `the compose files publish MultiChain P2P port ${p2pPort} on the overlay IP ${overlayIp} only`)
+  } else check('compose-ports', 'fail', 'cannot check the compose files: the overlay IP is unknown')
+
+  // The running system: Nebula's address, what answers on P2P, and with Docker the containers as Docker runs them.
+  if (overlayIp) {
+    const address = await checkOverlayAddress(configTun(config), overlayIp)
+    check(...address)
+    check(...(await checkP2pListener(overlayIp, p2pPort, address[1] === 'pass')))
+  }
+  if (dockerBin) {
+    check(...(await checkComposeVersion(dockerBin)))
+    check(...(await checkBootOrder(opts.procSys)))
+    if (overlayIp && typeof manifest?.node === 'string' && typeof manifest.organization === 'string') {
+      const want = {node: manifest.node, organization: manifest.organization, overlayIp, p2pHost, p2pPort, rpcPassword: nodeEnv?.MULTICHAIN_RPC_PASSWORD}
+      for (const c of await checkBlockchainContainer(dockerBin, want)) check(...c)
+    }
+  }
 
   // The underlay guard: loaded in the kernel, for this node's overlay IP(s) and tun device.
   const guardFile = file(UNDERLAY_GUARD)
@@ -354,6 +421,23 @@ function validity(what: string, cert: NebulaCertificate, now: number): [DoctorSt
   const left = `valid until ${at(notAfter)}, ${days} day${days === 1 ? '' : 's'} left`
   if (days < EXPIRY_WARNING_SECONDS / 86_400) return ['warn', `${what} is ${left}: ask the network operator for a renewal`]
   return ['pass', `${what} is ${left}`]
+}
+
+/**
+ * Without nebula on PATH: Nebula may run in a container of node `node` (docker/compose.yml,
+ * docker/docker-compose.nebula.yml), which passes; none running warns. Without docker, `missing` fails.
+ */
+async function nebulaContainer(dockerBin: string | undefined, node: unknown, missing: string): Promise<DoctorCheck> {
+  if (!dockerBin || typeof node !== 'string') return {name: 'nebula', status: 'fail', detail: missing}
+  const running = await nodeContainers(dockerBin, node, 'nebula', true)
+  if (running.ok && running.ids.length > 0) return {name: 'nebula', status: 'pass', detail: `nebula runs in a container (${running.ids[0].slice(0, 12)}) of ${node}; not on PATH`}
+  return {name: 'nebula', status: 'warn', detail: `nebula is neither on PATH nor running in a container of ${node}${running.ok ? '' : ` (cannot ask Docker: ${running.why})`}: start it (see README.md)`}
+}
+
+/** config.yml's `tun.dev`, or Nebula's default `nebula1` when it names none usable. */
+function configTun(config: {tun?: {dev?: unknown}} | undefined): string {
+  const dev = config?.tun?.dev
+  return typeof dev === 'string' && TUN_DEVICE.test(dev) ? dev : 'nebula1'
 }
 
 /** config.yml as data, or undefined when it cannot be read or parsed (nebula-test reports that). */

@@ -1,14 +1,18 @@
 /**
  * Renders the `README.md` of a node's join package from `templates/bundle-README.md` (`{{name}}` placeholders): what
- * the package holds and what the organization's admin does with it.
+ * the package holds and what the organization's admin does with it, in the three ways a node runs (the complete compose
+ * stack, TruBudget's own compose files with tbmesh's overrides, a host without Docker), with the exact commands.
  */
 
 import {safeLine} from '../lib/text.js'
-import {trubudgetBlockchainCompose} from './docker-compose-trubudget.js'
+import {chainVolume} from './compose-adoption.js'
+import {adoptionCommand, operationServices, stackCommand} from './compose-commands.js'
+import {FRONTEND_PORT} from './compose-stack.js'
 import {INSTALL_DIR_PLACEHOLDER} from './install-dir.js'
 import {inboundRules} from './nebula-config.js'
 import type {NodeProfile} from './profile.js'
-import {assertIPv4, assertPort, fillPlaceholders, originIp, readTemplate} from './template.js'
+import {assertIPv4, assertPort, fillPlaceholders, originIp, readTemplate, registrarIp} from './template.js'
+import {composeSubnet, MIN_COMPOSE_VERSION, TRUBUDGET_IMAGE_TAG} from './trubudget.js'
 
 /** Optional facts about the package itself that the README mentions. */
 export interface BundleReadmeExtra {
@@ -20,6 +24,10 @@ export interface BundleReadmeExtra {
   createdAt?: string
   /** Fingerprint (hex SHA-256) of the network's CA certificate, as in the manifest. */
   caFingerprint?: string
+  /** The secrets the package holds (see `ExportBundleResult.secrets`); default: the node's private key. */
+  secrets?: string[]
+  /** True when the package carries the organization's ORGANIZATION_VAULT_SECRET (a federated organization's own). */
+  vaultSecret?: boolean
 }
 
 /** Markdown inline code for `s`, on one line, using a backtick fence longer than any run of backticks in `s`. */
@@ -36,51 +44,71 @@ function prose(s: string): string {
 }
 
 /**
- * The text of the package's `README.md`: contents, the admin's steps (`tbmesh install BUNDLE --dir DIR`,
- * `tbmesh doctor --dir DIR`, `sudo nebula -config DIR/nebula/config.yml`), running Nebula with the systemd unit or the
- * compose file, the node's overlay IP, a summary of its inbound firewall rules, where `multichain.conf` and
- * `blockchain.env` go (TruBudget's compose files with the override, or host networking), and the origin's overlay IP.
+ * The text of the package's `README.md`: what it holds (and whether it holds a secret), `tbmesh install` and
+ * `tbmesh doctor`, the three ways to run the node with their exact commands for this node's role, the Nebula unit, and
+ * a summary of its inbound firewall rules.
  *
- * @throws NoOriginError for a non-origin node while the network has no origin yet.
+ * @throws NoOriginError for a node other than the origin while the network has neither origin nor registrar for it.
  * @throws Error when the profile is malformed.
  */
 export function renderBundleReadme(p: NodeProfile, extra: BundleReadmeExtra = {}): string {
-  const origin = assertIPv4(originIp(p), p.node.origin ? 'node.overlayIp' : 'originOverlayIp')
   const overlayIp = assertIPv4(p.node.overlayIp, 'node.overlayIp')
+  const registrar = registrarIp(p)
+  const dir = safeLine(extra.installDir ?? INSTALL_DIR_PLACEHOLDER)
+  const api = assertPort(p.ports.api, 'ports.api')
   const firewallSummary = inboundRules(p)
     .map((r) => {
       if (r.proto === 'icmp') return '- ICMP (ping)'
       if (r.port === p.ports.p2p) return `- TCP ${r.port}: MultiChain peer-to-peer`
-      return `- TCP ${r.port}: the TruBudget API, where joining nodes register (this is the origin node)`
+      if (r.port === p.ports.storage) return `- TCP ${r.port}: the storage service, where other organizations download this organization's documents`
+      return `- TCP ${r.port}: the TruBudget API, where joining nodes register (this node is a registrar)`
     })
+    .filter((line, i, all) => all.indexOf(line) === i)
     .join('\n')
   const roleText = p.node.origin
-    ? 'This is the origin node: its container creates the chain, so `P2P_HOST` and `API_*` are unset. Other nodes ' +
-      `register at its TruBudget API on port ${assertPort(p.ports.api, 'ports.api')}, which must listen on the overlay IP.`
-    : `It also sets \`P2P_HOST=${origin}\` (the origin node, where the chain is joined) and ` +
-      `\`API_HOST=${origin}\`, \`API_PORT=${assertPort(p.ports.api, 'ports.api')}\` (the origin's TruBudget API, where ` +
-      'this node registers and the existing organizations approve it).'
-  const issued = [
-    extra.createdAt && `created ${code(extra.createdAt)}`,
-    extra.caFingerprint && `CA fingerprint ${code(extra.caFingerprint)}`,
-  ]
-    .filter(Boolean)
-    .join(', ')
+    ? 'the **origin**, whose blockchain creates the chain (`P2P_HOST` unset); joining nodes register at its TruBudget API.'
+    : `its blockchain joins the chain at \`${registrar}\` (\`P2P_HOST\`) and registers at the TruBudget API there (\`API_HOST\`, port ${api}), ` +
+      `${p.registrarOverlayIp ? 'a registrar' : 'the origin'}; the existing organizations then approve it.` +
+      (p.node.registrar ? ' This node is a registrar too: joining nodes may register at its API.' : '')
+  const secrets = extra.secrets ?? ["the node's private key"]
+  const secretsNote =
+    secrets.length > 0
+      ? `**It holds ${secrets.join(' and ')}.** Copy it only over a channel you trust, keep it readable by root only, and delete it once it is installed.`
+      : '**It holds no secret**: this machine made the node\'s private key itself, and `tbmesh install` makes the node\'s TruBudget secrets here. It still proves, by the CA\'s signature, what the operator gave this node.'
+  const vaultText = extra.vaultSecret
+    ? "This package carries your organization's `ORGANIZATION_VAULT_SECRET` (from its own tbmesh home): install puts it into `node.env` too."
+    : "`ORGANIZATION_VAULT_SECRET` belongs to your organization (the same on all its nodes, unknown to any other): give it with `--vault-secret-file FILE` when your organization already has a node; otherwise install makes one, and you give that to your organization's next nodes."
+  const issued = [extra.createdAt && `created ${code(extra.createdAt)}`, extra.caFingerprint && `CA fingerprint ${code(extra.caFingerprint)}`].filter(Boolean).join(', ')
   return fillPlaceholders(readTemplate('bundle-README.md'), {
     node: prose(p.node.name),
     organization: prose(p.node.organization),
     network: prose(p.network.name),
     issued: issued ? ` (${issued})` : '',
     overlayIp,
-    originOverlayIp: origin,
+    roleText,
+    secretsNote,
+    vaultText,
+    vaultFlag: extra.vaultSecret ? '' : ' [--vault-secret-file FILE]',
     bundleFile: safeLine(extra.bundleFile ?? `${p.node.name}.tbmesh.tar.gz`),
-    installDir: safeLine(extra.installDir ?? INSTALL_DIR_PLACEHOLDER),
+    installDir: dir,
+    minCompose: MIN_COMPOSE_VERSION,
+    trubudgetTag: TRUBUDGET_IMAGE_TAG,
+    stackCommand: stackCommand(dir),
+    p2pPort: assertPort(p.ports.p2p, 'ports.p2p'),
+    storagePort: assertPort(p.ports.storage, 'ports.storage'),
+    apiPort: api,
+    apiOnOverlay: p.node.registrar ? ` and on \`${overlayIp}\` (joining nodes register here)` : '',
+    frontendPort: FRONTEND_PORT,
+    operationServices: operationServices(p.node.origin, false).map((s) => `\`${s}\``).join(', '),
+    operationCommand: adoptionCommand('operation', dir, {origin: p.node.origin, documents: false}),
+    servicesCommand: adoptionCommand('services', dir, {origin: p.node.origin, documents: false}),
+    subnet: composeSubnet(p.network.cidr),
+    operationVolume: chainVolume('operation', p.node.origin),
+    operationBlockchain: p.node.origin ? 'alpha-node' : 'beta-node',
     tunDev: safeLine(p.tun.dev),
     minNebula: safeLine(p.minNebulaVersion),
+    pingTarget: registrar ?? p.lighthouses.find((l) => l.overlayIp !== overlayIp)?.overlayIp ?? originIp(p),
     firewallSummary,
     rpcPort: assertPort(p.ports.rpc, 'ports.rpc'),
-    p2pPort: assertPort(p.ports.p2p, 'ports.p2p'),
-    roleText,
-    blockchainCompose: trubudgetBlockchainCompose(p),
   })
 }

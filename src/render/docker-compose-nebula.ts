@@ -5,7 +5,7 @@
  */
 
 import {safeLine} from '../lib/text.js'
-import {compareVersions} from '../nebula/index.js'
+import {compareVersions} from '../lib/version.js'
 import {type DeploymentExtra, INSTALL_DIR_PLACEHOLDER, placeInstallDir} from './install-dir.js'
 import type {NodeProfile} from './profile.js'
 import {assertIPv4, fillPlaceholders, readTemplate} from './template.js'

@@ -22,11 +22,12 @@ function confValue(setting: string, value: string, extra: {forbid?: string} = {}
 }
 
 /**
- * The text of the node's `multichain.conf`: `rpcport`, `rpcuser`, `rpcpassword` from the profile,
- * `rpcallowip=127.0.0.1`, `bind` and `externalip` = the node's overlay IP, `port` = `ports.p2p`.
+ * The text of the node's `multichain.conf` for a host without Docker (see the template for when MultiChain reads it):
+ * `rpcport`, `rpcuser`, `rpcallowip=127.0.0.1`, `bind` and `externalip` = the node's overlay IP, `port` = `ports.p2p`.
+ * No `rpcpassword`: it is the node's own, and `tbmesh install` appends it ({@link multichainPasswordLine}).
  *
- * @throws UnsafeValueError when the RPC user or password contains `#`, a line break, surrounding blanks, or (user) a
- *   `:` (HTTP basic auth splits there).
+ * @throws UnsafeValueError when the RPC user contains `#`, `:` (HTTP basic auth splits there), a line break, or
+ *   surrounding blanks.
  * @throws Error when the profile is malformed (not an IPv4 overlay IP, a port out of range).
  */
 export function renderMultichainConf(p: NodeProfile): string {
@@ -35,8 +36,15 @@ export function renderMultichainConf(p: NodeProfile): string {
     network: safeLine(JSON.stringify(p.network.name)),
     rpcPort: assertPort(p.ports.rpc, 'ports.rpc'),
     rpcUser: confValue('rpcuser', p.rpc.user, {forbid: ':'}),
-    rpcPassword: confValue('rpcpassword', p.rpc.password),
     overlayIp: assertIPv4(p.node.overlayIp, 'node.overlayIp'),
     p2pPort: assertPort(p.ports.p2p, 'ports.p2p'),
   })
+}
+
+/**
+ * The `rpcpassword=` line `tbmesh install` appends to the installed multichain.conf, with the node's own RPC password.
+ * @throws UnsafeValueError when the password would not survive MultiChain's config reader unchanged.
+ */
+export function multichainPasswordLine(password: string): string {
+  return `rpcpassword=${confValue('rpcpassword', password)}\n`
 }

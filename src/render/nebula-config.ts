@@ -26,15 +26,17 @@ function scoped(p: NodeProfile, rule: Pick<NebulaFirewallRule, 'port' | 'proto'>
 }
 
 /**
- * The inbound firewall rules of a node (see the policy comment in the template): ICMP and TCP `ports.p2p` from any
- * node, plus TCP `ports.api` on the origin node. Nothing else; in particular never `ports.rpc` nor 8085. In a
- * federated network each rule is repeated per member organization, scoped to its CA and block.
+ * The inbound firewall rules of a node (see the policy comment in the template): ICMP, TCP `ports.p2p` and TCP
+ * `ports.storage` from any node, plus TCP `ports.api` on registrars (the origin included). Nothing else; in particular
+ * never `ports.rpc` nor the blockchain container's API (8085). In a federated network each rule is repeated per member
+ * organization, scoped to its CA and block.
  */
 export function inboundRules(p: NodeProfile): NebulaFirewallRule[] {
   return [
     ...scoped(p, {port: 'any', proto: 'icmp'}),
     ...scoped(p, {port: assertPort(p.ports.p2p, 'ports.p2p'), proto: 'tcp'}),
-    ...(p.node.origin ? scoped(p, {port: assertPort(p.ports.api, 'ports.api'), proto: 'tcp'}) : []),
+    ...scoped(p, {port: assertPort(p.ports.storage, 'ports.storage'), proto: 'tcp'}),
+    ...(p.node.registrar ? scoped(p, {port: assertPort(p.ports.api, 'ports.api'), proto: 'tcp'}) : []),
   ]
 }
 
@@ -95,7 +97,7 @@ export function renderNebulaConfig(p: NodeProfile): string {
   set(['firewall', 'outbound'], outboundRules(p))
   set(['firewall', 'inbound'], inboundRules(p))
 
-  const role = [p.node.lighthouse && 'lighthouse', p.node.origin && 'TruBudget origin'].filter(Boolean).join(', ')
+  const role = [p.node.lighthouse && 'lighthouse', p.node.origin && 'TruBudget origin', p.node.registrar && !p.node.origin && 'registrar'].filter(Boolean).join(', ')
   const allowed = [...new Set(inboundRules(p).map((r) => (r.proto === 'icmp' ? 'ICMP' : `TCP ${r.port}`)))].join(', ')
   const from = p.members
     ? `from the nodes of ${new Set(p.members.map((m) => m.organization)).size} member organization(s), each only from its own block and CA (cidr + ca_sha)`

@@ -19,6 +19,8 @@ export interface NodeProfile {
     lighthouse: boolean
     /** True for the TruBudget origin (alpha) node, which creates the chain. */
     origin: boolean
+    /** True for a registrar (the origin included): joining nodes register at its TruBudget API over the overlay. */
+    registrar: boolean
     /** Public underlay address `host:port` (required for lighthouses, optional otherwise). */
     endpoint?: string
   }
@@ -29,15 +31,22 @@ export interface NodeProfile {
     p2p: number
     /** MultiChain RPC port (8000); never opened on the overlay. */
     rpc: number
-    /** TruBudget API port of the origin node (8080), where joining nodes register. */
+    /** TruBudget API port (8080); opened on the overlay on registrars, where joining nodes register. */
     api: number
+    /** TruBudget storage service port (8090); opened on the overlay on every node, for documents between organizations. */
+    storage: number
   }
   /** Every lighthouse of the network (the node itself included when it is one). */
   lighthouses: Array<{overlayIp: string; endpoint: string}>
   /** The origin node's overlay IP; undefined while the network has no origin yet. */
   originOverlayIp?: string
-  /** MultiChain RPC credentials, shared by every node of the network (password ≥ 32 characters). */
-  rpc: {user: string; password: string}
+  /**
+   * The registrar a node other than the origin joins the chain at (`P2P_HOST`) and registers at (`API_HOST`): the one
+   * it was added with (`--register-at`); undefined for the origin's.
+   */
+  registrarOverlayIp?: string
+  /** MultiChain RPC user. The password is the node's own, made by `tbmesh install`: no renderer sees it. */
+  rpc: {user: string}
   /** Nebula tun device name and MTU (bytes). */
   tun: {dev: string; mtu: number}
   /** Paths written into config.yml's `pki` section (absolute, or relative to nebula's working directory). */

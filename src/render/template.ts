@@ -86,6 +86,15 @@ export function originIp(p: NodeProfile): string {
   return p.originOverlayIp
 }
 
+/**
+ * Where a node other than the origin joins and registers (`P2P_HOST`, `API_HOST`): its registrar, by default the origin;
+ * undefined on the origin, which creates the chain. @throws NoOriginError when it needs the origin and there is none.
+ */
+export function registrarIp(p: NodeProfile): string | undefined {
+  if (p.node.origin) return undefined
+  return assertIPv4(p.registrarOverlayIp ?? originIp(p), 'registrarOverlayIp')
+}
+
 /** @throws Error unless `ip` is a dotted-quad IPv4 address (a profile is built by tbmesh, so this is a bug). */
 export function assertIPv4(ip: string, what: string): string {
   if (!isIpv4(ip)) throw new Error(`profile ${what} is not an IPv4 address: ${JSON.stringify(ip)}`)

@@ -36,6 +36,9 @@ const NS_NAME = /^(tbm(\d+)-[0-9a-f]{4})(?:-[a-z][a-z0-9]{0,15}|\.br)$/
 /** Host labels: short, lower-case, start with a letter. */
 const LABEL = /^[a-z][a-z0-9]{0,15}$/
 
+/** Helper servers exit on their own after this long, whatever happens to the test. */
+const MAX_SERVER_LIFE_MS = 30 * 60 * 1000
+
 /** Cap on the output kept per process (the tail is kept). */
 const MAX_OUTPUT = 256 * 1024
 
@@ -156,6 +159,32 @@ export interface Listener {
   close(): Promise<void>
 }
 
+/** One request a {@link HttpServer} received. */
+export interface HttpRequestRecord {
+  method: string
+  /** Path and query, e.g. `/api/network.registerNode`. */
+  url: string
+  /** Remote `address:port`: who sent it, as the server's host sees it. */
+  remote: string
+  /** The request body (UTF-8). */
+  body: string
+}
+
+/** A stand-in HTTP server (e.g. for TruBudget's API): records every request and answers 200 with `{}`. */
+export interface HttpServer {
+  host: Host
+  ip: string
+  port: number
+  pid: number
+  /** Every request received so far, oldest first. */
+  requests(): HttpRequestRecord[]
+  /** Stop serving (kill the process). Idempotent. */
+  close(): Promise<void>
+}
+
+/** What a {@link Lab.httpPost} got: the status and body, or why there was none (`timeout` is what a firewall drop looks like). */
+export type HttpPostResult = {ok: true; status: number; body: string} | {ok: false; reason: 'timeout' | 'refused' | 'error'; detail: string}
+
 /** Why a {@link Lab.connect} attempt ended. */
 export type ConnectReason = 'ok' | 'timeout' | 'refused' | 'unreachable' | 'bad-greeting' | 'error'
 
@@ -209,6 +238,13 @@ export interface Lab {
    * (default 3 000). Never rejects for network outcomes; bounded by `timeoutMs` plus process start-up.
    */
   connect(host: HostRef, ip: string, port: number, timeoutMs?: number): Promise<ConnectResult>
+  /** Start a stand-in HTTP server on `ip:port` inside a host's namespace; resolves once it listens. */
+  httpServer(host: HostRef, ip: string, port: number, opts?: {timeoutMs?: number}): Promise<HttpServer>
+  /**
+   * POST `body` (JSON text, `content-type: application/json`) to `url` from inside a host's namespace. Never rejects for
+   * network outcomes; bounded by `timeoutMs` (default 3 000) plus process start-up.
+   */
+  httpPost(host: HostRef, url: string, body: string, timeoutMs?: number): Promise<HttpPostResult>
   /** Retry {@link Lab.connect} until it succeeds; rejects with the last result after `timeoutMs`. */
   waitForTcp(host: HostRef, ip: string, port: number, opts?: WaitForTcpOptions): Promise<void>
   /**
@@ -602,6 +638,18 @@ function installExitHooks(): void {
 // ---------------------------------------------------------------------------------------------------------------
 // Helper scripts run by node inside a namespace (argv: [node, ...args])
 
+/**
+ * The end of every server script (`server`, `ip`, `port`, `maxLifeMs` defined before it): listen on ip:port and print
+ * LISTENING (or LISTEN-ERROR and exit 2); exit when stdin closes, after `maxLifeMs`, or on SIGTERM/SIGINT.
+ */
+const SERVE = `
+server.on('error', (e) => { process.stderr.write('LISTEN-ERROR ' + e.code + ' ' + e.message + '\\n'); process.exit(2); });
+server.listen({host: ip, port: Number(port), exclusive: true}, () => process.stdout.write('LISTENING\\n'));
+process.stdin.on('end', () => process.exit(0)).on('error', () => process.exit(0)).resume();
+setTimeout(() => process.exit(0), Number(maxLifeMs)).unref();
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
+`
+
 /** Listen on ip:port, greet every connection, report readiness and accepts on stdout. Exits when stdin closes. */
 const LISTENER_SCRIPT = `
 const net = require('node:net');
@@ -611,11 +659,40 @@ const server = net.createServer((socket) => {
   socket.on('error', () => {});
   socket.end(greeting + '\\n');
 });
-server.on('error', (e) => { process.stderr.write('LISTEN-ERROR ' + e.code + ' ' + e.message + '\\n'); process.exit(2); });
-server.listen({host: ip, port: Number(port), exclusive: true}, () => process.stdout.write('LISTENING\\n'));
-process.stdin.on('end', () => process.exit(0)).on('error', () => process.exit(0)).resume();
-setTimeout(() => process.exit(0), Number(maxLifeMs)).unref();
-for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
+${SERVE}`
+
+/** HTTP server on ip:port: one `REQUEST <json>` line per request ({method, url, remote, body}), answers 200 `{}`. */
+const HTTP_SERVER_SCRIPT = `
+const http = require('node:http');
+const [ip, port, maxLifeMs] = process.argv.slice(1);
+const server = http.createServer((req, res) => {
+  let body = '';
+  req.setEncoding('utf8');
+  req.on('data', (d) => { if (body.length < 65536) body += d; });
+  req.on('end', () => {
+    const remote = req.socket.remoteAddress + ':' + req.socket.remotePort;
+    process.stdout.write('REQUEST ' + JSON.stringify({method: req.method, url: req.url, remote, body}) + '\\n');
+    res.writeHead(200, {'content-type': 'application/json'});
+    res.end('{}');
+  });
+});
+${SERVE}`
+
+/** POST a JSON body to a URL, print one JSON line {ok, status, body} or {ok: false, reason, detail}. */
+const HTTP_POST_SCRIPT = `
+const http = require('node:http');
+const [url, body, timeoutMs] = process.argv.slice(1);
+let done = false;
+const finish = (result) => { if (done) return; done = true; process.stdout.write(JSON.stringify(result) + '\\n'); process.exit(0); };
+const req = http.request(url, {method: 'POST', headers: {'content-type': 'application/json'}}, (res) => {
+  let text = '';
+  res.setEncoding('utf8');
+  res.on('data', (d) => { text += d; });
+  res.on('end', () => finish({ok: true, status: res.statusCode, body: text}));
+});
+req.on('error', (e) => finish({ok: false, reason: e.code === 'ECONNREFUSED' ? 'refused' : 'error', detail: e.code + ' ' + e.message}));
+setTimeout(() => finish({ok: false, reason: 'timeout', detail: 'no answer within ' + timeoutMs + ' ms'}), Number(timeoutMs));
+req.end(body);
 `
 
 /** Connect to ip:port, print one JSON line {reason, detail, elapsedMs}. */
@@ -827,21 +904,24 @@ class LabImpl implements Lab {
     }
   }
 
-  async listen(ref: HostRef, ipAddr: string, port: number, opts: {timeoutMs?: number} = {}): Promise<Listener> {
-    const host = this.host(ref)
-    const maxLifeMs = 30 * 60 * 1000
-    const child = this.spawnIn(host, [process.execPath, '-e', LISTENER_SCRIPT, ipAddr, String(port), GREETING, String(maxLifeMs)],
-      {stdin: 'pipe', display: {[LISTENER_SCRIPT]: '<listener script>'}})
+  /** Run a server script (ending in {@link SERVE}) with `args` in a host's namespace; resolves once it listens. */
+  private async serve(host: Host, what: string, script: string, args: string[], timeoutMs = 10_000): Promise<Child> {
+    const child = this.spawnIn(host, [process.execPath, '-e', script, ...args], {stdin: 'pipe', display: {[script]: `<${what} script>`}})
     child.proc.stdin?.on('error', () => {})
-    this.listeners.push({host, child, what: `listener ${ipAddr}:${port}`})
+    this.listeners.push({host, child, what: `${what} ${args[0]}:${args[1]}`})
     try {
-      await child.waitFor(() => (/^LISTENING$/m.test(child.stdout) ? true : undefined), opts.timeoutMs ?? 10_000,
-        `listener on ${ipAddr}:${port} in ${host.name}`)
+      await child.waitFor(() => (/^LISTENING$/m.test(child.stdout) ? true : undefined), timeoutMs, `${what} on ${args[0]}:${args[1]} in ${host.name}`)
     } catch (error) {
       await child.stop(1000)
       throw error
     }
 
+    return child
+  }
+
+  async listen(ref: HostRef, ipAddr: string, port: number, opts: {timeoutMs?: number} = {}): Promise<Listener> {
+    const host = this.host(ref)
+    const child = await this.serve(host, 'listener', LISTENER_SCRIPT, [ipAddr, String(port), GREETING, String(MAX_SERVER_LIFE_MS)], opts.timeoutMs)
     return {
       host,
       ip: ipAddr,
@@ -852,6 +932,32 @@ class LabImpl implements Lab {
       async close() {
         await child.stop(2000)
       },
+    }
+  }
+
+  async httpServer(ref: HostRef, ipAddr: string, port: number, opts: {timeoutMs?: number} = {}): Promise<HttpServer> {
+    const host = this.host(ref)
+    const child = await this.serve(host, 'http server', HTTP_SERVER_SCRIPT, [ipAddr, String(port), String(MAX_SERVER_LIFE_MS)], opts.timeoutMs)
+    return {
+      host,
+      ip: ipAddr,
+      port,
+      pid: child.pid,
+      requests: () => [...child.stdout.matchAll(/^REQUEST (.+)$/gm)].map((m) => JSON.parse(m[1] as string) as HttpRequestRecord),
+      async close() {
+        await child.stop(2000)
+      },
+    }
+  }
+
+  async httpPost(ref: HostRef, url: string, body: string, timeoutMs = 3000): Promise<HttpPostResult> {
+    const host = this.host(ref)
+    const r = await this.runIn(host, [process.execPath, '-e', HTTP_POST_SCRIPT, url, body, String(timeoutMs)],
+      {timeoutMs: timeoutMs + 10_000, reject: false, display: {[HTTP_POST_SCRIPT]: '<http post script>'}})
+    try {
+      return JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as HttpPostResult
+    } catch {
+      return {ok: false, reason: 'error', detail: `http post helper failed (${describeExit(r)}): ${r.stderr.trim() || r.stdout.trim()}`}
     }
   }
 
