@@ -20,6 +20,7 @@ import yaml from 'yaml'
 import {readBundle, writeBundle} from '../src/bundle/archive.js'
 import {installBundle} from '../src/bundle/install.js'
 import {BUNDLE_LAYOUT, type BundleManifest, type BundleMeta, DEFAULT_MAX_ENTRY_BYTES, REQUIRED} from '../src/bundle/layout.js'
+import {MEMBERS_PATH} from '../src/bundle/members.js'
 import {UserError} from '../src/errors.js'
 import {
   certificateToPem,
@@ -144,6 +145,9 @@ function entriesFor(content: Record<string, Buffer | string>, manifest = manifes
   ]
 }
 
+/** The layout of a single-CA bundle: everything but what only federated networks have. */
+const SINGLE_CA_LAYOUT = BUNDLE_LAYOUT.filter((e) => e.path !== MEMBERS_PATH)
+
 let counter = 0
 const craftedPath = (): string => join(work, `crafted-${++counter}.tar.gz`)
 
@@ -188,9 +192,9 @@ describe('writeBundle', () => {
 
     const listed: Array<{path: string; type: string; mode: number; uid?: number; uname?: string; mtime?: Date}> = []
     await list({file: out, onReadEntry: (e) => listed.push({path: e.path, type: e.type, mode: e.mode!, uid: e.uid, uname: e.uname, mtime: e.mtime})})
-    // Every layout entry (the bundle has them all), in layout order: the manifest and its signature first, each
-    // directory before its files.
-    expect(listed.map((e) => e.path)).toEqual(BUNDLE_LAYOUT.map((e) => e.path))
+    // Every layout entry (the bundle has them all but the federated networks' members file), in layout order: the
+    // manifest and its signature first, each directory before its files.
+    expect(listed.map((e) => e.path)).toEqual(SINGLE_CA_LAYOUT.map((e) => e.path))
     expect(listed.map((e) => e.path).slice(0, 7)).toEqual(['manifest.json', 'manifest.sig', 'nebula/', 'nebula/ca.crt', 'nebula/host.crt', 'nebula/host.key', 'nebula/config.yml'])
     expect(listed.map((e) => e.path)).toEqual(expect.arrayContaining(['multichain/', 'multichain/multichain.conf', 'trubudget/', 'trubudget/blockchain.env', 'README.md']))
     for (const e of listed) {
@@ -248,7 +252,7 @@ describe('readBundle', () => {
     const {manifest, files: read} = await readBundle(good)
     expect(manifest.node).toBe('umbrella-1')
     expect(manifest.caFingerprint).toBe(meta.caFingerprint)
-    expect([...read.keys()]).toEqual(BUNDLE_LAYOUT.filter((e) => e.type === 'file').map((e) => e.path))
+    expect([...read.keys()]).toEqual(SINGLE_CA_LAYOUT.filter((e) => e.type === 'file').map((e) => e.path))
     for (const [path, data] of Object.entries(files)) expect(read.get(path)?.toString('utf8'), path).toBe(data)
     expect(JSON.parse(read.get('manifest.json')!.toString('utf8'))).toEqual(manifest)
   })
@@ -267,7 +271,7 @@ describe('installBundle', () => {
     expect(result.dir).toBe(dir)
     expect(result.keyFromJoiner).toBe(false)
     expect(result.encrypted).toBe(false)
-    expect(result.files).toEqual(BUNDLE_LAYOUT.filter((e) => e.type === 'file').map((e) => e.path))
+    expect(result.files).toEqual(SINGLE_CA_LAYOUT.filter((e) => e.type === 'file').map((e) => e.path))
     expect(await readdir(parent)).toEqual(['tbmesh'])
 
     const configText = await readFile(join(dir, 'nebula', 'config.yml'), 'utf8')

@@ -5,7 +5,7 @@
  */
 
 import {randomBytes} from 'node:crypto'
-import {chmod, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
+import {chmod, copyFile, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 
 import {isMap, parseDocument} from 'yaml'
@@ -16,7 +16,8 @@ import {certificatesFromPem, type NebulaCertificate} from '../nebula/index.js'
 import {nebulaTest, type NebulaTestResult} from '../node/nebula.js'
 import {placeInstallDir} from '../render/install-dir.js'
 import {readBundle} from './archive.js'
-import {BUNDLE_LAYOUT, type BundleEntrySpec, type BundleManifest, FILES, holdsAny, MANIFEST, manifestProblem, refusal} from './layout.js'
+import {BUNDLE_LAYOUT, type BundleEntrySpec, type BundleManifest, FILES, holdsAny, MANIFEST, manifestProblem, NODE_LOCAL_DIRS, refusal} from './layout.js'
+import {checkMembersFile, MEMBERS_PATH} from './members.js'
 import {type TrustedBundle, type TrustOptions, verifyBundleTrust} from './trust.js'
 
 /** Mode of the installed directory itself (its secrets live in 0700 subdirectories or 0600 files). */
@@ -63,6 +64,10 @@ export interface InstallResult {
  * - modes: the key, `multichain.conf` and `blockchain.env` 0600, other files 0644, subdirectories holding secrets
  *   0700, `systemd/` and `docker/` 0755, `dir` 0755.
  *
+ * A federated bundle's `nebula/members.json` must fit its trust bundle and the host certificate (`members.ts`). The
+ * node-local directories of an installation of the same network being replaced (`evidence/`, see
+ * {@link NODE_LOCAL_DIRS}) are carried over.
+ *
  * Files are staged in a fresh directory beside `dir` (same parent, created when missing) and renamed into place;
  * with `force`, an existing `dir` is first moved aside, and restored if the rename fails, else removed. Any failure
  * before the rename leaves `dir` as it was and removes the staging directory.
@@ -83,8 +88,10 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
   let files: Map<string, Buffer>
   let trusted: TrustedBundle
   let previousSequence: number | undefined
+  let carryOver = false
   if (manifest.kind === 'update') {
     const current = await readInstallation(target)
+    carryOver = true
     if (current.manifest.network !== manifest.network || current.manifest.node !== manifest.node) {
       throw refusal(file, `it is for ${manifest.node} of network ${manifest.network}, but ${target} holds ${current.manifest.node} of ${current.manifest.network}`)
     }
@@ -108,6 +115,13 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     trusted = await verifyBundleTrust(file, read, opts)
     files = new Map(read.files)
     files.set('nebula/host.key', Buffer.from(trusted.hostKeyPem, 'utf8'))
+    carryOver = opts.force === true && (await installedNetwork(target)) === manifest.network
+  }
+  const members = files.get(MEMBERS_PATH)
+  if (members) {
+    const cas = certificatesFromPem(files.get('nebula/ca.crt')!)
+    const checked = checkMembersFile(members.toString('utf8'), {network: manifest.network, cas, host: trusted.host, signer: manifest.caFingerprint})
+    if (typeof checked === 'string') throw refusal(file, checked)
   }
 
   const existing = await lstat(target).catch((error: NodeJS.ErrnoException) => {
@@ -156,6 +170,7 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
       await chmod(dest, spec.installMode)
       installed.push(spec.path)
     }
+    if (carryOver) await carryOverNodeLocal(target, staging)
     await chmod(staging, INSTALL_ROOT_MODE)
     await swapIntoPlace(staging, target, nonEmpty)
   } catch (error) {
@@ -197,6 +212,38 @@ async function readInstallation(dir: string): Promise<{manifest: BundleManifest;
     throw new UserError(`${dir} holds no tbmesh installation to update`, {fix: 'install the node\'s join bundle there first'})
   }
   return {manifest: manifest as BundleManifest, files}
+}
+
+/** The network named by the manifest installed in `dir`, or undefined when there is none (or it does not parse). */
+async function installedNetwork(dir: string): Promise<string | undefined> {
+  try {
+    const manifest = JSON.parse(await readFile(path.join(dir, MANIFEST), 'utf8')) as unknown
+    return manifestProblem(manifest) ? undefined : (manifest as BundleManifest).network
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Copies the node-local directories ({@link NODE_LOCAL_DIRS}: files made on the node, never by a bundle) of the
+ * installation in `from` into `to`, regular files only, one level deep (directories 0755, files 0644).
+ */
+async function carryOverNodeLocal(from: string, to: string): Promise<void> {
+  for (const dir of NODE_LOCAL_DIRS) {
+    const source = path.join(from, dir)
+    const entries = await readdir(source, {withFileTypes: true}).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return []
+      throw error
+    })
+    const regular = entries.filter((e) => e.isFile())
+    if (regular.length === 0) continue
+    const dest = path.join(to, dir)
+    await mkdir(dest, {mode: 0o755})
+    for (const entry of regular) {
+      await copyFile(path.join(source, entry.name), path.join(dest, entry.name))
+      await chmod(path.join(dest, entry.name), 0o644)
+    }
+  }
 }
 
 /**

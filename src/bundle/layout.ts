@@ -59,6 +59,8 @@ export const BUNDLE_LAYOUT = [
   // Optional: a node whose key the joining organization generated itself gets a bundle without it.
   fileEntry('nebula/host.key', [0o600, 0o600], "the node's private key (PEM)"),
   {...fileEntry('nebula/config.yml', [0o644, 0o644], 'Nebula configuration'), installRewrite: 'nebula-pki'},
+  // Federated networks only: which member's CA may issue which addresses (`tbmesh up` checks every peer against it).
+  fileEntry('nebula/members.json', [0o644, 0o644], "the federated network's members: each one's block and CA"),
   dirEntry('multichain/', 0o700, 'MultiChain settings'),
   fileEntry('multichain/multichain.conf', [0o644, 0o600], 'MultiChain settings (holds the RPC password)'),
   dirEntry('trubudget/', 0o700, 'TruBudget settings'),
@@ -138,7 +140,10 @@ export type BundleMeta = Omit<BundleManifest, 'files' | 'schemaVersion'>
 /** The kinds of bundle. */
 export type BundleKind = 'join' | 'update'
 
-/** The files each kind of bundle must hold; a join bundle may also hold `nebula/host.key`, an update nothing else. */
+/**
+ * The files each kind of bundle must hold; a join bundle may also hold `nebula/host.key`, and both kinds hold
+ * `nebula/members.json` in a federated network.
+ */
 export const REQUIRED: Record<BundleKind, readonly string[]> = {
   join: [
     'manifest.json',
@@ -155,7 +160,14 @@ export const REQUIRED: Record<BundleKind, readonly string[]> = {
   ],
   update: ['manifest.json', 'manifest.sig', 'nebula/ca.crt', 'nebula/host.crt', 'nebula/config.yml'],
 }
-const OPTIONAL: Record<BundleKind, readonly string[]> = {join: ['nebula/host.key'], update: []}
+const OPTIONAL: Record<BundleKind, readonly string[]> = {join: ['nebula/host.key', 'nebula/members.json'], update: ['nebula/members.json']}
+
+/**
+ * Directories of an installation that no bundle brings: made on the node itself and carried over by `install` when it
+ * replaces the installation of the same network (an update, or a join bundle with `--force`). `evidence/`: the
+ * violation records of `tbmesh up`, which are also the node's local blocklist (`runtime/evidence.ts`).
+ */
+export const NODE_LOCAL_DIRS = ['evidence/'] as const
 
 export const MANIFEST = 'manifest.json'
 export const SIGNATURE = 'manifest.sig'

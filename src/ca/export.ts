@@ -18,6 +18,7 @@ import {renderBlockchainEnv} from '../render/blockchain-env.js'
 import {renderBundleReadme} from '../render/bundle-readme.js'
 import {renderNebulaCompose} from '../render/docker-compose-nebula.js'
 import {renderTrubudgetOverride} from '../render/docker-compose-trubudget.js'
+import {renderMembersJson} from '../render/members-json.js'
 import {renderMultichainConf} from '../render/multichain-conf.js'
 import {renderNebulaConfig} from '../render/nebula-config.js'
 import {renderNebulaService} from '../render/nebula-service.js'
@@ -103,6 +104,8 @@ export async function writeNodeBundle(
     'nebula/host.crt': await tx.readCertificate(cert.fingerprint),
     'nebula/config.yml': renderNebulaConfig(profile),
   }
+  const membersJson = renderMembersJson(profile)
+  if (membersJson !== undefined) files['nebula/members.json'] = membersJson
   if (kind === 'join') {
     if (cert.keyInHome) files['nebula/host.key'] = await tx.readHostKey(node.name)
     files['multichain/multichain.conf'] = renderMultichainConf(profile)

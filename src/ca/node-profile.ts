@@ -36,7 +36,7 @@ export function nodeProfile(state: NetworkState, nodeName: string, rpc: {user: s
     ports: {...state.network.ports},
     lighthouses,
     ...(origin ? {originOverlayIp: origin.overlayIp} : {}),
-    ...(members ? {members: members.map((m) => ({organization: m.slug, block: m.block, caFingerprint: m.caFingerprint}))} : {}),
+    ...(members ? {members: members.map((m) => ({organization: m.slug, name: m.organization, block: m.block, caFingerprint: m.caFingerprint}))} : {}),
     rpc,
     tun: {...state.network.tun},
     pki,

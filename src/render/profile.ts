@@ -45,9 +45,10 @@ export interface NodeProfile {
   /** Certificate fingerprints (hex SHA-256) that nodes must refuse; rendered into `pki.blocklist`. */
   blocklist: string[]
   /**
-   * A federated network's member organizations (slug, IPv4 CIDR block, hex SHA-256 of their CA certificate): every
-   * firewall rule is rendered once per member, scoped to its CA (`ca_sha`) and its block (`cidr`), so a peer is
-   * believed only within the block of the CA that issued its certificate. Undefined in single-CA mode.
+   * A federated network's member organizations (slug, name, IPv4 CIDR block, hex SHA-256 of their CA certificate):
+   * every firewall rule is rendered once per member, scoped to its CA (`ca_sha`) and its block (`cidr`), so a peer is
+   * believed only within the block of the CA that issued its certificate; `nebula/members.json` lists them for
+   * `tbmesh up`. Undefined in single-CA mode.
    */
-  members?: Array<{organization: string; block: string; caFingerprint: string}>
+  members?: Array<{organization: string; name: string; block: string; caFingerprint: string}>
 }
