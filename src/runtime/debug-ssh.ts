@@ -45,7 +45,7 @@ export class DebugConnection {
   private readonly closeHandlers: Array<() => void> = []
 
   private constructor(private readonly client: ssh2.Client) {
-    client.on('close', () => {
+    client.once('close', () => {
       this.closed = true
       for (const handler of this.closeHandlers.splice(0)) handler()
     })
@@ -62,17 +62,24 @@ export class DebugConnection {
     sock.setNoDelay(true)
     const client = new ssh2.Client()
     return new Promise<DebugConnection>((resolve, reject) => {
+      let settled = false
+      const timer = setTimeout(() => fail(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)
       const fail = (error: Error): void => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
         client.end()
         sock.destroy()
         reject(error)
       }
-      sock.once('error', fail)
-      client.once('error', fail)
+      sock.on('error', fail)
+      client.on('error', fail)
+      // A server that goes away during the handshake closes without an error.
+      client.once('close', () => fail(new Error('connection closed')))
       client.once('ready', () => {
-        sock.removeListener('error', fail)
-        client.removeListener('error', fail)
-        sock.on('error', () => {})
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
         resolve(new DebugConnection(client))
       })
       client.connect({
