@@ -46,6 +46,7 @@ import {
 } from './descriptor.js'
 import {markForUpdate, readJson, requireFederation, requireMember} from './guards.js'
 import {importRevocations, type ImportRevocationsResult} from './revocations.js'
+import {importViolationReport, type ImportViolationReportResult} from './violations.js'
 
 /** Options shared by {@link foundFederation} and {@link joinFederation}. Durations in seconds. */
 export interface FederatedCaOptions {
@@ -427,10 +428,15 @@ export async function importDescriptor(home: Home, file: string): Promise<Import
   return {kind: 'descriptor', version: d.version, change: d.change, adopted: true, member: isMember(after), approvedBy: status.approvedBy, nodesToUpdate, warnings}
 }
 
-/** Imports a federation file of either kind: a descriptor version ({@link importDescriptor}) or a revocation list. */
-export async function importFederationFile(home: Home, file: string): Promise<ImportResult | ImportRevocationsResult> {
+/**
+ * Imports a federation file of any kind: a descriptor version ({@link importDescriptor}), a revocation list or a
+ * violation report.
+ */
+export async function importFederationFile(home: Home, file: string): Promise<ImportResult | ImportRevocationsResult | ImportViolationReportResult> {
   const value = await readJson(file, 'file')
-  return typeof value === 'object' && value !== null && 'revocations' in value ? importRevocations(home, file) : importDescriptor(home, file)
+  if (typeof value === 'object' && value !== null && 'revocations' in value) return importRevocations(home, file)
+  if (typeof value === 'object' && value !== null && 'report' in value) return importViolationReport(home, file)
+  return importDescriptor(home, file)
 }
 
 /**

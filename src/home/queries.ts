@@ -47,13 +47,14 @@ export function findNode(state: NetworkState, name: string): NodeRecord {
 
 /**
  * The network's blocklist, sorted: every certificate fingerprint ever issued to a revoked node and, in a federated
- * network, those of the revocation lists imported from other members.
+ * network, those of the revocation lists imported from other members and of the violations reported.
  */
 export function blocklist(state: NetworkState): string[] {
   const revoked = new Set(state.nodes.filter((n) => n.revoked).map((n) => n.name))
   const own = state.certificates.filter((c) => revoked.has(c.name)).map((c) => c.fingerprint)
   const imported = Object.values(state.federation?.revocations ?? {}).flatMap((r) => r.fingerprints)
-  return [...new Set([...own, ...imported])].sort()
+  const violations = Object.keys(state.federation?.violations ?? {})
+  return [...new Set([...own, ...imported, ...violations])].sort()
 }
 
 /**

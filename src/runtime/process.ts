@@ -92,7 +92,9 @@ export async function loadGuard(file: string): Promise<void> {
   const nft = await onPath('nft')
   if (!nft) throw new UserError(`cannot load the underlay guard ${file}: nft is not on PATH`, {fix: 'install nftables (apt-get install nftables)'})
   const result = await execa(nft, ['-f', file], {reject: false, all: true, stdin: 'ignore', timeout: 30_000, env: childEnvironment(), extendEnv: false})
-  if (result.exitCode !== 0) throw new ExternalError(`the underlay guard ${file} did not load`, `nft -f ${file}`, result.exitCode, String(result.all ?? ''))
+  // nft follows each error line with the offending line and a caret line: keep the error lines.
+  const errors = String(result.all ?? '').split('\n').filter((line) => /error/i.test(line)).join('\n')
+  if (result.exitCode !== 0) throw new ExternalError(`the underlay guard ${file} did not load`, `nft -f ${file}`, result.exitCode, errors || String(result.all ?? ''))
 }
 
 /** A TCP port on 127.0.0.1 that nothing listens on right now (for Nebula's debug server). */

@@ -65,8 +65,6 @@ export class PeerWatch {
   /** Fingerprints reported in this run (never reported twice). */
   private readonly reported = new Set<string>()
   private lastSuccess = Date.now()
-  /** Polls that completed; for tests and the first-poll promise. */
-  polls = 0
 
   constructor(private readonly opts: WatchOptions) {}
 
@@ -83,7 +81,15 @@ export class PeerWatch {
     this.stopped = true
     this.wake()
     this.connection?.close()
-    await this.loop
+    // A poll in flight ends with its own timeouts (2 s per command); never wait longer than that.
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([
+      this.loop,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, 5000)
+      }),
+    ])
+    clearTimeout(timer)
   }
 
   private async run(): Promise<void> {
@@ -95,7 +101,6 @@ export class PeerWatch {
       try {
         await this.poll()
         this.lastSuccess = Date.now()
-        this.polls++
       } catch (error) {
         this.connection?.close()
         this.connection = undefined

@@ -13,8 +13,9 @@
  *   able to fail).
  * - `tbmesh up` on Globex: the rogue captures nothing from about a second after its handshake, umb-1 receives Globex's
  *   data again within a few seconds, and the evidence record names the certificate, ACME's CA, umb-1's address and the
- *   rogue's underlay address. On one build it also shows that the local blocklist survives an update installed with
- *   `install --reload`.
+ *   rogue's underlay address. On the oldest build the local blocklist then survives an update installed with
+ *   `install --reload`; on the newest Globex reports the certificate, Umbrella imports the report, and umb-1's next
+ *   update blocklists it.
  *
  * Fails (never skips) when it cannot run: it needs root, iproute2, /dev/net/tun, nebula, nebula-cert and tcpdump.
  */
@@ -49,19 +50,21 @@ interface Added {name: string; overlayIp: string}
 interface Init {caFingerprint: string; block: string}
 interface Evidence {fingerprint: string; issuer: {caFingerprint: string; slug?: string; organization?: string}; addresses: string[]; underlay?: string; observedAt: string; certificate?: string}
 
-describe.each(['oldest', 'newest'] as NebulaBuildName[])('an ACME rogue holding umb-1\'s address (Nebula %s)', (which) => {
+const BUILDS: NebulaBuildName[] = ['oldest', 'newest']
+
+describe('an ACME rogue holding umb-1\'s address', () => {
   let lab: Lab | undefined
   let dir: string
-  let build: NebulaBuild
   const node = {} as Record<'lighthouse' | 'umbrella' | 'globex', Added>
   const ca = {} as Record<string, Init>
   let rogueFingerprint = ''
   const home = (org: string) => ['--home', join(dir, `home-${org}`)]
-  const installDir = (label: Label) => join(dir, label)
+  /** Each build gets installations of its own (evidence and updates stay apart). */
+  const installDir = (which: NebulaBuildName, label: Label) => join(dir, which, label)
 
   beforeAll(async () => {
     requireLab()
-    build = await nebulaBuild(which)
+    await Promise.all(BUILDS.map((b) => nebulaBuild(b)))
     dir = await tempDir('tbmesh-e2e-takeover-')
     lab = await createLab([...LABELS])
     const approve = (org: string, file: string, out: string) => tbmeshJson(['federation', 'approve', file, ...home(org), '--out', join(dir, out), '--yes'])
@@ -84,14 +87,14 @@ describe.each(['oldest', 'newest'] as NebulaBuildName[])('an ACME rogue holding 
     for (const [label, org] of [['lighthouse', 'acme'], ['umbrella', 'umbrella'], ['globex', 'globex']] as const) {
       const bundle = join(dir, `${label}.tar.gz`)
       await tbmeshJson(['export-bundle', ...home(org), node[label].name, '--out', bundle, '--no-encrypt'])
-      await tbmeshJson(['install', bundle, '--dir', installDir(label), '--ca-fingerprint', ca[org].caFingerprint])
+      for (const which of BUILDS) await tbmeshJson(['install', bundle, '--dir', installDir(which, label), '--ca-fingerprint', ca[org].caFingerprint])
     }
 
     // The rogue: umb-1's address in a certificate that nebula-cert signs with ACME's CA key.
     const caFile = (ext: string) => join(dir, 'home-acme', 'ca', `${ca.acme.caFingerprint}.${ext}`)
-    await run(build.nebulaCert, ['sign', '-ca-crt', caFile('crt'), '-ca-key', caFile('key'), '-name', 'rogue', '-ip', `${node.umbrella.overlayIp}/16`, '-groups', 'org:acme',
+    await run('nebula-cert', ['sign', '-ca-crt', caFile('crt'), '-ca-key', caFile('key'), '-name', 'rogue', '-ip', `${node.umbrella.overlayIp}/16`, '-groups', 'org:acme',
       '-out-crt', join(dir, 'rogue.crt'), '-out-key', join(dir, 'rogue.key')])
-    const printed = await run(build.nebulaCert, ['print', '-json', '-path', join(dir, 'rogue.crt')])
+    const printed = await run('nebula-cert', ['print', '-json', '-path', join(dir, 'rogue.crt')])
     // 1.6.1 prints the certificate, 1.10+ a list of them.
     rogueFingerprint = ([JSON.parse(printed.stdout)].flat()[0] as {fingerprint: string}).fingerprint
   }, 180_000)
@@ -100,6 +103,13 @@ describe.each(['oldest', 'newest'] as NebulaBuildName[])('an ACME rogue holding 
     await lab?.cleanup()
     if (dir) await removeDir(dir)
   })
+
+  describe.each(BUILDS)('on Nebula %s', (which) => {
+  let build: NebulaBuild
+  beforeAll(async () => {
+    build = await nebulaBuild(which)
+  })
+  const installed = (label: Label) => installDir(which, label)
 
   /** Everything one scenario started, stopped in reverse order. */
   interface Scenario {
@@ -112,9 +122,9 @@ describe.each(['oldest', 'newest'] as NebulaBuildName[])('an ACME rogue holding 
   }
 
   async function startNebula(label: Label, opts: {up?: boolean; config?: string} = {}): Promise<NebulaProcess> {
-    const config = opts.config ?? join(installDir(label), 'nebula', 'config.yml')
+    const config = opts.config ?? join(installed(label), 'nebula', 'config.yml')
     if (!opts.up) return lab!.startNebula(label, config, {cwd: '/', tunDev: 'nebula1', binary: build.nebula})
-    const command = [process.execPath, BIN, 'up', '--dir', installDir(label), '--nebula', build.nebula, '--run-dir', join(dir, `run-${label}`), '--pid-file', join(dir, `${label}.pid`)]
+    const command = [process.execPath, BIN, 'up', '--dir', installed(label), '--nebula', build.nebula, '--run-dir', join(dir, which, `run-${label}`), '--pid-file', join(dir, which, `${label}.pid`)]
     return lab!.startNebula(label, config, {cwd: '/', tunDev: 'nebula1', command})
   }
 
@@ -124,7 +134,7 @@ describe.each(['oldest', 'newest'] as NebulaBuildName[])('an ACME rogue holding 
     const port = /:(\d+)\s.*nebula/.exec(sockets.stdout)?.[1]
     expect(port, sockets.stdout).toBeDefined()
     const config = {
-      pki: {ca: join(installDir('globex'), 'nebula', 'ca.crt'), cert: join(dir, 'rogue.crt'), key: join(dir, 'rogue.key')},
+      pki: {ca: join(installed('globex'), 'nebula', 'ca.crt'), cert: join(dir, 'rogue.crt'), key: join(dir, 'rogue.key')},
       // Straight to Globex, and registered with the lighthouse, which then hands out the rogue's address for umb-1's.
       static_host_map: {[node.globex.overlayIp]: [`${lab!.host('globex').underlayIp}:${port}`], [node.lighthouse.overlayIp]: [`${lab!.host('lighthouse').underlayIp}:4242`]},
       lighthouse: {am_lighthouse: false, interval: 10, hosts: [node.lighthouse.overlayIp]},
@@ -189,9 +199,9 @@ describe.each(['oldest', 'newest'] as NebulaBuildName[])('an ACME rogue holding 
       const back = s.receiver.received().filter((l) => l.sentAt > s.attackAt + CAPTURE_LIMIT_MS && l.at <= s.attackAt + RECOVERY_LIMIT_MS)
       expect(back.length, `umb-1 received nothing sent after ${CAPTURE_LIMIT_MS} ms within ${RECOVERY_LIMIT_MS} ms\n${await lab!.diagnostics()}`).toBeGreaterThan(0)
 
-      const files = await readdir(join(installDir('globex'), 'evidence'))
+      const files = await readdir(join(installed('globex'), 'evidence'))
       expect(files).toHaveLength(1)
-      const evidence = JSON.parse(await readFile(join(installDir('globex'), 'evidence', files[0]), 'utf8')) as Evidence
+      const evidence = JSON.parse(await readFile(join(installed('globex'), 'evidence', files[0]), 'utf8')) as Evidence
       expect(evidence).toMatchObject({fingerprint: rogueFingerprint, issuer: {caFingerprint: ca.acme.caFingerprint, slug: 'acme', organization: 'ACME'}, addresses: [node.umbrella.overlayIp]})
       expect(evidence.underlay).toMatch(new RegExp(`^${lab!.host('rogue').underlayIp.replaceAll('.', '\\.')}:\\d+$`))
       expect(evidence.certificate).toBe(await readFile(join(dir, 'rogue.crt'), 'utf8'))
@@ -199,13 +209,24 @@ describe.each(['oldest', 'newest'] as NebulaBuildName[])('an ACME rogue holding 
       expect(s.nebula.globex!.output()).toContain('VIOLATION')
 
       if (which === 'newest') {
+        // The evidence travels: Globex reports it, Umbrella imports it, and umb-1's next update blocklists the certificate.
+        const reportFile = join(dir, 'globex.violations.json')
+        const reported = await tbmeshJson<{violations: Array<{fingerprint: string; issuer: string}>}>(['federation', 'report', join(installed('globex'), 'evidence', files[0]), ...home('globex'), '--out', reportFile])
+        expect(reported.violations).toEqual([expect.objectContaining({fingerprint: rogueFingerprint, issuer: 'acme'})])
+        expect(await tbmeshJson(['federation', 'import', reportFile, ...home('umbrella')])).toMatchObject({kind: 'violations', organization: 'globex', added: [rogueFingerprint]})
+        const updates = await tbmeshJson<{bundles: Array<{path: string}>}>(['export-update', ...home('umbrella'), '--all', '--out', join(dir, 'updates-umbrella')])
+        await tbmeshJson(['install', updates.bundles[0].path, '--dir', installed('umbrella')])
+        const config = yaml.parse(await readFile(join(installed('umbrella'), 'nebula', 'config.yml'), 'utf8')) as {pki: {blocklist: string[]}}
+        expect(config.pki.blocklist).toContain(rogueFingerprint)
+      }
+      if (which === 'oldest') {
         // An update installed with --reload (SIGHUP to up) keeps the local blocklist and the evidence.
         const updates = await tbmeshJson<{bundles: Array<{path: string}>}>(['export-update', ...home('globex'), '--all', '--out', join(dir, 'updates')])
         const since = s.nebula.globex!.outputLength()
-        await tbmeshJson(['install', updates.bundles[0].path, '--dir', installDir('globex'), '--reload', '--pid-file', join(dir, 'globex.pid')])
+        await tbmeshJson(['install', updates.bundles[0].path, '--dir', installed('globex'), '--reload', '--pid-file', join(dir, which, 'globex.pid')])
         await s.nebula.globex!.waitForLog(/Caught HUP|reloading config/i, {since})
-        expect(await readdir(join(installDir('globex'), 'evidence'))).toEqual(files)
-        const runtime = yaml.parse(await readFile(join(dir, 'run-globex', 'nebula.yml'), 'utf8')) as {pki: {blocklist: string[]}}
+        expect(await readdir(join(installed('globex'), 'evidence'))).toEqual(files)
+        const runtime = yaml.parse(await readFile(join(dir, which, 'run-globex', 'nebula.yml'), 'utf8')) as {pki: {blocklist: string[]}}
         expect(runtime.pki.blocklist).toContain(rogueFingerprint)
       }
       // SIGTERM to up stops Nebula; up exits with Nebula's status.
@@ -215,4 +236,5 @@ describe.each(['oldest', 'newest'] as NebulaBuildName[])('an ACME rogue holding 
       await stop(s)
     }
   }, 120_000)
+})
 })
