@@ -19,7 +19,7 @@ import yaml from 'yaml'
 
 import {readBundle, writeBundle} from '../src/bundle/archive.js'
 import {installBundle} from '../src/bundle/install.js'
-import {BUNDLE_LAYOUT, type BundleManifest, type BundleMeta, DEFAULT_MAX_ENTRY_BYTES, REQUIRED} from '../src/bundle/layout.js'
+import {BUNDLE_LAYOUT, type BundleManifest, type BundleMeta, DEFAULT_MAX_ENTRY_BYTES} from '../src/bundle/layout.js'
 import {MEMBERS_PATH} from '../src/bundle/members.js'
 import {UserError} from '../src/errors.js'
 import {
@@ -168,9 +168,9 @@ beforeAll(async () => {
     'trubudget/blockchain.env': renderBlockchainEnv(profile),
     'README.md': renderBundleReadme(profile, {createdAt: meta.createdAt, caFingerprint: meta.caFingerprint}),
   }
-  // Any other file the layout requires (deployment files, …): a stand-in naming the default installation directory.
+  // Any other file of a single-CA join bundle (deployment files, …): a stand-in naming the default installation directory.
   for (const spec of BUNDLE_LAYOUT) {
-    if (spec.type === 'file' && spec.listed && REQUIRED.join.includes(spec.path) && !(spec.path in files)) files[spec.path] = `# ${spec.description}\n# /etc/tbmesh/nebula/config.yml\n`
+    if (spec.type === 'file' && spec.listed && spec.path !== MEMBERS_PATH && !(spec.path in files)) files[spec.path] = `# ${spec.description}\n# /etc/tbmesh/nebula/config.yml\n`
   }
   good = join(work, 'umbrella-1.tbmesh.tar.gz')
   await writeBundle(good, meta, files, {sign})

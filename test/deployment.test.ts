@@ -77,7 +77,7 @@ function parseUnit(text: string): Record<string, Record<string, string[]>> {
 const hostOf = (mapping: string): string => /^(\d+\.\d+\.\d+\.\d+):[^:]/.exec(mapping)?.[1] ?? ''
 
 describe('renderNebulaService', () => {
-  it('runs nebula with the installed config.yml as a simple, always-restarted root service with CAP_NET_ADMIN only', () => {
+  it('runs tbmesh up on the installation as a simple, always-restarted root service with CAP_NET_ADMIN only', () => {
     const text = renderNebulaService(plain)
     expect(text.split('\n')[0]).toMatch(/^# .*umbrella-1.*10\.42\.1\.1/)
     const unit = parseUnit(text)
@@ -88,8 +88,13 @@ describe('renderNebulaService', () => {
       User: ['root'],
       CapabilityBoundingSet: ['CAP_NET_ADMIN'],
       NoNewPrivileges: ['yes'],
-      ExecStart: ['/usr/bin/nebula -config "/etc/tbmesh/nebula/config.yml"'],
+      ExecStart: ['/usr/bin/env tbmesh up --dir "/etc/tbmesh" --run-dir /run/tbmesh'],
       ExecReload: ['/bin/kill -HUP $MAINPID'],
+      KillMode: ['mixed'],
+      RuntimeDirectory: ['tbmesh'],
+      RuntimeDirectoryMode: ['0700'],
+      // /etc stays writable for the evidence records up writes into the installation.
+      ProtectSystem: ['true'],
       Restart: ['always'],
     })
     expect(unit.Install).toEqual({WantedBy: ['multi-user.target']})
@@ -97,7 +102,7 @@ describe('renderNebulaService', () => {
 
   it('names the given directory, escaped for systemd', () => {
     const unit = parseUnit(renderNebulaService(plain, {installDir: '/srv/tb mesh/100%/$HOME'}))
-    expect(unit.Service.ExecStart).toEqual(['/usr/bin/nebula -config "/srv/tb mesh/100%%/$$HOME/nebula/config.yml"'])
+    expect(unit.Service.ExecStart).toEqual(['/usr/bin/env tbmesh up --dir "/srv/tb mesh/100%%/$$HOME" --run-dir /run/tbmesh'])
   })
 
   const itSystemd = have('systemd-analyze') && have('nebula') ? it : it.skip
@@ -236,6 +241,14 @@ describe('bundle README', () => {
     }
     expect(renderBundleReadme(origin)).toContain('-f blockchain/docker-compose.alphanode.yml')
   })
+
+  it('in a federated network runs the image under tbmesh up, never with the compose file', () => {
+    const federated: NodeProfile = {...plain, members: [{organization: 'umbrella', name: 'Umbrella', block: '10.42.1.0/24', caFingerprint: 'a'.repeat(64)}]}
+    const text = renderBundleReadme(federated, {installDir: '/srv/tb'})
+    expect(text).toContain('ExecStart=/usr/bin/env tbmesh up --dir "/srv/tb" --docker nebulaoss/nebula:')
+    expect(text).toContain('sudo tbmesh up --dir /srv/tb')
+    expect(text).not.toContain('docker-compose.nebula.yml')
+  })
 })
 
 describe('export-bundle → install: the deployment files name the installed directory', () => {
@@ -296,10 +309,10 @@ describe('export-bundle → install: the deployment files name the installed dir
     }
   })
 
-  it("the unit's ExecStart runs nebula with the installed config.yml, whose pki paths are the installed files", async () => {
+  it("the unit's ExecStart runs tbmesh up on the installation, whose config's pki paths are the installed files", async () => {
     const unit = parseUnit(await readFile(join(dir, 'systemd', 'nebula.service'), 'utf8'))
     const config = join(dir, 'nebula', 'config.yml')
-    expect(unit.Service.ExecStart).toEqual([`/usr/bin/nebula -config "${config}"`])
+    expect(unit.Service.ExecStart).toEqual([`/usr/bin/env tbmesh up --dir "${dir}" --run-dir /run/tbmesh`])
     expect((await stat(config)).isFile()).toBe(true)
     const pki = (yaml.parse(await readFile(config, 'utf8')) as Doc).pki
     expect(pki).toMatchObject({ca: join(dir, 'nebula', 'ca.crt'), cert: join(dir, 'nebula', 'host.crt'), key: join(dir, 'nebula', 'host.key')})

@@ -200,7 +200,7 @@ describe('renderBundleReadme', () => {
   it("tells a joining node's admin what to do", () => {
     const text = renderBundleReadme(plain, {createdAt: '2025-01-31T12:00:00.000Z', caFingerprint: 'ab'.repeat(32), installDir: '/srv/tb'})
     expect(text).toContain('tbmesh install umbrella-1.tbmesh.tar.gz --dir /srv/tb')
-    expect(text).toContain('sudo nebula -config /srv/tb/nebula/config.yml')
+    expect(text).toContain('sudo tbmesh up --dir /srv/tb')
     expect(text).toContain('10.42.1.1')
     expect(text).toContain('origin node is `10.42.0.1`')
     expect(text).toContain('TCP 7447')

@@ -157,8 +157,10 @@ describe('violation reports and what federated installations carry', () => {
       const members = JSON.parse(await readFile(join(target, 'nebula', 'members.json'), 'utf8')) as {members: Array<{slug: string; block: string; caFingerprint: string}>}
       expect(members.members.map((m) => [m.slug, m.block, m.caFingerprint])).toEqual(['acme', 'umbrella', 'globex'].map((org) => [org, ca[org].block, ca[org].caFingerprint]))
 
-      // The same bundle, validly signed by Umbrella's CA, with Umbrella's block given to Globex's CA.
+      // A federated node's Nebula runs under tbmesh up only: no compose file runs it bare.
       const read = await readBundle(bundle)
+      expect([...read.files.keys()]).not.toContain('docker/docker-compose.nebula.yml')
+      // The same bundle, validly signed by Umbrella's CA, with Umbrella's block given to Globex's CA.
       const swapped = {...members, members: members.members.map((m) => (m.slug === 'umbrella' ? {...m, caFingerprint: ca.globex.caFingerprint} : m.slug === 'globex' ? {...m, caFingerprint: ca.umbrella.caFingerprint} : m))}
       const files = Object.fromEntries([...read.files].filter(([p]) => p !== 'manifest.json' && p !== 'manifest.sig'))
       files['nebula/members.json'] = Buffer.from(JSON.stringify(swapped))

@@ -141,8 +141,9 @@ export type BundleMeta = Omit<BundleManifest, 'files' | 'schemaVersion'>
 export type BundleKind = 'join' | 'update'
 
 /**
- * The files each kind of bundle must hold; a join bundle may also hold `nebula/host.key`, and both kinds hold
- * `nebula/members.json` in a federated network.
+ * The files each kind of bundle must hold; a join bundle may also hold `nebula/host.key`; both kinds hold
+ * `nebula/members.json` in a federated network, and a single-CA network's join bundle holds the compose file for Nebula
+ * (in a federated network Nebula runs under `tbmesh up` only).
  */
 export const REQUIRED: Record<BundleKind, readonly string[]> = {
   join: [
@@ -154,13 +155,15 @@ export const REQUIRED: Record<BundleKind, readonly string[]> = {
     'multichain/multichain.conf',
     'trubudget/blockchain.env',
     'systemd/nebula.service',
-    'docker/docker-compose.nebula.yml',
     'docker/docker-compose.trubudget.override.yml',
     'README.md',
   ],
   update: ['manifest.json', 'manifest.sig', 'nebula/ca.crt', 'nebula/host.crt', 'nebula/config.yml'],
 }
-const OPTIONAL: Record<BundleKind, readonly string[]> = {join: ['nebula/host.key', 'nebula/members.json'], update: ['nebula/members.json']}
+const OPTIONAL: Record<BundleKind, readonly string[]> = {
+  join: ['nebula/host.key', 'nebula/members.json', 'docker/docker-compose.nebula.yml'],
+  update: ['nebula/members.json'],
+}
 
 /**
  * Directories of an installation that no bundle brings: made on the node itself and carried over by `install` when it

@@ -112,7 +112,8 @@ export async function writeNodeBundle(
     files['trubudget/blockchain.env'] = renderBlockchainEnv(profile)
     // Rendered for the placeholder directory /etc/tbmesh; `tbmesh install` writes in the real one.
     files['systemd/nebula.service'] = renderNebulaService(profile)
-    files['docker/docker-compose.nebula.yml'] = renderNebulaCompose(profile)
+    // A federated node's Nebula runs under `tbmesh up` (the unit, with `--docker` for the image), never bare in compose.
+    if (!profile.members) files['docker/docker-compose.nebula.yml'] = renderNebulaCompose(profile)
     files['docker/docker-compose.trubudget.override.yml'] = renderTrubudgetOverride(profile)
     files['README.md'] = renderBundleReadme(profile)
   }

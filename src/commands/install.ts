@@ -25,10 +25,10 @@ Then it stages the files beside --dir and renames them into place (keys and secr
 An update bundle (from \`tbmesh export-update\`) goes onto an existing installation: it must be for the same node and network, newer than what is installed (replays and rollbacks are refused), and signed by a CA the installation trusts, or by the CA that one vouched for during a CA rotation, so --ca-fingerprint is not needed. The new files are swapped in atomically; --reload then makes the running nebula pick them up.`
 
   static override examples = [
-    {description: 'Install an update bundle and make the running nebula reload', command: '<%= config.bin %> <%= command.id %> acme-1.update-3.tbmesh.tar.gz --dir /etc/tbmesh --reload --pid-file /run/nebula.pid'},
+    {description: 'Install an update bundle and make the running node reload (the systemd unit runs tbmesh up)', command: '<%= config.bin %> <%= command.id %> acme-1.update-3.tbmesh.tar.gz --dir /etc/tbmesh --reload --reload-cmd "systemctl reload nebula"'},
     {
       description: 'Install into /etc/tbmesh, pinning the CA, and start Nebula',
-      command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 && sudo nebula -config /etc/tbmesh/nebula/config.yml',
+      command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 && sudo tbmesh up --dir /etc/tbmesh',
     },
     {description: 'Scripted, replacing an earlier installation', command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 --bundle-passphrase-file bundle.pass --force --json'},
   ]
@@ -44,7 +44,7 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     key: Flags.file({description: 'the node\'s Nebula X25519 private key (PEM), for a bundle signed from `add-node --pubkey` (it carries no key)'}),
     force: Flags.boolean({char: 'f', description: 'replace an existing installation in --dir'}),
     reload: Flags.boolean({description: 'after installing, make the running nebula reload (SIGHUP to --pid-file, or --reload-cmd)'}),
-    'pid-file': Flags.file({description: 'file holding the running nebula\'s process id', dependsOn: ['reload']}),
+    'pid-file': Flags.file({description: 'file holding the process id to signal: `tbmesh up --pid-file`\'s (or a bare nebula\'s)', dependsOn: ['reload']}),
     'reload-cmd': Flags.string({description: 'command that reloads nebula, e.g. "systemctl reload nebula"', dependsOn: ['reload'], exclusive: ['pid-file']}),
   }
 
@@ -86,9 +86,10 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     }
     if (result.manifest.kind === 'update') this.log('Reload nebula (SIGHUP) to use the update')
     else {
-      this.log(`Start it: sudo nebula -config ${result.dir}/nebula/config.yml`)
+      this.log(`Start it: sudo tbmesh up --dir ${result.dir}`)
       if (result.files.includes('systemd/nebula.service')) {
-        this.log(`As a service: ${result.dir}/systemd/nebula.service or ${result.dir}/docker/docker-compose.nebula.yml (see ${result.dir}/README.md)`)
+        const compose = result.files.includes('docker/docker-compose.nebula.yml') ? ` or ${result.dir}/docker/docker-compose.nebula.yml` : ''
+        this.log(`As a service: ${result.dir}/systemd/nebula.service${compose} (see ${result.dir}/README.md)`)
       }
       this.log(`Check it: tbmesh doctor --dir ${result.dir}`)
     }

@@ -35,6 +35,40 @@ function prose(s: string): string {
   return safeLine(s).replaceAll(/[\\`*_{}[\]()<>#|!~]/g, (c) => `\\${c}`)
 }
 
+/** Running Nebula's image in a federated network: under `tbmesh up`, through the systemd unit. */
+function dockerUnderUp(dir: string): string {
+  const d = safeLine(dir)
+  return [
+    'In a federated network Nebula must run under `tbmesh up` (see A), also when it comes from the Nebula project\'s',
+    'image: `tbmesh up --docker nebulaoss/nebula:<version>` runs it with `docker run` on the host network, with',
+    '`NET_ADMIN` and `/dev/net/tun`, and watches it as it watches a local binary. Install the unit as in A, then give it',
+    'the image and order it after Docker with a drop-in (`sudo systemctl edit nebula`):',
+    '',
+    '    [Unit]',
+    '    After=docker.service',
+    '    Requires=docker.service',
+    '    [Service]',
+    '    ExecStart=',
+    `    ExecStart=/usr/bin/env tbmesh up --dir "${d}" --docker nebulaoss/nebula:1.11.1`,
+    '',
+    'and remove `Before=docker.service` from the unit itself.',
+  ].join('\n')
+}
+
+/** Running Nebula's image in a single-CA network: its compose file. */
+function composeNebula(dir: string): string {
+  const d = safeLine(dir)
+  return [
+    `    docker compose -f ${d}/docker/docker-compose.nebula.yml up -d`,
+    '',
+    'It runs the Nebula project\'s image (`nebulaoss/nebula`) with host networking, `NET_ADMIN` and `/dev/net/tun`, and',
+    `mounts \`${d}/nebula\` read-only at the same path, where \`config.yml\` expects its certificates. After installing an`,
+    `update bundle, restart it (\`docker compose -f ${d}/docker/docker-compose.nebula.yml restart\`): the container keeps`,
+    'seeing the replaced directory until then, so a reload is not enough. (With a single CA every certificate may hold',
+    'any address, so Nebula needs no watching; `tbmesh up --docker nebulaoss/nebula:<version>` also runs the image.)',
+  ].join('\n')
+}
+
 /**
  * The text of the package's `README.md`: contents, the admin's steps (`tbmesh install BUNDLE --dir DIR`,
  * `tbmesh doctor --dir DIR`, `sudo nebula -config DIR/nebula/config.yml`), running Nebula with the systemd unit or the
@@ -81,5 +115,7 @@ export function renderBundleReadme(p: NodeProfile, extra: BundleReadmeExtra = {}
     p2pPort: assertPort(p.ports.p2p, 'ports.p2p'),
     roleText,
     blockchainCompose: trubudgetBlockchainCompose(p),
+    composeRow: p.members ? '' : '| `docker/docker-compose.nebula.yml` | Nebula as a Docker container, for hosts that run everything with Docker Compose |\n',
+    dockerSection: p.members ? dockerUnderUp(extra.installDir ?? INSTALL_DIR_PLACEHOLDER) : composeNebula(extra.installDir ?? INSTALL_DIR_PLACEHOLDER),
   })
 }
