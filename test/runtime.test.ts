@@ -20,6 +20,7 @@ import {generateDebugKeys} from '../src/runtime/debug-ssh.js'
 import {checkEvidence, evidenceFileName, type EvidenceRecord, readEvidence, writeEvidence} from '../src/runtime/evidence.js'
 import {parseHostmap, type Tunnel} from '../src/runtime/hostmap.js'
 import {checkTunnel, federatedPolicy, singleCaPolicy} from '../src/runtime/policy.js'
+import {childEnvironment, nebulaCommand} from '../src/runtime/process.js'
 import {renderRuntimeConfig} from '../src/runtime/runtime-config.js'
 import {nebulaBuild} from './e2e/debian.js'
 
@@ -243,5 +244,30 @@ describe('evidence records', () => {
     ['a bad time', {observedAt: 'yesterday'}, /observedAt/],
   ])('refuse %s', (_what, change, pattern) => {
     expect(checkEvidence({...record, ...change})).toMatch(pattern)
+  })
+})
+
+describe('running Nebula', () => {
+  it('gives a nebula binary the runtime config and an environment of PATH only', () => {
+    process.env.TBMESH_CA_PASSPHRASE = 'secret'
+    try {
+      expect(nebulaCommand({binary: '/usr/bin/nebula'}, '/run/tbmesh/nebula.yml', '/run/tbmesh', 'tbmesh-nebula-a')).toEqual({
+        file: '/usr/bin/nebula',
+        args: ['-config', '/run/tbmesh/nebula.yml'],
+        env: {PATH: process.env.PATH},
+      })
+      expect(Object.keys(childEnvironment(['HOME', 'TBMESH_NOT_SET']))).toEqual(['PATH', 'HOME'])
+    } finally {
+      delete process.env.TBMESH_CA_PASSPHRASE
+    }
+  })
+
+  it('runs an image on the host network with NET_ADMIN, the tun device and the run directory read-only at the same path', () => {
+    const {file, args} = nebulaCommand({image: 'nebulaoss/nebula:1.11.1', docker: '/usr/bin/docker'}, '/run/tbmesh/nebula.yml', '/run/tbmesh', 'tbmesh-nebula-a')
+    expect(file).toBe('/usr/bin/docker')
+    expect(args).toEqual([
+      'run', '--rm', '--name', 'tbmesh-nebula-a', '--network', 'host', '--cap-add', 'NET_ADMIN', '--device', '/dev/net/tun',
+      '--mount', 'type=bind,source=/run/tbmesh,target=/run/tbmesh,readonly', 'nebulaoss/nebula:1.11.1', '-config', '/run/tbmesh/nebula.yml',
+    ])
   })
 })

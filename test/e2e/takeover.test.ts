@@ -180,7 +180,6 @@ describe('an ACME rogue holding umb-1\'s address', () => {
     const s = await attack(false)
     try {
       const late = s.capture!.flowLines().filter((l) => l.at > s.attackAt + 2000)
-      console.log('DEBUG plain', which, 'captured', s.capture!.flowLines().length, late.length, 'back', s.receiver.received().filter((l) => l.sentAt > s.attackAt + CAPTURE_LIMIT_MS && l.at <= s.attackAt + RECOVERY_LIMIT_MS).length)
       expect(late.length, `nothing of the flow reached the rogue after 2 s\n${await lab!.diagnostics()}`).toBeGreaterThan(0)
     } finally {
       await stop(s)
@@ -191,8 +190,6 @@ describe('an ACME rogue holding umb-1\'s address', () => {
     const s = await attack(true)
     try {
       const captured = s.capture!.flowLines()
-      console.log('DEBUG', which, 'captured', captured.map((l) => l.at - s.attackAt), 'back', s.receiver.received().filter((l) => l.sentAt > s.attackAt).slice(0, 3).map((l) => l.at - s.attackAt))
-      console.log(s.attackAt, s.nebula.globex!.output().split('\n').filter((l) => /VIOLATION|tbmesh up|Taking new|Close|close|Warning|handshake/i.test(l)).join('\n'))
       const late = captured.filter((l) => l.at > s.attackAt + CAPTURE_LIMIT_MS)
       expect(late, `the rogue still read the flow after ${CAPTURE_LIMIT_MS} ms\n${s.nebula.globex!.output().slice(-4000)}`).toEqual([])
       // Again: data Globex sent once the rogue was cut off.

@@ -5,7 +5,8 @@
  * - the underlay guard is loaded before Nebula starts, and a guard that does not load keeps Nebula from starting;
  * - both nodes under `up` carry TCP between them; SIGHUP reaches Nebula; up prints no secret;
  * - Nebula's environment holds nothing of tbmesh's (the passphrase variables of the parent do not reach it);
- * - up exits with Nebula's status (128 + 9 when Nebula is killed) and removes its pid file and runtime files.
+ * - up exits with Nebula's status (128 + 9 when Nebula is killed) and removes its pid file and runtime files;
+ * - up stops Nebula and exits 1 when it cannot reach Nebula's debug server (fail closed).
  *
  * Fails (never skips) when it cannot run: it needs root, iproute2, nft, /dev/net/tun and nebula.
  */
@@ -124,4 +125,14 @@ describe('tbmesh up on real Nebula nodes (single CA)', () => {
     await lighthouse.stop()
     expect(await lighthouse.exited).toEqual({exitCode: 0, signal: null})
   })
+
+  it('stops Nebula and exits 1 when it cannot watch it (fail closed)', async () => {
+    // A real nebula whose debug server listens elsewhere than up was told: up can never connect.
+    const wrapper = join(dir, 'nebula-elsewhere.sh')
+    await writeFile(wrapper, '#!/bin/sh\nsed "s/listen: 127.0.0.1:[0-9]*/listen: 127.0.0.1:1/" "$2" > "$2.elsewhere" && exec nebula -config "$2.elsewhere"\n', {mode: 0o755})
+    const up = await lab!.startNebula('umbrella', join(installDir('umbrella'), 'nebula', 'config.yml'), {cwd: '/', tunDev: 'nebula1', command: [...upCommand('umbrella'), '--nebula', wrapper]})
+    expect(await up.exited).toEqual({exitCode: 1, signal: null})
+    expect(up.output()).toMatch(/did not answer for 10 s .*stopped Nebula rather than run it unwatched/)
+    expect((await lab!.run('umbrella', ['ip', '-o', 'link', 'show'])).stdout).not.toContain('nebula1')
+  }, 60_000)
 })
