@@ -22,17 +22,14 @@ import type {BundleMeta} from '../src/bundle/layout.js'
 import {violationReportMessage} from '../src/lib/messages.js'
 import {caPrivateKeyFromPem, certificateToPem, ed25519Sign, fingerprint, generateHostKeyPair, signDetails} from '../src/nebula/index.js'
 import type {EvidenceRecord} from '../src/runtime/evidence.js'
-import {expectOneLineError, removeDir, tbmesh, tbmeshJson, tempDir} from './helpers.js'
+import {type AddedNode, expectOneLineError, type MemberHome, removeDir, tbmesh, tbmeshJson, tempDir, threeMembers} from './helpers.js'
 
 const CIDR = '10.81.0.0/16'
 
-interface Init {caFingerprint: string; block: string}
-interface Added {name: string; overlayIp: string; fingerprint: string}
-
 describe('violation reports and what federated installations carry', () => {
   let dir: string
-  const ca = {} as Record<string, Init>
-  const node = {} as Record<string, Added>
+  const ca = {} as Record<string, MemberHome>
+  const node = {} as Record<string, AddedNode>
   const home = (org: string) => ['--home', join(dir, `home-${org}`)]
   const caKey = async (org: string) => caPrivateKeyFromPem(await readFile(join(dir, `home-${org}`, 'ca', `${ca[org].caFingerprint}.key`), 'utf8'))
 
@@ -73,23 +70,9 @@ describe('violation reports and what federated installations carry', () => {
 
   beforeAll(async () => {
     dir = await tempDir('tbmesh-violations-')
-    const approve = (org: string, file: string, out: string) => tbmeshJson(['federation', 'approve', file, ...home(org), '--out', join(dir, out), '--yes'])
-    const joinAs = async (org: string, name: string, descriptor: string): Promise<string> => {
-      ca[org] = await tbmeshJson<Init>(['init-ca', ...home(org), '--federated', '--org', name, '--descriptor', descriptor, '--no-passphrase'])
-      await tbmeshJson(['federation', 'request', ...home(org), '--out', join(dir, `${org}.request.json`)])
-      return join(dir, `${org}.request.json`)
-    }
-    ca.acme = await tbmeshJson<Init>(['init-ca', ...home('acme'), '--federated', '--org', 'ACME', '--network', 'fed', '--cidr', CIDR, '--no-passphrase'])
-    node.lighthouse = await tbmeshJson<Added>(['add-node', ...home('acme'), '--name', 'lighthouse', '--lighthouse', '--endpoint', '192.0.2.1:4242'])
-    await tbmeshJson(['add-node', ...home('acme'), '--origin'])
-    await tbmeshJson(['federation', 'show', ...home('acme'), '--out', join(dir, 'v3.json')])
-    await approve('acme', await joinAs('umbrella', 'Umbrella', join(dir, 'v3.json')), 'v4.json')
-    await tbmeshJson(['federation', 'import', join(dir, 'v4.json'), ...home('umbrella')])
-    await approve('acme', await joinAs('globex', 'Globex', join(dir, 'v4.json')), 'v5.partial.json')
-    await approve('umbrella', join(dir, 'v5.partial.json'), 'v5.json')
-    for (const org of ['acme', 'globex']) await tbmeshJson(['federation', 'import', join(dir, 'v5.json'), ...home(org)])
-    node.umbrella = await tbmeshJson<Added>(['add-node', ...home('umbrella')])
-    node.globex = await tbmeshJson<Added>(['add-node', ...home('globex')])
+    const built = await threeMembers(dir, CIDR, '192.0.2.1:4242')
+    Object.assign(ca, built.members)
+    Object.assign(node, built.nodes)
   }, 120_000)
 
   afterAll(async () => {

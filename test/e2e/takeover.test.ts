@@ -29,7 +29,7 @@ import {promisify} from 'node:util'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import yaml from 'yaml'
 
-import {BIN, removeDir, tbmeshJson, tempDir} from '../helpers.js'
+import {type AddedNode, BIN, type MemberHome, removeDir, tbmeshJson, tempDir, threeMembers} from '../helpers.js'
 import {nebulaBuild, type NebulaBuild, type NebulaBuildName} from './debian.js'
 import {type Capture, createLab, type FlowReceiver, type FlowSender, type Lab, type LabProcess, type NebulaProcess, requireLab} from './netns.js'
 
@@ -46,8 +46,6 @@ const RECOVERY_LIMIT_MS = 5000
 /** How long each scenario watches after the rogue's handshake. */
 const OBSERVE_MS = 6000
 
-interface Added {name: string; overlayIp: string}
-interface Init {caFingerprint: string; block: string}
 interface Evidence {fingerprint: string; issuer: {caFingerprint: string; slug?: string; organization?: string}; addresses: string[]; underlay?: string; observedAt: string; certificate?: string}
 
 const BUILDS: NebulaBuildName[] = ['oldest', 'newest']
@@ -55,8 +53,8 @@ const BUILDS: NebulaBuildName[] = ['oldest', 'newest']
 describe('an ACME rogue holding umb-1\'s address', () => {
   let lab: Lab | undefined
   let dir: string
-  const node = {} as Record<'lighthouse' | 'umbrella' | 'globex', Added>
-  const ca = {} as Record<string, Init>
+  const node = {} as Record<'lighthouse' | 'umbrella' | 'globex', AddedNode>
+  const ca = {} as Record<string, MemberHome>
   let rogueFingerprint = ''
   const home = (org: string) => ['--home', join(dir, `home-${org}`)]
   /** Each build gets installations of its own (evidence and updates stay apart). */
@@ -67,23 +65,9 @@ describe('an ACME rogue holding umb-1\'s address', () => {
     await Promise.all(BUILDS.map((b) => nebulaBuild(b)))
     dir = await tempDir('tbmesh-e2e-takeover-')
     lab = await createLab([...LABELS])
-    const approve = (org: string, file: string, out: string) => tbmeshJson(['federation', 'approve', file, ...home(org), '--out', join(dir, out), '--yes'])
-    const join_ = async (org: string, name: string, descriptor: string): Promise<string> => {
-      ca[org] = await tbmeshJson<Init>(['init-ca', ...home(org), '--federated', '--org', name, '--descriptor', descriptor, '--no-passphrase'])
-      await tbmeshJson(['federation', 'request', ...home(org), '--out', join(dir, `${org}.request.json`)])
-      return join(dir, `${org}.request.json`)
-    }
-    ca.acme = await tbmeshJson<Init>(['init-ca', ...home('acme'), '--federated', '--org', 'ACME', '--network', 'fed', '--cidr', CIDR, '--no-passphrase'])
-    node.lighthouse = await tbmeshJson<Added>(['add-node', ...home('acme'), '--name', 'lighthouse', '--lighthouse', '--endpoint', `${lab.host('lighthouse').underlayIp}:4242`])
-    await tbmeshJson(['add-node', ...home('acme'), '--origin'])
-    await tbmeshJson(['federation', 'show', ...home('acme'), '--out', join(dir, 'v3.json')])
-    await approve('acme', await join_('umbrella', 'Umbrella', join(dir, 'v3.json')), 'v4.json')
-    await tbmeshJson(['federation', 'import', join(dir, 'v4.json'), ...home('umbrella')])
-    await approve('acme', await join_('globex', 'Globex', join(dir, 'v4.json')), 'v5.partial.json')
-    await approve('umbrella', join(dir, 'v5.partial.json'), 'v5.json')
-    for (const org of ['acme', 'globex']) await tbmeshJson(['federation', 'import', join(dir, 'v5.json'), ...home(org)])
-    node.umbrella = await tbmeshJson<Added>(['add-node', ...home('umbrella')])
-    node.globex = await tbmeshJson<Added>(['add-node', ...home('globex')])
+    const built = await threeMembers(dir, CIDR, `${lab.host('lighthouse').underlayIp}:4242`)
+    Object.assign(ca, built.members)
+    Object.assign(node, built.nodes)
     for (const [label, org] of [['lighthouse', 'acme'], ['umbrella', 'umbrella'], ['globex', 'globex']] as const) {
       const bundle = join(dir, `${label}.tar.gz`)
       await tbmeshJson(['export-bundle', ...home(org), node[label].name, '--out', bundle, '--no-encrypt'])
