@@ -7,10 +7,11 @@
  * - Refused: a report of a certificate inside its issuer's block (no violation, so no member can block another's
  *   well-behaved node), a changed report, a report naming another reporter's CA, one's own report.
  * - install checks `nebula/members.json` against the trust bundle and the host, and carries `evidence/` over to an
- *   update of the same network, not to another network's bundle.
+ *   update of the same network, not to another network's bundle; doctor checks the members file and warns about
+ *   evidence.
  */
 
-import {mkdir, readdir, readFile, writeFile} from 'node:fs/promises'
+import {mkdir, readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
@@ -21,6 +22,7 @@ import {installBundle} from '../src/bundle/install.js'
 import type {BundleMeta} from '../src/bundle/layout.js'
 import {violationReportMessage} from '../src/lib/messages.js'
 import {caPrivateKeyFromPem, certificateToPem, ed25519Sign, fingerprint, generateHostKeyPair, signDetails} from '../src/nebula/index.js'
+import {doctor} from '../src/node/doctor.js'
 import type {EvidenceRecord} from '../src/runtime/evidence.js'
 import {type AddedNode, expectOneLineError, type MemberHome, removeDir, tbmesh, tbmeshJson, tempDir, threeMembers} from './helpers.js'
 
@@ -152,6 +154,19 @@ describe('violation reports and what federated installations carry', () => {
       const key = await caKey('umbrella')
       await writeBundle(tampered, meta as BundleMeta, files, {sign: (m) => ed25519Sign(key, m)})
       await expect(installBundle(tampered, join(dir, 'never'), {pin: ca.umbrella.caFingerprint})).rejects.toThrow(/holds 10\.81\.1\.\d+\/16, outside its organization's block/)
+    })
+
+    it('doctor checks the members file and warns about evidence', async () => {
+      const target = join(dir, 'doctored')
+      await installBundle(bundle, target, {pin: ca.umbrella.caFingerprint})
+      const checkOf = async (name: string) => (await doctor(target)).checks.find((c) => c.name === name)
+      expect(await checkOf('peer-policy')).toMatchObject({status: 'pass', detail: expect.stringMatching(/3 member block\(s\)/)})
+      expect(await checkOf('evidence')).toMatchObject({status: 'pass'})
+      await mkdir(join(target, 'evidence'))
+      await writeFile(join(target, 'evidence', 'x.json'), await readFile((await evidence('seen', node.umbrella.overlayIp)).file))
+      expect(await checkOf('evidence')).toMatchObject({status: 'warn', detail: expect.stringMatching(/caught 1 certificate/)})
+      await rm(join(target, 'nebula', 'members.json'))
+      expect(await checkOf('peer-policy')).toMatchObject({status: 'fail', detail: expect.stringMatching(/tbmesh up refuses to run it/)})
     })
 
     it('keeps evidence/ across an update of the same network, not across another network\'s bundle', async () => {

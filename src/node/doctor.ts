@@ -10,6 +10,7 @@ import path from 'node:path'
 import {execa} from 'execa'
 import {parse as parseYaml} from 'yaml'
 
+import {checkMembersFile, isFederatedTrust, MEMBERS_PATH} from '../bundle/members.js'
 import {UserError} from '../errors.js'
 import {EXPIRY_WARNING_SECONDS} from '../lib/duration.js'
 import {safeLine, SHA256_HEX} from '../lib/text.js'
@@ -23,6 +24,7 @@ import {
   type NebulaCertificate,
   verifyCertificate,
 } from '../nebula/index.js'
+import {EVIDENCE_DIR, readEvidence} from '../runtime/evidence.js'
 import {composePorts, type Verdict} from './compose-ports.js'
 import {nebulaTest, onPath} from './nebula.js'
 
@@ -33,7 +35,7 @@ export type DoctorStatus = Verdict
 export interface DoctorCheck {
   /**
    * Which check: `nebula`, `tun`, `nebula-test`, `ca-pin`, `ca-validity`, `host-cert`, `host-cert-verify`,
-   * `host-key`, `multichain-conf`, `blockchain-env`, `compose-ports`.
+   * `host-key`, `peer-policy`, `evidence`, `multichain-conf`, `blockchain-env`, `compose-ports`.
    */
   name: string
   status: DoctorStatus
@@ -83,6 +85,9 @@ const DAY = 86_400
  * - `host-cert-verify`: the host certificate passes every Nebula rule against `nebula/ca.crt` and config.yml's
  *   blocklist (expiry is left to the checks above);
  * - `host-key`: `nebula/host.key` matches the host certificate;
+ * - `peer-policy`: in a federated network, `nebula/members.json` is there and fits the trust bundle and the host (what
+ *   `tbmesh up` holds every peer to); in single-CA mode there is nothing to check;
+ * - `evidence`: warns when `tbmesh up` recorded certificates outside their issuer's block (`evidence/`);
  * - `multichain-conf`: every `bind` and `externalip` of `multichain/multichain.conf` is the overlay IP;
  * - `blockchain-env`: `EXTERNAL_IP` of `trubudget/blockchain.env` is the overlay IP;
  * - `compose-ports`: `docker/docker-compose.trubudget.override.yml`, when present, publishes the MultiChain P2P port
@@ -137,7 +142,7 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   }
 
   // The pinned CA, the certificates and the key.
-  let manifest: {caFingerprint?: unknown; node?: unknown; overlayIp?: unknown} | undefined
+  let manifest: {caFingerprint?: unknown; network?: unknown; node?: unknown; overlayIp?: unknown} | undefined
   const manifestFile = await read('manifest.json')
   let manifestProblem = 'problem' in manifestFile ? manifestFile.problem : undefined
   if ('data' in manifestFile) {
@@ -240,6 +245,23 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
       else check('host-key', 'fail', "nebula/host.key does not match the host certificate (it is another node's key)")
     }
   }
+
+  // What tbmesh up holds every peer to, and what it caught.
+  const members = await read(MEMBERS_PATH)
+  if (!cas) check('peer-policy', 'fail', `cannot check the peer policy: ${caProblem}`)
+  else if ('problem' in members && !members.problem.endsWith('is missing')) check('peer-policy', 'fail', members.problem)
+  else if ('problem' in members) {
+    if (isFederatedTrust(cas)) check('peer-policy', 'fail', `no ${MEMBERS_PATH} in a federated network's installation: tbmesh up refuses to run it; install an update bundle from your CA`)
+    else check('peer-policy', 'pass', 'single CA: every address is its CA\'s to give, nothing for tbmesh up to hold peers to')
+  } else {
+    const checked = checkMembersFile(members.data.toString('utf8'), {network: String(manifest?.network), cas, ...(host && pin ? {host, signer: pin} : {})})
+    if (typeof checked === 'string') check('peer-policy', 'fail', checked)
+    else check('peer-policy', 'pass', `${MEMBERS_PATH}: ${checked.members.length} member block(s), one per CA of nebula/ca.crt; tbmesh up holds every peer to its issuer's block`)
+  }
+  const evidence = await readEvidence(target).catch(() => ({records: [], problems: []}))
+  if (evidence.records.length > 0) {
+    check('evidence', 'warn', `tbmesh up caught ${evidence.records.length} certificate(s) outside their issuer's block (${EVIDENCE_DIR}/): report them to the other members with tbmesh federation report`)
+  } else check('evidence', 'pass', `no evidence records in ${EVIDENCE_DIR}/`)
 
   // The overlay IP everywhere TruBudget reads it.
   const ipSource = certIp ? 'the certificate\'s overlay IP' : 'the overlay IP in manifest.json'
