@@ -108,7 +108,7 @@ describe('violation reports and what federated installations carry', () => {
     expect(await readdir(dir)).not.toContain('no.json')
   })
 
-  it('refuses a report that was changed, that names another member\'s CA, or that is one\'s own', async () => {
+  it('refuses a report that was changed, that names another member\'s CA, that is one\'s own, or whose certificate its issuer did not sign', async () => {
     const caught = await evidence('rogue2', node.umbrella.overlayIp)
     const report = join(dir, 'globex.violations2.json')
     await tbmeshJson(['federation', 'report', caught.file, ...home('globex'), '--out', report])
@@ -127,6 +127,16 @@ describe('violation reports and what federated installations carry', () => {
     const body = {...signed.report, violations: [{...signed.report.violations[0], certificate: lighthouse}]}
     const forged = await write('forged.json', {report: body, signature: ed25519Sign(await caKey('globex'), violationReportMessage(body)).toString('base64')})
     expectOneLineError(await tbmesh(['federation', 'import', forged, ...home('umbrella')]), /lies inside the block .* no violation/)
+    // A certificate naming ACME's CA as issuer but signed by another key proves nothing about ACME.
+    const keys = generateHostKeyPair()
+    const now = Math.floor(Date.now() / 1000)
+    const framed = signDetails(
+      {name: 'framed', ips: [`${node.umbrella.overlayIp}/16`], subnets: [], groups: ['org:acme'], notBefore: now - 60, notAfter: now + 3600, publicKey: keys.publicKey, isCA: false, issuer: ca.acme.caFingerprint, curve: 'CURVE25519'},
+      await caKey('globex'),
+    )
+    const framedBody = {...signed.report, violations: [{...signed.report.violations[0], certificate: certificateToPem(framed)}]}
+    const framing = await write('framing.json', {report: framedBody, signature: ed25519Sign(await caKey('globex'), violationReportMessage(framedBody)).toString('base64')})
+    expectOneLineError(await tbmesh(['federation', 'import', framing, ...home('umbrella')]), /does not carry a valid signature of ACME's CA/)
   })
 
   describe('install', () => {
