@@ -66,7 +66,7 @@ export function evidenceFileName(record: EvidenceRecord): string {
   return `${time}-${record.fingerprint}.json`
 }
 
-/** Writes `record` durably into `DIR/evidence/` (created 0755); returns its path. Throws UserError when it cannot. */
+/** Writes `record` durably into `DIR/evidence/` (created 0700 when missing); returns its path. Throws UserError when it cannot. */
 export async function writeEvidence(dir: string, record: EvidenceRecord): Promise<string> {
   const file = path.join(dir, EVIDENCE_DIR, evidenceFileName(record))
   await writeAtomic(file, `${JSON.stringify(record, null, 2)}\n`, 0o644)
