@@ -19,7 +19,8 @@ import yaml from 'yaml'
 
 import {readBundle, writeBundle} from '../src/bundle/archive.js'
 import {installBundle} from '../src/bundle/install.js'
-import {BUNDLE_LAYOUT, type BundleManifest, type BundleMeta, DEFAULT_MAX_ENTRY_BYTES, FILES, INSTALLATION_LAYOUT, REQUIRED} from '../src/bundle/layout.js'
+import {BUNDLE_LAYOUT, type BundleManifest, type BundleMeta, DEFAULT_MAX_ENTRY_BYTES, FILES, INSTALLATION_LAYOUT} from '../src/bundle/layout.js'
+import {MEMBERS_PATH} from '../src/bundle/members.js'
 import {UserError} from '../src/errors.js'
 import {
   certificateToPem,
@@ -148,6 +149,9 @@ function entriesFor(content: Record<string, Buffer | string>, manifest = manifes
   ]
 }
 
+/** The layout of a single-CA bundle: everything but what only federated networks have. */
+const SINGLE_CA_LAYOUT = BUNDLE_LAYOUT.filter((e) => e.path !== MEMBERS_PATH)
+
 let counter = 0
 const craftedPath = (): string => join(work, `crafted-${++counter}.tar.gz`)
 
@@ -170,9 +174,9 @@ beforeAll(async () => {
     'trubudget/vault-secret.env': 'ORGANIZATION_VAULT_SECRET=Vx3kP9mQ2wRt7YbN5cHjL8dFg4AeUz6S\n',
     'README.md': renderBundleReadme(profile, {createdAt: meta.createdAt, caFingerprint: meta.caFingerprint}),
   }
-  // Any other file the layout requires (deployment files, …): a stand-in naming the default installation directory.
+  // Any other file of a single-CA join bundle (deployment files, …): a stand-in naming the default installation directory.
   for (const spec of BUNDLE_LAYOUT) {
-    if (spec.type === 'file' && spec.listed && REQUIRED.join.includes(spec.path) && !(spec.path in files)) files[spec.path] = `# ${spec.description}\n# /etc/tbmesh/nebula/config.yml\n`
+    if (spec.type === 'file' && spec.listed && spec.path !== MEMBERS_PATH && !(spec.path in files)) files[spec.path] = `# ${spec.description}\n# /etc/tbmesh/nebula/config.yml\n`
   }
   good = join(work, 'umbrella-1.tbmesh.tar.gz')
   await writeBundle(good, meta, files, {sign})
@@ -194,9 +198,9 @@ describe('writeBundle', () => {
 
     const listed: Array<{path: string; type: string; mode: number; uid?: number; uname?: string; mtime?: Date}> = []
     await list({file: out, onReadEntry: (e) => listed.push({path: e.path, type: e.type, mode: e.mode!, uid: e.uid, uname: e.uname, mtime: e.mtime})})
-    // Every layout entry (the bundle has them all), in layout order: the manifest and its signature first, each
-    // directory before its files.
-    expect(listed.map((e) => e.path)).toEqual(BUNDLE_LAYOUT.map((e) => e.path))
+    // Every layout entry (the bundle has them all but the federated networks' members file), in layout order: the
+    // manifest and its signature first, each directory before its files.
+    expect(listed.map((e) => e.path)).toEqual(SINGLE_CA_LAYOUT.map((e) => e.path))
     expect(listed.map((e) => e.path).slice(0, 7)).toEqual(['manifest.json', 'manifest.sig', 'nebula/', 'nebula/ca.crt', 'nebula/host.crt', 'nebula/host.key', 'nebula/config.yml'])
     expect(listed.map((e) => e.path)).toEqual(expect.arrayContaining(['multichain/', 'multichain/multichain.conf', 'trubudget/', 'trubudget/blockchain.env', 'README.md']))
     for (const e of listed) {
@@ -254,7 +258,7 @@ describe('readBundle', () => {
     const {manifest, files: read} = await readBundle(good)
     expect(manifest.node).toBe('umbrella-1')
     expect(manifest.caFingerprint).toBe(meta.caFingerprint)
-    expect([...read.keys()]).toEqual(BUNDLE_LAYOUT.filter((e) => e.type === 'file').map((e) => e.path))
+    expect([...read.keys()]).toEqual(SINGLE_CA_LAYOUT.filter((e) => e.type === 'file').map((e) => e.path))
     for (const [path, data] of Object.entries(files)) expect(read.get(path)?.toString('utf8'), path).toBe(data)
     expect(JSON.parse(read.get('manifest.json')!.toString('utf8'))).toEqual(manifest)
   })
@@ -274,8 +278,8 @@ describe('installBundle', () => {
     expect(result.keyFromJoiner).toBe(false)
     expect(result.encrypted).toBe(false)
     // Every file of the installation table but the vault secret, which install moves into node.env (the node's own
-    // secrets, made here), then what install renders for this host.
-    expect(result.files).toEqual(INSTALLATION_LAYOUT.filter((e) => e.type === 'file').map((e) => e.path))
+    // secrets, made here), then what install renders for this host; a single-CA bundle has no members file.
+    expect(result.files).toEqual(INSTALLATION_LAYOUT.filter((e) => e.type === 'file' && e.path !== MEMBERS_PATH).map((e) => e.path))
     expect(result.files).not.toContain('trubudget/vault-secret.env')
     expect(result.files).toContain('trubudget/node.env')
     expect(result.guard).toBe(join(dir, 'host', 'underlay-guard.nft'))
@@ -306,7 +310,7 @@ describe('installBundle', () => {
     expect(rpcPassword).toHaveLength(44)
     expect(await readFile(join(dir, 'multichain', 'multichain.conf'), 'utf8')).toBe(`${files['multichain/multichain.conf']}rpcpassword=${rpcPassword}\n`)
     expect(await mode('README.md')).toBe(0o644)
-    for (const entry of INSTALLATION_LAYOUT) expect(await mode(entry.path), entry.path).toBe(entry.installMode)
+    for (const entry of INSTALLATION_LAYOUT.filter((e) => e.path !== MEMBERS_PATH)) expect(await mode(entry.path), entry.path).toBe(entry.installMode)
 
     // The underlay guard, from the host certificate's overlay IP and config.yml's tun.dev (tbmesh0 here).
     const guard = await readFile(result.guard, 'utf8')
@@ -402,7 +406,7 @@ describe('installBundle', () => {
       expect(await mode(join(parent, 'a'))).toBe(0o755)
       expect(await mode(join(parent, 'a', 'b'))).toBe(0o755)
       expect(await mode(dir)).toBe(0o700)
-      for (const entry of INSTALLATION_LAYOUT) expect(await mode(join(dir, entry.path)), entry.path).toBe(entry.installMode)
+      for (const entry of INSTALLATION_LAYOUT.filter((e) => e.path !== MEMBERS_PATH)) expect(await mode(join(dir, entry.path)), entry.path).toBe(entry.installMode)
     } finally {
       process.umask(old)
     }
@@ -534,8 +538,9 @@ describe('refusals', () => {
       },
       message: /entry "nebula\/host.key" is not listed in manifest.json/,
     },
-    // An edited byte in each listed file of the layout (after signing): the manifest names it.
-    ...FILES.filter((e) => e.listed).map(({path: target}) => ({
+    // An edited byte in each listed file of the layout (after signing): the manifest names it. (A federated network's
+    // members file is not in this single-CA bundle: test/violations.test.ts edits it.)
+    ...FILES.filter((e) => e.listed && e.path !== MEMBERS_PATH).map(({path: target}) => ({
       name: `edited byte in ${target}`,
       make: (f: string) => editedAfterSigning(f, target, flipMiddleByte),
       message: new RegExp(`entry "${re(target)}" does not match its SHA-256 in manifest.json`),

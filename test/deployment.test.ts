@@ -86,7 +86,7 @@ function parseUnit(text: string): Record<string, Record<string, string[]>> {
 const hostOf = (mapping: string): string => /^(\d+\.\d+\.\d+\.\d+):[^:]/.exec(mapping)?.[1] ?? ''
 
 describe('renderNebulaService', () => {
-  it('runs nebula with the installed config.yml as a simple, always-restarted root service with CAP_NET_ADMIN only', () => {
+  it('runs tbmesh up on the installation as a simple, always-restarted root service with CAP_NET_ADMIN only', () => {
     const text = renderNebulaService(plain)
     expect(text.split('\n')[0]).toMatch(/^# .*umbrella-1.*10\.42\.1\.1/)
     const unit = parseUnit(text)
@@ -98,10 +98,13 @@ describe('renderNebulaService', () => {
       User: ['root'],
       CapabilityBoundingSet: ['CAP_NET_ADMIN'],
       NoNewPrivileges: ['yes'],
-      // The underlay guard before Nebula (a failing ExecStartPre stops the start), and again on every reload.
-      ExecStartPre: ['/usr/sbin/nft -f "/etc/tbmesh/host/underlay-guard.nft"'],
-      ExecStart: ['/usr/bin/nebula -config "/etc/tbmesh/nebula/config.yml"'],
-      ExecReload: ['/usr/sbin/nft -f "/etc/tbmesh/host/underlay-guard.nft"', '/bin/kill -HUP $MAINPID'],
+      ExecStart: ['/usr/bin/env tbmesh up --dir "/etc/tbmesh" --run-dir /run/tbmesh'],
+      ExecReload: ['/bin/kill -HUP $MAINPID'],
+      KillMode: ['mixed'],
+      RuntimeDirectory: ['tbmesh'],
+      RuntimeDirectoryMode: ['0700'],
+      // /etc stays writable for the evidence records up writes into the installation.
+      ProtectSystem: ['true'],
       Restart: ['always'],
     })
     expect(unit.Install).toEqual({WantedBy: ['multi-user.target']})
@@ -109,8 +112,7 @@ describe('renderNebulaService', () => {
 
   it('names the given directory, escaped for systemd', () => {
     const unit = parseUnit(renderNebulaService(plain, {installDir: '/srv/tb mesh/100%/$HOME'}))
-    expect(unit.Service.ExecStart).toEqual(['/usr/bin/nebula -config "/srv/tb mesh/100%%/$$HOME/nebula/config.yml"'])
-    expect(unit.Service.ExecStartPre).toEqual(['/usr/sbin/nft -f "/srv/tb mesh/100%%/$$HOME/host/underlay-guard.nft"'])
+    expect(unit.Service.ExecStart).toEqual(['/usr/bin/env tbmesh up --dir "/srv/tb mesh/100%%/$$HOME" --run-dir /run/tbmesh'])
   })
 
   const itSystemd = have('systemd-analyze') && have('nebula') ? it : it.skip
@@ -295,7 +297,7 @@ describe('bundle README', () => {
       'sudo cp /srv/tb/systemd/nebula.service /etc/systemd/system/nebula.service',
       'sudo systemctl daemon-reload',
       'sudo systemctl enable --now nebula',
-      'sudo nft -f /srv/tb/host/underlay-guard.nft',
+      'sudo tbmesh up --dir /srv/tb',
       'sudo cp /srv/tb/systemd/tbmesh-guard.service /etc/systemd/system/tbmesh-guard.service',
       'sudo systemctl enable --now tbmesh-guard',
       'docker compose -f /srv/tb/docker/docker-compose.nebula.yml up -d',
@@ -311,6 +313,14 @@ describe('bundle README', () => {
       expect(text).toContain(line)
     }
     expect(renderBundleReadme(origin)).toContain('-f blockchain/docker-compose.alphanode.yml')
+  })
+
+  it('in a federated network runs the image under tbmesh up, never with the compose file', () => {
+    const federated: NodeProfile = {...plain, members: [{organization: 'umbrella', name: 'Umbrella', block: '10.42.1.0/24', caFingerprint: 'a'.repeat(64)}]}
+    const text = renderBundleReadme(federated, {installDir: '/srv/tb'})
+    expect(text).toContain('ExecStart=/usr/bin/env tbmesh up --dir "/srv/tb" --docker nebulaoss/nebula:')
+    expect(text).toContain('sudo tbmesh up --dir /srv/tb')
+    expect(text).not.toContain('docker-compose.nebula.yml')
   })
 })
 
@@ -381,17 +391,17 @@ describe('export-bundle → install: the deployment files name the installed dir
     }
   })
 
-  it("the units load the installed underlay guard, rendered for this node's overlay IP and tun device", async () => {
+  it("the unit runs tbmesh up, which loads the installed underlay guard, rendered for this node's overlay IP and tun device", async () => {
     const guard = join(dir, 'host', 'underlay-guard.nft')
     expect(await readFile(guard, 'utf8')).toContain('\t\tip daddr { 10.42.1.1 } iifname != { "nebula1", "lo" } counter drop')
-    expect(parseUnit(await readFile(join(dir, 'systemd', 'nebula.service'), 'utf8')).Service.ExecStartPre).toEqual([`/usr/sbin/nft -f "${guard}"`])
+    expect(parseUnit(await readFile(join(dir, 'systemd', 'nebula.service'), 'utf8')).Service.ExecStart).toEqual([`/usr/bin/env tbmesh up --dir "${dir}" --run-dir /run/tbmesh`])
     expect(parseUnit(await readFile(join(dir, 'systemd', 'tbmesh-guard.service'), 'utf8')).Service.ExecStart).toEqual([`/usr/sbin/nft -f "${guard}"`])
   })
 
-  it("the unit's ExecStart runs nebula with the installed config.yml, whose pki paths are the installed files", async () => {
+  it("the unit's ExecStart runs tbmesh up on the installation, whose config's pki paths are the installed files", async () => {
     const unit = parseUnit(await readFile(join(dir, 'systemd', 'nebula.service'), 'utf8'))
     const config = join(dir, 'nebula', 'config.yml')
-    expect(unit.Service.ExecStart).toEqual([`/usr/bin/nebula -config "${config}"`])
+    expect(unit.Service.ExecStart).toEqual([`/usr/bin/env tbmesh up --dir "${dir}" --run-dir /run/tbmesh`])
     expect((await stat(config)).isFile()).toBe(true)
     const pki = (yaml.parse(await readFile(config, 'utf8')) as Doc).pki
     expect(pki).toMatchObject({ca: join(dir, 'nebula', 'ca.crt'), cert: join(dir, 'nebula', 'host.crt'), key: join(dir, 'nebula', 'host.key')})

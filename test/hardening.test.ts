@@ -407,8 +407,8 @@ describe('what no test caught before', () => {
 
   it("in a federated network every rule, the origin's included, is scoped by cidr and ca_sha, never host", () => {
     const members = [
-      {organization: 'acme', block: '10.77.0.0/24', caFingerprint: 'a'.repeat(64)},
-      {organization: 'umbrella', block: '10.77.1.0/24', caFingerprint: 'b'.repeat(64)},
+      {organization: 'acme', name: 'ACME', block: '10.77.0.0/24', caFingerprint: 'a'.repeat(64)},
+      {organization: 'umbrella', name: 'Umbrella', block: '10.77.1.0/24', caFingerprint: 'b'.repeat(64)},
     ]
     const origin: NodeProfile = {
       network: {name: 'fed', cidr: '10.77.0.0/16'},

@@ -128,3 +128,47 @@ export function expectOneLineError(result: Result, reason: RegExp, exit?: number
   expect(stderr).toMatch(reason)
   expect(stderr).not.toMatch(/\bat .*:\d+:\d+|node:internal/)
 }
+
+/** A member home of {@link threeMembers}: its CA (fingerprint, block) and `--home` arguments. */
+export interface MemberHome {
+  caFingerprint: string
+  block: string
+  home: string[]
+}
+
+/** A node added with the CLI (`AddNodeResult`, the fields tests use). */
+export interface AddedNode {
+  name: string
+  overlayIp: string
+  fingerprint: string
+}
+
+/**
+ * A federated network of three members built with the CLI in `dir` (homes `home-acme`, `home-umbrella`,
+ * `home-globex`, no passphrases): ACME founds network `fed` on `cidr` with a lighthouse at `lighthouseEndpoint` and its
+ * origin node; Umbrella joins with ACME's approval, Globex with ACME's and Umbrella's; every member imports the result;
+ * Umbrella and Globex add one node each (umbrella-1, globex-1).
+ */
+export async function threeMembers(dir: string, cidr: string, lighthouseEndpoint: string): Promise<{members: Record<'acme' | 'umbrella' | 'globex', MemberHome>; nodes: Record<'lighthouse' | 'umbrella' | 'globex', AddedNode>}> {
+  const home = (org: string) => ['--home', join(dir, `home-${org}`)]
+  const ca: Record<string, {caFingerprint: string; block: string}> = {}
+  const approve = (org: string, file: string, out: string) => tbmeshJson(['federation', 'approve', file, ...home(org), '--out', join(dir, out), '--yes'])
+  const joinAs = async (org: string, name: string, descriptor: string): Promise<string> => {
+    ca[org] = await tbmeshJson(['init-ca', ...home(org), '--federated', '--org', name, '--descriptor', descriptor, '--no-passphrase'])
+    await tbmeshJson(['federation', 'request', ...home(org), '--out', join(dir, `${org}.request.json`)])
+    return join(dir, `${org}.request.json`)
+  }
+  ca.acme = await tbmeshJson(['init-ca', ...home('acme'), '--federated', '--org', 'ACME', '--network', 'fed', '--cidr', cidr, '--no-passphrase'])
+  const lighthouse = await tbmeshJson<AddedNode>(['add-node', ...home('acme'), '--name', 'lighthouse', '--lighthouse', '--endpoint', lighthouseEndpoint])
+  await tbmeshJson(['add-node', ...home('acme'), '--origin'])
+  await tbmeshJson(['federation', 'show', ...home('acme'), '--out', join(dir, 'v3.json')])
+  await approve('acme', await joinAs('umbrella', 'Umbrella', join(dir, 'v3.json')), 'v4.json')
+  await tbmeshJson(['federation', 'import', join(dir, 'v4.json'), ...home('umbrella')])
+  await approve('acme', await joinAs('globex', 'Globex', join(dir, 'v4.json')), 'v5.partial.json')
+  await approve('umbrella', join(dir, 'v5.partial.json'), 'v5.json')
+  for (const org of ['acme', 'globex']) await tbmeshJson(['federation', 'import', join(dir, 'v5.json'), ...home(org)])
+  const umbrella = await tbmeshJson<AddedNode>(['add-node', ...home('umbrella')])
+  const globex = await tbmeshJson<AddedNode>(['add-node', ...home('globex')])
+  const member = (org: string): MemberHome => ({caFingerprint: ca[org].caFingerprint, block: ca[org].block, home: home(org)})
+  return {members: {acme: member('acme'), umbrella: member('umbrella'), globex: member('globex')}, nodes: {lighthouse, umbrella, globex}}
+}

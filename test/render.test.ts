@@ -212,6 +212,7 @@ describe('renderBundleReadme', () => {
     const text = renderBundleReadme(plain, {createdAt: '2025-01-31T12:00:00.000Z', caFingerprint: 'ab'.repeat(32), installDir: '/srv/tb', secrets: []})
     expect(text).toContain('tbmesh install umbrella-1.tbmesh.tar.gz --dir /srv/tb [--vault-secret-file FILE]')
     expect(text).toContain('tbmesh doctor --dir /srv/tb')
+    expect(text).toContain('sudo tbmesh up --dir /srv/tb')
     expect(text).toContain('**It holds no secret**')
     expect(text).toContain('docker compose --env-file /srv/tb/trubudget/node.env -f /srv/tb/docker/compose.yml up -d')
     expect(text).toContain(

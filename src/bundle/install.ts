@@ -7,7 +7,7 @@
  */
 
 import {randomBytes} from 'node:crypto'
-import {chmod, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
+import {chmod, copyFile, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 
 import {isMap, parseDocument} from 'yaml'
@@ -34,9 +34,11 @@ import {
   MANIFEST,
   manifestProblem,
   NODE_ENV_FILE,
+  NODE_LOCAL_DIRS,
   refusal,
   UNDERLAY_GUARD,
 } from './layout.js'
+import {checkMembersFile, MEMBERS_PATH} from './members.js'
 import {makeNodeEnv, type NodeEnv, parseNodeEnv, renderNodeEnv} from './node-env.js'
 import {type TrustedBundle, type TrustOptions, verifyBundleTrust} from './trust.js'
 
@@ -111,6 +113,10 @@ export interface InstallResult {
  * - modes, whatever the umask: `dir` 0700, the modes of {@link INSTALLATION_LAYOUT} below it (the key,
  *   `multichain.conf` and node.env 0600), directories it creates above `dir` 0755 at most.
  *
+ * A federated bundle's `nebula/members.json` must fit its trust bundle and the host certificate (`members.ts`). The
+ * node-local directories of an installation of the same network being replaced (`evidence/`, see
+ * {@link NODE_LOCAL_DIRS}) are carried over.
+ *
  * Files are staged in a fresh directory beside `dir` (same parent, created when missing) and renamed into place;
  * with `force`, an existing installation is first moved aside, and restored if the rename fails, else removed. Any
  * failure before the rename leaves `dir` as it was and removes the staging directory.
@@ -137,9 +143,11 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
   let previousSequence: number | undefined
   let rollback: InstallResult['rollback']
   let replace = false
+  let carryOver = false
   const existing = await inspectTarget(target)
   if (manifest.kind === 'update') {
     const current = await readInstallation(target)
+    carryOver = true
     if (current.manifest.network !== manifest.network || current.manifest.node !== manifest.node) {
       throw refusal(file, `it is for ${manifest.node} of network ${manifest.network}, but ${target} holds ${current.manifest.node} of ${current.manifest.network}`)
     }
@@ -164,6 +172,12 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     trusted = await verifyBundleTrust(file, read, opts)
     files = new Map(read.files)
     files.set('nebula/host.key', Buffer.from(trusted.hostKeyPem, 'utf8'))
+  }
+  const members = files.get(MEMBERS_PATH)
+  if (members) {
+    const cas = certificatesFromPem(files.get('nebula/ca.crt')!)
+    const checked = checkMembersFile(members.toString('utf8'), {network: manifest.network, cas, host: trusted.hosts.at(-1), signer: manifest.caFingerprint})
+    if (typeof checked === 'string') throw refusal(file, checked)
   }
   // The node's own secrets: made here, or kept from an installation of the same node (an update carries none).
   const installedEnv = await readInstalledNodeEnv(target, manifest)
@@ -200,6 +214,7 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
       rollback = {installed: installed.sequence, sequence: manifest.sequence}
     }
     replace = true
+    carryOver = installed.network === manifest.network
   }
 
   try {
@@ -230,6 +245,7 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
       await chmod(dest, spec.installMode)
       installed.push(spec.path)
     }
+    if (carryOver) await carryOverNodeLocal(target, staging)
     await chmod(staging, INSTALL_ROOT_MODE)
     await swapIntoPlace(staging, target, replace)
   } catch (error) {
@@ -362,6 +378,28 @@ async function readInstallation(dir: string): Promise<{manifest: BundleManifest;
     throw new UserError(`${dir} holds no tbmesh installation to update`, {fix: 'install the node\'s join bundle there first'})
   }
   return {manifest: manifest as BundleManifest, files}
+}
+
+/**
+ * Copies the node-local directories ({@link NODE_LOCAL_DIRS}: files made on the node, never by a bundle) of the
+ * installation in `from` into `to`, regular files only, one level deep (directories 0755, files 0644).
+ */
+async function carryOverNodeLocal(from: string, to: string): Promise<void> {
+  for (const dir of NODE_LOCAL_DIRS) {
+    const source = path.join(from, dir)
+    const entries = await readdir(source, {withFileTypes: true}).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return []
+      throw error
+    })
+    const regular = entries.filter((e) => e.isFile())
+    if (regular.length === 0) continue
+    const dest = path.join(to, dir)
+    await mkdir(dest, {mode: 0o755})
+    for (const entry of regular) {
+      await copyFile(path.join(source, entry.name), path.join(dest, entry.name))
+      await chmod(path.join(dest, entry.name), 0o644)
+    }
+  }
 }
 
 /**

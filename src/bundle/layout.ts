@@ -61,6 +61,8 @@ export const BUNDLE_LAYOUT = [
   // Optional: a node whose key the joining organization generated itself gets a bundle without it.
   fileEntry('nebula/host.key', [0o600, 0o600], "the node's private key (PEM)"),
   {...fileEntry('nebula/config.yml', [0o644, 0o644], 'Nebula configuration'), installRewrite: 'nebula-pki'},
+  // Federated networks only: which member's CA may issue which addresses (`tbmesh up` checks every peer against it).
+  fileEntry('nebula/members.json', [0o644, 0o644], "the federated network's members: each one's block and CA"),
   dirEntry('multichain/', 0o700, 'MultiChain settings'),
   {...fileEntry('multichain/multichain.conf', [0o644, 0o600], 'MultiChain settings for a host without Docker (install adds the RPC password)'), installRewrite: 'rpc-password'},
   dirEntry('trubudget/', 0o700, "TruBudget settings and, once installed, the node's secrets (trubudget/node.env)"),
@@ -196,7 +198,8 @@ export type BundleKind = 'join' | 'update'
 
 /**
  * The files each kind of bundle must hold; a join bundle may also hold `nebula/host.key` and `trubudget/vault-secret.env`
- * (the only secrets a bundle can carry), an update nothing else.
+ * (the only secrets a bundle can carry); both kinds hold `nebula/members.json` in a federated network, and a single-CA
+ * network's join bundle holds the compose file for Nebula (in a federated network Nebula runs under `tbmesh up` only).
  */
 export const REQUIRED: Record<BundleKind, readonly string[]> = {
   join: [
@@ -209,7 +212,6 @@ export const REQUIRED: Record<BundleKind, readonly string[]> = {
     'trubudget/blockchain.env',
     'trubudget/api.env',
     'systemd/nebula.service',
-    'docker/docker-compose.nebula.yml',
     'docker/compose.yml',
     'docker/trubudget.env',
     'docker/trubudget-operation.override.yml',
@@ -220,13 +222,23 @@ export const REQUIRED: Record<BundleKind, readonly string[]> = {
   ],
   update: ['manifest.json', 'manifest.sig', 'nebula/ca.crt', 'nebula/host.crt', 'nebula/config.yml'],
 }
-const OPTIONAL: Record<BundleKind, readonly string[]> = {join: ['nebula/host.key', 'trubudget/vault-secret.env'], update: []}
+const OPTIONAL: Record<BundleKind, readonly string[]> = {
+  join: ['nebula/host.key', 'trubudget/vault-secret.env', 'nebula/members.json', 'docker/docker-compose.nebula.yml'],
+  update: ['nebula/members.json'],
+}
 
 /** The entries that are secrets, with what they are for messages: a bundle holding none has nothing to protect. */
 export const SECRET_ENTRIES: Readonly<Record<string, string>> = {
   'nebula/host.key': "the node's private key",
   'trubudget/vault-secret.env': "the organization's ORGANIZATION_VAULT_SECRET",
 }
+
+/**
+ * Directories of an installation that no bundle brings: made on the node itself and carried over by `install` when it
+ * replaces the installation of the same network (an update, or a join bundle with `--force`). `evidence/`: the
+ * violation records of `tbmesh up`, which are also the node's local blocklist (`runtime/evidence.ts`).
+ */
+export const NODE_LOCAL_DIRS = ['evidence/'] as const
 
 export const MANIFEST = 'manifest.json'
 export const SIGNATURE = 'manifest.sig'

@@ -22,6 +22,7 @@ import {renderComposeStack} from '../render/compose-stack.js'
 import {renderNebulaCompose} from '../render/docker-compose-nebula.js'
 import {renderHostEnv} from '../render/host-env.js'
 import {renderHostSysctl} from '../render/host-sysctl.js'
+import {renderMembersJson} from '../render/members-json.js'
 import {renderMultichainConf} from '../render/multichain-conf.js'
 import {renderNebulaConfig} from '../render/nebula-config.js'
 import {renderNebulaService} from '../render/nebula-service.js'
@@ -143,6 +144,8 @@ export async function packNodeBundle(home: Home, tx: Transaction, nodeName: stri
     'nebula/host.crt': hostPems.join(''),
     'nebula/config.yml': renderNebulaConfig(profile),
   }
+  const membersJson = renderMembersJson(profile)
+  if (membersJson !== undefined) files['nebula/members.json'] = membersJson
   if (kind === 'join') {
     if (cert.keyInHome) files['nebula/host.key'] = await tx.readHostKey(node.name)
     // A federated organization's own vault secret, to its own nodes; a single CA never holds one (it may be another's).
@@ -153,7 +156,8 @@ export async function packNodeBundle(home: Home, tx: Transaction, nodeName: stri
     files['trubudget/api.env'] = renderHostEnv(profile, 'api')
     // Rendered for the placeholder directory /etc/tbmesh; `tbmesh install` writes in the real one.
     files['systemd/nebula.service'] = renderNebulaService(profile)
-    files['docker/docker-compose.nebula.yml'] = renderNebulaCompose(profile)
+    // A federated node's Nebula runs under `tbmesh up` (the unit, with `--docker` for the image), never bare in compose.
+    if (!profile.members) files['docker/docker-compose.nebula.yml'] = renderNebulaCompose(profile)
     files['docker/compose.yml'] = renderComposeStack(profile)
     files['docker/trubudget.env'] = renderTrubudgetEnv(profile)
     files['docker/trubudget-operation.override.yml'] = renderAdoptionOverride(profile, 'operation')

@@ -52,7 +52,7 @@ export function nodeProfile(state: NetworkState, nodeName: string, pki: NodeProf
     lighthouses,
     ...(origin ? {originOverlayIp: origin.overlayIp} : {}),
     ...(node.registerAt ? {registrarOverlayIp: node.registerAt} : {}),
-    ...(members ? {members: members.flatMap((m) => memberCas(m).map((ca) => ({organization: m.slug, block: m.block, caFingerprint: ca.caFingerprint})))} : {}),
+    ...(members ? {members: members.flatMap((m) => memberCas(m).map((ca) => ({organization: m.slug, name: m.organization, block: m.block, caFingerprint: ca.caFingerprint})))} : {}),
     rpc: {user: DEFAULTS.rpcUser},
     tun: {...state.network.tun},
     pki,

@@ -33,10 +33,10 @@ It refuses, before writing anything, a bundle whose certificates the nebula on P
 An update bundle (from \`tbmesh export-update\`) goes onto an existing installation: it must be for the same node and network, newer than what is installed (replays and rollbacks are refused), and signed by a CA the installation trusts, or by the CA that one vouched for during a CA rotation, so --ca-fingerprint is not needed. The new files are swapped in atomically; --reload then makes the running nebula pick them up.`
 
   static override examples = [
-    {description: 'Install an update bundle and make the running nebula reload', command: '<%= config.bin %> <%= command.id %> acme-1.update-3.tbmesh.tar.gz --dir /etc/tbmesh --reload --pid-file /run/nebula.pid'},
+    {description: 'Install an update bundle and make the running node reload (the systemd unit runs tbmesh up)', command: '<%= config.bin %> <%= command.id %> acme-1.update-3.tbmesh.tar.gz --dir /etc/tbmesh --reload --reload-cmd "systemctl reload nebula"'},
     {
-      description: 'Install into /etc/tbmesh, pinning the CA, load the underlay guard and start Nebula',
-      command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 && sudo nft -f /etc/tbmesh/host/underlay-guard.nft && sudo nebula -config /etc/tbmesh/nebula/config.yml',
+      description: 'Install into /etc/tbmesh, pinning the CA, and start Nebula (tbmesh up loads the underlay guard first)',
+      command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 && sudo tbmesh up --dir /etc/tbmesh',
     },
     {description: 'Go back to an older bundle of the same node on purpose', command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 --force --allow-rollback'},
     {description: 'A second node of an organization: its vault secret, and documents on', command: '<%= config.bin %> <%= command.id %> umbrella-2.tbmesh.tar.gz --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 --vault-secret-file umbrella.vault --documents'},
@@ -58,7 +58,7 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     documents: Flags.boolean({description: "run TruBudget's storage service (documents between organizations); recorded in node.env", allowNo: true}),
     'trubudget-tag': Flags.string({description: "TruBudget image tag for the complete compose stack (default: tbmesh's, see README)"}),
     reload: Flags.boolean({description: 'after installing, make the running nebula reload (SIGHUP to --pid-file, or --reload-cmd)'}),
-    'pid-file': Flags.file({description: 'file holding the running nebula\'s process id', dependsOn: ['reload']}),
+    'pid-file': Flags.file({description: 'file holding the process id to signal: `tbmesh up --pid-file`\'s (or a bare nebula\'s)', dependsOn: ['reload']}),
     'reload-cmd': Flags.string({description: 'command that reloads nebula, e.g. "systemctl reload nebula"', dependsOn: ['reload'], exclusive: ['pid-file']}),
   }
 
@@ -114,15 +114,16 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     }
     if (result.manifest.kind === 'update') this.log('Reload nebula (SIGHUP) to use the update')
     else {
-      this.log(`Underlay guard: ${result.guard} (load it before Nebula and Docker: sudo nft -f ${result.guard})`)
+      const unit = `${result.dir}/systemd/nebula.service`
       if (result.files.includes('docker/compose.yml')) {
         this.log(`Run it (${result.dir}/README.md gives the other ways):`)
+        if (result.files.includes('docker/docker-compose.nebula.yml')) {
+          this.log(`  sudo systemctl enable --now ${result.dir}/systemd/tbmesh-guard.service   # the underlay guard, before Docker`)
+        } else this.log(`  sudo systemctl enable --now ${unit}   # Nebula under tbmesh up, which a federated network needs`)
         this.log(`  sudo cp ${result.dir}/host/tbmesh-sysctl.conf /etc/sysctl.d/60-tbmesh.conf && sudo sysctl --system`)
-        this.log(`  sudo nft -f ${result.guard}`)
         this.log(`  ${stackCommand(result.dir)}`)
-      } else this.log(`Start it: sudo nft -f ${result.guard} && sudo nebula -config ${result.dir}/nebula/config.yml`)
-      if (result.files.includes('systemd/nebula.service')) {
-        this.log(`As a service: ${result.dir}/systemd/nebula.service (loads the guard itself), or with Docker ${result.dir}/systemd/tbmesh-guard.service (see ${result.dir}/README.md)`)
+      } else {
+        this.log(`Start it: sudo tbmesh up --dir ${result.dir} (loads the underlay guard, then runs Nebula); as a service: ${unit}`)
       }
       this.log(`Check it: tbmesh doctor --dir ${result.dir}`)
     }

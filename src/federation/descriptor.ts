@@ -431,4 +431,7 @@ export function checkFederationState(state: NetworkState, bad: (problem: string)
       bad(`the revocations imported from ${org} are malformed`)
     }
   }
+  for (const [fp, v] of Object.entries(f.violations ?? {})) {
+    if (!SHA256_HEX.test(fp) || typeof v?.issuer !== 'string' || typeof v.reportedBy !== 'string' || typeof v.observedAt !== 'string') bad('"federation.violations" is malformed')
+  }
 }

@@ -49,6 +49,7 @@ import {
 import {readJson, requireFederation, requireMember} from './guards.js'
 import {ownRotationRound, rotationCode} from './member-ca.js'
 import {importRevocations, type ImportRevocationsResult} from './revocations.js'
+import {importViolationReport, type ImportViolationReportResult} from './violations.js'
 
 /** The smallest `--approvals` that can ask for more than a majority (see {@link approvalsNeeded}). */
 export const MIN_FIXED_APPROVALS = 3
@@ -498,10 +499,15 @@ export async function importDescriptor(home: Home, file: string): Promise<Import
   return {kind: 'descriptor', version: d.version, change: d.change, adopted: true, member: isMember(after), approvedBy: status.approvedBy, nodesToUpdate, warnings}
 }
 
-/** Imports a federation file of either kind: a descriptor version ({@link importDescriptor}) or a revocation list. */
-export async function importFederationFile(home: Home, file: string): Promise<ImportResult | ImportRevocationsResult> {
+/**
+ * Imports a federation file of any kind: a descriptor version ({@link importDescriptor}), a revocation list or a
+ * violation report.
+ */
+export async function importFederationFile(home: Home, file: string): Promise<ImportResult | ImportRevocationsResult | ImportViolationReportResult> {
   const value = await readJson(file, 'file')
-  return typeof value === 'object' && value !== null && 'revocations' in value ? importRevocations(home, file) : importDescriptor(home, file)
+  if (typeof value === 'object' && value !== null && 'revocations' in value) return importRevocations(home, file)
+  if (typeof value === 'object' && value !== null && 'report' in value) return importViolationReport(home, file)
+  return importDescriptor(home, file)
 }
 
 /**

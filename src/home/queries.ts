@@ -67,13 +67,14 @@ export function findNode(state: NetworkState, name: string): NodeRecord {
 /**
  * The network's blocklist, sorted: every certificate fingerprint ever issued to a revoked node (its v1 and its v2
  * certificates alike, and for P256 both forms of each signature) and, in a federated network, those of the revocation
- * lists imported from other members.
+ * lists imported from other members and of the violations reported.
  */
 export function blocklist(state: NetworkState): string[] {
   const revoked = new Set(state.nodes.filter((n) => n.revoked).map((n) => n.name))
   const own = state.certificates.filter((c) => revoked.has(c.name)).flatMap((c) => (c.otherFingerprint ? [c.fingerprint, c.otherFingerprint] : [c.fingerprint]))
   const imported = Object.values(state.federation?.revocations ?? {}).flatMap((r) => r.fingerprints)
-  return [...new Set([...own, ...imported])].sort()
+  const violations = Object.keys(state.federation?.violations ?? {})
+  return [...new Set([...own, ...imported, ...violations])].sort()
 }
 
 /**

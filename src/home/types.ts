@@ -177,6 +177,12 @@ export interface FederationState {
    * (hex SHA-256) of the certificates it revokes. Rendered into every node's `pki.blocklist`.
    */
   revocations?: Record<string, {sequence: number; fingerprints: string[]}>
+  /**
+   * Certificates found holding addresses outside their issuer's block (from this organization's own evidence or the
+   * violation reports of other members), by fingerprint: the issuing member (slug), the member that reported it first
+   * (slug) and when it was seen. Rendered into every node's `pki.blocklist`.
+   */
+  violations?: Record<string, {issuer: string; reportedBy: string; observedAt: string}>
 }
 
 /**
@@ -339,5 +345,38 @@ export interface RevocationList {
 /** The revocation list file: the list and a base64 CA signature (Ed25519 or ECDSA P256) of its canonical JSON. */
 export interface SignedRevocationList {
   revocations: RevocationList
+  signature: string
+}
+
+/** One certificate of a violation report: the certificate itself and where it was seen. */
+export interface ReportedViolation {
+  /** The offending certificate (PEM, Nebula v1): anyone holding the descriptor can check it. */
+  certificate: string
+  /** When a node of the reporter saw it (ISO 8601), which node, the overlay addresses its tunnel served and its underlay address. */
+  observedAt: string
+  observer: string
+  addresses: string[]
+  underlay?: string
+}
+
+/**
+ * Certificates that hold addresses outside the block of the member whose CA issued them, as a member publishes them to
+ * the others. Such a certificate is misbehaviour that anyone holding the descriptor can verify from the certificate
+ * alone, so any member may report any member's certificate (unlike a revocation, which only the issuer may publish).
+ */
+export interface ViolationReport {
+  type: 'tbmesh-violation-report'
+  formatVersion: 1
+  network: string
+  /** The reporting member's slug and CA fingerprint. */
+  organization: string
+  caFingerprint: string
+  createdAt: string
+  violations: ReportedViolation[]
+}
+
+/** The violation report file: the report and a base64 Ed25519 signature over its canonical JSON by the reporter's CA. */
+export interface SignedViolationReport {
+  report: ViolationReport
   signature: string
 }

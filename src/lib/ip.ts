@@ -201,3 +201,33 @@ export function checkEndpoint(text: string): string {
   if (/^\d+(\.\d+){3}$/.test(host)) parseIp(host, '--endpoint host')
   return text
 }
+
+/**
+ * What of a certificate lies outside `block` (IPv4 CIDR): each of `addresses` (dotted IPv4, or a certificate network
+ * `a.b.c.d/n` whose address part is the host's address, as Nebula writes `ips`/`networks`) whose address is not in the
+ * block, and each of `networks` (unsafe networks / subnets, `a.b.c.d/n`) not wholly inside it. An IPv6 or unparsable
+ * entry is always outside. Returns them as given, in order; empty when everything lies inside.
+ */
+export function outsideBlock(block: string, addresses: readonly string[], networks: readonly string[] = []): string[] {
+  const net = parseCidr(block, 'block')
+  const address = (text: string): number | undefined => {
+    try {
+      return parseIp(text.split('/')[0])
+    } catch {
+      return undefined
+    }
+  }
+  const outside: string[] = []
+  for (const a of addresses) {
+    const ip = address(a)
+    if (ip === undefined || !contains(net, ip)) outside.push(a)
+  }
+  for (const n of networks) {
+    let inner: Ipv4Network | undefined
+    try {
+      inner = parseCidr(n, 'network', false)
+    } catch {}
+    if (!inner || inner.prefix < net.prefix || !contains(net, inner.base)) outside.push(n)
+  }
+  return outside
+}

@@ -2,7 +2,7 @@
  * Everything tbmesh signs, and the codes people compare by phone. Each message starts with a domain prefix of its own
  * (`tbmesh-<purpose>:v<n>:`), so that a signature made for one purpose can never be replayed as another: a CA key signs
  * certificates (Nebula's format, no prefix), bundle manifests, CA endorsements, descriptor approvals, membership
- * requests and revocation lists, each below.
+ * requests, revocation lists and violation reports, each below.
  *
  * JSON payloads are signed in canonical form ({@link canonicalJson}): object keys sorted, no white space.
  */
@@ -48,6 +48,11 @@ export function requestMessage(request: object): Buffer {
 /** What a member's CA signs in its revocation list (`RevocationList` in `home/types.ts`). */
 export function revocationMessage(list: object): Buffer {
   return message('tbmesh-revocation-list:v1:', canonicalJson(list))
+}
+
+/** What a member's CA signs in a violation report (`ViolationReport` in `home/types.ts`). */
+export function violationReportMessage(report: object): Buffer {
+  return message('tbmesh-violation-report:v1:', canonicalJson(report))
 }
 
 /**

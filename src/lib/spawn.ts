@@ -1,9 +1,11 @@
 /**
- * Running other programs (`nebula -test`, `nebula -version`, `nft`, the operator's `--reload-cmd`): the one way tbmesh
- * starts a child process (eslint refuses `execa` and `node:child_process` anywhere else in src/). Every child gets
+ * Running other programs (`nebula -test`, `nebula -version`, `nft`, the operator's `--reload-cmd`, Nebula itself under
+ * `tbmesh up`): the one way tbmesh starts a child process (eslint refuses `execa` and `node:child_process` anywhere else in src/). Every child gets
  * {@link childEnv}: tbmesh's environment without its secrets, so that a passphrase given in `TBMESH_CA_PASSPHRASE` or
  * `TBMESH_BUNDLE_PASSPHRASE` reaches no other program, whatever that program prints or logs.
  */
+
+import {type ChildProcess, spawn} from 'node:child_process'
 
 import {isSecretEnv} from './passphrase.js'
 
@@ -26,6 +28,24 @@ export function childEnv(env: NodeJS.ProcessEnv = process.env): Record<string, s
   const out: Record<string, string> = {}
   for (const [name, value] of Object.entries(env)) if (value !== undefined && !isSecretEnv(name)) out[name] = value
   return out
+}
+
+/**
+ * The environment of a long-running child such as Nebula: `PATH` and the named variables that are set, nothing else
+ * (an allowlist: no secret of tbmesh's, such as `TBMESH_CA_PASSPHRASE`, reaches it, whatever it is called).
+ */
+export function childEnvironment(names: readonly string[] = []): Record<string, string> {
+  const env: Record<string, string> = {PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}
+  for (const name of names) if (process.env[name] !== undefined) env[name] = process.env[name]!
+  return env
+}
+
+/**
+ * Starts `file` with `args` (no shell) as a long-running child with exactly `env` (build it with
+ * {@link childEnvironment}), stdin closed, stdout and stderr piped to the caller, who owns its lifetime (signals, exit).
+ */
+export function startChild(file: string, args: string[], env: Record<string, string>): ChildProcess {
+  return spawn(file, args, {env, stdio: ['ignore', 'pipe', 'pipe']})
 }
 
 /**

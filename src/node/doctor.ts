@@ -10,6 +10,7 @@ import path from 'node:path'
 import {parse as parseYaml} from 'yaml'
 
 import {NODE_ENV_FILE, UNDERLAY_GUARD} from '../bundle/layout.js'
+import {checkMembersFile, isFederatedTrust, MEMBERS_PATH} from '../bundle/members.js'
 import {MIN_VAULT_SECRET_LENGTH, parseNodeEnv} from '../bundle/node-env.js'
 import {UserError} from '../errors.js'
 import {EXPIRY_WARNING_SECONDS} from '../lib/duration.js'
@@ -31,6 +32,7 @@ import {
   verifyCertificate,
 } from '../nebula/index.js'
 import {NODE_ENV_SECRETS} from '../render/trubudget.js'
+import {EVIDENCE_DIR, readEvidence} from '../runtime/evidence.js'
 import {composePorts, type Verdict} from './compose-ports.js'
 import {checkUnderlayGuard} from './guard.js'
 import {nebulaTest, nebulaVersion, onPath} from './nebula.js'
@@ -43,9 +45,9 @@ export type DoctorStatus = Verdict
 export interface DoctorCheck {
   /**
    * Which check: `nebula`, `tun`, `nebula-test`, `ca-pin`, `ca-validity`, `host-cert`, `host-cert-verify`,
-   * `host-key`, `node-env`, `multichain-conf`, `blockchain-env`, `compose-ports`, `overlay-address`, `p2p-listener`,
-   * with docker `compose-version`, `boot-order`, `container-environment`, `container-ports`, `container-volume`,
-   * `container-restart` (or `container`), and `underlay-guard`.
+   * `host-key`, `peer-policy`, `evidence`, `node-env`, `multichain-conf`, `blockchain-env`, `compose-ports`,
+   * `overlay-address`, `p2p-listener`, with docker `compose-version`, `boot-order`, `container-environment`,
+   * `container-ports`, `container-volume`, `container-restart` (or `container`), and `underlay-guard`.
    */
   name: string
   status: DoctorStatus
@@ -108,6 +110,9 @@ const DAY = 86_400
  *   format) passes every Nebula rule against `nebula/ca.crt` and config.yml's blocklist (expiry is left to the checks
  *   above);
  * - `host-key`: `nebula/host.key` matches the host certificate;
+ * - `peer-policy`: in a federated network, `nebula/members.json` is there and fits the trust bundle and the host (what
+ *   `tbmesh up` holds every peer to); in single-CA mode there is nothing to check;
+ * - `evidence`: warns when `tbmesh up` recorded certificates outside their issuer's block (`evidence/`);
  * - `node-env`: `trubudget/node.env` exists, is readable by its owner only and holds every secret, long enough;
  * - `multichain-conf` (without docker; with it TruBudget rewrites the file and it passes as unused): every `bind` and
  *   `externalip` of `multichain/multichain.conf` is the overlay IP and its `rpcpassword` node.env's;
@@ -146,7 +151,7 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   }
 
   // The installation's manifest: which node, which CA.
-  let manifest: {caFingerprint?: unknown; node?: unknown; overlayIp?: unknown; organization?: unknown} | undefined
+  let manifest: {caFingerprint?: unknown; network?: unknown; node?: unknown; overlayIp?: unknown; organization?: unknown} | undefined
   const manifestFile = await read('manifest.json')
   let manifestProblem = 'problem' in manifestFile ? manifestFile.problem : undefined
   if ('data' in manifestFile) {
@@ -293,6 +298,23 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
       else check('host-key', 'fail', "nebula/host.key does not match the host certificate (it is another node's key, or of another curve)")
     }
   }
+
+  // What tbmesh up holds every peer to, and what it caught.
+  const members = await read(MEMBERS_PATH)
+  if (!cas) check('peer-policy', 'fail', `cannot check the peer policy: ${caProblem}`)
+  else if ('problem' in members && !members.problem.endsWith('is missing')) check('peer-policy', 'fail', members.problem)
+  else if ('problem' in members) {
+    if (isFederatedTrust(cas)) check('peer-policy', 'fail', `no ${MEMBERS_PATH} in a federated network's installation: tbmesh up refuses to run it; install an update bundle from your CA`)
+    else check('peer-policy', 'pass', 'single CA: every address is its CA\'s to give, nothing for tbmesh up to hold peers to')
+  } else {
+    const checked = checkMembersFile(members.data.toString('utf8'), {network: String(manifest?.network), cas, ...(host && pin ? {host, signer: pin} : {})})
+    if (typeof checked === 'string') check('peer-policy', 'fail', checked)
+    else check('peer-policy', 'pass', `${MEMBERS_PATH}: ${checked.members.length} member block(s), one per CA of nebula/ca.crt; tbmesh up holds every peer to its issuer's block`)
+  }
+  const evidence = await readEvidence(target).catch(() => ({records: [], problems: []}))
+  if (evidence.records.length > 0) {
+    check('evidence', 'warn', `tbmesh up caught ${evidence.records.length} certificate(s) outside their issuer's block (${EVIDENCE_DIR}/): report them to the other members with tbmesh federation report`)
+  } else check('evidence', 'pass', `no evidence records in ${EVIDENCE_DIR}/`)
 
   // The node's own secrets (made by tbmesh install).
   const nodeEnvFile = await read(NODE_ENV_FILE)

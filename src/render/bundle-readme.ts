@@ -43,6 +43,63 @@ function prose(s: string): string {
   return safeLine(s).replaceAll(/[\\`*_{}[\]()<>#|!~]/g, (c) => `\\${c}`)
 }
 
+/** Running Nebula's image in a federated network: under `tbmesh up`, through the systemd unit. */
+function dockerUnderUp(dir: string): string {
+  const d = safeLine(dir)
+  return [
+    'In a federated network Nebula must run under `tbmesh up` (see A), also when it comes from the Nebula project\'s',
+    'image: `tbmesh up --docker nebulaoss/nebula:<version>` runs it with `docker run` on the host network, with',
+    '`NET_ADMIN` and `/dev/net/tun`, and watches it as it watches a local binary. Install the unit as in A, then give it',
+    'the image and order it after Docker with a drop-in (`sudo systemctl edit nebula`):',
+    '',
+    '    [Unit]',
+    '    After=docker.service',
+    '    Requires=docker.service',
+    '    [Service]',
+    '    ExecStart=',
+    `    ExecStart=/usr/bin/env tbmesh up --dir "${d}" --docker nebulaoss/nebula:1.11.1`,
+    '',
+    'and remove `Before=docker.service` from the unit itself.',
+  ].join('\n')
+}
+
+/** 2A's first step in a single-CA network: the unit that loads the underlay guard before Docker (compose runs Nebula). */
+function singleStackNebula(d: string): string {
+  return [
+    'First the unit that loads the underlay guard before Docker starts (Docker does not start if it fails):',
+    '',
+    `    sudo cp ${d}/systemd/tbmesh-guard.service /etc/systemd/system/tbmesh-guard.service`,
+    '    sudo systemctl daemon-reload && sudo systemctl enable --now tbmesh-guard',
+  ].join('\n')
+}
+
+/** 2A's first step in a federated network: Nebula under `tbmesh up` (section 3), which also loads the underlay guard. */
+function federatedStackNebula(d: string): string {
+  return [
+    'First Nebula under `tbmesh up`, which loads the underlay guard and holds every peer to its organization\'s block (a',
+    'federated network needs it; section 3 says more):',
+    '',
+    `    sudo cp ${d}/systemd/nebula.service /etc/systemd/system/nebula.service`,
+    '    sudo systemctl daemon-reload && sudo systemctl enable --now nebula',
+  ].join('\n')
+}
+
+/** Running Nebula's image in a single-CA network: its compose file. */
+function composeNebula(dir: string): string {
+  const d = safeLine(dir)
+  return [
+    'After the unit that loads the underlay guard before Docker (2A):',
+    '',
+    `    docker compose -f ${d}/docker/docker-compose.nebula.yml up -d`,
+    '',
+    'It runs the Nebula project\'s image (`nebulaoss/nebula`) with host networking, `NET_ADMIN` and `/dev/net/tun`, and',
+    `mounts \`${d}/nebula\` read-only at the same path, where \`config.yml\` expects its certificates. After installing an`,
+    `update bundle, restart it (\`docker compose -f ${d}/docker/docker-compose.nebula.yml restart\`): the container keeps`,
+    'seeing the replaced directory until then, so a reload is not enough. (With a single CA every certificate may hold',
+    'any address, so Nebula needs no watching; `tbmesh up --docker nebulaoss/nebula:<version>` also runs the image.)',
+  ].join('\n')
+}
+
 /**
  * The text of the package's `README.md`: what it holds (and whether it holds a secret), `tbmesh install` and
  * `tbmesh doctor`, the three ways to run the node with their exact commands for this node's role, the Nebula unit, and
@@ -110,5 +167,14 @@ export function renderBundleReadme(p: NodeProfile, extra: BundleReadmeExtra = {}
     pingTarget: registrar ?? p.lighthouses.find((l) => l.overlayIp !== overlayIp)?.overlayIp ?? originIp(p),
     firewallSummary,
     rpcPort: assertPort(p.ports.rpc, 'ports.rpc'),
+    composeRow: p.members ? '' : '| `docker/docker-compose.nebula.yml` | Nebula alone as a container (included by `compose.yml`) |\n',
+    membersRow: p.members ? "| `nebula/members.json` | the network's members: each one's block and CA, which `tbmesh up` holds every peer to |\n" : '',
+    stackNebula: p.members ? federatedStackNebula(dir) : singleStackNebula(dir),
+    stackRuns: p.members ? '' : `Nebula (${dir}/docker/docker-compose.nebula.yml) and `,
+    adoptionNebula: p.members
+      ? `Run Nebula first, under \`tbmesh up\` with the systemd unit (section 3), and the sysctl:\n\n    sudo cp ${dir}/host/tbmesh-sysctl.conf /etc/sysctl.d/60-tbmesh.conf && sudo sysctl --system`
+      : 'Run Nebula first, with the systemd unit (section 3), or as a container after the guard unit (as in 2A), and the sysctl:\n\n' +
+        `    sudo cp ${dir}/host/tbmesh-sysctl.conf /etc/sysctl.d/60-tbmesh.conf && sudo sysctl --system\n    docker compose -f ${dir}/docker/docker-compose.nebula.yml up -d`,
+    dockerSection: p.members ? dockerUnderUp(dir) : composeNebula(dir),
   })
 }

@@ -42,6 +42,8 @@ export function roleText(p: NodeProfile): string {
 /**
  * The text of `docker/compose.yml` (project `tbmesh-<node>`):
  *
+ * - Nebula: `docker-compose.nebula.yml` included (single CA); none in a federated network, where it runs under
+ *   `tbmesh up`;
  * - `blockchain`: the node's values in `environment:` ({@link blockchainEnvironment}, `RPC_ALLOW_IP` = the pinned subnet),
  *   the chain on volume `chain` at `/root`, P2P published on the overlay IP only;
  * - `api`: {@link apiEnvironment}, `DOCUMENT_FEATURE_ENABLED` from node.env (default false), published on 127.0.0.1 and,
@@ -59,14 +61,17 @@ export function renderComposeStack(p: NodeProfile, extra: DeploymentExtra = {}):
   const subnet = composeSubnet(p.network.cidr)
   const node = p.node.name
   const common = (service: Parameters<typeof labels>[1]) => ({restart: 'unless-stopped', networks: ['trubudget'], labels: labels(node, service)})
+  // A federated node's Nebula runs under `tbmesh up` (systemd/nebula.service, or `tbmesh up --docker IMAGE`), which
+  // enforces each member's block on its peers: never bare in this project.
+  const bareNebula = !p.members
   const body = {
     name: `tbmesh-${node}`,
-    include: new Noted('Nebula, on the host network (it brings up the overlay IP the ports below are published on).', ['docker-compose.nebula.yml']),
+    ...(bareNebula ? {include: new Noted('Nebula, on the host network (it brings up the overlay IP the ports below are published on).', ['docker-compose.nebula.yml'])} : {}),
     services: {
       blockchain: {
         image: image('blockchain'),
         ...common('blockchain'),
-        depends_on: ['nebula'],
+        ...(bareNebula ? {depends_on: ['nebula']} : {}),
         environment: {PORT: String(BLOCKCHAIN_API_PORT), ...blockchainEnvironment(p, {target: 'compose', rpcAllowIp: subnet, multichainDir: MULTICHAIN_DIR})},
         volumes: [`chain:${MULTICHAIN_DIR}`],
         ports: [publish(overlayIp, p.ports.p2p)],
@@ -108,6 +113,9 @@ export function renderComposeStack(p: NodeProfile, extra: DeploymentExtra = {}):
   const header = fillPlaceholders(readTemplate('compose-stack.txt'), {
     node: safeLine(node),
     overlayIp,
+    nebula: bareNebula
+      ? 'Nebula (docker-compose.nebula.yml, included)'
+      : 'Nebula runs outside this project, under `tbmesh up` (systemd/nebula.service, started first)',
     role: roleText(p),
     network: safeLine(JSON.stringify(p.network.name)),
     installDir: INSTALL_DIR_PLACEHOLDER,

@@ -1,6 +1,6 @@
 /**
  * Renders a node's systemd unit `nebula.service` from `templates/nebula.service` (`{{name}}` placeholders): Nebula run
- * as a service with the installed `config.yml`, reloaded with SIGHUP, restarted when it exits.
+ * under `tbmesh up` as a service on the installation, reloaded with SIGHUP, restarted when it exits.
  */
 
 import {safeLine} from '../lib/text.js'
@@ -10,11 +10,10 @@ import {assertIPv4, fillPlaceholders, readTemplate} from './template.js'
 
 /**
  * The text of the node's `nebula.service`: `Type=simple` (Nebula 1.6 does not notify systemd), run as root with
- * `CAP_NET_ADMIN` as its only capability, `ExecStartPre=/usr/sbin/nft -f "DIR/host/underlay-guard.nft"` (the
- * underlay guard `tbmesh install` writes, loaded before Nebula starts; Nebula does not start when it fails),
- * `ExecStart=/usr/bin/nebula -config "DIR/nebula/config.yml"`, `ExecReload=` the guard again then
- * `/bin/kill -HUP $MAINPID`, `Restart=always`, ordered after `network-online.target` and `nftables.service` (whose
- * start flushes every table) and before Docker.
+ * `CAP_NET_ADMIN` as its only capability, `ExecStart=/usr/bin/env tbmesh up --dir "DIR" --run-dir /run/tbmesh`
+ * (`RuntimeDirectory=tbmesh`; `tbmesh up` loads the underlay guard `tbmesh install` writes before Nebula starts, and
+ * again on reload), `ExecReload=/bin/kill -HUP $MAINPID`, `KillMode=mixed`, `Restart=always`, ordered after
+ * `network-online.target` and `nftables.service` (whose start flushes every table) and before Docker.
  *
  * @throws UserError when `extra.installDir` contains a control character or line break.
  * @throws Error when the profile is malformed.

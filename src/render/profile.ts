@@ -65,10 +65,10 @@ export interface NodeProfile {
    */
   minNebulaVersion: string
   /**
-   * A federated network's member organizations (slug, IPv4 CIDR block, hex SHA-256 of their CA certificate), one entry
-   * per CA (a member rotating its CA has two): every firewall rule is rendered once per entry, scoped to the CA
+   * A federated network's member organizations (slug, name, IPv4 CIDR block, hex SHA-256 of their CA certificate), one
+   * entry per CA (a member rotating its CA has two): every firewall rule is rendered once per entry, scoped to the CA
    * (`ca_sha`) and the block (`cidr`), so a peer is believed only within the block of the CA that issued its
-   * certificate. Undefined in single-CA mode.
+   * certificate; `nebula/members.json` lists them for `tbmesh up`. Undefined in single-CA mode.
    */
-  members?: Array<{organization: string; block: string; caFingerprint: string}>
+  members?: Array<{organization: string; name: string; block: string; caFingerprint: string}>
 }

@@ -112,6 +112,11 @@ export interface NebulaOptions {
   timeoutMs?: number
   /** Path of the nebula binary. Default `nebula` (from PATH). */
   binary?: string
+  /**
+   * The whole command to run instead of `<binary> -config <config>`, e.g. `tbmesh up --dir …`, which runs nebula
+   * itself; the lab still waits for the tun device. The process's pid is then the command's.
+   */
+  command?: string[]
 }
 
 /** A running `nebula` inside a host's namespace. */
@@ -185,6 +190,59 @@ export interface HttpServer {
 /** What a {@link Lab.httpPost} got: the status and body, or why there was none (`timeout` is what a firewall drop looks like). */
 export type HttpPostResult = {ok: true; status: number; body: string} | {ok: false; reason: 'timeout' | 'refused' | 'error'; detail: string}
 
+/** A long-running process in a host's namespace, started by {@link Lab.start} (killed by cleanup like every other). */
+export interface LabProcess {
+  host: Host
+  /** Pid of the command itself (`ip netns exec` execs it in place). */
+  pid: number
+  /** The command line, for messages. */
+  command: string
+  exited: Promise<ExitInfo>
+  isRunning(): boolean
+  /** stdout and stderr so far, interleaved (tail-capped at 256 KiB). */
+  output(): string
+  /** stdout so far (tail-capped). */
+  stdout(): string
+  /** Length of the output so far, for `since`. */
+  outputLength(): number
+  /** The first complete output line matching `pattern` after offset `since` (default 0); rejects on timeout or exit. */
+  waitForOutput(pattern: RegExp, opts?: {timeoutMs?: number; since?: number}): Promise<string>
+  /** Send a signal if it still runs. */
+  signal(sig: NodeJS.Signals): void
+  /** SIGTERM, then SIGKILL after `graceMs` (default 5 000); resolves when it has exited. Idempotent. */
+  stop(opts?: {graceMs?: number}): Promise<ExitInfo>
+}
+
+/** One line of a test flow: its sequence number, when the sender wrote it, and when it was seen (ms since the epoch). */
+export interface FlowLine {
+  seq: number
+  sentAt: number
+  at: number
+}
+
+/** A TCP client that writes a numbered line every few ms and reconnects on any error ({@link Lab.stream}). */
+export interface FlowSender {
+  process: LabProcess
+  /** Lines written so far (`at` = `sentAt`). */
+  sent(): FlowLine[]
+  /** When each connection was established. */
+  connects(): number[]
+}
+
+/** A TCP server that records every flow line it receives ({@link Lab.receive}). */
+export interface FlowReceiver {
+  process: LabProcess
+  /** Lines received so far, `at` = when they arrived. */
+  received(): FlowLine[]
+}
+
+/** A packet capture (tcpdump) on an interface ({@link Lab.capture}). */
+export interface Capture {
+  process: LabProcess
+  /** Flow lines seen in captured packets, `at` = the packet's capture time. */
+  flowLines(): FlowLine[]
+}
+
 /** Why a {@link Lab.connect} attempt ended. */
 export type ConnectReason = 'ok' | 'timeout' | 'refused' | 'unreachable' | 'bad-greeting' | 'error'
 
@@ -252,6 +310,17 @@ export interface Lab {
    * first pair that stays unreachable.
    */
   waitForMesh(members: ReadonlyArray<{host: HostRef; ip: string}>, port: number, opts?: WaitForTcpOptions): Promise<void>
+  /** Start any long-running command in a host's namespace (tracked: cleanup stops it). */
+  start(host: HostRef, cmd: string[], opts?: {cwd?: string}): LabProcess
+  /**
+   * A flow to `ip:port` from inside a host's namespace: a line `flow <seq> <sentAt>` every `intervalMs` (default 50)
+   * on one connection, reconnecting 100 ms after any error or close.
+   */
+  stream(host: HostRef, ip: string, port: number, opts?: {intervalMs?: number}): Promise<FlowSender>
+  /** A server on `ip:port` inside a host's namespace that records every flow line; resolves once it listens. */
+  receive(host: HostRef, ip: string, port: number): Promise<FlowReceiver>
+  /** tcpdump on `device` inside a host's namespace for TCP `port`; resolves once it captures. Needs `tcpdump`. */
+  capture(host: HostRef, device: string, port: number): Promise<Capture>
   /** Addresses, routes and the output tail of every process, for failure messages. */
   diagnostics(): Promise<string>
   /**
@@ -695,6 +764,70 @@ setTimeout(() => finish({ok: false, reason: 'timeout', detail: 'no answer within
 req.end(body);
 `
 
+/**
+ * A flow: connect to ip:port, write `flow <seq> <ms since epoch>` every intervalMs, log `SENT seq t`; on any error or
+ * close, reconnect after 100 ms (`CONNECTED t` each time). Exits when stdin closes.
+ */
+const SENDER_SCRIPT = `
+const net = require('node:net');
+const [ip, port, intervalMs, maxLifeMs] = process.argv.slice(1);
+let seq = 0;
+let socket;
+function connect() {
+  const s = net.connect({host: ip, port: Number(port)});
+  socket = s;
+  s.setNoDelay(true);
+  s.on('connect', () => process.stdout.write('CONNECTED ' + Date.now() + '\\n'));
+  s.on('data', () => {});
+  const again = (why) => {
+    if (socket !== s) return;
+    socket = undefined;
+    process.stdout.write('DISCONNECTED ' + Date.now() + ' ' + why + '\\n');
+    s.destroy();
+    setTimeout(connect, 100);
+  };
+  s.on('error', (e) => again(e.code));
+  s.on('close', () => again('close'));
+}
+connect();
+setInterval(() => {
+  if (!socket || socket.connecting) return;
+  const t = Date.now();
+  seq++;
+  socket.write('flow ' + seq + ' ' + t + '\\n');
+  process.stdout.write('SENT ' + seq + ' ' + t + '\\n');
+}, Number(intervalMs));
+process.stdin.on('end', () => process.exit(0)).on('error', () => process.exit(0)).resume();
+setTimeout(() => process.exit(0), Number(maxLifeMs)).unref();
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
+`
+
+/** Accept on ip:port and log every flow line received: `RECV seq sentAt receivedAt`. Exits when stdin closes. */
+const RECEIVER_SCRIPT = `
+const net = require('node:net');
+const [ip, port, maxLifeMs] = process.argv.slice(1);
+const server = net.createServer((socket) => {
+  process.stdout.write('ACCEPT ' + socket.remoteAddress + ':' + socket.remotePort + '\\n');
+  let buf = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\\n')) >= 0) {
+      const m = /^flow (\\d+) (\\d+)$/.exec(buf.slice(0, i));
+      if (m) process.stdout.write('RECV ' + m[1] + ' ' + m[2] + ' ' + Date.now() + '\\n');
+      buf = buf.slice(i + 1);
+    }
+  });
+  socket.on('error', () => {});
+});
+server.on('error', (e) => { process.stderr.write('LISTEN-ERROR ' + e.code + ' ' + e.message + '\\n'); process.exit(2); });
+server.listen({host: ip, port: Number(port), exclusive: true}, () => process.stdout.write('LISTENING\\n'));
+process.stdin.on('end', () => process.exit(0)).on('error', () => process.exit(0)).resume();
+setTimeout(() => process.exit(0), Number(maxLifeMs)).unref();
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
+`
+
 /** Connect to ip:port, print one JSON line {reason, detail, elapsedMs}. */
 const CONNECT_SCRIPT = `
 const net = require('node:net');
@@ -738,6 +871,7 @@ class LabImpl implements Lab {
   private readonly children = new Set<Child>()
   private readonly nebulas: {host: Host; child: Child}[] = []
   private readonly listeners: {host: Host; child: Child; what: string}[] = []
+  private readonly others: {host: Host; child: Child}[] = []
   private cleaning: Promise<void> | undefined
 
   constructor(readonly id: string) {
@@ -849,7 +983,7 @@ class LabImpl implements Lab {
     // Only a tun device that did not exist before counts (a previous nebula's device may linger briefly).
     const before = new Set((await this.tunDevices(host)).map((l) => l.ifindex))
     const timeoutMs = opts.timeoutMs ?? 15_000
-    const child = this.spawnIn(host, [opts.binary ?? 'nebula', '-config', config], {cwd: opts.cwd ?? dirname(config)})
+    const child = this.spawnIn(host, opts.command ?? [opts.binary ?? 'nebula', '-config', config], {cwd: opts.cwd ?? dirname(config)})
     this.nebulas.push({host, child})
 
     let found: IpLinkJson | undefined
@@ -873,16 +1007,8 @@ class LabImpl implements Lab {
     }
 
     const tun = found
-    const waitForLog = async (pattern: RegExp, o: {timeoutMs?: number; since?: number} = {}): Promise<string> => {
-      const since = o.since ?? 0
-      return child.waitFor(() => {
-        const start = Math.max(0, since - child.dropped)
-        // Consider only complete lines.
-        const text = child.combined.slice(start)
-        const lines = text.slice(0, text.lastIndexOf('\n') + 1).split('\n')
-        return lines.find((line) => pattern.test(line))
-      }, o.timeoutMs ?? 10_000, `waiting for ${pattern} in the log of nebula in ${host.name}`)
-    }
+    const waitForLog = async (pattern: RegExp, o: {timeoutMs?: number; since?: number} = {}): Promise<string> =>
+      waitForLine(child, `nebula in ${host.name}`, pattern, o)
 
     return {
       host,
@@ -1000,6 +1126,70 @@ class LabImpl implements Lab {
     await Promise.all(pairs.map(([host, ipAddr]) => this.waitForTcp(host, ipAddr, port, opts)))
   }
 
+  start(ref: HostRef, cmd: string[], opts: {cwd?: string} = {}): LabProcess {
+    const host = this.host(ref)
+    const child = this.spawnIn(host, cmd, {cwd: opts.cwd})
+    this.others.push({host, child})
+    return labProcess(host, child)
+  }
+
+  async stream(ref: HostRef, ipAddr: string, port: number, opts: {intervalMs?: number} = {}): Promise<FlowSender> {
+    const host = this.host(ref)
+    const child = this.spawnIn(host, [process.execPath, '-e', SENDER_SCRIPT, ipAddr, String(port), String(opts.intervalMs ?? 50), String(30 * 60 * 1000)],
+      {stdin: 'pipe', display: {[SENDER_SCRIPT]: '<flow sender script>'}})
+    child.proc.stdin?.on('error', () => {})
+    this.others.push({host, child})
+    return {
+      process: labProcess(host, child),
+      sent: () => [...child.stdout.matchAll(/^SENT (\d+) (\d+)$/gm)].map((m) => ({seq: Number(m[1]), sentAt: Number(m[2]), at: Number(m[2])})),
+      connects: () => [...child.stdout.matchAll(/^CONNECTED (\d+)$/gm)].map((m) => Number(m[1])),
+    }
+  }
+
+  async receive(ref: HostRef, ipAddr: string, port: number): Promise<FlowReceiver> {
+    const host = this.host(ref)
+    const child = this.spawnIn(host, [process.execPath, '-e', RECEIVER_SCRIPT, ipAddr, String(port), String(30 * 60 * 1000)],
+      {stdin: 'pipe', display: {[RECEIVER_SCRIPT]: '<flow receiver script>'}})
+    child.proc.stdin?.on('error', () => {})
+    this.listeners.push({host, child, what: `flow receiver ${ipAddr}:${port}`})
+    try {
+      await child.waitFor(() => (/^LISTENING$/m.test(child.stdout) ? true : undefined), 10_000, `flow receiver on ${ipAddr}:${port} in ${host.name}`)
+    } catch (error) {
+      await child.stop(1000)
+      throw error
+    }
+    return {
+      process: labProcess(host, child),
+      received: () => [...child.stdout.matchAll(/^RECV (\d+) (\d+) (\d+)$/gm)].map((m) => ({seq: Number(m[1]), sentAt: Number(m[2]), at: Number(m[3])})),
+    }
+  }
+
+  async capture(ref: HostRef, device: string, port: number): Promise<Capture> {
+    const host = this.host(ref)
+    const child = this.spawnIn(host, ['tcpdump', '-i', device, '-l', '-n', '-tt', '-A', '-s', '0', `tcp port ${port}`])
+    this.others.push({host, child})
+    try {
+      await child.waitFor(() => (/listening on/.test(child.stderr) ? true : undefined), 10_000, `tcpdump on ${device} in ${host.name}`)
+    } catch (error) {
+      await child.stop(1000)
+      throw error
+    }
+    return {
+      process: labProcess(host, child),
+      flowLines() {
+        // A packet is a header line (`<seconds>.<micros> IP …`) followed by its bytes as text (-A).
+        const lines: FlowLine[] = []
+        let at = 0
+        for (const line of child.stdout.split('\n')) {
+          const header = /^(\d+)\.(\d{6}) IP /.exec(line)
+          if (header) at = Number(header[1]) * 1000 + Math.floor(Number(header[2]) / 1000)
+          for (const m of line.matchAll(/flow (\d+) (\d{13})/g)) lines.push({seq: Number(m[1]), sentAt: Number(m[2]), at})
+        }
+        return lines
+      },
+    }
+  }
+
   async diagnostics(): Promise<string> {
     const parts: string[] = [`lab ${this.id}`]
     for (const host of this.hosts) {
@@ -1012,6 +1202,7 @@ class LabImpl implements Lab {
 
     for (const {host, child} of this.nebulas) parts.push(`=== nebula in ${host.label} ===\n${child.tail(8000)}`)
     for (const {host, child, what} of this.listeners) parts.push(`=== ${what} in ${host.label} ===\n${child.tail(2000)}`)
+    for (const {host, child} of this.others) parts.push(`=== ${child.command} in ${host.label} ===\n${child.tail(2000)}`)
     return parts.join('\n')
   }
 
@@ -1041,6 +1232,33 @@ class LabImpl implements Lab {
 
     for (const ns of this.namespaces) spawnSync('ip', ['netns', 'delete', ns], {stdio: 'ignore', timeout: 5000})
     liveLabs.delete(this)
+  }
+}
+
+/** The first complete output line of `child` matching `pattern` after output offset `since`. */
+async function waitForLine(child: Child, what: string, pattern: RegExp, o: {timeoutMs?: number; since?: number} = {}): Promise<string> {
+  const since = o.since ?? 0
+  return child.waitFor(() => {
+    const start = Math.max(0, since - child.dropped)
+    const text = child.combined.slice(start)
+    const lines = text.slice(0, text.lastIndexOf('\n') + 1).split('\n')
+    return lines.find((line) => pattern.test(line))
+  }, o.timeoutMs ?? 10_000, `waiting for ${pattern} in the output of ${what}`)
+}
+
+function labProcess(host: Host, child: Child): LabProcess {
+  return {
+    host,
+    pid: child.pid,
+    command: child.command,
+    exited: child.exited,
+    isRunning: () => child.isRunning(),
+    output: () => child.combined,
+    stdout: () => child.stdout,
+    outputLength: () => child.dropped + child.combined.length,
+    waitForOutput: (pattern, o) => waitForLine(child, `${child.command} in ${host.name}`, pattern, o),
+    signal: (sig) => child.signal(sig),
+    stop: async (o = {}) => child.stop(o.graceMs ?? 5000),
   }
 }
 
