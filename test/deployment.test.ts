@@ -30,9 +30,10 @@ const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}
 /** acme-1: lighthouse and TruBudget origin. */
 const origin: NodeProfile = {
   network: {name: 'tb-prod', cidr: '10.42.0.0/16'},
-  node: {name: 'acme-1', organization: 'ACME Corp', overlayIp: '10.42.0.1', lighthouse: true, origin: true, endpoint: '203.0.113.10:4242'},
+  node: {name: 'acme-1', organization: 'ACME Corp', overlayIp: '10.42.0.1', lighthouse: true, relay: true, origin: true, endpoint: '203.0.113.10:4242'},
   ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080},
   lighthouses: [{overlayIp: '10.42.0.1', endpoint: '203.0.113.10:4242'}],
+  relays: [{overlayIp: '10.42.0.1', endpoint: '203.0.113.10:4242'}],
   originOverlayIp: '10.42.0.1',
   rpc: {user: 'multichainrpc', password: 'Zq8vN3kP0sLx7WmR2tYb5HcJ9dFg4AeU'},
   tun: {dev: 'nebula1', mtu: 1300},
@@ -41,7 +42,7 @@ const origin: NodeProfile = {
 }
 
 /** umbrella-1: a plain node of another organization. */
-const plain: NodeProfile = {...origin, node: {name: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', lighthouse: false, origin: false}}
+const plain: NodeProfile = {...origin, node: {name: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', lighthouse: false, relay: false, origin: false}}
 
 type Doc = Record<string, any>
 

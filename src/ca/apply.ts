@@ -10,6 +10,7 @@ import {fileURLToPath} from 'node:url'
 
 import {UsageError, UserError} from '../errors.js'
 import type {Home} from '../home/home.js'
+import {isRelay} from '../home/queries.js'
 import type {AccessLevel, NetworkState} from '../home/types.js'
 import {parseDuration} from '../lib/duration.js'
 import {syncFiles} from '../lib/files.js'
@@ -21,6 +22,8 @@ import {type ExportBundleResult, writeNodeBundle} from './export.js'
 export interface NetworkFileNode {
   name: string
   roles?: Array<'lighthouse' | 'origin'>
+  /** Whether the node relays (`relay.am_relay`); default: when it is a lighthouse. */
+  relay?: boolean
   endpoint?: string
   ip?: string
   groups?: string[]
@@ -121,7 +124,8 @@ export function planApply(state: NetworkState | undefined, file: NetworkFile): A
       named.add(node.name)
       const existing = state?.nodes.find((n) => n.name === node.name)
       if (!existing) {
-        plan.add.push({name: node.name, organization: org.name, roles: node.roles ?? []})
+        const relay = node.relay ?? node.roles?.includes('lighthouse') ?? false
+        plan.add.push({name: node.name, organization: org.name, roles: [...(node.roles ?? []), ...(relay ? ['relay'] : [])]})
         continue
       }
       const changes = differences(state!, existing.name, org, node)
@@ -144,6 +148,7 @@ function differences(state: NetworkState, name: string, org: NetworkFile['organi
   compare('organization', node.organization, slugify(org.name))
   const roles = (n: {lighthouse: boolean; origin: boolean}) => [...(n.lighthouse ? ['lighthouse'] : []), ...(n.origin ? ['origin'] : [])]
   compare('roles', roles(node), roles({lighthouse: wanted.roles?.includes('lighthouse') ?? false, origin: wanted.roles?.includes('origin') ?? false}))
+  compare('relay', isRelay(node), wanted.relay ?? wanted.roles?.includes('lighthouse') ?? false)
   compare('endpoint', node.endpoint, wanted.endpoint)
   if (wanted.ip !== undefined) compare('ip', node.overlayIp, wanted.ip)
   compare('groups', node.groups, wanted.groups ?? [])
@@ -163,6 +168,7 @@ function nodesToAdd(file: NetworkFile, plan: ApplyPlan): AddNodeOptions[] {
         name: node.name,
         ip: node.ip,
         lighthouse: node.roles?.includes('lighthouse'),
+        relay: node.relay,
         origin: node.roles?.includes('origin'),
         endpoint: node.endpoint,
         groups: node.groups,
