@@ -17,7 +17,7 @@ import {BUNDLE_LAYOUT} from '../src/bundle/layout.js'
 import {UserError} from '../src/errors.js'
 import {composePorts} from '../src/node/compose-ports.js'
 import {renderBundleReadme} from '../src/render/bundle-readme.js'
-import {NEBULA_IMAGE_TAG, renderNebulaCompose} from '../src/render/docker-compose-nebula.js'
+import {renderNebulaCompose} from '../src/render/docker-compose-nebula.js'
 import {COMPOSE_RPC_ALLOW_IP, renderTrubudgetOverride, TRUBUDGET_BLOCKCHAIN_SERVICE} from '../src/render/docker-compose-trubudget.js'
 import {INSTALL_DIR_PLACEHOLDER, placeInstallDir} from '../src/render/install-dir.js'
 import {renderNebulaService} from '../src/render/nebula-service.js'
@@ -127,7 +127,8 @@ describe('renderNebulaCompose', () => {
     expect(doc.name).toBe('tbmesh-nebula')
     expect(Object.keys(doc.services)).toEqual(['nebula'])
     const nebula = doc.services.nebula
-    expect(nebula.image).toBe(`nebulaoss/nebula:${NEBULA_IMAGE_TAG}`)
+    // The newest release by default: it has every security fix doctor checks for.
+    expect(nebula.image).toBe('nebulaoss/nebula:1.11.1')
     expect(nebula.network_mode).toBe('host')
     expect(nebula.cap_add).toEqual(['NET_ADMIN'])
     expect(nebula.devices).toEqual(['/dev/net/tun:/dev/net/tun'])

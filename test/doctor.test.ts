@@ -16,7 +16,7 @@ import {composePorts} from '../src/node/compose-ports.js'
 import {doctor, type DoctorResult} from '../src/node/doctor.js'
 import {removeDir, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
-const ALL_CHECKS = ['nebula', 'tun', 'nebula-test', 'ca-pin', 'ca-validity', 'host-cert', 'host-cert-verify', 'host-key', 'multichain-conf', 'blockchain-env', 'compose-ports']
+const ALL_CHECKS = ['nebula', 'nebula-fixes', 'tun', 'nebula-test', 'systemd-unit', 'ca-pin', 'ca-validity', 'host-cert', 'host-cert-verify', 'host-key', 'multichain-conf', 'blockchain-env', 'compose-ports']
 
 let work: string
 let pin: string
@@ -115,7 +115,7 @@ describe('broken installations fail the right check and exit 1', () => {
     const human = await tbmesh(['doctor', '--dir', dir])
     expect(human.exitCode).toBe(1)
     expect(String(human.stdout)).toContain("✖ fail  multichain.conf has bind=0.0.0.0, not the certificate's overlay IP 10.42.1.1")
-    expect(String(human.stdout)).toContain('10 passed, 0 warnings, 1 failed')
+    expect(String(human.stdout)).toContain('12 passed, 0 warnings, 1 failed')
   })
 
   it('blockchain.env with another EXTERNAL_IP', async () => {

@@ -13,8 +13,10 @@ import {isMap, parseDocument} from 'yaml'
 import {UserError} from '../errors.js'
 import {fileError} from '../lib/files.js'
 import {certificatesFromPem, type NebulaCertificate} from '../nebula/index.js'
-import {nebulaTest, type NebulaTestResult} from '../node/nebula.js'
-import {placeInstallDir} from '../render/install-dir.js'
+import {hasSdNotify, nebulaTest, type NebulaTestResult, nebulaVersion} from '../node/nebula.js'
+import {adaptNebulaCompose} from '../render/docker-compose-nebula.js'
+import {type DeploymentExtra, placeInstallDir} from '../render/install-dir.js'
+import {adaptNebulaService} from '../render/nebula-service.js'
 import {readBundle} from './archive.js'
 import {BUNDLE_LAYOUT, type BundleEntrySpec, type BundleManifest, FILES, holdsAny, MANIFEST, manifestProblem, refusal} from './layout.js'
 import {type TrustedBundle, type TrustOptions, verifyBundleTrust} from './trust.js'
@@ -28,6 +30,8 @@ export interface InstallOptions extends TrustOptions {
   force?: boolean
   /** Called only for an encrypted bundle: returns its passphrase. */
   passphrase?: () => Promise<Buffer>
+  /** The image `docker/docker-compose.nebula.yml` runs (join bundles only); default `NEBULA_IMAGE`. */
+  nebulaImage?: string
 }
 
 /** What {@link installBundle} returns. */
@@ -40,6 +44,10 @@ export interface InstallResult {
   files: string[]
   /** Whether `nebula -test` ran on the installed config and what it said. */
   nebulaTest: NebulaTestResult
+  /** The nebula found on PATH and the version it reports (absent when there is none, e.g. Nebula runs in Docker). */
+  nebula?: {path: string; version?: string}
+  /** The systemd unit's `Type` as installed (join bundles): `notify` when that nebula notifies systemd (≥ 1.8). */
+  systemdType?: 'simple' | 'notify'
   /** Whether the bundle was encrypted. */
   encrypted: boolean
   /** True when the host key came from this machine's join request rather than from the bundle. */
@@ -59,7 +67,8 @@ export interface InstallResult {
  *   `pki.cert`, `pki.key` rewritten to the absolute paths of those files in `dir` (so
  *   `nebula -config DIR/nebula/config.yml` works from any working directory; `pki.key` points at `nebula/host.key`
  *   even when the bundle has none, for the key its owner holds), and the systemd unit and compose files naming `dir`
- *   where they were rendered with the placeholder `/etc/tbmesh`;
+ *   where they were rendered with the placeholder `/etc/tbmesh`; the unit `Type=notify` when the nebula on PATH
+ *   notifies systemd (1.8 and later), and the compose file running `opts.nebulaImage` when given;
  * - modes: the key, `multichain.conf` and `blockchain.env` 0600, other files 0644, subdirectories holding secrets
  *   0700, `systemd/` and `docker/` 0755, `dir` 0755.
  *
@@ -77,6 +86,9 @@ export interface InstallResult {
 export async function installBundle(file: string, dir: string, opts: InstallOptions = {}): Promise<InstallResult> {
   const read = await readBundle(file, {passphrase: opts.passphrase})
   const {manifest} = read
+  if (manifest.kind === 'update' && opts.nebulaImage !== undefined) {
+    throw new UserError('--nebula-image applies to a join bundle: an update carries no compose file', {exit: 2, fix: 'drop --nebula-image, or edit the image in docker/docker-compose.nebula.yml'})
+  }
   const target = path.resolve(dir)
   const parent = path.dirname(target)
   const base = path.basename(target)
@@ -122,10 +134,13 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
   }
 
   // Only the files this bundle brings: those an update carries over are already rewritten.
+  const probe = await nebulaVersion()
+  const nebula = probe.found ? {path: probe.path, ...(probe.version ? {version: probe.version} : {})} : undefined
+  const deployment: DeploymentExtra & {installDir: string} = {installDir: target, sdNotify: nebula?.version !== undefined && hasSdNotify(nebula.version), nebulaImage: opts.nebulaImage}
   const rewritten = new Map<string, Buffer>()
   for (const spec of FILES) {
     const data = read.files.get(spec.path)
-    if (data && spec.installRewrite) rewritten.set(spec.path, rewriteForInstall(file, spec, data, target))
+    if (data && spec.installRewrite) rewritten.set(spec.path, rewriteForInstall(file, spec, data, deployment))
   }
 
   try {
@@ -168,7 +183,9 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     dir: target,
     manifest,
     files: installed,
-    nebulaTest: await nebulaTest(path.join(target, 'nebula', 'config.yml')),
+    nebulaTest: await nebulaTest(path.join(target, 'nebula', 'config.yml'), nebula?.path),
+    ...(nebula ? {nebula} : {}),
+    ...(read.files.has('systemd/nebula.service') ? {systemdType: deployment.sdNotify ? 'notify' as const : 'simple' as const} : {}),
     encrypted: read.encrypted,
     keyFromJoiner: trusted.keyFromJoiner,
     ...(previousSequence === undefined ? {} : {previousSequence}),
@@ -200,19 +217,25 @@ async function readInstallation(dir: string): Promise<{manifest: BundleManifest;
 }
 
 /**
- * `data`, the content of the bundle entry `spec`, adapted to the installation directory `target` as
- * `spec.installRewrite` says. Renderers put a directory into the deployment files with the same function
- * ({@link placeInstallDir}), so an installed file equals the file rendered for `target`.
- * @throws UserError when config.yml has no pki section, or `target` cannot be written into a deployment file.
+ * `data`, the content of the bundle entry `spec`, adapted to the node as `spec.installRewrite` says: to the
+ * installation directory `deployment.installDir` (absolute) and, for the deployment files, to what else `deployment`
+ * holds. Renderers adapt their output with the same functions, so an installed file equals the file rendered for it.
+ * @throws UserError when config.yml has no pki section, the directory cannot be written into a deployment file, or the
+ *   image is not an image reference.
  */
-export function rewriteForInstall(file: string, spec: BundleEntrySpec, data: Buffer, target: string): Buffer {
+export function rewriteForInstall(file: string, spec: BundleEntrySpec, data: Buffer, deployment: DeploymentExtra & {installDir: string}): Buffer {
+  const text = (): string => data.toString('utf8')
   switch (spec.installRewrite) {
     case undefined:
       return data
     case 'nebula-pki':
-      return rewriteConfig(file, data, target)
-    default:
-      return Buffer.from(placeInstallDir(data.toString('utf8'), spec.installRewrite, target), 'utf8')
+      return rewriteConfig(file, data, deployment.installDir)
+    case 'nebula-service':
+      return Buffer.from(adaptNebulaService(text(), deployment), 'utf8')
+    case 'nebula-compose':
+      return Buffer.from(adaptNebulaCompose(text(), deployment), 'utf8')
+    case 'compose':
+      return Buffer.from(placeInstallDir(text(), 'compose', deployment.installDir), 'utf8')
   }
 }
 

@@ -13,7 +13,6 @@ import path from 'node:path'
 import {UserError} from '../errors.js'
 import {isIpv4} from '../lib/ip.js'
 import {isIsoTime, NONCE_HEX, quoted, SHA256_HEX} from '../lib/text.js'
-import type {InstallDirSyntax} from '../render/install-dir.js'
 
 /** One entry a bundle may hold: a regular file, or a directory (which holds files and is written before them). */
 export interface BundleEntrySpec {
@@ -32,12 +31,12 @@ export interface BundleEntrySpec {
   /** What it is, for humans. */
   readonly description: string
   /**
-   * How `install` adapts the file to the directory it is installed into (`rewriteForInstall` in `install.ts`): `nebula-pki`
-   * points config.yml's `pki` paths at the installed files; `systemd` and `compose` replace the placeholder directory
-   * the deployment files name (`/etc/tbmesh`, see `src/render/install-dir.ts`) with the real one, escaped for that
-   * syntax.
+   * How `install` adapts the file to the node (`rewriteForInstall` in `install.ts`): `nebula-pki` points config.yml's
+   * `pki` paths at the installed files; the others replace the placeholder directory the deployment files name
+   * (`/etc/tbmesh`, see `src/render/install-dir.ts`) with the real one, escaped for the file's syntax, and
+   * `nebula-service` also sets the unit's `Type` for the installed nebula, `nebula-compose` the chosen image.
    */
-  readonly installRewrite?: 'nebula-pki' | InstallDirSyntax
+  readonly installRewrite?: 'nebula-pki' | 'nebula-service' | 'nebula-compose' | 'compose'
 }
 
 const fileEntry = <P extends string>(p: P, modes: [archive: number, install: number], description: string, listed = true) =>
@@ -64,9 +63,9 @@ export const BUNDLE_LAYOUT = [
   dirEntry('trubudget/', 0o700, 'TruBudget settings'),
   fileEntry('trubudget/blockchain.env', [0o644, 0o600], "TruBudget blockchain container's environment (holds the RPC password)"),
   dirEntry('systemd/', 0o755, 'systemd unit'),
-  {...fileEntry('systemd/nebula.service', [0o644, 0o644], 'systemd unit running nebula with the installed config.yml'), installRewrite: 'systemd'},
+  {...fileEntry('systemd/nebula.service', [0o644, 0o644], 'systemd unit running nebula with the installed config.yml'), installRewrite: 'nebula-service'},
   dirEntry('docker/', 0o755, 'docker compose files'),
-  {...fileEntry('docker/docker-compose.nebula.yml', [0o644, 0o644], 'nebula as a container (docker compose)'), installRewrite: 'compose'},
+  {...fileEntry('docker/docker-compose.nebula.yml', [0o644, 0o644], 'nebula as a container (docker compose)'), installRewrite: 'nebula-compose'},
   {
     ...fileEntry('docker/docker-compose.trubudget.override.yml', [0o644, 0o644], "override for TruBudget's compose files: environment, P2P on the overlay IP only"),
     installRewrite: 'compose',

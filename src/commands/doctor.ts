@@ -10,7 +10,7 @@ export default class Doctor extends TbmeshCommand {
 
   static override description = `Run on the node, after \`tbmesh install\`. Each check prints one line, pass, warn or fail:
 
-- nebula is installed (1.6.1 or later), /dev/net/tun opens, and \`nebula -test\` accepts DIR/nebula/config.yml;
+- nebula is installed (1.6.1 or later) and has the security fixes the installation needs (a warning names what a version lacks, e.g. federated networks want 1.11.0 or later), /dev/net/tun opens, \`nebula -test\` accepts DIR/nebula/config.yml, and the systemd unit's Type suits that nebula (notify only from 1.8);
 - the CA the installation pins (manifest.json's caFingerprint) is in nebula/ca.crt; the CA and the host certificate are valid (warn within 30 days of expiry, fail once expired); the host certificate verifies against nebula/ca.crt and matches nebula/host.key;
 - multichain.conf's bind and externalip, and blockchain.env's EXTERNAL_IP, are the certificate's overlay IP;
 - docker/docker-compose.trubudget.override.yml, when present, publishes the MultiChain P2P port on the overlay IP only.

@@ -7,7 +7,6 @@ import {constants as fsConstants} from 'node:fs'
 import {open, readFile, stat} from 'node:fs/promises'
 import path from 'node:path'
 
-import {execa} from 'execa'
 import {parse as parseYaml} from 'yaml'
 
 import {UserError} from '../errors.js'
@@ -24,7 +23,7 @@ import {
   verifyCertificate,
 } from '../nebula/index.js'
 import {composePorts, type Verdict} from './compose-ports.js'
-import {nebulaTest, onPath} from './nebula.js'
+import {advisoriesFor, compareVersions, hasSdNotify, nebulaTest, nebulaVersion, SD_NOTIFY_SINCE} from './nebula.js'
 
 /** Verdict of one {@link DoctorCheck}. */
 export type DoctorStatus = Verdict
@@ -32,8 +31,8 @@ export type DoctorStatus = Verdict
 /** One check of an installation: a stable id, its verdict, and one line saying what was found. */
 export interface DoctorCheck {
   /**
-   * Which check: `nebula`, `tun`, `nebula-test`, `ca-pin`, `ca-validity`, `host-cert`, `host-cert-verify`,
-   * `host-key`, `multichain-conf`, `blockchain-env`, `compose-ports`.
+   * Which check: `nebula`, `nebula-fixes`, `tun`, `nebula-test`, `systemd-unit`, `ca-pin`, `ca-validity`, `host-cert`,
+   * `host-cert-verify`, `host-key`, `multichain-conf`, `blockchain-env`, `compose-ports`.
    */
   name: string
   status: DoctorStatus
@@ -47,6 +46,8 @@ export interface DoctorResult {
   dir: string
   /** The overlay IP the checks compared against (the host certificate's, else the manifest's), when known. */
   overlayIp?: string
+  /** The version `nebula -version` reports (e.g. `1.11.0`), when nebula is on PATH. */
+  nebulaVersion?: string
   /** True when no check failed (warnings allowed). */
   ok: boolean
   /** How many checks ended with each status. */
@@ -63,8 +64,6 @@ export interface DoctorOptions {
   tunDevice?: string
 }
 
-/** The installation directory `doctor` checks by default. */
-
 /** Oldest Nebula the rendered config.yml is for. */
 export const MIN_NEBULA_VERSION = '1.6.1'
 
@@ -74,8 +73,12 @@ const DAY = 86_400
  * Checks the installation in `dir` (made by `tbmesh install`) and the host it is on, each check one {@link DoctorCheck}:
  *
  * - `nebula`: the binary is on PATH and `nebula -version` is at least {@link MIN_NEBULA_VERSION};
+ * - `nebula-fixes`: the version has the security fixes of `NEBULA_ADVISORIES` (`node/nebula.ts`) that matter to this
+ *   installation (federated when config.yml's rules carry `ca_sha`; P256 when its CA is); warns otherwise;
  * - `tun`: `/dev/net/tun` exists, is a character device and opens read-write;
  * - `nebula-test`: `nebula -test -config DIR/nebula/config.yml` passes;
+ * - `systemd-unit`: `systemd/nebula.service`, when present, says `Type=notify` only if nebula notifies systemd
+ *   (1.8 and later; an older one would be killed and restarted in a loop);
  * - `ca-pin`: the installed manifest's `caFingerprint`, and that `nebula/ca.crt` holds that CA;
  * - `ca-validity`, `host-cert`: validity and days left of the host certificate's CA and of the host certificate
  *   (warn within 30 days ({@link EXPIRY_WARNING_SECONDS}), fail when expired or not yet valid); the host certificate must be
@@ -115,25 +118,43 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   }
 
   // Nebula itself and the tun device.
-  const nebula = await onPath('nebula')
-  if (nebula) {
-    const result = await execa(nebula, ['-version'], {reject: false, all: true, stdin: 'ignore', timeout: 10_000})
-    const version = /Version:\s*v?(\d+\.\d+\.\d+\S*)/.exec(String(result.all ?? ''))?.[1]
-    if (result.exitCode !== 0 || !version) check('nebula', 'fail', `\`${nebula} -version\` failed: ${lastLine(String(result.all ?? result.message))}`)
-    else if (compareVersions(version, MIN_NEBULA_VERSION) < 0) check('nebula', 'fail', `nebula ${version} (${nebula}) is older than ${MIN_NEBULA_VERSION}: upgrade it`)
-    else check('nebula', 'pass', `nebula ${version} (${nebula})`)
-  } else {
-    check('nebula', 'fail', 'nebula is not on PATH: install it (apt-get install nebula), version 1.6.1 or later')
-  }
+  const configPath = file('nebula/config.yml')
+  const probe = await nebulaVersion()
+  const nebula = probe.found ? probe.path : undefined
+  const version = probe.found ? probe.version : undefined
+  if (!probe.found) check('nebula', 'fail', 'nebula is not on PATH: install it (apt-get install nebula), version 1.6.1 or later')
+  else if (!probe.version) check('nebula', 'fail', probe.problem ?? `${probe.path} printed no version`)
+  else if (compareVersions(probe.version, MIN_NEBULA_VERSION) < 0) check('nebula', 'fail', `nebula ${probe.version} (${probe.path}) is older than ${MIN_NEBULA_VERSION}: upgrade it`)
+  else check('nebula', 'pass', `nebula ${probe.version} (${probe.path})`)
+  if (version) {
+    const installation = {federated: await configFederated(configPath), p256: await caCurveP256(file('nebula/ca.crt'))}
+    const missing = advisoriesFor(version, installation)
+    if (missing.length === 0) check('nebula-fixes', 'pass', `nebula ${version} has the security fixes this ${installation.federated ? 'federated ' : ''}installation needs`)
+    else {
+      const newest = missing.map((a) => a.fixed).sort(compareVersions).at(-1)!
+      const what = missing.map((a) => `${a.summary} (fixed in ${a.fixed}, ${a.reference})`).join('; ')
+      check('nebula-fixes', 'warn', `nebula ${version} lacks security fixes: ${what}: upgrade nebula to ${newest} or later`)
+    }
+  } else check('nebula-fixes', 'warn', 'cannot tell which security fixes nebula has: its version is unknown')
   check(...(await checkTun(opts.tunDevice ?? '/dev/net/tun')))
 
-  const configPath = file('nebula/config.yml')
   if (nebula) {
     const test = await nebulaTest(configPath)
     if (test.ok) check('nebula-test', 'pass', `nebula -test accepts ${configPath}`)
     else check('nebula-test', 'fail', `nebula -test rejects ${configPath}: ${lastLine(test.output ?? '')}`)
   } else {
     check('nebula-test', 'warn', `nebula -test did not run on ${configPath}: nebula is not installed`)
+  }
+
+  const unit = await read('systemd/nebula.service')
+  if ('problem' in unit) {
+    if (unit.problem.endsWith('is missing')) check('systemd-unit', 'pass', 'no systemd/nebula.service: nothing to check')
+    else check('systemd-unit', 'fail', unit.problem)
+  } else {
+    const type = /^Type=(\S+)/m.exec(unit.data.toString('utf8'))?.[1] ?? 'simple'
+    if (type === 'notify' && version && !hasSdNotify(version)) {
+      check('systemd-unit', 'fail', `systemd/nebula.service has Type=notify, but nebula ${version} does not notify systemd (${SD_NOTIFY_SINCE} and later do): set Type=simple, or upgrade nebula`)
+    } else check('systemd-unit', 'pass', `systemd/nebula.service has Type=${type}${version ? `, right for nebula ${version}` : ''}`)
   }
 
   // The pinned CA, the certificates and the key.
@@ -281,20 +302,12 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
 
   const counts: Record<DoctorStatus, number> = {pass: 0, warn: 0, fail: 0}
   for (const c of checks) counts[c.status]++
-  return {dir: target, ...(overlayIp ? {overlayIp} : {}), ok: counts.fail === 0, counts, checks}
+  return {dir: target, ...(overlayIp ? {overlayIp} : {}), ...(version ? {nebulaVersion: version} : {}), ok: counts.fail === 0, counts, checks}
 }
 
 /** The last non-empty line of a program's output, for a one-line detail. */
 function lastLine(text: string): string {
   return text.trim().split('\n').findLast((l) => l.trim() !== '')?.trim() ?? 'no output'
-}
-
-/** Negative, zero or positive as version `a` is older than, the same as or newer than `b` (numeric `x.y.z`). */
-export function compareVersions(a: string, b: string): number {
-  const parts = (v: string): number[] => v.split(/[.+-]/).slice(0, 3).map((n) => Number.parseInt(n, 10) || 0)
-  const [x, y] = [parts(a), parts(b)]
-  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0)
-  return 0
 }
 
 async function checkTun(device: string): Promise<[string, DoctorStatus, string]> {
@@ -325,6 +338,26 @@ function validity(what: string, cert: NebulaCertificate, now: number): [DoctorSt
   const left = `valid until ${at(notAfter)}, ${days} day${days === 1 ? '' : 's'} left`
   if (days < EXPIRY_WARNING_SECONDS / 86_400) return ['warn', `${what} is ${left}: ask the network operator for a renewal`]
   return ['pass', `${what} is ${left}`]
+}
+
+/** Whether config.yml's firewall rules are scoped by `ca_sha` (a federated network's); false when it cannot be read. */
+async function configFederated(configPath: string): Promise<boolean> {
+  try {
+    const doc = parseYaml(await readFile(configPath, 'utf8')) as {firewall?: {inbound?: unknown}} | null
+    const rules = doc?.firewall?.inbound
+    return Array.isArray(rules) && rules.some((r) => typeof r === 'object' && r !== null && 'ca_sha' in r)
+  } catch {
+    return false
+  }
+}
+
+/** Whether the CA certificates in `caPath` use curve P256; false when they cannot be read (other checks report that). */
+async function caCurveP256(caPath: string): Promise<boolean> {
+  try {
+    return certificatesFromPem(await readFile(caPath)).some((c) => c.details.curve === 'P256')
+  } catch {
+    return false
+  }
 }
 
 /** config.yml's `pki.blocklist`, or empty when it cannot be read (nebula-test reports that). */

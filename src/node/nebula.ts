@@ -1,6 +1,10 @@
 /**
- * Running the `nebula` binary on a node: finding it, its version, and `nebula -test` on a config. Small on purpose:
- * doctor and install load it without the bundle code.
+ * Running the `nebula` binary on a node: finding it, its version and what that version can do, and `nebula -test` on a
+ * config. Small on purpose: doctor and install load it without the bundle code.
+ *
+ * The one version probe: everything that depends on the installed Nebula's version (the systemd unit's `Type=`,
+ * doctor's warnings, refusing what an old Nebula cannot load) asks {@link nebulaVersion} and compares with
+ * {@link compareVersions}.
  */
 
 import {constants as fsConstants} from 'node:fs'
@@ -34,9 +38,112 @@ export async function onPath(name: string): Promise<string | undefined> {
   return undefined
 }
 
-/** Runs `nebula -test -config CONFIG` (30 s limit) when nebula is on PATH. */
-export async function nebulaTest(config: string): Promise<NebulaTestResult> {
-  const nebula = await onPath('nebula')
+/** What {@link nebulaVersion} found. */
+export type NebulaVersionProbe =
+  /**
+   * The binary at `path`, and `version`, what `nebula -version` printed after `Version: ` without a leading `v`
+   * (e.g. `1.6.1`, `1.11.0`); or, when it failed or printed no version, `problem` saying how (one line).
+   */
+  | {found: true; path: string; version?: string; problem?: string}
+  /** No nebula on PATH (and no binary given). */
+  | {found: false}
+
+/**
+ * The version of `binary` (default: the first `nebula` on PATH), from `nebula -version` (10 s limit), which prints
+ * `Version: 1.6.1` in every release from 1.6 to 1.11. Never throws.
+ */
+export async function nebulaVersion(binary?: string): Promise<NebulaVersionProbe> {
+  const path = binary ?? (await onPath('nebula'))
+  if (!path) return {found: false}
+  const result = await execa(path, ['-version'], {reject: false, all: true, stdin: 'ignore', timeout: 10_000})
+  const all = String(result.all ?? '')
+  const version = /Version:\s*v?(\d+\.\d+\.\d+\S*)/.exec(all)?.[1]
+  if (result.exitCode === 0 && version) return {found: true, path, version}
+  const last = all.trim().split('\n').findLast((l) => l.trim() !== '')?.trim() ?? result.message ?? 'no output'
+  return {found: true, path, problem: `\`${path} -version\` ${result.exitCode === 0 ? 'printed no version' : 'failed'}: ${last}`}
+}
+
+/** Negative, zero or positive as version `a` is older than, the same as or newer than `b` (numeric `x.y.z`). */
+export function compareVersions(a: string, b: string): number {
+  const parts = (v: string): number[] => v.replace(/^v/, '').split(/[.+-]/).slice(0, 3).map((n) => Number.parseInt(n, 10) || 0)
+  const [x, y] = [parts(a), parts(b)]
+  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0)
+  return 0
+}
+
+/**
+ * The first Nebula release that tells systemd it is ready (`sd_notify` READY=1 once its tun device is up, so a
+ * `Type=notify` unit works): 1.8.0 (`cmd/nebula/notify_linux.go` in slackhq/nebula). An older Nebula under
+ * `Type=notify` is killed by systemd when the start times out, and restarted, in a loop.
+ */
+export const SD_NOTIFY_SINCE = '1.8.0'
+
+/** Whether Nebula `version` notifies systemd ({@link SD_NOTIFY_SINCE}). */
+export function hasSdNotify(version: string): boolean {
+  return compareVersions(version, SD_NOTIFY_SINCE) >= 0
+}
+
+/** A security fix of Nebula that an installation may lack: the versions affected, and where it matters for tbmesh. */
+export interface NebulaAdvisory {
+  /** Short name, e.g. `source-ip-spoofing`. */
+  id: string
+  /** The first version affected (inclusive). */
+  since: string
+  /** The release that fixed it. */
+  fixed: string
+  /** Where it matters: in every network, only in a federated one (member CAs scoped by `ca_sha`/`cidr`), or only with P256 certificates. */
+  applies: 'always' | 'federated' | 'p256'
+  /** What an affected Nebula lets a peer do, one line. */
+  summary: string
+  /** Where it is described. */
+  reference: string
+}
+
+/**
+ * The security fixes doctor checks for, from slackhq/nebula's CHANGELOG.md and security advisories. Not listed: the
+ * IPv6 firewall bypasses fixed in 1.11.0 and 1.11.1, since tbmesh's overlay carries IPv4 only.
+ */
+export const NEBULA_ADVISORIES: readonly NebulaAdvisory[] = [
+  {
+    id: 'source-ip-spoofing',
+    since: '1.9.4',
+    fixed: '1.9.7',
+    applies: 'always',
+    summary: 'a peer whose certificate lists unsafe routes can send packets from overlay addresses that are not its own',
+    reference: 'Nebula 1.9.7 release notes (#1494)',
+  },
+  {
+    id: 'p256-blocklist-bypass',
+    since: '1.7.0',
+    fixed: '1.10.3',
+    applies: 'p256',
+    summary: 'a blocklisted P256 certificate passes with its signature rewritten to its other valid form',
+    reference: 'GHSA-69x3-g4r3-p962',
+  },
+  {
+    id: 'conntrack-before-address-check',
+    since: '0.0.0',
+    fixed: '1.11.0',
+    applies: 'federated',
+    summary: "a peer's packets are matched against established flows before Nebula checks that their source address is in its certificate",
+    reference: 'Nebula 1.11.0 release',
+  },
+]
+
+/**
+ * The advisories of {@link NEBULA_ADVISORIES} that Nebula `version` is affected by, in an installation that is
+ * `federated` and whose certificates use curve `p256` or not.
+ */
+export function advisoriesFor(version: string, installation: {federated: boolean; p256: boolean}): NebulaAdvisory[] {
+  return NEBULA_ADVISORIES.filter((a) =>
+    compareVersions(version, a.since) >= 0 &&
+    compareVersions(version, a.fixed) < 0 &&
+    (a.applies === 'always' || (a.applies === 'federated' && installation.federated) || (a.applies === 'p256' && installation.p256)))
+}
+
+/** Runs `nebula -test -config CONFIG` (30 s limit) with `binary`, default the nebula on PATH, when there is one. */
+export async function nebulaTest(config: string, binary?: string): Promise<NebulaTestResult> {
+  const nebula = binary ?? (await onPath('nebula'))
   if (!nebula) return {ran: false}
   const result = await execa(nebula, ['-test', '-config', config], {reject: false, all: true, stdin: 'ignore', timeout: 30_000})
   const all = typeof result.all === 'string' ? result.all : ''

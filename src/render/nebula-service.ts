@@ -9,9 +9,10 @@ import type {NodeProfile} from './profile.js'
 import {assertIPv4, fillPlaceholders, readTemplate} from './template.js'
 
 /**
- * The text of the node's `nebula.service`: `Type=simple` (Nebula 1.6 does not notify systemd), run as root with
- * `CAP_NET_ADMIN` as its only capability, `ExecStart=/usr/bin/nebula -config "DIR/nebula/config.yml"`,
- * `ExecReload=/bin/kill -HUP $MAINPID`, `Restart=always`, ordered after `network-online.target` and before Docker.
+ * The text of the node's `nebula.service`: `Type=simple`, or `Type=notify` with `extra.sdNotify` (a Nebula that
+ * notifies systemd: 1.8 and later); run as root with `CAP_NET_ADMIN` as its only capability,
+ * `ExecStart=/usr/bin/nebula -config "DIR/nebula/config.yml"`, `ExecReload=/bin/kill -HUP $MAINPID`,
+ * `Restart=always`, ordered after `network-online.target` and before Docker.
  *
  * @throws UserError when `extra.installDir` contains a control character or line break.
  * @throws Error when the profile is malformed.
@@ -24,5 +25,16 @@ export function renderNebulaService(p: NodeProfile, extra: DeploymentExtra = {})
     tunDev: safeLine(p.tun.dev),
     installDir: INSTALL_DIR_PLACEHOLDER,
   })
-  return placeInstallDir(text, 'systemd', extra.installDir ?? INSTALL_DIR_PLACEHOLDER)
+  return adaptNebulaService(text, extra)
+}
+
+/**
+ * A rendered `nebula.service` (`text`) adapted to the node, as `tbmesh install` does it and as the renderer does for a
+ * directory it is given: the installation directory in place of the placeholder, and `Type=notify` in place of
+ * `Type=simple` when `extra.sdNotify`.
+ * @throws UserError when `extra.installDir` contains a control character or line break.
+ */
+export function adaptNebulaService(text: string, extra: Pick<DeploymentExtra, 'installDir' | 'sdNotify'>): string {
+  const placed = placeInstallDir(text, 'systemd', extra.installDir ?? INSTALL_DIR_PLACEHOLDER)
+  return extra.sdNotify ? placed.replace(/^Type=simple$/m, 'Type=notify') : placed
 }

@@ -38,7 +38,8 @@ describe('two organizations behind NAT gateways', () => {
 
   beforeAll(async () => {
     requireLab()
-    ;[builds.lighthouse, builds.umbrella, builds.initech] = await Promise.all([nebulaBuild('oldest'), nebulaBuild('debian13'), nebulaBuild('newest')])
+    const [oldest, debian13, newest] = await Promise.all([nebulaBuild('oldest'), nebulaBuild('debian13'), nebulaBuild('newest')])
+    Object.assign(builds, {lighthouse: oldest, umbrella: debian13, initech: newest})
     dir = await tempDir('tbmesh-e2e-nat-')
     const home = ['--home', join(dir, 'home')]
     const init = await tbmeshJson<{caFingerprint: string}>(['init-ca', ...home, '--network', 'nat', '--cidr', '10.42.0.0/16', '--no-passphrase'])

@@ -145,6 +145,8 @@ export interface NebulaOptions {
   timeoutMs?: number
   /** Path of the nebula binary. Default `nebula` (from PATH). */
   binary?: string
+  /** Variables added to nebula's environment (e.g. `NOTIFY_SOCKET`). */
+  env?: Record<string, string>
 }
 
 /** A running `nebula` inside a host's namespace. */
@@ -345,6 +347,8 @@ interface SpawnOpts {
   stdin?: 'pipe' | 'ignore'
   /** Replacements for arguments when showing the command (e.g. a long inline script). */
   display?: Record<string, string>
+  /** Variables added to the environment. */
+  env?: Record<string, string>
 }
 
 /** A spawned child whose output is captured and whose exit is awaited. */
@@ -364,7 +368,7 @@ class Child {
 
   constructor(file: string, args: string[], opts: SpawnOpts = {}) {
     this.command = [file, ...args].map((arg) => opts.display?.[arg] ?? quote(arg)).join(' ')
-    this.proc = spawn(file, args, {cwd: opts.cwd, stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe']})
+    this.proc = spawn(file, args, {cwd: opts.cwd, stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'], env: opts.env ? {...process.env, ...opts.env} : undefined})
     this.exited = new Promise<ExitInfo>((resolveExit) => {
       const done = (info: ExitInfo): void => {
         if (this.exitInfo) return
@@ -824,7 +828,7 @@ class LabImpl implements Lab {
 
   /**
    * A gateway's forwarding and firewall (iptables, in its own namespace): forward; masquerade the LAN onto `eth0`
-   * ({@link setNatMode}); from `eth0` forward only packets of flows the LAN started; drop unsolicited UDP addressed
+   * (`setNatMode`); from `eth0` forward only packets of flows the LAN started; drop unsolicited UDP addressed
    * to the gateway itself. That last rule is what real gateways do, and it matters: accepted, a peer's early punch
    * packet creates (and confirms) a conntrack entry holding exactly the public port a LAN host's mapping needs, and
    * that host's flow then gets another port, so punching fails even behind a port-preserving gateway. Dropped before
@@ -896,7 +900,7 @@ class LabImpl implements Lab {
     // Only a tun device that did not exist before counts (a previous nebula's device may linger briefly).
     const before = new Set((await this.tunDevices(host)).map((l) => l.ifindex))
     const timeoutMs = opts.timeoutMs ?? 15_000
-    const child = this.spawnIn(host, [opts.binary ?? 'nebula', '-config', config], {cwd: opts.cwd ?? dirname(config)})
+    const child = this.spawnIn(host, [opts.binary ?? 'nebula', '-config', config], {cwd: opts.cwd ?? dirname(config), env: opts.env})
     this.nebulas.push({host, child})
 
     let found: IpLinkJson | undefined
@@ -1025,10 +1029,10 @@ class LabImpl implements Lab {
       const received = await sink.waitFor(() => /^RECEIVED (\d+) ([0-9a-f]{64})$/m.exec(sink.stdout) ?? undefined, 10_000, `sink on ${ipAddr}:${port} to report`)
         .catch((error: Error) => error)
       const report = /^SENT (\d+) ([0-9a-f]{64}) (\d+)$/m.exec(sent.stdout)
-      const problem = !report ? `the sender failed (${describeExit(sent)}): ${sent.stderr.trim() || sent.stdout.trim()}`
-        : received instanceof Error ? `the sink reported nothing: ${received.message}`
-          : received[1] !== String(bytes) || received[2] !== report[2] ? `sent ${report[1]} bytes (sha256 ${report[2]}), received ${received[1]} (sha256 ${received[2]})`
-            : undefined
+      let problem: string | undefined
+      if (!report) problem = `the sender failed (${describeExit(sent)}): ${sent.stderr.trim() || sent.stdout.trim()}`
+      else if (received instanceof Error) problem = `the sink reported nothing: ${received.message}`
+      else if (received[1] !== String(bytes) || received[2] !== report[2]) problem = `sent ${report[1]} bytes (sha256 ${report[2]}), received ${received[1]} (sha256 ${received[2]})`
       if (problem) throw new Error(`transfer of ${bytes} bytes from ${from.label} to ${ipAddr}:${port} in ${to.label}: ${problem}`)
       return {bytes, ms: Number(report![3])}
     } finally {
