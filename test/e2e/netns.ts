@@ -39,6 +39,30 @@ export const NS_PREFIX = 'tbm'
 /** The line a {@link Listener} writes to every accepted connection; {@link Lab.connect} succeeds only on reading it. */
 export const GREETING = 'tbmesh-ok'
 
+/**
+ * The Nebula log messages the suites wait for, as every version tested words them (Debian 12's 1.6.1, Debian 13's
+ * 1.9.3, unstable's 1.11.0), in one place. Nebula's log is no interface: 1.11 switched from logrus
+ * (`level=info msg="…" key="value"`) to slog (`level=INFO msg="…" key=value`) and reworded messages, and some
+ * (the trusted CAs after a reload) went to debug level. So a pattern matches message text only, never field syntax;
+ * a suite that needs a peer's name adds `certName=<name>` (unquoted in both formats for tbmesh's names) and a reason
+ * from the error text, which the versions share. Where a version has no message for a fact, suites observe it instead
+ * (connections, interface counters, the files installed).
+ */
+export const NEBULA_LOG = {
+  /** SIGHUP caught; the config, certificate and CAs are re-read right after (every version). */
+  reloading: /Caught HUP, reloading config/,
+  /** The host certificate was re-read (1.6–1.9 "Client cert refreshed…", 1.11 "Client certificate(s) refreshed…"). */
+  certReloaded: /Client cert(?:ificate\(s\))? refreshed from disk/,
+  /** A tunnel was torn down because the peer's certificate stopped being valid (1.11 words the blocklisted case apart). */
+  tornDown: /Remote certificate is (?:no longer valid|blocked), tearing down the tunnel/,
+  /** A handshake was refused (1.6–1.9 "Invalid certificate from host", 1.11 "Failed to process handshake packet"). */
+  refused: /Invalid certificate from host|Failed to process handshake packet/,
+  /** A handshake message with a peer, either way (every version). */
+  handshake: /Handshake message (?:received|sent)/,
+  /** The reason a certificate on the blocklist is refused (1.6 "…has been blocked", later "…is in the block list"). */
+  blocked: /certificate has been blocked|certificate is in the block list|Remote certificate is blocked/,
+} as const
+
 /** Matches the names this library gives namespaces; group 1 is the creator's pid, group 2 the lab id. */
 const NS_NAME = /^(tbm(\d+)-[0-9a-f]{4})(?:-[a-z][a-z0-9]{0,15}|\.br)$/
 
@@ -170,18 +194,12 @@ export interface NebulaProcess {
    * Resolve with the first output line matching `pattern` that was written after output offset `since`
    * (default 0: anywhere in the output). Rejects after `timeoutMs` (default 10 000) or when nebula exits.
    *
-   * Nebula's log is no interface: 1.11 logs with slog (`level=INFO msg="…" key=value`), earlier versions with logrus
-   * (`level=info msg="…" key="value"`), and many messages were reworded or moved to debug level in between. A test
-   * that runs on several versions waits for what it can observe instead (connections, interface counters); a pattern
-   * here must match a message every version tested writes, and no field syntax.
+   * Nebula's log is no interface (see {@link NEBULA_LOG}, the patterns that hold for every version tested).
    */
   waitForLog(pattern: RegExp, opts?: {timeoutMs?: number; since?: number}): Promise<string>
   /** Length of the output so far; pass it as `since` to {@link NebulaProcess.waitForLog}. */
   outputLength(): number
-  /**
-   * Send SIGHUP (nebula re-reads its config and certificates) and wait until nebula logs that it caught it ("Caught
-   * HUP, reloading config": the same words from 1.6 to 1.11, whatever the log format).
-   */
+  /** Send SIGHUP (nebula re-reads its config and certificates) and wait until nebula logs that it caught it. */
   reload(opts?: {timeoutMs?: number}): Promise<void>
   /** SIGTERM, then SIGKILL after `graceMs` (default 5 000); resolves when it has exited. Idempotent. */
   stop(opts?: {graceMs?: number}): Promise<ExitInfo>
@@ -949,7 +967,7 @@ class LabImpl implements Lab {
       async reload(o = {}) {
         const since = child.dropped + child.combined.length
         child.signal('SIGHUP')
-        await waitForLog(/Caught HUP, reloading config/, {since, timeoutMs: o.timeoutMs})
+        await waitForLog(NEBULA_LOG.reloading, {since, timeoutMs: o.timeoutMs})
       },
       stop: async (o = {}) => child.stop(o.graceMs ?? 5000),
     }
