@@ -28,6 +28,9 @@ describe('systemd readiness notification', () => {
 
   beforeAll(async () => {
     requireLab()
+    await execa('socat', ['-V']).catch(() => {
+      throw new Error('socat is required (apt-get install socat): it stands in for systemd\'s notification socket')
+    })
     builds = await nebulaBuilds()
     dir = await tempDir('tbmesh-e2e-notify-')
     await execa('nebula-cert', ['ca', '-name', 'notify', '-out-crt', 'ca.crt', '-out-key', 'ca.key'], {cwd: dir})
@@ -58,7 +61,11 @@ describe('systemd readiness notification', () => {
       const socket = join(dir!, `${build.label}.notify`)
       // One datagram, or nothing within the time the node gets (socat exits either way).
       const listening = lab!.run(build.label, ['timeout', String(Math.ceil((15_000 + SILENCE_MS) / 1000)), 'socat', '-u', `UNIX-RECVFROM:${socket}`, 'STDOUT'], {reject: false, timeoutMs: 30_000})
-      while (!existsSync(socket)) await sleep(20)
+      const deadline = Date.now() + 10_000
+      while (!existsSync(socket)) {
+        if (Date.now() > deadline) throw new Error(`socat made no socket ${socket}: ${(await listening).stderr}`)
+        await sleep(20)
+      }
       const nebula = await lab!.startNebula(build.label, join(dir!, `${build.label}.yml`), {binary: build.nebula, tunDev: 'nebula1', env: {NOTIFY_SOCKET: socket}})
       const got = await Promise.race([listening.then((r) => r.stdout), sleep(SILENCE_MS).then(() => '')])
       expect(nebula.isRunning(), `${build.label} ${build.version} is still running`).toBe(true)
