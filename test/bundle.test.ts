@@ -47,9 +47,10 @@ const requireNebula = (): void => {
 
 const profile: NodeProfile = {
   network: {name: 'tb-prod', cidr: '10.42.0.0/16'},
-  node: {name: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', lighthouse: false, origin: false, registrar: false},
+  node: {name: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', lighthouse: false, relay: false, origin: false, registrar: false},
   ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080, storage: 8090},
   lighthouses: [{overlayIp: '10.42.0.1', endpoint: '203.0.113.10:4242'}],
+  relays: [{overlayIp: '10.42.0.1', endpoint: '203.0.113.10:4242'}],
   originOverlayIp: '10.42.0.1',
   rpc: {user: 'multichainrpc'},
   tun: {dev: 'tbmesh0', mtu: 1300},

@@ -23,7 +23,7 @@ import {composePorts} from '../src/node/compose-ports.js'
 import {renderBundleReadme} from '../src/render/bundle-readme.js'
 import {renderAdoptionOverride, renderDocumentsOverride, renderTrubudgetEnv} from '../src/render/compose-adoption.js'
 import {renderComposeStack} from '../src/render/compose-stack.js'
-import {NEBULA_IMAGE_TAG, renderNebulaCompose} from '../src/render/docker-compose-nebula.js'
+import {NEBULA_IMAGE, renderNebulaCompose} from '../src/render/docker-compose-nebula.js'
 import {renderGuardService} from '../src/render/guard-service.js'
 import {INSTALL_DIR_PLACEHOLDER, placeInstallDir} from '../src/render/install-dir.js'
 import {renderNebulaConfig} from '../src/render/nebula-config.js'
@@ -38,9 +38,10 @@ const have = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}
 /** acme-1: lighthouse and TruBudget origin. */
 const origin: NodeProfile = {
   network: {name: 'tb-prod', cidr: '10.42.0.0/16'},
-  node: {name: 'acme-1', organization: 'ACME Corp', overlayIp: '10.42.0.1', lighthouse: true, origin: true, registrar: true, endpoint: '203.0.113.10:4242'},
+  node: {name: 'acme-1', organization: 'ACME Corp', overlayIp: '10.42.0.1', lighthouse: true, relay: true, origin: true, registrar: true, endpoint: '203.0.113.10:4242'},
   ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080, storage: 8090},
   lighthouses: [{overlayIp: '10.42.0.1', endpoint: '203.0.113.10:4242'}],
+  relays: [{overlayIp: '10.42.0.1', endpoint: '203.0.113.10:4242'}],
   originOverlayIp: '10.42.0.1',
   rpc: {user: 'multichainrpc'},
   tun: {dev: 'nebula1', mtu: 1300},
@@ -50,7 +51,7 @@ const origin: NodeProfile = {
 }
 
 /** umbrella-1: a plain node of another organization. */
-const plain: NodeProfile = {...origin, node: {name: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', lighthouse: false, origin: false, registrar: false}}
+const plain: NodeProfile = {...origin, node: {name: 'umbrella-1', organization: 'Umbrella', overlayIp: '10.42.1.1', lighthouse: false, relay: false, origin: false, registrar: false}}
 
 type Doc = Record<string, any>
 
@@ -199,7 +200,9 @@ describe('renderNebulaCompose', () => {
     expect(doc.name).toBe('tbmesh-nebula')
     expect(Object.keys(doc.services)).toEqual(['nebula'])
     const nebula = doc.services.nebula
-    expect(nebula.image).toBe(`nebulaoss/nebula:${NEBULA_IMAGE_TAG}`)
+    // The newest release by default: it has every security fix doctor checks for.
+    expect(nebula.image).toBe(NEBULA_IMAGE)
+    expect(NEBULA_IMAGE).toBe('nebulaoss/nebula:1.11.1')
     expect(nebula.network_mode).toBe('host')
     expect(nebula.cap_add).toEqual(['NET_ADMIN'])
     expect(nebula.devices).toEqual(['/dev/net/tun:/dev/net/tun'])

@@ -22,7 +22,7 @@ import {createLab, type Lab, requireLab} from './e2e/netns.js'
 import {removeDir, tbmesh, tbmeshJson, tempDir, which} from './helpers.js'
 
 /** The checks of an installation's files, then of the running system (without Docker), then the underlay guard. */
-const FILE_CHECKS = ['nebula', 'tun', 'nebula-test', 'ca-pin', 'ca-validity', 'host-cert', 'host-cert-verify', 'host-key', 'peer-policy', 'evidence', 'node-env', 'multichain-conf', 'blockchain-env', 'compose-ports']
+const FILE_CHECKS = ['nebula', 'nebula-fixes', 'tun', 'nebula-test', 'systemd-unit', 'ca-pin', 'ca-validity', 'host-cert', 'host-cert-verify', 'host-key', 'peer-policy', 'evidence', 'node-env', 'multichain-conf', 'blockchain-env', 'compose-ports']
 const RUNTIME_CHECKS = ['overlay-address', 'p2p-listener']
 const ALL_CHECKS = [...FILE_CHECKS, ...RUNTIME_CHECKS, 'underlay-guard']
 /** Checks that pass on a good installation with nothing running (the runtime ones warn). */

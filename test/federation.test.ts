@@ -145,7 +145,7 @@ describe('founding and the CA constraints', () => {
     const claim = await verify(await sign('acme-claims-umbrella', '10.77.0.10', ['org:umbrella']))
     expect(claim.exitCode).not.toBe(0)
     expect(`${claim.stdout}${claim.stderr}`).toMatch(/group/i)
-    // The CA is constrained to the overlay, not to ACME's block: Nebula 1.6 would otherwise route only that block.
+    // The CA is constrained to the overlay, not to ACME's block: Nebula would otherwise route only that block.
     // An address in Umbrella's block passes the CA check; the firewall rules (ca_sha + cidr) are what refuse it, and
     // the end-to-end test proves they do.
     expect((await verify(await sign('acme-in-umbrella-block', '10.77.1.50', ['org:acme']))).exitCode).toBe(0)

@@ -116,9 +116,10 @@ describe('child processes get no secret', () => {
 describe('organization names', () => {
   const base: NodeProfile = {
     network: {name: 'tb', cidr: '10.42.0.0/16'},
-    node: {name: 'x-1', organization: 'X', overlayIp: '10.42.1.1', lighthouse: false, origin: false, registrar: false},
+    node: {name: 'x-1', organization: 'X', overlayIp: '10.42.1.1', lighthouse: false, relay: false, origin: false, registrar: false},
     ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080, storage: 8090},
     lighthouses: [{overlayIp: '10.42.0.1', endpoint: '203.0.113.10:4242'}],
+    relays: [],
     originOverlayIp: '10.42.0.1',
     rpc: {user: 'multichainrpc'},
     tun: {dev: 'nebula1', mtu: 1300},
@@ -412,9 +413,10 @@ describe('what no test caught before', () => {
     ]
     const origin: NodeProfile = {
       network: {name: 'fed', cidr: '10.77.0.0/16'},
-      node: {name: 'acme-1', organization: 'ACME', overlayIp: '10.77.0.2', lighthouse: false, origin: true, registrar: true},
+      node: {name: 'acme-1', organization: 'ACME', overlayIp: '10.77.0.2', lighthouse: false, relay: false, origin: true, registrar: true},
       ports: {nebula: 4242, p2p: 7447, rpc: 8000, api: 8080, storage: 8090},
       lighthouses: [{overlayIp: '10.77.0.1', endpoint: '192.0.2.10:4242'}],
+      relays: [],
       rpc: {user: 'multichainrpc'},
       tun: {dev: 'nebula1', mtu: 1300},
       pki: {ca: 'ca.crt', cert: 'host.crt', key: 'host.key'},

@@ -176,7 +176,7 @@ describe('list (module)', () => {
     expect(rows['initech-1'].daysLeft).toBe(30)
     expect(rows['initech-2'].daysLeft).toBe(31)
     expect(rows['hooli-1'].daysLeft).toBe(0)
-    expect(rows['acme-1']).toMatchObject({organization: 'ACME', overlayIp: '10.50.0.1', roles: ['lighthouse', 'origin'], access: 'trusted', issuer: net.caId})
+    expect(rows['acme-1']).toMatchObject({organization: 'ACME', overlayIp: '10.50.0.1', roles: ['lighthouse', 'origin', 'relay'], access: 'trusted', issuer: net.caId})
     expect(rows['acme-1'].shortFingerprint).toBe(rows['acme-1'].fingerprint.slice(0, 12))
     expect(rows['acme-1'].fingerprint).toBe(current(net, 'acme-1').fingerprint)
     expect(list.cas).toEqual([expect.objectContaining({id: net.caId, status: 'active'})])
@@ -956,7 +956,7 @@ describe('CLI: list, renew, revoke, export-update', () => {
     expect(lines[0]).toMatch(/^CA [0-9a-f]{12} \(active, v1 Curve25519\) valid until \S+ \(36(49|50) days\)$/)
     expect(lines[1]).toMatch(/^NAME +ORGANIZATION +OVERLAY IP +ROLES +CERTIFICATE +FINGERPRINT +NOT AFTER +DAYS +STATUS$/)
     expect(lines.find((l) => l.startsWith('umbrella-1'))).toMatch(/^umbrella-1 +Umbrella +10\.60\.1\.1 +- +v1 Curve25519 +[0-9a-f]{12} +\S+ +(9|10) +expiring$/)
-    expect(lines.find((l) => l.startsWith('acme-1'))).toMatch(/ lighthouse,origin .* 36[45] +valid$/)
+    expect(lines.find((l) => l.startsWith('acme-1'))).toMatch(/ lighthouse,origin,relay .* 36[45] +valid$/)
 
     const json = await tbmesh(['list', ...h(), '--json'])
     expect(json.exitCode).toBe(0)

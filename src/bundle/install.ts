@@ -17,10 +17,12 @@ import {fileError} from '../lib/files.js'
 import {TUN_DEVICE} from '../lib/names.js'
 import {compareVersions} from '../lib/version.js'
 import {certificatesFromPem, type NebulaCertificate, nebulaRequirement} from '../nebula/index.js'
-import {nebulaTest, type NebulaTestResult, nebulaVersion} from '../node/nebula.js'
+import {hasSdNotify, nebulaTest, type NebulaTestResult, type NebulaVersion, nebulaVersion} from '../node/nebula.js'
+import {adaptNebulaCompose} from '../render/docker-compose-nebula.js'
 import {renderGuardService} from '../render/guard-service.js'
-import {placeInstallDir} from '../render/install-dir.js'
+import {type DeploymentExtra, placeInstallDir} from '../render/install-dir.js'
 import {multichainPasswordLine} from '../render/multichain-conf.js'
+import {adaptNebulaService} from '../render/nebula-service.js'
 import {renderUnderlayGuard} from '../render/underlay-guard.js'
 import {readBundle} from './archive.js'
 import {
@@ -62,6 +64,8 @@ export interface InstallOptions extends TrustOptions {
   documents?: boolean
   /** TruBudget's image tag for the complete stack, recorded in node.env. Undefined keeps the installed choice. */
   trubudgetTag?: string
+  /** The image `docker/docker-compose.nebula.yml` runs (join bundles only); default `NEBULA_IMAGE`. */
+  nebulaImage?: string
 }
 
 /** What {@link installBundle} returns. */
@@ -74,6 +78,10 @@ export interface InstallResult {
   files: string[]
   /** Whether `nebula -test` ran on the installed config and what it said. */
   nebulaTest: NebulaTestResult
+  /** The nebula found on PATH and the version it reports (absent when there is none, e.g. Nebula runs in Docker). */
+  nebula?: {path: string; version?: string}
+  /** The systemd unit's `Type` as installed (join bundles): `notify` when that nebula notifies systemd (≥ 1.8). */
+  systemdType?: 'simple' | 'notify'
   /** Whether the bundle was encrypted. */
   encrypted: boolean
   /** True when the host key came from this machine's join request rather than from the bundle. */
@@ -108,6 +116,8 @@ export interface InstallResult {
  *   `nebula -config DIR/nebula/config.yml` works from any working directory; `pki.key` points at `nebula/host.key`
  *   even when the bundle has none, for the key its owner holds), and the systemd unit and compose files naming `dir`
  *   where they were rendered with the placeholder `/etc/tbmesh`, and `multichain.conf` given node.env's RPC password;
+ *   the unit `Type=notify` when the nebula on PATH notifies systemd (1.8 and later), and the compose file running
+ *   `opts.nebulaImage` when given;
  * - rendered here, from the installed host certificate's overlay IPs and config.yml's `tun.dev`: the underlay guard
  *   `dir/host/underlay-guard.nft` and `dir/systemd/tbmesh-guard.service`, which loads it;
  * - modes, whatever the umask: `dir` 0700, the modes of {@link INSTALLATION_LAYOUT} below it (the key,
@@ -135,6 +145,9 @@ export interface InstallResult {
 export async function installBundle(file: string, dir: string, opts: InstallOptions = {}): Promise<InstallResult> {
   const read = await readBundle(file, {passphrase: opts.passphrase})
   const {manifest} = read
+  if (manifest.kind === 'update' && opts.nebulaImage !== undefined) {
+    throw new UserError('--nebula-image applies to a join bundle: an update carries no compose file', {exit: 2, fix: 'drop --nebula-image, or edit the image in docker/docker-compose.nebula.yml'})
+  }
   const target = path.resolve(dir)
   const parent = path.dirname(target)
   const base = path.basename(target)
@@ -191,13 +204,15 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
   })
   files.set(NODE_ENV_FILE, Buffer.from(renderNodeEnv(manifest.node, nodeEnv.values), 'utf8'))
 
-  await requireNebulaFor(file, manifest.kind, [...certificatesFromPem(files.get('nebula/ca.crt')!), ...trusted.hosts])
+  const found = await nebulaVersion()
+  await requireNebulaFor(file, manifest.kind, [...certificatesFromPem(files.get('nebula/ca.crt')!), ...trusted.hosts], found)
+  const deployment: DeploymentExtra & {installDir: string} = {installDir: target, sdNotify: found?.version !== undefined && hasSdNotify(found.version), nebulaImage: opts.nebulaImage}
 
   // The bundle's files adapted to DIR (only those it brings: those an update carries over are adapted already), and
   // what this host's own files are rendered from: refused here, before DIR is looked at, when the bundle is unfit.
   for (const spec of FILES) {
     const data = read.files.get(spec.path)
-    if (data && spec.installRewrite) files.set(spec.path, rewriteForInstall(file, spec, data, target, nodeEnv.values))
+    if (data && spec.installRewrite) files.set(spec.path, rewriteForInstall(file, spec, data, deployment, nodeEnv.values))
   }
   for (const [p, data] of nodeFiles(file, files, manifest, target)) files.set(p, data)
 
@@ -258,7 +273,9 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
     dir: target,
     manifest,
     files: installed,
-    nebulaTest: await nebulaTest(path.join(target, 'nebula', 'config.yml')),
+    nebulaTest: await nebulaTest(path.join(target, 'nebula', 'config.yml'), found?.path),
+    ...(found ? {nebula: {path: found.path, ...(found.version ? {version: found.version} : {})}} : {}),
+    ...(read.files.has('systemd/nebula.service') ? {systemdType: deployment.sdNotify ? 'notify' as const : 'simple' as const} : {}),
     encrypted: read.encrypted,
     keyFromJoiner: trusted.keyFromJoiner,
     ...(previousSequence === undefined ? {} : {previousSequence}),
@@ -322,15 +339,14 @@ function nodeFiles(file: string, files: ReadonlyMap<string, Buffer>, manifest: B
 }
 
 /**
- * Refuses (before anything is written) a bundle whose certificates the `nebula` on PATH cannot load: a v2 certificate
+ * Refuses (before anything is written) a bundle whose certificates the `nebula` on PATH (`found`) cannot load: a v2 certificate
  * needs Nebula 1.10 (1.6.1 and 1.9.3 refuse to start with a v2 CA in `pki.ca`), P256 needs 1.7 (1.6.1 crashes). Checks
  * nothing when nebula is not on PATH or does not say its version (install then warns that it could not test).
  * @throws UserError, one line saying which certificate needs which version
  */
-async function requireNebulaFor(file: string, kind: string, certificates: NebulaCertificate[]): Promise<void> {
+async function requireNebulaFor(file: string, kind: string, certificates: NebulaCertificate[], found: NebulaVersion | undefined): Promise<void> {
   const need = nebulaRequirement(certificates)
   if (!need.why) return
-  const found = await nebulaVersion()
   if (found?.version === undefined || compareVersions(found.version, need.version) >= 0) return
   throw new UserError(`Refusing ${kind} bundle ${path.basename(file)}: it holds ${need.why}, which nebula ${found.version} (${found.path}) cannot load (${need.version} or newer can)`, {
     fix: `upgrade nebula on this node to ${need.version} or newer, then install it again`,
@@ -403,22 +419,28 @@ async function carryOverNodeLocal(from: string, to: string): Promise<void> {
 }
 
 /**
- * `data`, the content of the bundle entry `spec`, adapted to the installation directory `target` as
- * `spec.installRewrite` says (`rpc-password`: the RPC password of `nodeEnv`, the node's node.env values, appended).
- * Renderers put a directory into the deployment files with the same function ({@link placeInstallDir}), so an installed
- * file equals the file rendered for `target`.
- * @throws UserError when config.yml has no pki section, or `target` cannot be written into a deployment file.
+ * `data`, the content of the bundle entry `spec`, adapted to the node as `spec.installRewrite` says: to the
+ * installation directory `deployment.installDir` (absolute) and, for the deployment files, to what else `deployment`
+ * holds (`rpc-password`: the RPC password of `nodeEnv`, the node's node.env values, appended). Renderers adapt their
+ * output with the same functions, so an installed file equals the file rendered for it.
+ * @throws UserError when config.yml has no pki section, the directory cannot be written into a deployment file, or the
+ *   image is not an image reference.
  */
-export function rewriteForInstall(file: string, spec: BundleEntrySpec, data: Buffer, target: string, nodeEnv: Record<string, string>): Buffer {
+export function rewriteForInstall(file: string, spec: BundleEntrySpec, data: Buffer, deployment: DeploymentExtra & {installDir: string}, nodeEnv: Record<string, string>): Buffer {
+  const text = (): string => data.toString('utf8')
   switch (spec.installRewrite) {
     case undefined:
       return data
     case 'nebula-pki':
-      return rewriteConfig(file, data, target)
+      return rewriteConfig(file, data, deployment.installDir)
     case 'rpc-password':
       return Buffer.concat([data, Buffer.from(multichainPasswordLine(nodeEnv.MULTICHAIN_RPC_PASSWORD), 'utf8')])
-    default:
-      return Buffer.from(placeInstallDir(data.toString('utf8'), spec.installRewrite, target), 'utf8')
+    case 'nebula-service':
+      return Buffer.from(adaptNebulaService(text(), deployment), 'utf8')
+    case 'nebula-compose':
+      return Buffer.from(adaptNebulaCompose(text(), deployment), 'utf8')
+    case 'compose':
+      return Buffer.from(placeInstallDir(text(), 'compose', deployment.installDir), 'utf8')
   }
 }
 

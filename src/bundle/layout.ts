@@ -13,7 +13,6 @@ import path from 'node:path'
 import {UserError} from '../errors.js'
 import {isIpv4} from '../lib/ip.js'
 import {isIsoTime, NONCE_HEX, quoted, SHA256_HEX} from '../lib/text.js'
-import type {InstallDirSyntax} from '../render/install-dir.js'
 
 /** One entry a bundle may hold: a regular file, or a directory (which holds files and is written before them). */
 export interface BundleEntrySpec {
@@ -32,12 +31,13 @@ export interface BundleEntrySpec {
   /** What it is, for humans. */
   readonly description: string
   /**
-   * How `install` adapts the file to the directory it is installed into (`rewriteForInstall` in `install.ts`): `nebula-pki`
-   * points config.yml's `pki` paths at the installed files; `systemd` and `compose` replace the placeholder directory
-   * the deployment files name (`/etc/tbmesh`, see `src/render/install-dir.ts`) with the real one, escaped for that
-   * syntax; `rpc-password` appends the node's own MultiChain RPC password (from `trubudget/node.env`).
+   * How `install` adapts the file to the node (`rewriteForInstall` in `install.ts`): `nebula-pki` points config.yml's
+   * `pki` paths at the installed files; `rpc-password` appends the node's own MultiChain RPC password (from
+   * `trubudget/node.env`); the others replace the placeholder directory the deployment files name (`/etc/tbmesh`, see
+   * `src/render/install-dir.ts`) with the real one, escaped for the file's syntax, and `nebula-service` also sets the
+   * unit's `Type` for the installed nebula, `nebula-compose` the chosen image.
    */
-  readonly installRewrite?: 'nebula-pki' | 'rpc-password' | InstallDirSyntax
+  readonly installRewrite?: 'nebula-pki' | 'rpc-password' | 'nebula-service' | 'nebula-compose' | 'compose'
   /** False for an entry `install` reads into `trubudget/node.env` instead of writing it as a file of its own. */
   readonly installed?: false
 }
@@ -71,9 +71,9 @@ export const BUNDLE_LAYOUT = [
   // Optional: a federated organization's own ORGANIZATION_VAULT_SECRET, from its own home; install moves it into node.env.
   {...fileEntry('trubudget/vault-secret.env', [0o600, 0o600], "the organization's ORGANIZATION_VAULT_SECRET (a federated organization's own)"), installed: false},
   dirEntry('systemd/', 0o755, 'systemd unit'),
-  {...fileEntry('systemd/nebula.service', [0o644, 0o644], 'systemd unit running nebula with the installed config.yml'), installRewrite: 'systemd'},
+  {...fileEntry('systemd/nebula.service', [0o644, 0o644], 'systemd unit running Nebula under tbmesh up (install sets its Type for the installed nebula)'), installRewrite: 'nebula-service'},
   dirEntry('docker/', 0o755, 'docker compose files'),
-  {...fileEntry('docker/docker-compose.nebula.yml', [0o644, 0o644], 'nebula as a container (docker compose)'), installRewrite: 'compose'},
+  {...fileEntry('docker/docker-compose.nebula.yml', [0o644, 0o644], 'nebula as a container (docker compose)'), installRewrite: 'nebula-compose'},
   {...fileEntry('docker/compose.yml', [0o644, 0o644], 'the complete node: Nebula, TruBudget blockchain, api, frontend, optional storage'), installRewrite: 'compose'},
   fileEntry('docker/trubudget.env', [0o644, 0o644], "the node's values under the names of TruBudget's .env"),
   {...fileEntry('docker/trubudget-operation.override.yml', [0o644, 0o644], "override for TruBudget's scripts/operation compose file"), installRewrite: 'compose'},

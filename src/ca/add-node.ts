@@ -5,9 +5,9 @@
  */
 
 import {UsageError, UserError} from '../errors.js'
-import {approvalsNeeded, approve, nextVersion} from '../federation/descriptor.js'
+import {approvalsNeeded, approve, descriptorRelays, nextVersion} from '../federation/descriptor.js'
 import {Home, type Transaction} from '../home/home.js'
-import {isMember} from '../home/queries.js'
+import {isMember, isRelay} from '../home/queries.js'
 import {type AccessLevel, type CertificateRecord, type NetworkState, type NodeRecord} from '../home/types.js'
 import {iso} from '../lib/duration.js'
 import {checkEndpoint, checkRequestedIp, formatCidr, formatIp, nextFreeBlock, nextFreeIp, parseCidr, parseIp} from '../lib/ip.js'
@@ -29,7 +29,12 @@ export interface AddNodeOptions {
   /** Requested overlay IP (dotted IPv4) inside the organization's block. */
   ip?: string
   lighthouse?: boolean
-  /** Public underlay `host:port`; required for a lighthouse. */
+  /**
+   * Whether the node relays for nodes that cannot reach each other directly (NAT): default true for a lighthouse,
+   * false otherwise. A relay needs an endpoint.
+   */
+  relay?: boolean
+  /** Public underlay `host:port`; required for a lighthouse and a relay. */
   endpoint?: string
   origin?: boolean
   /** Make the node a registrar: joining nodes may register at its TruBudget API (opened on the overlay). Needs access `trusted`. */
@@ -65,6 +70,8 @@ export interface AddNodeResult {
   notBefore: string
   notAfter: string
   lighthouse: boolean
+  /** Whether the node relays for others (`relay.am_relay`). */
+  relay: boolean
   origin: boolean
   /** True for a registrar (the origin is one too). */
   registrar: boolean
@@ -132,6 +139,9 @@ function prepareNode(opts: AddNodeOptions, caCert: NebulaCertificate): PreparedN
   if (opts.name !== undefined) checkNodeName(opts.name)
   if (opts.lighthouse && !opts.endpoint) {
     throw new UsageError('--lighthouse needs --endpoint', {fix: 'give the public underlay address, e.g. --endpoint 203.0.113.7:4242'})
+  }
+  if (opts.relay && !opts.endpoint) {
+    throw new UsageError('--relay needs --endpoint', {fix: 'give the public underlay address the nodes behind NAT reach it at, e.g. --endpoint 203.0.113.8:4242'})
   }
   const endpoint = opts.endpoint === undefined ? undefined : checkEndpoint(opts.endpoint)
   const extraGroups = checkGroups(opts.groups ?? [])
@@ -208,13 +218,15 @@ async function addPreparedNode(tx: Transaction, issuer: Issuer, p: PreparedNode)
     origin: Boolean(opts.origin),
     ...(opts.registrar ? {registrar: true} : {}),
     ...(registerAt ? {registerAt} : {}),
+    // Recorded only where it differs from the default (a lighthouse relays), so that isRelay has one rule.
+    ...(opts.relay !== undefined && opts.relay !== Boolean(opts.lighthouse) ? {relay: opts.relay} : {}),
     ...(endpoint ? {endpoint} : {}),
     groups: extraGroups,
     access,
     createdAt: iso(now),
   }
   // A federated role node changes the descriptor: refused (before anything is signed) unless this home may do that alone.
-  if (fed && (node.lighthouse || node.origin)) publishRoleNode(state, issuer, node)
+  if (fed && (node.lighthouse || node.origin || isRelay(node))) publishRoleNode(state, issuer, node)
   const {fingerprint: fp, format} = issueHostCertificate(tx, issuer, {
     name,
     ips: [`${overlayIp}/${net.prefix}`],
@@ -252,6 +264,7 @@ async function addPreparedNode(tx: Transaction, issuer: Issuer, p: PreparedNode)
     notBefore: row.notBefore,
     notAfter: row.notAfter,
     lighthouse: node.lighthouse,
+    relay: isRelay(node),
     origin: node.origin,
     registrar: isRegistrar(node),
     ...(registerAt ? {registerAt} : {}),
@@ -262,18 +275,18 @@ async function addPreparedNode(tx: Transaction, issuer: Issuer, p: PreparedNode)
 }
 
 /**
- * Records a federated network's new lighthouse or origin node in a new descriptor version, approved by this
+ * Records a federated network's new lighthouse, relay or origin node in a new descriptor version, approved by this
  * organization alone. Possible only while that is enough (the founder, before other organizations join): the
- * descriptor lists lighthouses and the origin for every member. Throws UserError otherwise.
+ * descriptor lists lighthouses, relays and the origin for every member. Throws UserError otherwise.
  */
 function publishRoleNode(state: NetworkState, issuer: Issuer, node: NodeRecord): void {
   const fed = state.federation!
-  const role = node.lighthouse ? 'lighthouse' : 'origin node'
+  const role = node.lighthouse ? 'lighthouse' : node.origin ? 'origin node' : 'relay'
   if (!isMember(fed)) throw new UserError(`${fed.self.organization} is not a member of the federated network yet`, {fix: `add the ${role} once the membership is approved`})
   const needed = approvalsNeeded(fed.current.descriptor.requiredApprovals, fed.current.descriptor.members.length)
   if (needed > 1) {
     throw new UserError(`a new ${role} changes the network descriptor, which now takes ${needed} organizations' approvals`, {
-      fix: 'lighthouses and the origin are added by the founder before other organizations join',
+      fix: 'lighthouses, relays and the origin are added by the founder before other organizations join',
     })
   }
   if (node.origin && fed.current.descriptor.origin) {
@@ -281,9 +294,13 @@ function publishRoleNode(state: NetworkState, issuer: Issuer, node: NodeRecord):
   }
   const organization = fed.self.slug
   const {overlayIp, lighthouse, origin} = node
-  // One version for both roles: members import versions one by one, so every version made must be the one they get.
-  const d = nextVersion(fed.current.descriptor, {kind: 'add-role-node', organization, overlayIp, lighthouse, origin}, (next) => {
+  const relay = isRelay(node)
+  // One version for every role: members import versions one by one, so every version made must be the one they get.
+  const d = nextVersion(fed.current.descriptor, {kind: 'add-role-node', organization, overlayIp, lighthouse, origin, relay}, (next) => {
+    // Relays are listed explicitly from now on (a version made before lists none: its lighthouses relay).
+    next.relays = [...descriptorRelays(next)]
     if (lighthouse) next.lighthouses.push({organization, overlayIp, endpoint: node.endpoint!})
+    if (relay) next.relays.push({organization, overlayIp, endpoint: node.endpoint!})
     if (origin) next.origin = {organization, overlayIp}
   })
   fed.current = {descriptor: d, approvals: [approve(d, organization, issuer.record.id, issuer.key)]}
@@ -297,6 +314,7 @@ function defaultNodeName(state: NetworkState, slug: string): string {
   }
 }
 
+/** The roles a certificate carries as groups (`role:<role>`); relaying is configuration only, not a group. */
 function roles(node: NodeRecord): string[] {
   return [...(node.lighthouse ? ['lighthouse'] : []), ...(node.origin ? ['origin'] : [])]
 }

@@ -10,6 +10,7 @@ import {fileURLToPath} from 'node:url'
 
 import {UsageError, UserError} from '../errors.js'
 import type {Home} from '../home/home.js'
+import {isRelay} from '../home/queries.js'
 import type {AccessLevel, NetworkState} from '../home/types.js'
 import {parseDuration} from '../lib/duration.js'
 import {checkNewFile, syncFiles} from '../lib/files.js'
@@ -25,6 +26,8 @@ export interface NetworkFileNode {
   roles?: Array<'lighthouse' | 'origin' | 'registrar'>
   /** The registrar the node joins and registers at (name or overlay IP); default the origin. */
   registerAt?: string
+  /** Whether the node relays (`relay.am_relay`); default: when it is a lighthouse. */
+  relay?: boolean
   endpoint?: string
   ip?: string
   groups?: string[]
@@ -153,7 +156,8 @@ export function planApply(state: NetworkState | undefined, file: NetworkFile): A
       named.add(node.name)
       const existing = state?.nodes.find((n) => n.name === node.name)
       if (!existing) {
-        plan.add.push({name: node.name, organization: org.name, roles: node.roles ?? []})
+        const relay = node.relay ?? node.roles?.includes('lighthouse') ?? false
+        plan.add.push({name: node.name, organization: org.name, roles: [...(node.roles ?? []), ...(relay ? ['relay'] : [])]})
         continue
       }
       const changes = differences(state!, existing.name, org, node)
@@ -183,6 +187,7 @@ function differences(state: NetworkState, name: string, org: NetworkFile['organi
   compare('roles', roles(node), roles({lighthouse: has('lighthouse'), origin: has('origin'), registrar: has('registrar')}))
   const registerAt = wanted.registerAt === undefined ? undefined : (state.nodes.find((n) => n.name === wanted.registerAt)?.overlayIp ?? wanted.registerAt)
   compare('registerAt', node.registerAt, registerAt)
+  compare('relay', isRelay(node), wanted.relay ?? wanted.roles?.includes('lighthouse') ?? false)
   compare('endpoint', node.endpoint, wanted.endpoint)
   if (wanted.ip !== undefined) compare('ip', node.overlayIp, wanted.ip)
   compare('groups', node.groups, wanted.groups ?? [])
@@ -202,6 +207,7 @@ function nodesToAdd(file: NetworkFile, plan: ApplyPlan): AddNodeOptions[] {
         name: node.name,
         ip: node.ip,
         lighthouse: node.roles?.includes('lighthouse'),
+        relay: node.relay,
         origin: node.roles?.includes('origin'),
         registrar: node.roles?.includes('registrar'),
         registerAt: node.registerAt,

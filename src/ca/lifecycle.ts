@@ -6,7 +6,7 @@
 
 import {UsageError, UserError} from '../errors.js'
 import type {Home, Transaction} from '../home/home.js'
-import {blocklist, currentCertificate, currentCertificates, findNode, trustedCas} from '../home/queries.js'
+import {blocklist, currentCertificate, currentCertificates, findNode, isRelay, trustedCas} from '../home/queries.js'
 import type {CaRecord, CertificateRecord, NetworkState, NodeRecord, RotationState} from '../home/types.js'
 import {EXPIRY_WARNING_SECONDS, iso} from '../lib/duration.js'
 import {certificateFromPem, type CertificateVersion, type Curve} from '../nebula/index.js'
@@ -75,7 +75,7 @@ export function listNodes(state: NetworkState, opts: {org?: string; now?: number
       name: node.name,
       organization: org.name,
       overlayIp: node.overlayIp,
-      roles: cert.roles,
+      roles: isRelay(node) ? [...cert.roles, 'relay'] : cert.roles,
       access: node.access,
       fingerprint: cert.fingerprint,
       shortFingerprint: cert.fingerprint.slice(0, 12),

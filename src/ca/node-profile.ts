@@ -3,7 +3,8 @@
  * organization, lighthouses, origin, trusted members, blocklist, ports) and the node's secrets.
  */
 
-import {blocklist, findNode, memberCas, presentedCertificates, trustedCas, trustedMembers} from '../home/queries.js'
+import {descriptorRelays} from '../federation/descriptor.js'
+import {blocklist, findNode, isRelay, memberCas, presentedCertificates, trustedCas, trustedMembers} from '../home/queries.js'
 import type {NetworkPorts, NetworkState} from '../home/types.js'
 import {type CertificateFormatFacts, certificateFromPem, nebulaRequirement} from '../nebula/index.js'
 import type {NodeProfile} from '../render/profile.js'
@@ -27,9 +28,13 @@ export function nodeProfile(state: NetworkState, nodeName: string, pki: NodeProf
   const descriptor = state.federation?.current.descriptor
   const origin = descriptor ? descriptor.origin ?? undefined : state.nodes.find((n) => n.origin)
   const revoked = new Set(state.nodes.filter((n) => n.revoked).map((n) => n.overlayIp))
-  const lighthouses = descriptor
-    ? descriptor.lighthouses.filter((l) => !(l.organization === state.federation!.self.slug && revoked.has(l.overlayIp))).map((l) => ({overlayIp: l.overlayIp, endpoint: l.endpoint}))
-    : state.nodes.filter((n) => n.lighthouse && n.endpoint && !n.revoked).map((n) => ({overlayIp: n.overlayIp, endpoint: n.endpoint!}))
+  // A federated network's role nodes come from the descriptor, less this organization's own revoked ones.
+  const listed = (list: Array<{organization: string; overlayIp: string; endpoint: string}>) =>
+    list.filter((l) => !(l.organization === state.federation!.self.slug && revoked.has(l.overlayIp))).map((l) => ({overlayIp: l.overlayIp, endpoint: l.endpoint}))
+  const own = (role: (n: (typeof state.nodes)[number]) => boolean) =>
+    state.nodes.filter((n) => role(n) && n.endpoint && !n.revoked).map((n) => ({overlayIp: n.overlayIp, endpoint: n.endpoint!}))
+  const lighthouses = descriptor ? listed(descriptor.lighthouses) : own((n) => n.lighthouse)
+  const relays = descriptor ? listed(descriptorRelays(descriptor)) : own(isRelay)
   const members = trustedMembers(state)
   const presented = presentedCertificates(state, node.name)
   // What the node's nebula must load: the trust bundle (the members' CAs, or the network's) and its certificates.
@@ -44,12 +49,14 @@ export function nodeProfile(state: NetworkState, nodeName: string, pki: NodeProf
       organization: org.name,
       overlayIp: node.overlayIp,
       lighthouse: node.lighthouse,
+      relay: isRelay(node),
       origin: node.origin,
       registrar: isRegistrar(node),
       ...(node.endpoint ? {endpoint: node.endpoint} : {}),
     },
     ports: networkPorts(state.network.ports),
     lighthouses,
+    relays,
     ...(origin ? {originOverlayIp: origin.overlayIp} : {}),
     ...(node.registerAt ? {registrarOverlayIp: node.registerAt} : {}),
     ...(members ? {members: members.flatMap((m) => memberCas(m).map((ca) => ({organization: m.slug, name: m.organization, block: m.block, caFingerprint: ca.caFingerprint})))} : {}),

@@ -16,6 +16,8 @@ export default class AddNode extends TbmeshCommand {
 
 The certificate carries the groups org:<slug>, role:lighthouse and role:origin when set, and --groups. It lives one year by default, never past the CA.
 
+Lighthouses are also relays: nodes behind NAT gateways that cannot reach each other directly (symmetric NAT) talk through them. --no-relay keeps a lighthouse out of relaying; --relay makes another node with a public --endpoint a relay.
+
 The host key pair is generated here and travels in the node's join bundle (tbmesh export-bundle) — unless the joining organization keeps its key: with --request (a file from \`tbmesh join-request\`; the verification code shown must match the one the joiner reads you on the phone) or --pubkey (a Nebula X25519 public key, e.g. from \`nebula-cert keygen\`), tbmesh signs their public key and the bundle carries no private key.
 
 --access records the organization's TruBudget access level, trusted (admin rights) or managed (basic rights), in the ledger and as the certificate group access:<level>.
@@ -24,6 +26,7 @@ Joining nodes register at a registrar's TruBudget API, over the overlay: the ori
 
   static override examples = [
     {description: 'The origin (alpha) node, also the network\'s lighthouse', command: '<%= config.bin %> <%= command.id %> --org ACME --origin --lighthouse --endpoint 203.0.113.7:4242'},
+    {description: 'A second lighthouse that does not relay, and a relay that is no lighthouse', command: '<%= config.bin %> <%= command.id %> --org ACME --lighthouse --no-relay --endpoint 203.0.113.9:4242 && <%= config.bin %> <%= command.id %> --org ACME --relay --endpoint 203.0.113.8:4242'},
     {description: 'A node of another organization, with a fixed name and IP', command: '<%= config.bin %> <%= command.id %> --org "Umbrella Bank" --name umbrella-berlin --ip 10.42.1.10'},
     {description: 'Extra groups and a 90-day certificate, as JSON', command: '<%= config.bin %> <%= command.id %> --org ACME --groups backup,monitoring --duration 90d --json'},
     {description: 'Approve a join request with admin rights, after checking its code by phone', command: '<%= config.bin %> <%= command.id %> --request umbrella.request.json --access trusted'},
@@ -36,6 +39,7 @@ Joining nodes register at a registrar's TruBudget API, over the overlay: the ori
     name: Flags.string({description: 'node name, a lowercase DNS label (default: <org-slug>-<n>)'}),
     ip: Flags.string({description: 'overlay IP inside the organization\'s block (default: the next free one)'}),
     lighthouse: Flags.boolean({description: 'make the node a Nebula lighthouse (needs --endpoint)', dependsOn: ['endpoint']}),
+    relay: Flags.boolean({allowNo: true, description: 'relay for nodes that cannot reach each other directly (needs --endpoint); default: yes for a lighthouse, no otherwise'}),
     endpoint: Flags.string({description: 'public underlay address HOST:PORT where other nodes reach this one'}),
     origin: Flags.boolean({description: 'the TruBudget origin (alpha) node that creates the chain; one per network'}),
     registrar: Flags.boolean({description: 'joining nodes may register at this node (a trusted node; the origin is one anyway)'}),
@@ -67,6 +71,7 @@ Joining nodes register at a registrar's TruBudget API, over the overlay: the ori
       name: flags.name ?? joiner?.request?.name,
       ip: flags.ip,
       lighthouse: flags.lighthouse,
+      relay: flags.relay,
       endpoint: flags.endpoint ?? joiner?.request?.endpoint,
       origin: flags.origin,
       registrar: flags.registrar,
@@ -79,6 +84,7 @@ Joining nodes register at a registrar's TruBudget API, over the overlay: the ori
     })
     this.log(`Added ${result.name} (${result.organization}) at ${result.overlayIp}`)
     this.log(`  groups:      ${result.groups.join(', ')}`)
+    if (result.relay) this.log(`  relay:       yes, at ${result.endpoint}`)
     if (result.registrar) this.log(`  registrar:   joining nodes may register at ${result.overlayIp}`)
     if (result.registerAt) this.log(`  registers at ${result.registerAt}`)
     this.log(`  fingerprint: ${result.fingerprint}`)

@@ -10,7 +10,7 @@ export default class Doctor extends TbmeshCommand {
 
   static override description = `Run on the node, after \`tbmesh install\`. Each check prints one line, pass, warn or fail:
 
-- nebula is installed, at least the version the installed certificates need (1.10 for v2 certificates, 1.7 for P256, else 1.6.1), /dev/net/tun opens, and \`nebula -test\` accepts DIR/nebula/config.yml;
+- nebula is installed, at least the version the installed certificates need (1.10 for v2 certificates, 1.7 for P256, else 1.6.1), with the security fixes the installation needs (a warning names what a version lacks, e.g. federated networks want 1.11.0 or later), /dev/net/tun opens, \`nebula -test\` accepts DIR/nebula/config.yml, and the systemd unit's Type suits that nebula (notify only from 1.8);
 - the CA the installation pins (manifest.json's caFingerprint) is in nebula/ca.crt; the CA and the host certificate are valid (warn within 30 days of expiry, fail once expired); the host certificate verifies against nebula/ca.crt and matches nebula/host.key;
 - trubudget/node.env (the node's own secrets) is there, 0600, with every secret; blockchain.env's and trubudget.env's EXTERNAL_IP are the certificate's overlay IP; on a host without Docker, multichain.conf's bind, externalip and RPC password;
 - no compose file publishes the MultiChain P2P port beyond the overlay IP;

@@ -6,9 +6,11 @@ import {readVaultSecretFile} from '../bundle/node-env.js'
 import {checkFingerprint} from '../bundle/trust.js'
 import {UserError} from '../errors.js'
 import {loadJoinRequest} from '../join/join-request.js'
+import {checkImageReference} from '../lib/names.js'
 import {resolvePassphrase} from '../lib/passphrase.js'
 import {reloadNebula, type ReloadResult} from '../node/reload.js'
 import {stackCommand} from '../render/compose-commands.js'
+import {NEBULA_IMAGE} from '../render/docker-compose-nebula.js'
 
 async function readKeyFile(file: string): Promise<string> {
   const {readFile} = await import('node:fs/promises')
@@ -22,9 +24,9 @@ export default class Install extends TbmeshCommand {
 
   static override description = `Verifies, before anything is written: the CA's signature of the manifest; that the CA's fingerprint equals --ca-fingerprint (get it from the network operator on a channel other than the bundle's); every file's SHA-256; the host certificate against the CA (all Nebula rules); that the private key matches the certificate (the bundle's, or for a node that joined with \`tbmesh join-request\`, the key kept in this machine's --home); and the bundle's expiry. Refuses archive entries outside the bundle layout.
 
-Then it makes the node's own TruBudget secrets in DIR/trubudget/node.env (0600): the MultiChain RPC password, ROOT_SECRET, JWT_SECRET and the MinIO keys, 44 random characters each, and the organization's ORGANIZATION_VAULT_SECRET (the one a federated organization's bundle carries, else --vault-secret-file, else a new one to give to the organization's other nodes). No bundle holds them; reinstalling the same node keeps them. It stages the files beside --dir and renames them into place (DIR 0700, keys and secrets 0600, whatever the umask), points config.yml at them so that \`nebula -config DIR/nebula/config.yml\` works from any directory, writes DIR into the systemd unit (systemd/nebula.service) and the compose files (docker/), adds the RPC password to multichain.conf, and runs \`nebula -test\` when nebula is installed. An encrypted bundle's passphrase comes from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt.
+Then it makes the node's own TruBudget secrets in DIR/trubudget/node.env (0600): the MultiChain RPC password, ROOT_SECRET, JWT_SECRET and the MinIO keys, 44 random characters each, and the organization's ORGANIZATION_VAULT_SECRET (the one a federated organization's bundle carries, else --vault-secret-file, else a new one to give to the organization's other nodes). No bundle holds them; reinstalling the same node keeps them. It stages the files beside --dir and renames them into place (DIR 0700, keys and secrets 0600, whatever the umask), points config.yml at them so that \`nebula -config DIR/nebula/config.yml\` works from any directory, writes DIR into the systemd unit (systemd/nebula.service) and the compose files (docker/), adds the RPC password to multichain.conf, and runs \`nebula -test\` when nebula is installed. The unit (which runs \`tbmesh up\`) gets Type=notify when that nebula tells systemd it is ready (1.8 and later), Type=simple otherwise. docker/docker-compose.nebula.yml runs ${NEBULA_IMAGE}, or the image --nebula-image names. An encrypted bundle's passphrase comes from --bundle-passphrase-file, TBMESH_BUNDLE_PASSPHRASE, or a prompt.
 
-It also writes the underlay guard, DIR/host/underlay-guard.nft: an nftables table that drops every packet for this node's overlay IP that did not come through Nebula's tun device (or loopback), so that no host on the underlay reaches MultiChain's P2P port past Nebula. systemd/nebula.service loads it before Nebula starts; with Docker Compose, systemd/tbmesh-guard.service loads it before Docker (see DIR/README.md). By hand: nft -f DIR/host/underlay-guard.nft.
+It also writes the underlay guard, DIR/host/underlay-guard.nft: an nftables table that drops every packet for this node's overlay IP that did not come through Nebula's tun device (or loopback), so that no host on the underlay reaches MultiChain's P2P port past Nebula. tbmesh up (so systemd/nebula.service) loads it before Nebula starts; with Docker Compose, systemd/tbmesh-guard.service loads it before Docker (see DIR/README.md). By hand: nft -f DIR/host/underlay-guard.nft.
 
 --force replaces a tbmesh installation only (DIR holds tbmesh's manifest.json): any other non-empty directory is refused and nothing in it is deleted. A bundle older than the installation of the same node in DIR (a join bundle or an update) is refused, with --force too: it would bring back older certificates and an older blocklist. --allow-rollback installs it anyway, with a warning.
 
@@ -40,6 +42,7 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     },
     {description: 'Go back to an older bundle of the same node on purpose', command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 --force --allow-rollback'},
     {description: 'A second node of an organization: its vault secret, and documents on', command: '<%= config.bin %> <%= command.id %> umbrella-2.tbmesh.tar.gz --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 --vault-secret-file umbrella.vault --documents'},
+    {description: 'Run Nebula in Docker from a local registry mirror', command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 --nebula-image registry.example.org/nebula:1.11.1'},
     {description: 'Scripted, replacing an earlier installation', command: '<%= config.bin %> <%= command.id %> acme-1.tbmesh.tar.gz.age --dir /etc/tbmesh --ca-fingerprint 3f1c…e9 --bundle-passphrase-file bundle.pass --force --json'},
   ]
 
@@ -60,11 +63,13 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
     reload: Flags.boolean({description: 'after installing, make the running nebula reload (SIGHUP to --pid-file, or --reload-cmd)'}),
     'pid-file': Flags.file({description: 'file holding the process id to signal: `tbmesh up --pid-file`\'s (or a bare nebula\'s)', dependsOn: ['reload']}),
     'reload-cmd': Flags.string({description: 'command that reloads nebula, e.g. "systemctl reload nebula"', dependsOn: ['reload'], exclusive: ['pid-file']}),
+    'nebula-image': Flags.string({description: `container image docker/docker-compose.nebula.yml runs, with a tag or digest (default ${NEBULA_IMAGE})`}),
   }
 
   async run(): Promise<InstallResult & {reloaded?: ReloadResult}> {
     const {args, flags} = await this.parse(Install)
     const pin = flags['ca-fingerprint'] === undefined ? undefined : checkFingerprint(flags['ca-fingerprint'], '--ca-fingerprint')
+    const nebulaImage = flags['nebula-image'] === undefined ? undefined : checkImageReference(flags['nebula-image'], '--nebula-image')
     // Checked here, not after installing: a usage error must change nothing.
     if (flags.reload && flags['pid-file'] === undefined && flags['reload-cmd'] === undefined) {
       throw new UserError('--reload needs --pid-file or --reload-cmd', {exit: 2, fix: 'e.g. --pid-file /run/nebula.pid'})
@@ -88,6 +93,7 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
         resolvePassphrase({file: flags['bundle-passphrase-file'], fileFlag: '--bundle-passphrase-file', env: 'TBMESH_BUNDLE_PASSPHRASE', purpose: 'bundle'}),
       joinerKey: async (nonce) => (await loadJoinRequest(homeDir, nonce))?.keyPem,
       hostKey: flags.key === undefined ? undefined : await readKeyFile(flags.key),
+      nebulaImage,
     })
     const what = result.manifest.kind === 'update' ? `update ${result.manifest.sequence} (was ${result.previousSequence}) for` : ''
     this.log(`Installed ${what}${what ? ' ' : ''}${result.manifest.node} (${result.manifest.organization}, overlay IP ${result.manifest.overlayIp}) into ${result.dir}`)
@@ -102,7 +108,7 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
       this.warn(`made a new ORGANIZATION_VAULT_SECRET for ${result.manifest.organization}: if the organization has other nodes, install again with theirs (--vault-secret-file); else give this one to its next nodes`)
     }
     if (!result.nebulaTest.ran) this.warn('nebula is not installed here: could not run `nebula -test` on the config')
-    else if (result.nebulaTest.ok) this.log('nebula -test: ok')
+    else if (result.nebulaTest.ok) this.log(`nebula -test: ok${result.nebula?.version ? ` (nebula ${result.nebula.version})` : ''}`)
     else {
       const reason = result.nebulaTest.output?.trim().split('\n').at(-1) ?? ''
       throw new UserError(`nebula -test rejected ${result.dir}/nebula/config.yml: ${reason}`, {fix: 'check that nebula is 1.6 or newer and the bundle is for this network'})
@@ -123,7 +129,7 @@ An update bundle (from \`tbmesh export-update\`) goes onto an existing installat
         this.log(`  sudo cp ${result.dir}/host/tbmesh-sysctl.conf /etc/sysctl.d/60-tbmesh.conf && sudo sysctl --system`)
         this.log(`  ${stackCommand(result.dir)}`)
       } else {
-        this.log(`Start it: sudo tbmesh up --dir ${result.dir} (loads the underlay guard, then runs Nebula); as a service: ${unit}`)
+        this.log(`Start it: sudo tbmesh up --dir ${result.dir} (loads the underlay guard, then runs Nebula); as a service: ${unit} (Type=${result.systemdType ?? 'simple'})`)
       }
       this.log(`Check it: tbmesh doctor --dir ${result.dir}`)
     }

@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {TbmeshCommand} from '../base-command.js'
 import {revoke, type RevokeResult} from '../ca/lifecycle.js'
+import {descriptorRelays} from '../federation/descriptor.js'
 
 export default class Revoke extends TbmeshCommand {
   static override summary = 'Revoke a node: block every certificate it was ever issued.'
@@ -31,8 +32,8 @@ export default class Revoke extends TbmeshCommand {
       this.log('and send the other members your revocation list: tbmesh federation revocations --out FILE')
       const listed = home.state.federation.current.descriptor
       const ip = home.state.nodes.find((n) => n.name === result.name)?.overlayIp
-      if (listed.lighthouses.some((l) => l.overlayIp === ip) || listed.origin?.overlayIp === ip) {
-        this.warn(`${result.name} stays listed as lighthouse or origin in the network descriptor: tbmesh cannot remove it from there yet, so other members' nodes keep addressing it (and refuse it once they import your revocation list)`)
+      if ([...listed.lighthouses, ...descriptorRelays(listed)].some((l) => l.overlayIp === ip) || listed.origin?.overlayIp === ip) {
+        this.warn(`${result.name} stays listed as lighthouse, relay or origin in the network descriptor: tbmesh cannot remove it from there yet, so other members' nodes keep addressing it (and refuse it once they import your revocation list)`)
       }
     }
     return result

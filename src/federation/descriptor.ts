@@ -6,8 +6,8 @@
  * A federated network has no single CA. Each member organization has its own Nebula CA, constrained (in the CA
  * certificate, which Nebula enforces) to the overlay CIDR and to the groups it may issue: `org:<slug>`, its
  * `access:<level>` groups and the `role:` groups. The descriptor lists the network's settings, its members (name, IP
- * block, access level, CA certificate), its lighthouses and its origin node; every node trusts the CAs it lists and
- * scopes its firewall rules by CA (`ca_sha`) and block (`cidr`).
+ * block, access level, CA certificate), its lighthouses, its relays and its origin node; every node trusts the CAs it
+ * lists and scopes its firewall rules by CA (`ca_sha`) and block (`cidr`).
  *
  * The descriptor is versioned. Version 1 is signed by the founding organization. Every later version changes one thing
  * (`change`), names the digest of the version it extends (`previous`), and is valid only with the approvals of enough
@@ -166,8 +166,8 @@ export function checkMemberCa(m: Pick<Member, 'slug' | 'access' | 'caCertificate
 
 /**
  * Checks the shape and the invariants of one descriptor version: settings, members (unique slugs and CAs, blocks
- * inside the overlay and disjoint, CA constraints as {@link checkMemberCa}), lighthouses and origin inside their
- * organization's block, `change` consistent with the content. Throws UserError naming `what`.
+ * inside the overlay and disjoint, CA constraints as {@link checkMemberCa}), lighthouses, relays and origin inside
+ * their organization's block, `change` consistent with the content. Throws UserError naming `what`.
  */
 export function checkDescriptor(value: unknown, what: string): SignedDescriptor {
   const bad = (problem: string): never => {
@@ -235,21 +235,26 @@ export function checkDescriptor(value: unknown, what: string): SignedDescriptor 
     const addr = guard(() => parseIp(ip as string, `${role} overlay IP`), bad)
     if (!contains(entry![1], addr)) bad(`the ${role} ${ip} lies outside the block of ${slug}`)
   }
-  if (!Array.isArray(d.lighthouses)) bad('"lighthouses" is not a list')
-  const lighthouseIps = new Set<string>()
-  for (const l of d.lighthouses) {
-    blockOf(l?.organization, l?.overlayIp, 'lighthouse')
-    if (typeof l.endpoint !== 'string') bad(`the lighthouse ${l.overlayIp} has no endpoint`)
-    guard(() => checkEndpoint(l.endpoint), (problem) => bad(`the lighthouse ${l.overlayIp}: ${problem}`))
-    if (lighthouseIps.has(l.overlayIp)) bad(`the lighthouse ${l.overlayIp} is listed twice`)
-    lighthouseIps.add(l.overlayIp)
+  // Lighthouses and relays: a node of a member, inside its block, with a public endpoint, listed once.
+  const roleNodes = (list: unknown, role: 'lighthouse' | 'relay'): void => {
+    if (!Array.isArray(list)) bad(`"${role}s" is not a list`)
+    const ips = new Set<string>()
+    for (const l of list as NetworkDescriptor['lighthouses']) {
+      blockOf(l?.organization, l?.overlayIp, role)
+      if (typeof l.endpoint !== 'string') bad(`the ${role} ${l.overlayIp} has no endpoint`)
+      guard(() => checkEndpoint(l.endpoint), (problem) => bad(`the ${role} ${l.overlayIp}: ${problem}`))
+      if (ips.has(l.overlayIp)) bad(`the ${role} ${l.overlayIp} is listed twice`)
+      ips.add(l.overlayIp)
+    }
   }
+  roleNodes(d.lighthouses, 'lighthouse')
+  if (d.relays !== undefined) roleNodes(d.relays, 'relay')
   if (d.origin !== null) blockOf(d.origin?.organization, d.origin?.overlayIp, 'origin')
   const c = d.change as unknown as Record<string, unknown>
   if (typeof c !== 'object' || c === null) bad('"change" is missing')
   // What a change names must be what it added (the last member, the last lighthouse): the approving members are
   // derived from it, so naming an older member would let the new one approve its own admission.
-  const lastLighthouse = d.lighthouses.at(-1)
+  const isLast = (list: NetworkDescriptor['lighthouses']): boolean => list.at(-1)?.overlayIp === c.overlayIp && list.at(-1)?.organization === c.organization
   const kindOk =
     (c.kind === 'found' && d.version === 1 && d.members.length === 1 && c.organization === d.members[0].slug) ||
     (c.kind === 'add-member' && d.version > 1 && d.members.length > 1 && c.organization === d.members.at(-1)!.slug) ||
@@ -257,8 +262,10 @@ export function checkDescriptor(value: unknown, what: string): SignedDescriptor 
       d.version > 1 &&
       typeof c.lighthouse === 'boolean' &&
       typeof c.origin === 'boolean' &&
-      (c.lighthouse || c.origin) &&
-      (!c.lighthouse || (lastLighthouse?.overlayIp === c.overlayIp && lastLighthouse?.organization === c.organization)) &&
+      (c.relay === undefined || typeof c.relay === 'boolean') &&
+      (c.lighthouse || c.origin || c.relay === true) &&
+      (!c.lighthouse || isLast(d.lighthouses)) &&
+      (!changeAddsRelay(c as DescriptorChange) || isLast(descriptorRelays(d))) &&
       (!c.origin || (d.origin?.overlayIp === c.overlayIp && d.origin?.organization === c.organization))) ||
     (c.kind === 'rotate-member-ca' && d.version > 1 && d.members.some((m) => m.slug === c.organization && m.incomingCa?.caFingerprint === c.caFingerprint)) ||
     (c.kind === 'finish-member-ca-rotation' && d.version > 1 && d.members.some((m) => m.slug === c.organization && !m.incomingCa && m.caFingerprint === c.caFingerprint))
@@ -271,7 +278,7 @@ export function checkDescriptor(value: unknown, what: string): SignedDescriptor 
 
 /**
  * Checks that `next` is the version right after `current` and changes only what its `change` says: same settings,
- * every member, lighthouse and the origin of `current` kept unchanged, plus exactly the one addition (or, for a
+ * every member, lighthouse, relay and the origin of `current` kept unchanged, plus exactly the one addition (or, for a
  * member's CA rotation, exactly that member's new or replaced CA). Throws UserError.
  */
 export function checkSuccessor(current: NetworkDescriptor, next: NetworkDescriptor, what: string): void {
@@ -282,7 +289,7 @@ export function checkSuccessor(current: NetworkDescriptor, next: NetworkDescript
   if (next.version !== current.version + 1 || next.previous !== descriptorDigest(current)) {
     throw new UserError(`${what} (version ${next.version}) does not extend version ${current.version}, the one this home holds`, {fix})
   }
-  const base = (d: NetworkDescriptor) => canonicalJson({...d, version: 0, previous: null, createdAt: '', change: null, members: [], lighthouses: [], origin: null})
+  const base = (d: NetworkDescriptor) => canonicalJson({...d, version: 0, previous: null, createdAt: '', change: null, members: [], lighthouses: [], relays: [], origin: null})
   const refuse = (problem: string): never => {
     throw new UserError(`${what} ${problem}`, {fix: 'refuse it and tell the other organizations'})
   }
@@ -304,18 +311,35 @@ export function checkSuccessor(current: NetworkDescriptor, next: NetworkDescript
   })
   if (!sameList(members, next.members)) refuse('changes or removes a member')
   if (!sameList(current.lighthouses, next.lighthouses)) refuse('changes or removes a lighthouse')
+  // A version that lists its relays is never followed by one that leaves them to the default again.
+  if ((current.relays !== undefined && next.relays === undefined) || !sameList(descriptorRelays(current), descriptorRelays(next))) refuse('changes or removes a relay')
   if (current.origin !== null && canonicalJson(current.origin) !== canonicalJson(next.origin)) refuse('changes the origin node')
   const added = {
     members: next.members.length - current.members.length,
     lighthouses: next.lighthouses.length - current.lighthouses.length,
+    relays: descriptorRelays(next).length - descriptorRelays(current).length,
     origin: current.origin === null && next.origin !== null ? 1 : 0,
   }
   const expected = {
     members: c.kind === 'add-member' ? 1 : 0,
     lighthouses: c.kind === 'add-role-node' && c.lighthouse ? 1 : 0,
+    relays: changeAddsRelay(c) ? 1 : 0,
     origin: c.kind === 'add-role-node' && c.origin ? 1 : 0,
   }
   if (canonicalJson(added) !== canonicalJson(expected)) refuse(`makes more changes than its "change" (${next.change.kind}) says`)
+}
+
+/**
+ * The relays of a version (overlay IP, organization, public endpoint), lighthouses that relay included: `relays` as
+ * listed, or every lighthouse in a version made before relays were listed.
+ */
+export function descriptorRelays(d: NetworkDescriptor): NonNullable<NetworkDescriptor['relays']> {
+  return d.relays ?? d.lighthouses
+}
+
+/** Whether `change` adds a relay: an `add-role-node` whose `relay` is true, or absent on a lighthouse. */
+export function changeAddsRelay(change: DescriptorChange): boolean {
+  return change.kind === 'add-role-node' && (change.relay ?? change.lighthouse)
 }
 
 /** The next version of `current` with `change` applied by `mutate`, unsigned. */

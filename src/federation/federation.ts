@@ -41,6 +41,7 @@ import {
   checkSuccessor,
   DESCRIPTOR_TYPE,
   descriptorDigest,
+  descriptorRelays,
   FORMAT_VERSION,
   MEMBERSHIP_REQUEST_TYPE,
   membershipCode,
@@ -131,6 +132,7 @@ export async function foundFederation(
       change: {kind: 'found', organization: self.slug},
       members: [self],
       lighthouses: [],
+      relays: [],
       origin: null,
     }
     return {self, current: {descriptor, approvals: [approve(descriptor, self.slug, self.caFingerprint, caKey)]}}
@@ -558,6 +560,8 @@ export interface FederationStatus {
   nextChangeNeeds: number
   members: Array<Omit<Member, 'caCertificate'> & {self: boolean}>
   lighthouses: NetworkDescriptor['lighthouses']
+  /** Every relay, lighthouses that relay included. */
+  relays: NonNullable<NetworkDescriptor['relays']>
   origin: NetworkDescriptor['origin']
   approvedBy: string[]
   /** Set when `out` was given: where the current version was written. */
@@ -580,6 +584,7 @@ export async function federationStatus(home: Home, opts: {out?: string; force?: 
     nextChangeNeeds: approvalsNeeded(d.requiredApprovals, d.members.length),
     members: d.members.map(({caCertificate: _, ...m}) => ({...m, self: m.slug === fed.self.slug})),
     lighthouses: d.lighthouses,
+    relays: descriptorRelays(d),
     origin: d.origin,
     approvedBy: fed.current.approvals.map((a) => a.organization),
     ...(opts.out ? {path: resolve(opts.out)} : {}),

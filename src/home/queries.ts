@@ -52,6 +52,11 @@ export function isMember(f: FederationState): boolean {
   return f.current.descriptor.members.some((m) => m.slug === f.self.slug)
 }
 
+/** Whether `node` relays for others (`relay.am_relay`): as recorded, else when it is a lighthouse (the default). */
+export function isRelay(node: Pick<NodeRecord, 'lighthouse' | 'relay'>): boolean {
+  return node.relay ?? node.lighthouse
+}
+
 /** The node named `name`; throws UserError naming the known nodes when there is none. */
 export function findNode(state: NetworkState, name: string): NodeRecord {
   const node = state.nodes.find((n) => n.name === name)

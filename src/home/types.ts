@@ -95,7 +95,12 @@ export interface NodeRecord {
    * origin.
    */
   registerAt?: string
-  /** Public underlay `host:port`, when known. */
+  /**
+   * Whether the node relays for nodes that cannot reach each other directly (Nebula's `relay.am_relay`), when it
+   * differs from the default: absent, a node relays exactly when it is a lighthouse (`isRelay` in `queries.ts`).
+   */
+  relay?: boolean
+  /** Public underlay `host:port`, when known (required for lighthouses and relays). */
   endpoint?: string
   /** Extra certificate groups given with --groups. */
   groups: string[]
@@ -252,8 +257,12 @@ export type DescriptorChange =
   | {kind: 'found'; organization: string}
   /** The member added, last in `members`. */
   | {kind: 'add-member'; organization: string}
-  /** A node of `organization` that becomes a lighthouse (added last to `lighthouses`), the origin, or both. */
-  | {kind: 'add-role-node'; organization: string; overlayIp: string; lighthouse: boolean; origin: boolean}
+  /**
+   * A node of `organization` that becomes a lighthouse (added last to `lighthouses`), a relay (added last to `relays`),
+   * the origin, or several of these. `relay` absent (versions made before relays): the node relays when it is a
+   * lighthouse.
+   */
+  | {kind: 'add-role-node'; organization: string; overlayIp: string; lighthouse: boolean; origin: boolean; relay?: boolean}
   /** The member `organization` starts rotating its CA: `caFingerprint` is its new CA, now its `incomingCa`. */
   | {kind: 'rotate-member-ca'; organization: string; caFingerprint: string}
   /** The member `organization` ends its CA rotation: its incoming CA `caFingerprint` replaces the old one. */
@@ -281,6 +290,12 @@ export interface NetworkDescriptor {
   members: Member[]
   /** Lighthouses: overlay IP in their organization's block, public underlay `host:port`. */
   lighthouses: Array<{organization: string; overlayIp: string; endpoint: string}>
+  /**
+   * Relays (Nebula's `relay.am_relay`), lighthouses that relay included: overlay IP in their organization's block,
+   * public underlay `host:port`. Absent in versions made before relays existed; every lighthouse relays then
+   * (`descriptorRelays` in `federation/descriptor.ts`).
+   */
+  relays?: Array<{organization: string; overlayIp: string; endpoint: string}>
   /** The TruBudget origin (alpha) node, once there is one. */
   origin: {organization: string; overlayIp: string} | null
 }

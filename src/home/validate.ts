@@ -65,6 +65,8 @@ export function validateState(state: NetworkState, file: string): void {
     if (holder) bad(`nodes ${holder} and ${node.name} share the overlay IP ${node.overlayIp}`)
     ips.set(ip, node.name)
     if (node.origin) origins++
+    if (node.relay !== undefined && typeof node.relay !== 'boolean') bad(`"relay" of ${node.name} is not true or false`)
+    if (node.relay === true && typeof node.endpoint !== 'string') bad(`node ${node.name} is a relay without an endpoint`)
   }
   if (origins > 1) bad('more than one origin node')
   if (state.federation !== undefined) checkFederationState(state, bad)

@@ -49,7 +49,7 @@ export function maskOf(prefix: number): number {
  */
 export function parseCidr(text: string, what = 'CIDR', strict = true): Ipv4Network {
   const [addr, len, ...rest] = text.split('/')
-  if (addr.includes(':')) throw new UsageError(`${what} "${text}" is IPv6`, {fix: 'Nebula 1.6 overlays are IPv4: use e.g. 10.42.0.0/16'})
+  if (addr.includes(':')) throw new UsageError(`${what} "${text}" is IPv6`, {fix: 'tbmesh overlays are IPv4 (what every Nebula from 1.6 on carries): use e.g. 10.42.0.0/16'})
   if (len === undefined || rest.length > 0 || !/^\d{1,2}$/.test(len) || Number(len) > 32) {
     throw new UsageError(`${what} "${text}" is not a CIDR`, {fix: 'write it as a.b.c.d/n, e.g. 10.42.0.0/16'})
   }

@@ -109,6 +109,24 @@ export function checkNodeName(name: string): void {
  */
 export const TUN_DEVICE = /^[A-Za-z0-9_.-]{1,15}$/
 
+/**
+ * Checks a container image reference as Docker reads it (`[registry[:port]/]path[:tag][@sha256:digest]`, path
+ * components lowercase) that names a tag or a digest (an image without one would be whatever `latest` is that day).
+ * Returns it. Throws UsageError naming `flag`.
+ */
+export function checkImageReference(image: string, flag: string): string {
+  const component = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*'
+  const reference = new RegExp(`^(?:[A-Za-z0-9.-]+(?::\\d+)?/)?${component}(?:/${component})*(?::[\\w][\\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$`)
+  if (image.length > 255 || !reference.test(image)) {
+    throw new UsageError(`${flag} "${image}" is not a container image reference`, {fix: 'e.g. nebulaoss/nebula:1.11.1 or registry.example.org/nebula:1.11.1'})
+  }
+  const path = image.split('@')[0]
+  if (!image.includes('@') && !/:[\w][\w.-]*$/.test(path.slice(path.lastIndexOf('/') + 1))) {
+    throw new UsageError(`${flag} "${image}" names no version`, {fix: `pin one: ${image}:1.11.1`})
+  }
+  return image
+}
+
 /** Group prefixes tbmesh sets itself from the node's organization, roles and access level. */
 const RESERVED_GROUP_PREFIXES = ['org:', 'role:', 'access:']
 

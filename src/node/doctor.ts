@@ -35,7 +35,7 @@ import {NODE_ENV_SECRETS} from '../render/trubudget.js'
 import {EVIDENCE_DIR, readEvidence} from '../runtime/evidence.js'
 import {composePorts, type Verdict} from './compose-ports.js'
 import {checkUnderlayGuard} from './guard.js'
-import {nebulaTest, nebulaVersion, onPath} from './nebula.js'
+import {advisoriesFor, hasSdNotify, nebulaTest, nebulaVersion, onPath, SD_NOTIFY_SINCE} from './nebula.js'
 import {checkBlockchainContainer, checkBootOrder, checkComposeVersion, checkOverlayAddress, checkP2pListener, ipOrUndefined, nodeContainers} from './runtime.js'
 
 /** Verdict of one {@link DoctorCheck}. */
@@ -44,10 +44,11 @@ export type DoctorStatus = Verdict
 /** One check of an installation: a stable id, its verdict, and one line saying what was found. */
 export interface DoctorCheck {
   /**
-   * Which check: `nebula`, `tun`, `nebula-test`, `ca-pin`, `ca-validity`, `host-cert`, `host-cert-verify`,
-   * `host-key`, `peer-policy`, `evidence`, `node-env`, `multichain-conf`, `blockchain-env`, `compose-ports`,
-   * `overlay-address`, `p2p-listener`, with docker `compose-version`, `boot-order`, `container-environment`,
-   * `container-ports`, `container-volume`, `container-restart` (or `container`), and `underlay-guard`.
+   * Which check: `nebula`, `nebula-fixes`, `tun`, `nebula-test`, `systemd-unit`, `ca-pin`, `ca-validity`, `host-cert`,
+   * `host-cert-verify`, `host-key`, `peer-policy`, `evidence`, `node-env`, `multichain-conf`, `blockchain-env`,
+   * `compose-ports`, `overlay-address`, `p2p-listener`, with docker `compose-version`, `boot-order`,
+   * `container-environment`, `container-ports`, `container-volume`, `container-restart` (or `container`), and
+   * `underlay-guard`.
    */
   name: string
   status: DoctorStatus
@@ -61,6 +62,8 @@ export interface DoctorResult {
   dir: string
   /** The overlay IP the checks compared against (the host certificate's, else the manifest's), when known. */
   overlayIp?: string
+  /** The version `nebula -version` reports (e.g. `1.11.0`), when nebula is on PATH. */
+  nebulaVersion?: string
   /** True when no check failed (warnings allowed). */
   ok: boolean
   /** How many checks ended with each status. */
@@ -100,8 +103,12 @@ const DAY = 86_400
  * - `nebula`: the binary is on PATH and `nebula -version` is at least what the installed certificates need
  *   (`nebulaRequirement`: 1.10 for v2, 1.7 for P256, else {@link MIN_NEBULA_VERSION}); without it, with docker on PATH,
  *   a running Nebula container of the node passes (and none warns); listed first, run after the certificates are read;
+ * - `nebula-fixes`: the version has the security fixes of `NEBULA_ADVISORIES` (`node/nebula.ts`) that matter to this
+ *   installation (federated when config.yml's rules carry `ca_sha`; P256 when its CA is); warns otherwise;
  * - `tun`: `/dev/net/tun` exists, is a character device and opens read-write;
  * - `nebula-test`: `nebula -test -config DIR/nebula/config.yml` passes;
+ * - `systemd-unit`: `systemd/nebula.service`, when present, says `Type=notify` only if nebula notifies systemd
+ *   (1.8 and later; an older one would be killed and restarted in a loop);
  * - `ca-pin`: the installed manifest's `caFingerprint`, and that `nebula/ca.crt` holds that CA;
  * - `ca-validity`, `host-cert`: validity and days left of the host certificate's CA and of the host certificate
  *   (warn within 30 days ({@link EXPIRY_WARNING_SECONDS}), fail when expired or not yet valid); the host certificate must be
@@ -169,9 +176,20 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   const dockerBin = await onPath('docker')
   const found = await nebulaVersion()
   const nebula = found?.path
+  const version = found?.version
+  const configPath = file('nebula/config.yml')
+  if (version) {
+    const installation = {federated: await configFederated(configPath), p256: await caCurveP256(file('nebula/ca.crt'))}
+    const missing = advisoriesFor(version, installation)
+    if (missing.length === 0) check('nebula-fixes', 'pass', `nebula ${version} has the security fixes this ${installation.federated ? 'federated ' : ''}installation needs`)
+    else {
+      const newest = missing.map((a) => a.fixed).sort(compareVersions).at(-1)!
+      const what = missing.map((a) => `${a.summary} (fixed in ${a.fixed}, ${a.reference})`).join('; ')
+      check('nebula-fixes', 'warn', `nebula ${version} lacks security fixes: ${what}: upgrade nebula to ${newest} or later`)
+    }
+  } else check('nebula-fixes', 'warn', 'cannot tell which security fixes nebula has: its version is unknown')
   check(...(await checkTun(opts.tunDevice ?? '/dev/net/tun')))
 
-  const configPath = file('nebula/config.yml')
   const config = await readConfig(configPath)
   if (nebula) {
     const test = await nebulaTest(configPath)
@@ -179,6 +197,17 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
     else check('nebula-test', 'fail', `nebula -test rejects ${configPath}: ${lastLine(test.output ?? '')}`)
   } else {
     check('nebula-test', 'warn', `nebula -test did not run on ${configPath}: nebula is not installed`)
+  }
+
+  const unit = await read('systemd/nebula.service')
+  if ('problem' in unit) {
+    if (unit.problem.endsWith('is missing')) check('systemd-unit', 'pass', 'no systemd/nebula.service: nothing to check')
+    else check('systemd-unit', 'fail', unit.problem)
+  } else {
+    const type = /^Type=(\S+)/m.exec(unit.data.toString('utf8'))?.[1] ?? 'simple'
+    if (type === 'notify' && version && !hasSdNotify(version)) {
+      check('systemd-unit', 'fail', `systemd/nebula.service has Type=notify, but nebula ${version} does not notify systemd (${SD_NOTIFY_SINCE} and later do): set Type=simple, or upgrade nebula`)
+    } else check('systemd-unit', 'pass', `systemd/nebula.service has Type=${type}${version ? `, right for nebula ${version}` : ''}`)
   }
 
   // The pinned CA, the certificates and the key.
@@ -412,7 +441,7 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
 
   const counts: Record<DoctorStatus, number> = {pass: 0, warn: 0, fail: 0}
   for (const c of checks) counts[c.status]++
-  return {dir: target, ...(overlayIp ? {overlayIp} : {}), ok: counts.fail === 0, counts, checks}
+  return {dir: target, ...(overlayIp ? {overlayIp} : {}), ...(version ? {nebulaVersion: version} : {}), ok: counts.fail === 0, counts, checks}
 }
 
 async function checkTun(device: string): Promise<[string, DoctorStatus, string]> {
@@ -443,6 +472,26 @@ function validity(what: string, cert: NebulaCertificate, now: number): [DoctorSt
   const left = `valid until ${at(notAfter)}, ${days} day${days === 1 ? '' : 's'} left`
   if (days < EXPIRY_WARNING_SECONDS / 86_400) return ['warn', `${what} is ${left}: ask the network operator for a renewal`]
   return ['pass', `${what} is ${left}`]
+}
+
+/** Whether config.yml's firewall rules are scoped by `ca_sha` (a federated network's); false when it cannot be read. */
+async function configFederated(configPath: string): Promise<boolean> {
+  try {
+    const doc = parseYaml(await readFile(configPath, 'utf8')) as {firewall?: {inbound?: unknown}} | null
+    const rules = doc?.firewall?.inbound
+    return Array.isArray(rules) && rules.some((r) => typeof r === 'object' && r !== null && 'ca_sha' in r)
+  } catch {
+    return false
+  }
+}
+
+/** Whether the CA certificates in `caPath` use curve P256; false when they cannot be read (other checks report that). */
+async function caCurveP256(caPath: string): Promise<boolean> {
+  try {
+    return certificatesFromPem(await readFile(caPath)).some((c) => c.details.curve === 'P256')
+  } catch {
+    return false
+  }
 }
 
 /**

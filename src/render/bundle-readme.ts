@@ -8,6 +8,7 @@ import {safeLine} from '../lib/text.js'
 import {chainVolume} from './compose-adoption.js'
 import {adoptionCommand, operationServices, stackCommand} from './compose-commands.js'
 import {FRONTEND_PORT} from './compose-stack.js'
+import {NEBULA_IMAGE} from './docker-compose-nebula.js'
 import {INSTALL_DIR_PLACEHOLDER} from './install-dir.js'
 import {inboundRules} from './nebula-config.js'
 import type {NodeProfile} from './profile.js'
@@ -47,17 +48,18 @@ function prose(s: string): string {
 function dockerUnderUp(dir: string): string {
   const d = safeLine(dir)
   return [
-    'In a federated network Nebula must run under `tbmesh up` (see A), also when it comes from the Nebula project\'s',
+    'In a federated network Nebula must run under `tbmesh up` (above), also when it comes from the Nebula project\'s',
     'image: `tbmesh up --docker nebulaoss/nebula:<version>` runs it with `docker run` on the host network, with',
-    '`NET_ADMIN` and `/dev/net/tun`, and watches it as it watches a local binary. Install the unit as in A, then give it',
+    '`NET_ADMIN` and `/dev/net/tun`, and watches it as it watches a local binary. Install the unit as above, then give it',
     'the image and order it after Docker with a drop-in (`sudo systemctl edit nebula`):',
     '',
     '    [Unit]',
     '    After=docker.service',
     '    Requires=docker.service',
     '    [Service]',
+    '    Type=simple',
     '    ExecStart=',
-    `    ExecStart=/usr/bin/env tbmesh up --dir "${d}" --docker nebulaoss/nebula:1.11.1`,
+    `    ExecStart=/usr/bin/env tbmesh up --dir "${d}" --docker ${NEBULA_IMAGE}`,
     '',
     'and remove `Before=docker.service` from the unit itself.',
   ].join('\n')
@@ -92,7 +94,7 @@ function composeNebula(dir: string): string {
     '',
     `    docker compose -f ${d}/docker/docker-compose.nebula.yml up -d`,
     '',
-    'It runs the Nebula project\'s image (`nebulaoss/nebula`) with host networking, `NET_ADMIN` and `/dev/net/tun`, and',
+    `It runs the Nebula project's image (\`${NEBULA_IMAGE}\`, or the one \`tbmesh install --nebula-image\` chose) with host networking, \`NET_ADMIN\` and \`/dev/net/tun\`, and`,
     `mounts \`${d}/nebula\` read-only at the same path, where \`config.yml\` expects its certificates. After installing an`,
     `update bundle, restart it (\`docker compose -f ${d}/docker/docker-compose.nebula.yml restart\`): the container keeps`,
     'seeing the replaced directory until then, so a reload is not enough. (With a single CA every certificate may hold',

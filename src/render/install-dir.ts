@@ -15,10 +15,17 @@ import {UserError} from '../errors.js'
 /** The directory deployment files name until `tbmesh install` replaces it (also the default `--dir`). */
 export const INSTALL_DIR_PLACEHOLDER = '/etc/tbmesh'
 
-/** What the deployment files' renderers take besides the profile. */
+/**
+ * What the deployment files' renderers take besides the profile: what `tbmesh install` learns on the node. Rendering
+ * with these and rendering without them, then installing with them, give the same bytes.
+ */
 export interface DeploymentExtra {
   /** The installation directory (absolute); default {@link INSTALL_DIR_PLACEHOLDER}, which `tbmesh install` replaces. */
   installDir?: string
+  /** systemd unit: the installed nebula tells systemd it is ready (1.8 and later), so the unit is `Type=notify`. */
+  sdNotify?: boolean
+  /** Nebula compose file: the image to run (a reference with a tag or digest); default `NEBULA_IMAGE`. */
+  nebulaImage?: string
 }
 
 /** Where the directory is written: a systemd unit file, or a docker compose file (YAML with `$` interpolation). */

@@ -1,5 +1,6 @@
 /**
- * Renders a node's Nebula `config.yml` from `templates/nebula-config.yml` (keys as documented for Nebula 1.6.1).
+ * Renders a node's Nebula `config.yml` from `templates/nebula-config.yml` (keys every Nebula from 1.6.1 to 1.11 reads
+ * alike; `docs/config` of slackhq/nebula and its `examples/config.yml`).
  *
  * The template is parsed once (with `yaml`), a copy gets its "filled" values from the {@link NodeProfile}, and it is
  * written out again in the template's key order (so output is stable) under a header comment naming the node.
@@ -14,7 +15,7 @@ import {assertIPv4, assertPort, readTemplate} from './template.js'
 
 /**
  * One Nebula firewall rule as rendered: `host: any` in single-CA mode; in a federated network `cidr` (IPv4 CIDR) and
- * `ca_sha` (hex SHA-256 of the issuing CA) instead, which Nebula 1.6 requires both to match. (Nebula also accepts
+ * `ca_sha` (hex SHA-256 of the issuing CA) instead, which Nebula requires both to match. (Nebula also accepts
  * `group(s)` and `ca_name`; it ORs group, host and cidr within a rule, so tbmesh never mixes them.)
  */
 export type NebulaFirewallRule = {port: number | 'any'; proto: 'any' | 'tcp' | 'udp' | 'icmp'} & ({host: 'any'} | {cidr: string; ca_sha: string})
@@ -26,10 +27,11 @@ function scoped(p: NodeProfile, rule: Pick<NebulaFirewallRule, 'port' | 'proto'>
 }
 
 /**
- * The inbound firewall rules of a node (see the policy comment in the template): ICMP, TCP `ports.p2p` and TCP
- * `ports.storage` from any node, plus TCP `ports.api` on registrars (the origin included). Nothing else; in particular
- * never `ports.rpc` nor the blockchain container's API (8085). In a federated network each rule is repeated per member
- * organization, scoped to its CA and block.
+ * The inbound firewall rules of a node (see the policy comment in the template): ICMP (with `port: any`, which Nebula
+ * before 1.11 requires and 1.11 ignores with a warning), TCP `ports.p2p` and TCP `ports.storage` from any node, plus TCP
+ * `ports.api` on registrars (the origin included). Nothing else; in particular never `ports.rpc` nor the blockchain
+ * container's API (8085). In a federated network each rule is repeated per member organization, scoped to its CA and
+ * block.
  */
 export function inboundRules(p: NodeProfile): NebulaFirewallRule[] {
   return [
@@ -54,15 +56,17 @@ export function outboundRules(p: NodeProfile): NebulaFirewallRule[] {
  *
  * - `pki`: `ca`/`cert`/`key` from `p.pki` (written as given; relative paths resolve against nebula's working
  *   directory), `blocklist` from `p.blocklist`, and `initiating_version` only when `p.initiatingVersion` is set.
- * - `static_host_map`: every lighthouse's overlay IP → `[endpoint]`.
+ * - `static_host_map`: every lighthouse's and relay's overlay IP → `[endpoint]`.
  * - `lighthouse`: `am_lighthouse` = `p.node.lighthouse`, `interval: 10`, `hosts` = every lighthouse's overlay IP, or
  *   `[]` on a lighthouse.
- * - `listen`: `0.0.0.0`, port `p.ports.nebula` on a lighthouse, else 0 (random).
+ * - `listen`: `0.0.0.0`, port `p.ports.nebula` on a lighthouse or relay, else 0 (random).
+ * - `relay`: `am_relay` = `p.node.relay`; `relays` = every relay's overlay IP but the node's own, or `[]` on a relay;
+ *   `use_relays: true`.
  * - `punchy`, `tun`, `logging`, `firewall` as in the template; rules from {@link inboundRules} and {@link outboundRules}.
  *
  * Pure apart from the (cached) template read.
- * @throws Error when the profile is malformed (a non-IPv4 overlay IP, a lighthouse without a port, a `tun.dev` that is
- *   not an interface name) or the template
+ * @throws Error when the profile is malformed (a non-IPv4 overlay IP, a lighthouse or relay without a port, a `tun.dev`
+ *   that is not an interface name) or the template
  *   lost one of the keys this renderer fills.
  */
 export function renderNebulaConfig(p: NodeProfile): string {
@@ -78,18 +82,24 @@ export function renderNebulaConfig(p: NodeProfile): string {
   }
 
   const lighthouses = p.lighthouses.map((l) => ({overlayIp: assertIPv4(l.overlayIp, 'lighthouse IP'), endpoint: l.endpoint}))
-  const ownPort = p.node.lighthouse ? assertPort(p.ports.nebula, 'ports.nebula') : 0
-  if (p.node.lighthouse && ownPort === 0) throw new Error('profile of a lighthouse has ports.nebula 0')
+  const relays = p.relays.map((r) => ({overlayIp: assertIPv4(r.overlayIp, 'relay IP'), endpoint: r.endpoint}))
+  const fixedPort = p.node.lighthouse || p.node.relay
+  const ownPort = fixedPort ? assertPort(p.ports.nebula, 'ports.nebula') : 0
+  if (fixedPort && ownPort === 0) throw new Error('profile of a lighthouse or relay has ports.nebula 0')
+  // One entry per overlay IP: a lighthouse that relays is listed once.
+  const hostMap = new Map([...lighthouses, ...relays].map((h) => [h.overlayIp, [h.endpoint]]))
 
   set(['pki', 'ca'], p.pki.ca)
   set(['pki', 'cert'], p.pki.cert)
   set(['pki', 'key'], p.pki.key)
   set(['pki', 'blocklist'], [...p.blocklist])
   if (p.initiatingVersion !== undefined) (doc as {pki: Record<string, unknown>}).pki.initiating_version = p.initiatingVersion
-  set(['static_host_map'], Object.fromEntries(lighthouses.map((l) => [l.overlayIp, [l.endpoint]])))
+  set(['static_host_map'], Object.fromEntries(hostMap))
   set(['lighthouse', 'am_lighthouse'], p.node.lighthouse)
   set(['lighthouse', 'hosts'], p.node.lighthouse ? [] : lighthouses.map((l) => l.overlayIp))
   set(['listen', 'port'], ownPort)
+  set(['relay', 'am_relay'], p.node.relay)
+  set(['relay', 'relays'], p.node.relay ? [] : relays.map((r) => r.overlayIp).filter((ip) => ip !== p.node.overlayIp))
   // Written into a quoted string of the underlay guard's nftables rule on the node: an interface name, nothing else.
   if (!TUN_DEVICE.test(p.tun.dev)) throw new Error(`profile tun.dev is not an interface name: ${JSON.stringify(p.tun.dev)}`)
   set(['tun', 'dev'], p.tun.dev)
@@ -97,7 +107,7 @@ export function renderNebulaConfig(p: NodeProfile): string {
   set(['firewall', 'outbound'], outboundRules(p))
   set(['firewall', 'inbound'], inboundRules(p))
 
-  const role = [p.node.lighthouse && 'lighthouse', p.node.origin && 'TruBudget origin', p.node.registrar && !p.node.origin && 'registrar'].filter(Boolean).join(', ')
+  const role = [p.node.lighthouse && 'lighthouse', p.node.relay && 'relay', p.node.origin && 'TruBudget origin', p.node.registrar && !p.node.origin && 'registrar'].filter(Boolean).join(', ')
   const allowed = [...new Set(inboundRules(p).map((r) => (r.proto === 'icmp' ? 'ICMP' : `TCP ${r.port}`)))].join(', ')
   const from = p.members
     ? `from the nodes of ${new Set(p.members.map((m) => m.organization)).size} member organization(s), each only from its own block and CA (cidr + ca_sha)`

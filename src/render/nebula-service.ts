@@ -9,8 +9,9 @@ import type {NodeProfile} from './profile.js'
 import {assertIPv4, fillPlaceholders, readTemplate} from './template.js'
 
 /**
- * The text of the node's `nebula.service`: `Type=simple` (Nebula 1.6 does not notify systemd), run as root with
- * `CAP_NET_ADMIN` as its only capability, `ExecStart=/usr/bin/env tbmesh up --dir "DIR" --run-dir /run/tbmesh`
+ * The text of the node's `nebula.service`: `Type=simple`, or `Type=notify` and `NotifyAccess=all` with `extra.sdNotify`
+ * (a Nebula that notifies systemd: 1.8 and later; it is a child of `tbmesh up`, which passes `NOTIFY_SOCKET` on); run as
+ * root with `CAP_NET_ADMIN` as its only capability, `ExecStart=/usr/bin/env tbmesh up --dir "DIR" --run-dir /run/tbmesh`
  * (`RuntimeDirectory=tbmesh`; `tbmesh up` loads the underlay guard `tbmesh install` writes before Nebula starts, and
  * again on reload), `ExecReload=/bin/kill -HUP $MAINPID`, `KillMode=mixed`, `Restart=always`, ordered after
  * `network-online.target` and `nftables.service` (whose start flushes every table) and before Docker.
@@ -26,5 +27,16 @@ export function renderNebulaService(p: NodeProfile, extra: DeploymentExtra = {})
     tunDev: safeLine(p.tun.dev),
     installDir: INSTALL_DIR_PLACEHOLDER,
   })
-  return placeInstallDir(text, 'systemd', extra.installDir ?? INSTALL_DIR_PLACEHOLDER)
+  return adaptNebulaService(text, extra)
+}
+
+/**
+ * A rendered `nebula.service` (`text`) adapted to the node, as `tbmesh install` does it and as the renderer does for a
+ * directory it is given: the installation directory in place of the placeholder, and `Type=notify` in place of
+ * `Type=simple` (and `NotifyAccess=all`: Nebula, a child of `tbmesh up`, sends the message) when `extra.sdNotify`.
+ * @throws UserError when `extra.installDir` contains a control character or line break.
+ */
+export function adaptNebulaService(text: string, extra: Pick<DeploymentExtra, 'installDir' | 'sdNotify'>): string {
+  const placed = placeInstallDir(text, 'systemd', extra.installDir ?? INSTALL_DIR_PLACEHOLDER)
+  return extra.sdNotify ? placed.replace(/^Type=simple$/m, 'Type=notify\nNotifyAccess=all') : placed
 }

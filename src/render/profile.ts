@@ -17,15 +17,17 @@ export interface NodeProfile {
     /** The node's overlay IP, dotted IPv4, e.g. `10.42.1.1`. */
     overlayIp: string
     lighthouse: boolean
+    /** True when the node relays for others (`relay.am_relay`): lighthouses by default, or as the operator chose. */
+    relay: boolean
     /** True for the TruBudget origin (alpha) node, which creates the chain. */
     origin: boolean
     /** True for a registrar (the origin included): joining nodes register at its TruBudget API over the overlay. */
     registrar: boolean
-    /** Public underlay address `host:port` (required for lighthouses, optional otherwise). */
+    /** Public underlay address `host:port` (required for lighthouses and relays, optional otherwise). */
     endpoint?: string
   }
   ports: {
-    /** Nebula UDP listen port on lighthouses (4242); other nodes listen on a random port (0). */
+    /** Nebula UDP listen port on lighthouses and relays (4242); other nodes listen on a random port (0). */
     nebula: number
     /** MultiChain P2P port (7447). */
     p2p: number
@@ -38,6 +40,8 @@ export interface NodeProfile {
   }
   /** Every lighthouse of the network (the node itself included when it is one). */
   lighthouses: Array<{overlayIp: string; endpoint: string}>
+  /** Every relay of the network, lighthouses that relay included (the node itself included when it is one). */
+  relays: Array<{overlayIp: string; endpoint: string}>
   /** The origin node's overlay IP; undefined while the network has no origin yet. */
   originOverlayIp?: string
   /**

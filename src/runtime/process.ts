@@ -46,7 +46,8 @@ export async function findNebula(opts: {binary?: string; image?: string}): Promi
  * Nebula and exits with its status.
  */
 export function nebulaCommand(runner: NebulaRunner, config: string, runDir: string, name: string): {file: string; args: string[]; env: Record<string, string>} {
-  if ('binary' in runner) return {file: runner.binary, args: ['-config', config], env: childEnvironment()}
+  // NOTIFY_SOCKET: under a Type=notify unit (a Nebula that notifies systemd, 1.8 on) Nebula itself says it is ready.
+  if ('binary' in runner) return {file: runner.binary, args: ['-config', config], env: childEnvironment(['NOTIFY_SOCKET'])}
   return {
     file: runner.docker,
     args: [

@@ -6,14 +6,20 @@
  * 2. `tbmesh apply` of a 1000-node file (signing, state, rendering every config, writing 1000 unencrypted join bundles)
  *    against 1000 `nebula-cert sign` calls in a shell loop, signing only (target: tbmesh ≥ 5× faster).
  * 3. `tbmesh add-node` with 5000 nodes in the state against 10 nodes (target ≤ 1.3×).
+ * 4. The data plane, on real Nebula (oldest and newest build) in network namespaces: TCP throughput with tbmesh's
+ *    config against Nebula's example config (target ≥ 1.0×) and the raw underlay, join latency, revocation latency
+ *    (`data-plane.ts`).
  *
- * Medians of several runs; wall-clock time. Needs nebula-cert for figure 2 (skipped, and said so, without it).
+ * Medians of several runs; wall-clock time. Needs nebula-cert for figure 2, and root, nebula and iperf3 for figure 4
+ * (each skipped, and said so, without them). `npm run bench -- ca` or `-- data` runs only figures 1–3 or figure 4.
  */
 
 import {execFileSync, spawnSync} from 'node:child_process'
 import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join, resolve} from 'node:path'
+
+import {dataPlane} from './data-plane.js'
 
 const ROOT = resolve(import.meta.dirname, '..', '..')
 const BIN = join(ROOT, 'bin', 'run.js')
@@ -67,9 +73,19 @@ function report(label: string, value: string): void {
   console.log(line)
 }
 
-try {
-  console.log(`tbmesh benchmark (node ${process.version}, ${process.platform}-${process.arch})`)
+const only = process.argv[2]
+if (only !== undefined && only !== 'ca' && only !== 'data') throw new Error('usage: npm run bench [-- ca|data]')
 
+try {
+  console.log(`tbmesh benchmark (node ${process.version}, ${process.platform}-${process.arch}, ${new Date().toISOString().slice(0, 10)})`)
+  if (only !== 'data') caFigures()
+  if (only !== 'ca') await dataPlane(report)
+} finally {
+  rmSync(work, {recursive: true, force: true})
+}
+
+/** Figures 1–3: the CA side. */
+function caFigures(): void {
   // 1. Cold start
   const RUNS = 9
   const baseline = median(Array.from({length: RUNS}, () => time('node', ['-e', '0'])))
@@ -112,6 +128,4 @@ try {
   report('add-node with 10 nodes in the state', `${addSmall.toFixed(0)} ms`)
   report('add-node with 5000 nodes in the state', `${addLarge.toFixed(0)} ms`)
   report('add-node 5000 / 10 (target ≤ 1.3×)', `${(addLarge / addSmall).toFixed(2)}×`)
-} finally {
-  rmSync(work, {recursive: true, force: true})
 }

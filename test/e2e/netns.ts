@@ -1,11 +1,20 @@
 /**
  * A small library for end-to-end tests that run real Nebula nodes in Linux network namespaces.
  *
- * Topology of a lab: one namespace per host plus one namespace holding a Linux bridge (`br0`). Each host gets a
- * veth pair whose host end (`eth0`, with an underlay address from 192.0.2.0/24) lives in the host's namespace and
- * whose other end (`v<index>`) is enslaved to the bridge inside the bridge namespace. The root namespace's network
- * configuration is never touched: the only things created outside our namespaces are the namespace names themselves
- * (`ip netns add`), and all traffic stays on the private bridge.
+ * Topology of a lab: one namespace per host plus one namespace holding a Linux bridge (`br0`), the "public" underlay.
+ * Each host gets a veth pair whose host end (`eth0`, with an underlay address from 192.0.2.0/24) lives in the host's
+ * namespace and whose other end (`v<index>`) is enslaved to the bridge inside the bridge namespace.
+ *
+ * A lab may also have NAT gateways ({@link GatewayOptions}), modelled on an organization's Internet router: a namespace
+ * whose `eth0` sits on the public bridge like a host's, and whose `lan0` bridge holds the private LAN
+ * (`172.16.<n>.0/24`, the gateway at `.1`) of the hosts behind it; each of those hosts has its `eth0` there and a
+ * default route via the gateway. The gateway forwards, masquerades onto its public address (port-preserving, or a new
+ * port per destination: {@link NatMode}), admits from outside only packets of flows its LAN started, and drops
+ * unsolicited UDP addressed to itself (so that an early packet from a peer cannot take the mapping a LAN host needs).
+ * Its iptables rules, like everything else, live in its own namespace and go with it.
+ *
+ * The root namespace's network configuration is never touched: the only things created outside our namespaces are the
+ * namespace names themselves (`ip netns add`), and all traffic stays on the private bridges.
  *
  * Namespace names are `tbm<pid>-<4 hex>-<label>` for hosts and `tbm<pid>-<4 hex>.br` for the bridge, where `<pid>`
  * is the creating process. {@link sweepStale} uses that pid to remove what a crashed run left behind.
@@ -30,6 +39,30 @@ export const NS_PREFIX = 'tbm'
 /** The line a {@link Listener} writes to every accepted connection; {@link Lab.connect} succeeds only on reading it. */
 export const GREETING = 'tbmesh-ok'
 
+/**
+ * The Nebula log messages the suites wait for, as every version tested words them (Debian 12's 1.6.1, Debian 13's
+ * 1.9.3, unstable's 1.11.0), in one place. Nebula's log is no interface: 1.11 switched from logrus
+ * (`level=info msg="…" key="value"`) to slog (`level=INFO msg="…" key=value`) and reworded messages, and some
+ * (the trusted CAs after a reload) went to debug level. So a pattern matches message text only, never field syntax;
+ * a suite that needs a peer's name adds `certName=<name>` (unquoted in both formats for tbmesh's names) and a reason
+ * from the error text, which the versions share. Where a version has no message for a fact, suites observe it instead
+ * (connections, interface counters, the files installed).
+ */
+export const NEBULA_LOG = {
+  /** SIGHUP caught; the config, certificate and CAs are re-read right after (every version). */
+  reloading: /Caught HUP, reloading config/,
+  /** The host certificate was re-read (1.6–1.9 "Client cert refreshed…", 1.11 "Client certificate(s) refreshed…"). */
+  certReloaded: /Client cert(?:ificate\(s\))? refreshed from disk/,
+  /** A tunnel was torn down because the peer's certificate stopped being valid (1.11 words the blocklisted case apart). */
+  tornDown: /Remote certificate is (?:no longer valid|blocked), tearing down the tunnel/,
+  /** A handshake was refused (1.6–1.9 "Invalid certificate from host", 1.11 "Failed to process handshake packet"). */
+  refused: /Invalid certificate from host|Failed to process handshake packet/,
+  /** A handshake message with a peer, either way (every version). */
+  handshake: /Handshake message (?:received|sent)/,
+  /** The reason a certificate on the blocklist is refused (1.6 "…has been blocked", later "…is in the block list"). */
+  blocked: /certificate has been blocked|certificate is in the block list|Remote certificate is blocked/,
+} as const
+
 /** Matches the names this library gives namespaces; group 1 is the creator's pid, group 2 the lab id. */
 const NS_NAME = /^(tbm(\d+)-[0-9a-f]{4})(?:-[a-z][a-z0-9]{0,15}|\.br)$/
 
@@ -42,16 +75,41 @@ const MAX_SERVER_LIFE_MS = 30 * 60 * 1000
 /** Cap on the output kept per process (the tail is kept). */
 const MAX_OUTPUT = 256 * 1024
 
+/**
+ * How a NAT gateway maps its LAN's flows onto its public address:
+ * - `port-preserving`: `MASQUERADE`, which keeps a flow's source port whenever it is free, so a LAN host's UDP socket
+ *   appears at the same public port for every destination (endpoint-independent mapping): Nebula's hole punching works;
+ * - `symmetric`: `MASQUERADE --random-fully`, a new random port for every destination, as many corporate firewalls do:
+ *   punching cannot work, only a relay connects two hosts behind such gateways.
+ */
+export type NatMode = 'port-preserving' | 'symmetric'
+
+/** A NAT gateway of a lab (see the module comment). */
+export interface GatewayOptions {
+  /** Label of the gateway's own namespace (same rules as host labels). */
+  label: string
+  /** Labels (given to {@link createLab}) of the hosts behind it: they leave the public bridge for its LAN. */
+  hosts: string[]
+  mode: NatMode
+}
+
 /** A host of a lab: one network namespace with one underlay interface `eth0`. */
 export interface Host {
   /** The label given to {@link createLab}, e.g. `a` or `lighthouse`. */
   label: string
   /** The network namespace name, usable with `ip netns exec` / `ip -n`. */
   name: string
-  /** Position in the lab (0-based). */
+  /** Position in the lab (0-based; gateways come after the hosts). */
   index: number
-  /** Underlay IPv4 address of `eth0` (without prefix length), e.g. `192.0.2.10`. */
+  /**
+   * IPv4 address of `eth0` (without prefix length): on the public bridge (`192.0.2.<10 + index>`), or for a host
+   * behind a gateway on that gateway's LAN (`172.16.<n>.<10 + index>`). For a gateway, its public address.
+   */
   underlayIp: string
+  /** For a host behind a NAT gateway: the gateway's label. */
+  behind?: string
+  /** For a NAT gateway: how it maps, and its address on its LAN (`lan0`). */
+  gateway?: {mode: NatMode; lanIp: string}
 }
 
 /** A host, or its label. */
@@ -65,6 +123,8 @@ export interface LabOptions {
   firstHostOctet?: number
   /** Run {@link sweepStale} before creating anything. Default true. */
   sweep?: boolean
+  /** NAT gateways, each with some of the hosts behind it (at most 200). */
+  gateways?: GatewayOptions[]
 }
 
 /** Options of {@link Lab.run}. */
@@ -117,6 +177,8 @@ export interface NebulaOptions {
    * itself; the lab still waits for the tun device. The process's pid is then the command's.
    */
   command?: string[]
+  /** Variables added to nebula's environment (e.g. `NOTIFY_SOCKET`). */
+  env?: Record<string, string>
 }
 
 /** A running `nebula` inside a host's namespace. */
@@ -139,6 +201,8 @@ export interface NebulaProcess {
   /**
    * Resolve with the first output line matching `pattern` that was written after output offset `since`
    * (default 0: anywhere in the output). Rejects after `timeoutMs` (default 10 000) or when nebula exits.
+   *
+   * Nebula's log is no interface (see {@link NEBULA_LOG}, the patterns that hold for every version tested).
    */
   waitForLog(pattern: RegExp, opts?: {timeoutMs?: number; since?: number}): Promise<string>
   /** Length of the output so far; pass it as `since` to {@link NebulaProcess.waitForLog}. */
@@ -321,7 +385,17 @@ export interface Lab {
   receive(host: HostRef, ip: string, port: number): Promise<FlowReceiver>
   /** tcpdump on `device` inside a host's namespace for TCP `port`; resolves once it captures. Needs `tcpdump`. */
   capture(host: HostRef, device: string, port: number): Promise<Capture>
-  /** Addresses, routes and the output tail of every process, for failure messages. */
+  /**
+   * Send `bytes` (pseudo-random) over one TCP connection from `from` to `ip:port`, where a sink started in `to` listens,
+   * and check that exactly those bytes arrived (SHA-256). Rejects when the transfer does not complete within `timeoutMs`
+   * (default 120 000), with what each side saw. Resolves with the transfer's duration as the sender measured it.
+   */
+  transfer(from: HostRef, to: HostRef, ip: string, port: number, bytes: number, opts?: {timeoutMs?: number}): Promise<{bytes: number; ms: number}>
+  /** Bytes received and sent so far by interface `dev` (default `eth0`) of a host, from the kernel's counters. */
+  linkBytes(host: HostRef, dev?: string): Promise<{rx: number; tx: number}>
+  /** Change how a NAT gateway maps (and forget every mapping it holds, so that the next flows get the new behaviour). */
+  setNatMode(gateway: HostRef, mode: NatMode): Promise<void>
+  /** Addresses, routes, gateways' firewall counters and the output tail of every process, for failure messages. */
   diagnostics(): Promise<string>
   /**
    * Kill every process started (SIGTERM, then SIGKILL), kill anything else still inside our namespaces, delete
@@ -408,6 +482,8 @@ interface SpawnOpts {
   stdin?: 'pipe' | 'ignore'
   /** Replacements for arguments when showing the command (e.g. a long inline script). */
   display?: Record<string, string>
+  /** Variables added to the environment. */
+  env?: Record<string, string>
 }
 
 /** A spawned child whose output is captured and whose exit is awaited. */
@@ -427,7 +503,7 @@ class Child {
 
   constructor(file: string, args: string[], opts: SpawnOpts = {}) {
     this.command = [file, ...args].map((arg) => opts.display?.[arg] ?? quote(arg)).join(' ')
-    this.proc = spawn(file, args, {cwd: opts.cwd, stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe']})
+    this.proc = spawn(file, args, {cwd: opts.cwd, stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'], env: opts.env ? {...process.env, ...opts.env} : undefined})
     this.exited = new Promise<ExitInfo>((resolveExit) => {
       const done = (info: ExitInfo): void => {
         if (this.exitInfo) return
@@ -828,6 +904,58 @@ setTimeout(() => process.exit(0), Number(maxLifeMs)).unref();
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
 `
 
+/** Accept one connection on ip:port, read it to the end, print `RECEIVED <bytes> <sha256>`. Gives up after maxMs. */
+const SINK_SCRIPT = `
+const net = require('node:net');
+const {createHash} = require('node:crypto');
+const [ip, port, maxMs] = process.argv.slice(1);
+const server = net.createServer((socket) => {
+  server.close();
+  const hash = createHash('sha256');
+  let n = 0;
+  socket.on('data', (d) => { n += d.length; hash.update(d); });
+  socket.on('end', () => { process.stdout.write('RECEIVED ' + n + ' ' + hash.digest('hex') + '\\n'); socket.end(); });
+  socket.on('error', (e) => { process.stderr.write('SINK-ERROR ' + e.code + ' after ' + n + ' bytes\\n'); process.exit(3); });
+});
+server.on('error', (e) => { process.stderr.write('LISTEN-ERROR ' + e.code + ' ' + e.message + '\\n'); process.exit(2); });
+server.listen({host: ip, port: Number(port), exclusive: true}, () => process.stdout.write('LISTENING\\n'));
+setTimeout(() => process.exit(0), Number(maxMs)).unref();
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
+`
+
+/**
+ * Connect to ip:port, send `bytes` pseudo-random bytes (AES-CTR keystream: cheap, incompressible), half-close, wait for
+ * the sink to close; print `SENT <bytes> <sha256> <ms>`. Exits 1 after maxMs or on an error.
+ */
+const SEND_SCRIPT = `
+const net = require('node:net');
+const {createCipheriv, createHash, randomBytes} = require('node:crypto');
+const [ip, port, total, maxMs] = process.argv.slice(1);
+const cipher = createCipheriv('aes-128-ctr', randomBytes(16), randomBytes(16));
+const zeros = Buffer.alloc(64 * 1024);
+const hash = createHash('sha256');
+let left = Number(total);
+const start = Date.now();
+const socket = net.connect({host: ip, port: Number(port)}, pump);
+function pump() {
+  while (left > 0) {
+    const chunk = cipher.update(left >= zeros.length ? zeros : zeros.subarray(0, left));
+    left -= chunk.length;
+    hash.update(chunk);
+    if (!socket.write(chunk)) return socket.once('drain', pump);
+  }
+  socket.end();
+}
+socket.on('data', () => {});
+socket.on('close', (hadError) => {
+  if (hadError || left > 0) process.exit(1);
+  process.stdout.write('SENT ' + total + ' ' + hash.digest('hex') + ' ' + (Date.now() - start) + '\\n');
+  process.exit(0);
+});
+socket.on('error', (e) => { process.stderr.write('SEND-ERROR ' + e.code + ' ' + e.message + ' with ' + left + ' bytes left\\n'); });
+setTimeout(() => { process.stderr.write('SEND-TIMEOUT with ' + left + ' bytes left\\n'); process.exit(1); }, Number(maxMs)).unref();
+`
+
 /** Connect to ip:port, print one JSON line {reason, detail, elapsedMs}. */
 const CONNECT_SCRIPT = `
 const net = require('node:net');
@@ -889,29 +1017,47 @@ class LabImpl implements Lab {
     return host
   }
 
-  /** Create the bridge namespace and one namespace per label. */
+  /** Create the bridge namespace, one namespace per label and per gateway, their links and the gateways' NAT. */
   async build(labels: string[], opts: LabOptions): Promise<void> {
     const prefix = opts.underlayPrefix ?? '192.0.2'
     const first = opts.firstHostOctet ?? 10
     const br = this.bridgeNamespace
+    const gateways = opts.gateways ?? []
     await this.addNamespace(br)
     await ip('-n', br, 'link', 'add', 'br0', 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0')
     await ip('-n', br, 'link', 'set', 'br0', 'up')
+    const behind = new Map(gateways.flatMap((g, n) => g.hosts.map((label) => [label, {gateway: g.label, lan: n + 1}] as const)))
     labels.forEach((label, index) => {
-      this.hosts.push({label, name: `${this.id}-${label}`, index, underlayIp: `${prefix}.${first + index}`})
+      const lan = behind.get(label)
+      this.hosts.push(lan
+        ? {label, name: `${this.id}-${label}`, index, underlayIp: `172.16.${lan.lan}.${first + index}`, behind: lan.gateway}
+        : {label, name: `${this.id}-${label}`, index, underlayIp: `${prefix}.${first + index}`})
+    })
+    gateways.forEach((g, n) => {
+      const index = labels.length + n
+      this.hosts.push({label: g.label, name: `${this.id}-${g.label}`, index, underlayIp: `${prefix}.${first + index}`, gateway: {mode: g.mode, lanIp: `172.16.${n + 1}.1`}})
     })
     for (const host of this.hosts) await this.addNamespace(host.name)
+    // Gateways first: the hosts behind them plug into their LAN bridge.
+    await Promise.all(this.hosts.filter((h) => h.gateway).map(async (gw) => {
+      await ip('-n', gw.name, 'link', 'add', 'lan0', 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0')
+      await ip('-n', gw.name, 'addr', 'add', `${gw.gateway!.lanIp}/24`, 'dev', 'lan0')
+      await ip('-n', gw.name, 'link', 'set', 'lan0', 'up')
+    }))
     await Promise.all(this.hosts.map(async (host) => {
       const ns = host.name
       const port = `v${host.index}`
-      // Created from inside the host namespace with the peer placed directly into the bridge namespace: nothing
-      // ever appears in the root namespace.
-      await ip('-n', ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', port, 'netns', br)
-      await ip('-n', br, 'link', 'set', port, 'master', 'br0')
-      await ip('-n', br, 'link', 'set', port, 'up')
+      // Created from inside the host namespace with the peer placed directly into the bridge (or gateway) namespace:
+      // nothing ever appears in the root namespace.
+      const [upstream, upstreamBridge] = host.behind ? [this.host(host.behind).name, 'lan0'] : [br, 'br0']
+      await ip('-n', ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', port, 'netns', upstream)
+      await ip('-n', upstream, 'link', 'set', port, 'master', upstreamBridge)
+      await ip('-n', upstream, 'link', 'set', port, 'up')
       await ip('-n', ns, 'addr', 'add', `${host.underlayIp}/24`, 'dev', 'eth0')
       await ip('-n', ns, 'link', 'set', 'eth0', 'up')
+      if (host.behind) await ip('-n', ns, 'route', 'add', 'default', 'via', this.host(host.behind).gateway!.lanIp)
     }))
+    await Promise.all(this.hosts.filter((h) => h.gateway).map(async (gw) => this.configureGateway(gw)))
     // Wait until every underlay link has carrier, so the first packets are not lost.
     await Promise.all(this.hosts.map(async (host) => {
       await pollUntil(async () => {
@@ -940,6 +1086,39 @@ class LabImpl implements Lab {
     await ip('-n', host.name, 'link', 'set', 'eth0', 'up')
     await ip('-n', host.name, 'route', 'add', 'default', 'via', gateway)
     return {host, device, gateway}
+  }
+
+  /**
+   * A gateway's forwarding and firewall (iptables, in its own namespace): forward; masquerade the LAN onto `eth0`
+   * (`setNatMode`); from `eth0` forward only packets of flows the LAN started; drop unsolicited UDP addressed
+   * to the gateway itself. That last rule is what real gateways do, and it matters: accepted, a peer's early punch
+   * packet creates (and confirms) a conntrack entry holding exactly the public port a LAN host's mapping needs, and
+   * that host's flow then gets another port, so punching fails even behind a port-preserving gateway. Dropped before
+   * confirmation, the entry is never inserted.
+   */
+  private async configureGateway(gw: Host): Promise<void> {
+    const run = async (...cmd: string[]): Promise<void> => {
+      await exec('ip', ['netns', 'exec', gw.name, ...cmd], {timeoutMs: 15_000})
+    }
+    await run('sysctl', '-qw', 'net.ipv4.ip_forward=1')
+    await run('iptables', '-w', '-A', 'FORWARD', '-i', 'eth0', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT')
+    await run('iptables', '-w', '-A', 'FORWARD', '-i', 'eth0', '-j', 'DROP')
+    await run('iptables', '-w', '-A', 'INPUT', '-i', 'eth0', '-p', 'udp', '-m', 'conntrack', '--ctstate', 'NEW', '-j', 'DROP')
+    await this.setNatMode(gw, gw.gateway!.mode)
+  }
+
+  async setNatMode(ref: HostRef, mode: NatMode): Promise<void> {
+    this.assertOpen()
+    const gw = this.host(ref)
+    if (!gw.gateway) throw new Error(`${gw.label} is not a NAT gateway of lab ${this.id}`)
+    const run = async (...cmd: string[]): Promise<void> => {
+      await exec('ip', ['netns', 'exec', gw.name, ...cmd], {timeoutMs: 15_000})
+    }
+    await run('iptables', '-w', '-t', 'nat', '-F', 'POSTROUTING')
+    await run('iptables', '-w', '-t', 'nat', '-A', 'POSTROUTING', '-o', 'eth0', '-j', 'MASQUERADE', ...(mode === 'symmetric' ? ['--random-fully'] : []))
+    // Mappings made under the previous mode would outlive it.
+    await exec('ip', ['netns', 'exec', gw.name, 'conntrack', '-F'], {timeoutMs: 15_000, reject: false})
+    gw.gateway.mode = mode
   }
 
   private async addNamespace(ns: string): Promise<void> {
@@ -983,7 +1162,7 @@ class LabImpl implements Lab {
     // Only a tun device that did not exist before counts (a previous nebula's device may linger briefly).
     const before = new Set((await this.tunDevices(host)).map((l) => l.ifindex))
     const timeoutMs = opts.timeoutMs ?? 15_000
-    const child = this.spawnIn(host, opts.command ?? [opts.binary ?? 'nebula', '-config', config], {cwd: opts.cwd ?? dirname(config)})
+    const child = this.spawnIn(host, opts.command ?? [opts.binary ?? 'nebula', '-config', config], {cwd: opts.cwd ?? dirname(config), env: opts.env})
     this.nebulas.push({host, child})
 
     let found: IpLinkJson | undefined
@@ -1024,7 +1203,7 @@ class LabImpl implements Lab {
       async reload(o = {}) {
         const since = child.dropped + child.combined.length
         child.signal('SIGHUP')
-        await waitForLog(/Caught HUP, reloading config/, {since, timeoutMs: o.timeoutMs})
+        await waitForLog(NEBULA_LOG.reloading, {since, timeoutMs: o.timeoutMs})
       },
       stop: async (o = {}) => child.stop(o.graceMs ?? 5000),
     }
@@ -1190,13 +1369,51 @@ class LabImpl implements Lab {
     }
   }
 
+  async transfer(fromRef: HostRef, toRef: HostRef, ipAddr: string, port: number, bytes: number, opts: {timeoutMs?: number} = {}): Promise<{bytes: number; ms: number}> {
+    const [from, to] = [this.host(fromRef), this.host(toRef)]
+    const timeoutMs = opts.timeoutMs ?? 120_000
+    const sink = this.spawnIn(to, [process.execPath, '-e', SINK_SCRIPT, ipAddr, String(port), String(timeoutMs)], {display: {[SINK_SCRIPT]: '<sink script>'}})
+    this.listeners.push({host: to, child: sink, what: `sink ${ipAddr}:${port}`})
+    try {
+      await sink.waitFor(() => (/^LISTENING$/m.test(sink.stdout) ? true : undefined), 10_000, `sink on ${ipAddr}:${port} in ${to.name}`)
+      const sent = await this.runIn(from, [process.execPath, '-e', SEND_SCRIPT, ipAddr, String(port), String(bytes), String(timeoutMs)],
+        {timeoutMs: timeoutMs + 10_000, reject: false, display: {[SEND_SCRIPT]: '<send script>'}})
+      const received = await sink.waitFor(() => /^RECEIVED (\d+) ([0-9a-f]{64})$/m.exec(sink.stdout) ?? undefined, 10_000, `sink on ${ipAddr}:${port} to report`)
+        .catch((error: Error) => error)
+      const report = /^SENT (\d+) ([0-9a-f]{64}) (\d+)$/m.exec(sent.stdout)
+      let problem: string | undefined
+      if (!report) problem = `the sender failed (${describeExit(sent)}): ${sent.stderr.trim() || sent.stdout.trim()}`
+      else if (received instanceof Error) problem = `the sink reported nothing: ${received.message}`
+      else if (received[1] !== String(bytes) || received[2] !== report[2]) problem = `sent ${report[1]} bytes (sha256 ${report[2]}), received ${received[1]} (sha256 ${received[2]})`
+      if (problem) throw new Error(`transfer of ${bytes} bytes from ${from.label} to ${ipAddr}:${port} in ${to.label}: ${problem}`)
+      return {bytes, ms: Number(report![3])}
+    } finally {
+      await sink.stop(2000)
+    }
+  }
+
+  async linkBytes(ref: HostRef, dev = 'eth0'): Promise<{rx: number; tx: number}> {
+    const host = this.host(ref)
+    const links = JSON.parse(await ip('-j', '-s', '-n', host.name, 'link', 'show', 'dev', dev)) as Array<{stats64?: {rx: {bytes: number}; tx: {bytes: number}}}>
+    const stats = links[0]?.stats64
+    if (!stats) throw new Error(`no counters for ${dev} in ${host.name}`)
+    return {rx: stats.rx.bytes, tx: stats.tx.bytes}
+  }
+
   async diagnostics(): Promise<string> {
     const parts: string[] = [`lab ${this.id}`]
     for (const host of this.hosts) {
-      parts.push(`=== ${host.label} (${host.name}, underlay ${host.underlayIp}) ===`)
+      const role = host.gateway ? `, NAT gateway (${host.gateway.mode})` : host.behind ? `, behind ${host.behind}` : ''
+      parts.push(`=== ${host.label} (${host.name}, underlay ${host.underlayIp}${role}) ===`)
       for (const args of [['addr', 'show'], ['route', 'show']]) {
         const r = await exec('ip', ['-n', host.name, ...args], {timeoutMs: 5000, reject: false})
         parts.push(`$ ip -n ${host.name} ${args.join(' ')}\n${r.stdout}${r.stderr}`)
+      }
+      if (host.gateway) {
+        for (const args of [['iptables', '-w', '-L', '-v', '-n'], ['iptables', '-w', '-t', 'nat', '-L', '-v', '-n'], ['conntrack', '-L', '-p', 'udp']]) {
+          const r = await exec('ip', ['netns', 'exec', host.name, ...args], {timeoutMs: 5000, reject: false})
+          parts.push(`$ ${args.join(' ')}\n${r.stdout}${r.stderr}`)
+        }
       }
     }
 
@@ -1275,7 +1492,9 @@ async function pollUntil<T>(check: () => Promise<T | undefined>, timeoutMs: numb
 
 /**
  * Create a lab: a bridge namespace and one host namespace per label (labels: lower-case, start with a letter,
- * at most 16 characters, unique). Host i gets underlay address `192.0.2.(10 + i)/24` on `eth0`. Stale namespaces of
+ * at most 16 characters, unique), plus one per NAT gateway (`opts.gateways`, with the hosts behind it). Host i gets
+ * underlay address `192.0.2.(10 + i)/24` on `eth0`, or behind the n-th gateway `172.16.n.(10 + i)/24`; gateways
+ * come after the hosts, on the public bridge. Stale namespaces of
  * crashed runs are swept first (see {@link sweepStale}). If creation fails, whatever was created is removed.
  * Always pair with `await lab.cleanup()` in `afterAll`.
  */
@@ -1285,9 +1504,16 @@ export async function createLab(labels: string[], opts: LabOptions = {}): Promis
     if (!LABEL.test(label)) throw new Error(`invalid host label '${label}': use ${LABEL}`)
   }
 
-  if (new Set(labels).size !== labels.length) throw new Error(`host labels must be unique: ${labels.join(', ')}`)
+  const gateways = opts.gateways ?? []
+  const all = [...labels, ...gateways.map((g) => g.label)]
+  for (const g of gateways) if (!LABEL.test(g.label)) throw new Error(`invalid gateway label '${g.label}': use ${LABEL}`)
+  if (new Set(all).size !== all.length) throw new Error(`host and gateway labels must be unique: ${all.join(', ')}`)
+  const placed = gateways.flatMap((g) => g.hosts)
+  for (const label of placed) if (!labels.includes(label)) throw new Error(`a gateway names '${label}', which is no host label`)
+  if (new Set(placed).size !== placed.length) throw new Error('a host can sit behind one gateway only')
+  if (gateways.length > 200) throw new Error('at most 200 gateways (172.16.1-200.0/24)')
   const first = opts.firstHostOctet ?? 10
-  if (first < 1 || first + labels.length > 255) throw new Error(`underlay addresses .${first}+ do not fit a /24`)
+  if (first < 2 || first + all.length > 255) throw new Error(`underlay addresses .${first}+ do not fit a /24`)
   if (opts.sweep ?? true) await sweepStale()
 
   const existing = new Set(await listNamespaces())

@@ -30,6 +30,7 @@ export default class FederationShow extends TbmeshCommand {
     const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)))
     for (const row of rows) this.log(row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd())
     for (const l of s.lighthouses) this.log(`Lighthouse ${l.overlayIp} at ${l.endpoint} (${l.organization})`)
+    for (const r of s.relays) this.log(`Relay ${r.overlayIp} at ${r.endpoint} (${r.organization})`)
     this.log(s.origin ? `Origin ${s.origin.overlayIp} (${s.origin.organization})` : 'No origin node yet')
     if (s.path) this.log(`Wrote version ${s.version} to ${s.path}`)
     return s
