@@ -292,11 +292,13 @@ describe('federation', () => {
     await importDescriptor(await Home.open(umbrellaDir), join(work, 'fed-v4.json'))
   }, 120_000)
 
-  it('approve shows the address, endpoint and role of a new lighthouse, not just the kind of change', async () => {
-    // ACME proposes version 5: its node 10.77.0.9 becomes a lighthouse at 198.51.100.9:4242 (needs Umbrella's approval too).
+  it('approve shows the address, endpoint and roles of a new lighthouse and relay, not just the kind of change', async () => {
+    // ACME proposes version 5: its node 10.77.0.9 becomes a lighthouse and relay at 198.51.100.9:4242 (needs Umbrella's
+    // approval too).
     const current = (await Home.open(acmeDir)).state.federation!.current.descriptor
-    const d = nextVersion(current, {kind: 'add-role-node', organization: 'acme', overlayIp: '10.77.0.9', lighthouse: true, origin: false}, (next) => {
+    const d = nextVersion(current, {kind: 'add-role-node', organization: 'acme', overlayIp: '10.77.0.9', lighthouse: true, origin: false, relay: true}, (next) => {
       next.lighthouses.push({organization: 'acme', overlayIp: '10.77.0.9', endpoint: '198.51.100.9:4242'})
+      next.relays = [...(next.relays ?? []), {organization: 'acme', overlayIp: '10.77.0.9', endpoint: '198.51.100.9:4242'}]
     })
     const proposal: SignedDescriptor = {descriptor: d, approvals: [approve(d, 'acme', (await Home.open(acmeDir)).state.federation!.self.caFingerprint, acmeKey)]}
     const file = join(work, 'fed-v5.json')
@@ -304,8 +306,9 @@ describe('federation', () => {
     const run = await tbmesh(['federation', 'approve', file, '--home', umbrellaDir, '--out', join(work, 'fed-v5.approved.json'), '--yes'])
     expect(run.exitCode, String(run.stderr)).toBe(0)
     const shown = String(run.stderr)
-    expect(shown).toContain('Version 5 makes 10.77.0.9 of acme the network\'s lighthouse')
+    expect(shown).toContain('Version 5 makes 10.77.0.9 of acme the network\'s lighthouse and relay')
     expect(shown).toContain('lighthouse 10.77.0.9 at endpoint 198.51.100.9:4242')
+    expect(shown).toContain('relay 10.77.0.9 at endpoint 198.51.100.9:4242: nodes that cannot reach each other directly will talk through it')
   })
 
   it('a hand-made membership request whose organization name holds control characters is refused', async () => {

@@ -11,8 +11,10 @@ import {dirname, join} from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {readBundle} from '../src/bundle/archive.js'
+import {compareVersions} from '../src/lib/version.js'
 import {certificateFromPem} from '../src/nebula/index.js'
 import {doctor} from '../src/node/doctor.js'
+import {NEBULA_IMAGE} from '../src/render/docker-compose-nebula.js'
 import {nebulaBuild} from './e2e/debian.js'
 import {expectOneLineError, nebulaCertCheck, removeDir, tbmesh, tbmeshJson, tempDir} from './helpers.js'
 
@@ -67,7 +69,9 @@ describe('a v2 + P256 network through the CLI', () => {
     // the bundle tells the admin which Nebula it needs, and its compose file runs an image that loads v2
     const {files} = await readBundle(bundle)
     expect(files.get('README.md')!.toString()).toContain('Install Nebula (1.10.0 or later;')
-    expect(files.get('docker/docker-compose.nebula.yml')!.toString()).toContain('image: "nebulaoss/nebula:1.11.0"')
+    // The image the compose file runs loads v2 certificates (1.10 or newer).
+    expect(files.get('docker/docker-compose.nebula.yml')!.toString()).toContain(`image: "${NEBULA_IMAGE}"`)
+    expect(compareVersions(NEBULA_IMAGE.split(':')[1]!, '1.10.0')).toBeGreaterThanOrEqual(0)
     const target = join(dir, 'node')
     expectOneLineError(await tbmesh(['install', bundle, '--dir', target, '--ca-fingerprint', caFingerprint]), /Refusing join bundle acme-1\.tar\.gz: it holds a v2 CA certificate, which nebula 1\.6\.1 \(.*\) cannot load \(1\.10\.0 or newer can\)/, 1)
     const newest = (await nebulaBuild('newest')).nebula

@@ -30,10 +30,12 @@ import {contains, formatCidr, nextFreeBlock, overlaps, parseCidr} from '../lib/i
 import {requestMessage} from '../lib/messages.js'
 import {checkOrganizationName, organizationConflict, slugify, slugTwin} from '../lib/names.js'
 import {type Argon2Parameters, caSign, certificateFromPem, type CertificateVersion, type Curve, fingerprint, type NebulaCertificate} from '../nebula/index.js'
+import type {ChangeSummary} from './change-summary.js'
 import {
   allowedCaGroups,
   approvalsNeeded,
   approve,
+  changeAddsRelay,
   checkApprovals,
   checkDescriptor,
   checkMemberCa,
@@ -277,54 +279,6 @@ export async function createMembershipRequest(home: Home, caKey: Buffer, out: st
   }
 }
 
-/** What an approver is shown before signing (see {@link approveChange}'s `confirm`, and {@link describeChange}). */
-export interface ChangeSummary {
-  version: number
-  change: DescriptorChange
-  /** The new member (an `add-member` change), or the member rotating its CA (a `rotate-member-ca` change). */
-  member?: Member
-  /**
-   * For an `add-role-node` change: the node every member's nodes will trust as a lighthouse (its overlay IP, and the
-   * underlay endpoint they will send to) and/or as the origin, where their TruBudget registers.
-   */
-  roleNode?: {organization: string; overlayIp: string; endpoint?: string; lighthouse: boolean; origin: boolean}
-  verificationCode?: string
-  approvedBy: string[]
-  needed: number
-}
-
-/**
- * The lines an approver reads before signing: everything the change does (the new member's name, slug, block, access
- * and CA fingerprint with the verification code; a member's current and new CA fingerprints; or the new lighthouse's overlay IP, endpoint and organization, and the
- * origin's), and the approvals so far. Organization names come from files other organizations made: print them with
- * `safeLine` (the command's confirmation does).
- */
-export function describeChange(s: ChangeSummary): string[] {
-  const lines: string[] = []
-  if (s.member && s.change.kind === 'rotate-member-ca') {
-    lines.push(
-      `Version ${s.version}: ${JSON.stringify(s.member.organization)} (${s.member.slug}) rotates its CA`,
-      `  current CA: ${s.member.caFingerprint}`,
-      `  new CA:     ${s.change.caFingerprint}`,
-      `Verification code: ${s.verificationCode}`,
-    )
-  } else if (s.member) {
-    lines.push(
-      `Version ${s.version} admits ${JSON.stringify(s.member.organization)} (${s.member.slug}) with block ${s.member.block} and ${s.member.access} access`,
-      `  CA fingerprint: ${s.member.caFingerprint}`,
-      `Verification code: ${s.verificationCode}`,
-    )
-  } else if (s.roleNode) {
-    const n = s.roleNode
-    const roles = [n.lighthouse && 'lighthouse', n.origin && 'origin node'].filter(Boolean).join(' and ')
-    lines.push(`Version ${s.version} makes ${n.overlayIp} of ${n.organization} the network's ${roles}`)
-    if (n.lighthouse) lines.push(`  lighthouse ${n.overlayIp} at endpoint ${n.endpoint}: every node will send its lighthouse queries there`)
-    if (n.origin) lines.push(`  origin ${n.overlayIp}: every node's TruBudget joins the chain and registers there`)
-  } else lines.push(`Version ${s.version}: ${s.change.kind} by ${s.change.organization}`)
-  lines.push(`Approved so far by: ${s.approvedBy.join(', ') || 'nobody'} (${s.needed} needed)`)
-  return lines
-}
-
 /** What `tbmesh federation approve` reports. */
 export interface ApproveResult extends ChangeSummary {
   /** Where the version with this organization's approval was written. */
@@ -369,8 +323,9 @@ export async function approveChange(
       ? {
           organization: c.organization,
           overlayIp: c.overlayIp,
-          ...(c.lighthouse ? {endpoint: d.lighthouses.at(-1)!.endpoint} : {}),
+          ...(c.lighthouse ? {endpoint: d.lighthouses.at(-1)!.endpoint} : changeAddsRelay(c) ? {endpoint: descriptorRelays(d).at(-1)!.endpoint} : {}),
           lighthouse: c.lighthouse,
+          relay: changeAddsRelay(c),
           origin: c.origin,
         }
       : undefined

@@ -6,7 +6,8 @@
  * fails with it, while a peer over Nebula still connects — for a listener on the overlay IP (multichain.conf's
  * `bind=`), one on 0.0.0.0, and a Docker-style DNAT of a port published on the overlay IP to a container (iptables-nft,
  * as Docker writes it). The guard under test is the file `tbmesh install` wrote, loaded by running the installed
- * systemd unit's own `ExecStartPre=` line before Nebula starts; `tbmesh doctor` sees it missing, then loaded.
+ * guard unit's own `ExecStart=` line (systemd/tbmesh-guard.service, which a Docker host runs before Docker; `tbmesh up`
+ * loads the same file, see up.test.ts) before Nebula starts; `tbmesh doctor` sees it missing, then loaded.
  * Fails (never skips) when it cannot run: it needs root, iproute2, nft, iptables, /dev/net/tun and nebula.
  */
 
@@ -24,10 +25,10 @@ const P2P = 7447
 /** How long a connection attempt may take before it counts as dropped (a drop shows as a timeout). */
 const DROPPED_AFTER_MS = 2000
 
-/** `ExecStartPre=` of a unit file as argv: systemd's double quotes and `\\` escapes, `%%` → `%`, `$$` → `$`. */
-function execStartPre(unit: string): string[] {
-  const line = /^ExecStartPre=(.*)$/m.exec(unit)?.[1]
-  if (!line) throw new Error('the unit has no ExecStartPre=')
+/** `ExecStart=` of a unit file as argv: systemd's double quotes and `\\` escapes, `%%` → `%`, `$$` → `$`. */
+function execStart(unit: string): string[] {
+  const line = /^ExecStart=(.*)$/m.exec(unit)?.[1]
+  if (!line) throw new Error('the unit has no ExecStart=')
   const argv: string[] = []
   for (const m of line.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)) {
     argv.push((m[1] ?? m[2]).replaceAll(/\\(.)/g, '$1').replaceAll('%%', '%').replaceAll('$$', '$'))
@@ -87,8 +88,8 @@ describe('the underlay guard on real Nebula nodes', () => {
       expect(installed).toMatchObject({guard: join(dir, label, 'host', 'underlay-guard.nft'), nebulaTest: {ok: true}})
     }
     nodeDir = join(dir, 'node')
-    // The command the installed unit runs before Nebula, naming the guard file install wrote.
-    loadGuard = execStartPre(await readFile(join(nodeDir, 'systemd', 'nebula.service'), 'utf8'))
+    // The command the installed guard unit runs, naming the guard file install wrote.
+    loadGuard = execStart(await readFile(join(nodeDir, 'systemd', 'tbmesh-guard.service'), 'utf8'))
     expect(loadGuard).toEqual(['/usr/sbin/nft', '-f', join(nodeDir, 'host', 'underlay-guard.nft')])
 
     nebula = await lab.startNebula('node', join(nodeDir, 'nebula', 'config.yml'), {cwd: '/', tunDev: 'nebula1'})
@@ -110,7 +111,7 @@ describe('the underlay guard on real Nebula nodes', () => {
     expect(await doctorGuard()).toMatchObject({status: 'fail', detail: expect.stringMatching(/^the underlay guard is not loaded: /)})
   })
 
-  it("the unit's ExecStartPre loads the installed guard before Nebula starts; then only Nebula reaches the overlay IP", async () => {
+  it("the guard unit's ExecStart loads the installed guard before Nebula starts; then only Nebula reaches the overlay IP", async () => {
     // As systemd does it: the guard, then Nebula (whose tun device does not exist yet when the guard loads).
     await nebula!.stop()
     await lab!.run('node', loadGuard)

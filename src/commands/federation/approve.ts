@@ -2,7 +2,8 @@ import {Args, Flags} from '@oclif/core'
 
 import {caPassphraseFlag, TbmeshCommand} from '../../base-command.js'
 import {UsageError} from '../../errors.js'
-import {approveChange, type ApproveResult, type ChangeSummary, describeChange} from '../../federation/federation.js'
+import {type ChangeSummary, describeChange} from '../../federation/change-summary.js'
+import {approveChange, type ApproveResult} from '../../federation/federation.js'
 import {canPrompt} from '../../lib/passphrase.js'
 
 export default class FederationApprove extends TbmeshCommand {
