@@ -6,7 +6,7 @@
  * and 1.6.1 does not is shown on running nodes in test/e2e/sd-notify.test.ts.
  */
 
-import {readFile} from 'node:fs/promises'
+import {readFile, writeFile} from 'node:fs/promises'
 import {dirname, join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
@@ -131,6 +131,12 @@ describe('doctor with each build', () => {
 
   it('warns in a federated network about a nebula older than 1.11.0, naming the fix', async () => {
     const dir = join(work, 'federated-install')
+    // A federated bundle has no compose file for Nebula (its Nebula runs under tbmesh up): an image for it is refused.
+    expectOneLineError(
+      await tbmesh(['install', bundles.federated, '--dir', `${dir}-image`, '--ca-fingerprint', pins.federated, '--nebula-image', 'nebulaoss/nebula:1.11.1']),
+      /--nebula-image applies to a bundle with docker\/docker-compose\.nebula\.yml, and this federated one has none/,
+      2,
+    )
     await tbmeshJson(['install', bundles.federated, '--dir', dir, '--ca-fingerprint', pins.federated])
     await Promise.all(builds.map(async (build) => {
       const fixes = check(await doctor(dir, build), 'nebula-fixes')
@@ -148,5 +154,15 @@ describe('doctor with each build', () => {
     expect(check(await doctor(notifying, newer), 'systemd-unit')).toMatchObject({status: 'pass', detail: `systemd/nebula.service has Type=notify, right for nebula ${newer.version}`})
     // Nebula downgraded to 1.6.1 under the unit install wrote for 1.9.3: systemd would kill it in a loop.
     expect(check(await doctor(notifying, oldest), 'systemd-unit')).toMatchObject({status: 'fail', detail: expect.stringMatching(/Type=notify, but nebula 1\.6\.1 does not notify systemd .*: set Type=simple/)})
+    // Without NotifyAccess=all systemd ignores Nebula's message: Nebula is a child of tbmesh up, not the unit's main process.
+    const unit = join(notifying, 'systemd', 'nebula.service')
+    const text = await readFile(unit, 'utf8')
+    expect(text).toMatch(/^Type=notify\nNotifyAccess=all$/m)
+    await writeFile(unit, text.replace(/^NotifyAccess=all\n/m, ''))
+    try {
+      expect(check(await doctor(notifying, newer), 'systemd-unit')).toMatchObject({status: 'fail', detail: expect.stringMatching(/Type=notify without NotifyAccess=all/)})
+    } finally {
+      await writeFile(unit, text)
+    }
   })
 })

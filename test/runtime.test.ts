@@ -129,7 +129,7 @@ describe('the peer policy', () => {
 
   describe('checkMembersFile', () => {
     const host = makeHost(umbrella, '10.42.1.5').cert
-    const expectFor = {network: 'fed', cas: [acme.cert, umbrella.cert], host, signer: umbrella.fp}
+    const expectFor = {network: 'fed', cas: [acme.cert, umbrella.cert], hosts: [host], signer: umbrella.fp}
     const text = (f: object) => JSON.stringify(f)
 
     it('accepts a file that fits the trust bundle and the host', () => {
@@ -139,7 +139,7 @@ describe('the peer policy', () => {
     it.each([
       ['a CA of the trust bundle without member', {...expectFor, cas: [acme.cert, umbrella.cert, makeCa('x', ['org:x']).cert]}, members, /gives no member/],
       ['a member whose CA is not trusted', {...expectFor, cas: [umbrella.cert]}, members, /does not hold/],
-      ['the host outside its own block', {...expectFor, host: makeHost(umbrella, '10.42.0.9').cert}, members, /outside its organization's block/],
+      ['the host outside its own block', {...expectFor, hosts: [makeHost(umbrella, '10.42.0.9').cert]}, members, /outside its organization's block/],
       ['overlapping blocks', expectFor, {...members, members: [members.members[0], {...members.members[1], block: '10.42.0.0/23'}]}, /overlaps/],
       ['a block outside the overlay', expectFor, {...members, members: [members.members[0], {...members.members[1], block: '10.43.1.0/24'}]}, /does not lie in/],
       ['another network', {...expectFor, network: 'other'}, members, /is for network/],
@@ -252,7 +252,7 @@ describe('running Nebula', () => {
   it('gives a nebula binary the runtime config and an environment of PATH only', () => {
     process.env.TBMESH_CA_PASSPHRASE = 'secret'
     try {
-      expect(nebulaCommand({binary: '/usr/bin/nebula'}, '/run/tbmesh/nebula.yml', '/run/tbmesh', 'tbmesh-nebula-a')).toEqual({
+      expect(nebulaCommand({binary: '/usr/bin/nebula'}, '/run/tbmesh/nebula.yml', '/run/tbmesh', 'a')).toEqual({
         file: '/usr/bin/nebula',
         args: ['-config', '/run/tbmesh/nebula.yml'],
         env: {PATH: process.env.PATH},
@@ -264,10 +264,10 @@ describe('running Nebula', () => {
   })
 
   it('runs an image on the host network with NET_ADMIN, the tun device and the run directory read-only at the same path', () => {
-    const {file, args} = nebulaCommand({image: 'nebulaoss/nebula:1.11.1', docker: '/usr/bin/docker'}, '/run/tbmesh/nebula.yml', '/run/tbmesh', 'tbmesh-nebula-a')
+    const {file, args} = nebulaCommand({image: 'nebulaoss/nebula:1.11.1', docker: '/usr/bin/docker'}, '/run/tbmesh/nebula.yml', '/run/tbmesh', 'a')
     expect(file).toBe('/usr/bin/docker')
     expect(args).toEqual([
-      'run', '--rm', '--name', 'tbmesh-nebula-a', '--network', 'host', '--cap-add', 'NET_ADMIN', '--device', '/dev/net/tun',
+      'run', '--rm', '--name', 'tbmesh-nebula-a', '--label', 'org.tbmesh.node=a', '--label', 'org.tbmesh.service=nebula', '--network', 'host', '--cap-add', 'NET_ADMIN', '--device', '/dev/net/tun',
       '--mount', 'type=bind,source=/run/tbmesh,target=/run/tbmesh,readonly', 'nebulaoss/nebula:1.11.1', '-config', '/run/tbmesh/nebula.yml',
     ])
   })

@@ -148,6 +148,12 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
   if (manifest.kind === 'update' && opts.nebulaImage !== undefined) {
     throw new UserError('--nebula-image applies to a join bundle: an update carries no compose file', {exit: 2, fix: 'drop --nebula-image, or edit the image in docker/docker-compose.nebula.yml'})
   }
+  if (opts.nebulaImage !== undefined && !read.files.has('docker/docker-compose.nebula.yml')) {
+    throw new UserError('--nebula-image applies to a bundle with docker/docker-compose.nebula.yml, and this federated one has none: its Nebula runs under tbmesh up', {
+      exit: 2,
+      fix: 'drop --nebula-image, and give the image to tbmesh up instead (tbmesh up --docker IMAGE, see the bundle README)',
+    })
+  }
   const target = path.resolve(dir)
   const parent = path.dirname(target)
   const base = path.basename(target)
@@ -189,7 +195,7 @@ export async function installBundle(file: string, dir: string, opts: InstallOpti
   const members = files.get(MEMBERS_PATH)
   if (members) {
     const cas = certificatesFromPem(files.get('nebula/ca.crt')!)
-    const checked = checkMembersFile(members.toString('utf8'), {network: manifest.network, cas, host: trusted.hosts.at(-1), signer: manifest.caFingerprint})
+    const checked = checkMembersFile(members.toString('utf8'), {network: manifest.network, cas, hosts: trusted.hosts, signer: manifest.caFingerprint})
     if (typeof checked === 'string') throw refusal(file, checked)
   }
   // The node's own secrets: made here, or kept from an installation of the same node (an update carries none).

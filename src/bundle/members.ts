@@ -19,14 +19,14 @@ export function isFederatedTrust(cas: readonly NebulaCertificate[]): boolean {
 
 /**
  * Parses and checks a members file against what it must agree with: the network name, the trust bundle `cas` (exactly
- * the members' CAs), and the node's own certificate `host`, issued by member CA `signer` and holding only addresses of
- * that member's block. Blocks are canonical IPv4 CIDRs inside `cidr`, pairwise disjoint; CAs unique; a slug twice only
+ * the members' CAs), and the node's own certificates `hosts` (one, or in a rotation round two for one key), issued by
+ * member CA `signer`'s member and holding only addresses of that member's block. Blocks are canonical IPv4 CIDRs inside `cidr`, pairwise disjoint; CAs unique; a slug twice only
  * with the same name and block (a member rotating its CA).
  * Returns the file, or the first problem as text (the caller words the refusal).
  */
 export function checkMembersFile(
   text: string,
-  expect: {network: string; cas: readonly NebulaCertificate[]; host?: NebulaCertificate; signer?: string},
+  expect: {network: string; cas: readonly NebulaCertificate[]; hosts?: readonly NebulaCertificate[]; signer?: string},
 ): MembersFile | string {
   let value: unknown
   try {
@@ -76,11 +76,13 @@ export function checkMembersFile(
   const trusted = new Set(expect.cas.map((ca) => fingerprint(ca)))
   for (const fp of trusted) if (!cas.has(fp)) return `the trust bundle holds CA ${fp}, which ${MEMBERS_PATH} gives no member`
   for (const fp of cas) if (!trusted.has(fp)) return `${MEMBERS_PATH} names CA ${fp}, which the trust bundle does not hold`
-  if (expect.host && expect.signer !== undefined) {
+  if (expect.hosts && expect.hosts.length > 0 && expect.signer !== undefined) {
     const own = f.members.find((m) => m.caFingerprint === expect.signer)
     if (!own) return `the CA ${expect.signer} that signed the bundle is no member in ${MEMBERS_PATH}`
-    const outside = outsideBlock(own.block, expect.host.details.ips, expect.host.details.subnets)
-    if (outside.length > 0) return `the host certificate holds ${outside.join(', ')}, outside its organization's block ${own.block}`
+    for (const host of expect.hosts) {
+      const outside = outsideBlock(own.block, host.details.ips, host.details.subnets)
+      if (outside.length > 0) return `the host certificate holds ${outside.join(', ')}, outside its organization's block ${own.block}`
+    }
   }
   return f
 }

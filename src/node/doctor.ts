@@ -204,9 +204,12 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
     if (unit.problem.endsWith('is missing')) check('systemd-unit', 'pass', 'no systemd/nebula.service: nothing to check')
     else check('systemd-unit', 'fail', unit.problem)
   } else {
-    const type = /^Type=(\S+)/m.exec(unit.data.toString('utf8'))?.[1] ?? 'simple'
+    const text = unit.data.toString('utf8')
+    const type = /^Type=(\S+)/m.exec(text)?.[1] ?? 'simple'
     if (type === 'notify' && version && !hasSdNotify(version)) {
       check('systemd-unit', 'fail', `systemd/nebula.service has Type=notify, but nebula ${version} does not notify systemd (${SD_NOTIFY_SINCE} and later do): set Type=simple, or upgrade nebula`)
+    } else if (type === 'notify' && !/^NotifyAccess=all$/m.test(text)) {
+      check('systemd-unit', 'fail', 'systemd/nebula.service has Type=notify without NotifyAccess=all: Nebula, a child of tbmesh up, sends the ready message, which systemd then ignores and restarts the unit in a loop; add NotifyAccess=all')
     } else check('systemd-unit', 'pass', `systemd/nebula.service has Type=${type}${version ? `, right for nebula ${version}` : ''}`)
   }
 
@@ -336,7 +339,7 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
     if (isFederatedTrust(cas)) check('peer-policy', 'fail', `no ${MEMBERS_PATH} in a federated network's installation: tbmesh up refuses to run it; install an update bundle from your CA`)
     else check('peer-policy', 'pass', 'single CA: every address is its CA\'s to give, nothing for tbmesh up to hold peers to')
   } else {
-    const checked = checkMembersFile(members.data.toString('utf8'), {network: String(manifest?.network), cas, ...(host && pin ? {host, signer: pin} : {})})
+    const checked = checkMembersFile(members.data.toString('utf8'), {network: String(manifest?.network), cas, ...(hosts && pin ? {hosts, signer: pin} : {})})
     if (typeof checked === 'string') check('peer-policy', 'fail', checked)
     else check('peer-policy', 'pass', `${MEMBERS_PATH}: ${checked.members.length} member block(s), one per CA of nebula/ca.crt; tbmesh up holds every peer to its issuer's block`)
   }

@@ -9,7 +9,7 @@ import path from 'node:path'
 import {type BundleManifest, MANIFEST, manifestProblem} from '../bundle/layout.js'
 import {checkMembersFile, isFederatedTrust, MEMBERS_PATH} from '../bundle/members.js'
 import {UserError} from '../errors.js'
-import {certificateFromPem, certificatesFromPem, type NebulaCertificate} from '../nebula/index.js'
+import {certificatesFromPem, type NebulaCertificate} from '../nebula/index.js'
 import {federatedPolicy, type PeerPolicy, singleCaPolicy} from './policy.js'
 
 /** An installed node, as `tbmesh up` runs it. */
@@ -53,13 +53,16 @@ export async function readInstalledNode(dir: string): Promise<InstalledNode> {
   if (manifestProblem(manifest)) throw new UserError(`${root}/${MANIFEST} is not a tbmesh manifest`, {fix})
   const m = manifest as BundleManifest
   let cas: NebulaCertificate[]
-  let host: NebulaCertificate
+  let hosts: NebulaCertificate[]
   try {
     cas = certificatesFromPem(ca!)
-    host = certificateFromPem(cert!)
+    // One certificate, or in a rotation round that changes the format two for one key: the newest (last) is the node's.
+    hosts = certificatesFromPem(cert!)
+    if (hosts.length === 0) throw new Error('nebula/host.crt holds no certificate')
   } catch (error) {
     throw new UserError(`a certificate in ${root}/nebula does not parse (${(error as Error).message})`, {fix: 'reinstall the join bundle with --force'})
   }
+  const host = hosts.at(-1)!
   let policy: PeerPolicy
   if (members === undefined) {
     if (isFederatedTrust(cas)) {
@@ -69,7 +72,7 @@ export async function readInstalledNode(dir: string): Promise<InstalledNode> {
     }
     policy = singleCaPolicy(m.network, cas)
   } else {
-    const checked = checkMembersFile(members, {network: m.network, cas, host, signer: m.caFingerprint})
+    const checked = checkMembersFile(members, {network: m.network, cas, hosts, signer: m.caFingerprint})
     if (typeof checked === 'string') throw new UserError(`${root}: ${checked}`, {fix: 'reinstall the node\'s latest bundle'})
     policy = federatedPolicy(checked)
   }

@@ -10,6 +10,7 @@ import path from 'node:path'
 import {ExternalError, UserError} from '../errors.js'
 import {childEnvironment, runChild} from '../lib/spawn.js'
 import {onPath} from '../node/nebula.js'
+import {LABEL_NODE, LABEL_SERVICE} from '../render/compose.js'
 
 /** Variables the docker CLI needs to reach its engine; nothing else of tbmesh's environment is passed on. */
 const DOCKER_ENV = ['HOME', 'DOCKER_HOST', 'DOCKER_CONFIG', 'DOCKER_CONTEXT', 'DOCKER_CERT_PATH', 'DOCKER_TLS_VERIFY']
@@ -40,12 +41,13 @@ export async function findNebula(opts: {binary?: string; image?: string}): Promi
 }
 
 /**
- * The command line that runs Nebula on `config`, whose files all lie in `runDir`, and the environment to give it.
- * With an image: `docker run --rm --name <name> --network host --cap-add NET_ADMIN --device /dev/net/tun` with
- * `runDir` mounted read-only at the same path (the image's entrypoint is nebula). `docker run` passes signals on to
- * Nebula and exits with its status.
+ * The command line that runs Nebula for node `node` on `config`, whose files all lie in `runDir`, and the environment
+ * to give it. With an image: `docker run --rm --name tbmesh-nebula-<node> --label org.tbmesh.node=<node> --label
+ * org.tbmesh.service=nebula --network host --cap-add NET_ADMIN --device /dev/net/tun` (the labels are how doctor finds
+ * it, as it finds the compose files' containers) with `runDir` mounted read-only at the same path (the image's
+ * entrypoint is nebula). `docker run` passes signals on to Nebula and exits with its status.
  */
-export function nebulaCommand(runner: NebulaRunner, config: string, runDir: string, name: string): {file: string; args: string[]; env: Record<string, string>} {
+export function nebulaCommand(runner: NebulaRunner, config: string, runDir: string, node: string): {file: string; args: string[]; env: Record<string, string>} {
   // NOTIFY_SOCKET: under a Type=notify unit (a Nebula that notifies systemd, 1.8 on) Nebula itself says it is ready.
   if ('binary' in runner) return {file: runner.binary, args: ['-config', config], env: childEnvironment(['NOTIFY_SOCKET'])}
   return {
@@ -54,7 +56,11 @@ export function nebulaCommand(runner: NebulaRunner, config: string, runDir: stri
       'run',
       '--rm',
       '--name',
-      name,
+      `tbmesh-nebula-${node}`,
+      '--label',
+      `${LABEL_NODE}=${node}`,
+      '--label',
+      `${LABEL_SERVICE}=nebula`,
       '--network',
       'host',
       '--cap-add',

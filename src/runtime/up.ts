@@ -121,7 +121,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
   const guard = path.join(node.dir, ...UNDERLAY_GUARD.split('/'))
   if (await exists(guard)) await loadGuard(guard)
 
-  const command = nebulaCommand(runner, configFile, runDir, `tbmesh-nebula-${node.manifest.node}`)
+  const command = nebulaCommand(runner, configFile, runDir, node.manifest.node)
   const child = startChild(command.file, command.args, command.env)
   const exited = new Promise<{code: number | null; signal: NodeJS.Signals | null}>((resolve) => {
     child.once('error', (error) => {
