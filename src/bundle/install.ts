@@ -364,17 +364,12 @@ async function requireNebulaFor(file: string, kind: string, certificates: Nebula
  * undefined (no installation, another node, or an installation made before node.env existed).
  */
 async function readInstalledNodeEnv(dir: string, manifest: BundleManifest): Promise<Record<string, string> | undefined> {
-  const read = async (rel: string): Promise<string | undefined> =>
-    readFile(path.join(dir, ...rel.split('/')), 'utf8').catch((error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return undefined
-      throw fileError(error, `Cannot read ${dir}/${rel}`, {denied: "run as the installation's owner"})
-    })
-  let installed: Partial<BundleManifest> | undefined
-  try {
-    installed = JSON.parse((await read(MANIFEST)) ?? 'null') as Partial<BundleManifest> | undefined
-  } catch {}
+  const installed = await installedManifest(dir)
   if (installed?.node !== manifest.node || installed.network !== manifest.network) return undefined
-  const text = await read(NODE_ENV_FILE)
+  const text = await readFile(path.join(dir, ...NODE_ENV_FILE.split('/')), 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return undefined
+    throw fileError(error, `Cannot read ${dir}/${NODE_ENV_FILE}`, {denied: "run as the installation's owner"})
+  })
   return text === undefined ? undefined : parseNodeEnv(text)
 }
 

@@ -178,8 +178,9 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   const nebula = found?.path
   const version = found?.version
   const configPath = file('nebula/config.yml')
+  const config = await readConfig(configPath)
   if (version) {
-    const installation = {federated: await configFederated(configPath), p256: await caCurveP256(file('nebula/ca.crt'))}
+    const installation = {federated: configFederated(config), p256: await caCurveP256(file('nebula/ca.crt'))}
     const missing = advisoriesFor(version, installation)
     if (missing.length === 0) check('nebula-fixes', 'pass', `nebula ${version} has the security fixes this ${installation.federated ? 'federated ' : ''}installation needs`)
     else {
@@ -190,7 +191,6 @@ export async function doctor(dir: string, opts: DoctorOptions = {}): Promise<Doc
   } else check('nebula-fixes', 'warn', 'cannot tell which security fixes nebula has: its version is unknown')
   check(...(await checkTun(opts.tunDevice ?? '/dev/net/tun')))
 
-  const config = await readConfig(configPath)
   if (nebula) {
     const test = await nebulaTest(configPath)
     if (test.ok) check('nebula-test', 'pass', `nebula -test accepts ${configPath}`)
@@ -477,15 +477,10 @@ function validity(what: string, cert: NebulaCertificate, now: number): [DoctorSt
   return ['pass', `${what} is ${left}`]
 }
 
-/** Whether config.yml's firewall rules are scoped by `ca_sha` (a federated network's); false when it cannot be read. */
-async function configFederated(configPath: string): Promise<boolean> {
-  try {
-    const doc = parseYaml(await readFile(configPath, 'utf8')) as {firewall?: {inbound?: unknown}} | null
-    const rules = doc?.firewall?.inbound
-    return Array.isArray(rules) && rules.some((r) => typeof r === 'object' && r !== null && 'ca_sha' in r)
-  } catch {
-    return false
-  }
+/** Whether config.yml's firewall rules are scoped by `ca_sha` (a federated network's); false when it was not read. */
+function configFederated(config: InstalledConfig | undefined): boolean {
+  const rules = config?.firewall?.inbound
+  return Array.isArray(rules) && rules.some((r) => typeof r === 'object' && r !== null && 'ca_sha' in r)
 }
 
 /** Whether the CA certificates in `caPath` use curve P256; false when they cannot be read (other checks report that). */
@@ -514,10 +509,13 @@ function configTun(config: {tun?: {dev?: unknown}} | undefined): string {
   return typeof dev === 'string' && TUN_DEVICE.test(dev) ? dev : 'nebula1'
 }
 
+/** What doctor reads of config.yml. */
+type InstalledConfig = {pki?: {blocklist?: unknown}; tun?: {dev?: unknown}; firewall?: {inbound?: unknown}}
+
 /** config.yml as data, or undefined when it cannot be read or parsed (nebula-test reports that). */
-async function readConfig(configPath: string): Promise<{pki?: {blocklist?: unknown}; tun?: {dev?: unknown}} | undefined> {
+async function readConfig(configPath: string): Promise<InstalledConfig | undefined> {
   try {
-    return (parseYaml(await readFile(configPath, 'utf8')) as {pki?: {blocklist?: unknown}; tun?: {dev?: unknown}} | null) ?? undefined
+    return (parseYaml(await readFile(configPath, 'utf8')) as InstalledConfig | null) ?? undefined
   } catch {
     return undefined
   }
