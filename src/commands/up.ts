@@ -38,6 +38,7 @@ Before Nebula starts, up loads the installation's underlay guard (DIR/host/under
       // Under --json, stdout carries only the result: every line goes to stderr.
       log: (line) => (json ? process.stderr : process.stdout).write(`${line}\n`),
       warn: (line) => process.stderr.write(`Warning: ${line}\n`),
+      ...(process.env.DEBUG ? {trace: (line: string) => process.stderr.write(`tbmesh up [debug] ${new Date().toISOString()} ${line}\n`)} : {}),
       output: {stdout: json ? process.stderr : process.stdout, stderr: process.stderr},
     })
     // Nebula's status; 128 + n when a signal ended it, as a shell reports it.

@@ -55,6 +55,8 @@ export interface UpOptions {
   log: (line: string) => void
   /** Warnings (stderr). */
   warn: (line: string) => void
+  /** Debugging lines (the watcher's view of the hostmap); `tbmesh up` sets it when `DEBUG` is set. */
+  trace?: (line: string) => void
   /** Where Nebula's own output goes, unchanged. */
   output: {stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream}
 }
@@ -134,11 +136,12 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     if (child.exitCode === null && child.signalCode === null) child.kill(signal)
   }
 
-  // One change of the runtime config at a time (a violation and an operator's reload may meet).
+  // One change of the runtime config at a time (a violation and an operator's reload may meet). A step that fails is
+  // warned about and rejects the promise returned for it; the next step runs anyway.
   let queue: Promise<unknown> = Promise.resolve()
   const serial = (step: () => Promise<void>): Promise<void> => {
-    const next = queue.then(step).catch((error: Error) => opts.warn(`${safeLine(error.message)}`))
-    queue = next
+    const next = queue.then(step)
+    queue = next.catch((error: Error) => opts.warn(`${safeLine(error.message)}`))
     return next
   }
 
@@ -150,7 +153,9 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     intervalMs: opts.intervalMs,
     policy: () => node.policy,
     isBlocked: (fp) => records.has(fp),
+    log: opts.log,
     warn: opts.warn,
+    ...(opts.trace ? {trace: opts.trace} : {}),
     onBlind(reason) {
       failure = `${reason}; stopped Nebula rather than run it unwatched`
       opts.warn(failure)
@@ -165,7 +170,13 @@ export async function up(opts: UpOptions): Promise<UpResult> {
           for (const address of f.tunnel.addresses) pins.set(address, {...pinFor(address, f), expires: now + PIN_MS})
         }
         epoch++
-        await writeConfig()
+        try {
+          await writeConfig()
+        } catch (error) {
+          // Not blocked after all: the watcher reports them again at its next poll.
+          for (const {record} of fresh) records.delete(record.fingerprint)
+          throw error
+        }
         signalNebula('SIGHUP')
         for (const {f, record} of fresh) {
           const file = await writeEvidence(node.dir, record)
@@ -191,7 +202,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
   forward(child.stderr, opts.output.stderr)
 
   const onHup = (): void => {
-    void serial(async () => {
+    serial(async () => {
       try {
         node = await readInstalledNode(opts.dir)
       } catch (error) {
@@ -203,14 +214,14 @@ export async function up(opts: UpOptions): Promise<UpResult> {
       if (await exists(path.join(node.dir, ...UNDERLAY_GUARD.split('/')))) await loadGuard(path.join(node.dir, ...UNDERLAY_GUARD.split('/'))).catch((error: Error) => opts.warn(`the underlay guard did not reload: ${error.message}; the previous one stays loaded`))
       await writeConfig()
       signalNebula('SIGHUP')
-    })
+    }).catch(() => {})
   }
   const onTerm = (signal: NodeJS.Signals): void => signalNebula(signal)
   process.on('SIGHUP', onHup)
   process.on('SIGTERM', onTerm)
   process.on('SIGINT', onTerm)
   const pinTimer = setInterval(() => {
-    if ([...pins.values()].some((p) => p.expires <= Date.now())) void serial(writeConfig).then(() => signalNebula('SIGHUP'))
+    if ([...pins.values()].some((p) => p.expires <= Date.now())) serial(writeConfig).then(() => signalNebula('SIGHUP'), () => {})
   }, 30_000)
   if (opts.pidFile) await writeAtomic(opts.pidFile, `${process.pid}\n`, 0o644)
   opts.log(`tbmesh up: nebula (pid ${child.pid}) runs ${node.manifest.node} (${node.manifest.overlayIp}); ${node.policy.federated ? `each peer is checked against the blocks of ${node.policy.members.length} member(s)` : 'single CA'}; ${records.size} certificate(s) on the local blocklist`)

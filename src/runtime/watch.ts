@@ -10,7 +10,11 @@
  *
  * The defence itself is the caller's ({@link WatchOptions.onViolations}: blocklist and reload); this module closes the
  * offending tunnels first (that is what stops the flow at once), and again for as long as a blocked certificate holds a
- * primary tunnel (on 1.6.1 the debug server restarts before the new blocklist is in force).
+ * primary tunnel (on 1.6.1 the debug server restarts before the new blocklist is in force). Polling goes on while the
+ * caller handles a batch (a slow disk must not stop the watch); a batch the caller could not handle is reported again.
+ *
+ * The operator hears when the watch begins (and Nebula's version), when Nebula could not be read for a second or more,
+ * and when it can be again; with `trace` set, every change of the hostmap and every failed poll (for `DEBUG`).
  */
 
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -38,7 +42,10 @@ export interface WatchOptions {
   policy: () => PeerPolicy
   /** Whether a fingerprint is already blocked by `up` (those are closed again, not reported again). */
   isBlocked: (fingerprint: string) => boolean
-  /** Called with every batch of new violations, after their primary tunnels were closed. */
+  /**
+   * Called with every batch of new violations, after their primary tunnels were closed. When it rejects, the batch's
+   * certificates count as not reported, so the next poll that sees them reports them again.
+   */
   onViolations: (found: FoundViolation[]) => Promise<void>
   /** Called when Nebula could not be observed for `blindLimitMs` (the caller stops Nebula: fail closed). */
   onBlind: (reason: string) => void
@@ -46,9 +53,16 @@ export interface WatchOptions {
   intervalMs?: number
   /** Milliseconds without a successful poll before {@link WatchOptions.onBlind}. Default 10 000. */
   blindLimitMs?: number
+  /** One line for the operator: the watch began, or began again after a warning. */
+  log: (line: string) => void
   /** One line for the operator (warnings). */
   warn: (line: string) => void
+  /** Lines for debugging: each change of the hostmap, each failed poll. */
+  trace?: (line: string) => void
 }
+
+/** How long polls may fail before the operator is warned (ms): Nebula's debug server restarts on every reload. */
+const QUIET_FAILURES_MS = 1000
 
 /** Shortest pause between two polls, whatever wakes the watcher (a chatty Nebula must not turn it into a busy loop). */
 const MIN_GAP_MS = 10
@@ -65,6 +79,10 @@ export class PeerWatch {
   /** Fingerprints reported in this run (never reported twice). */
   private readonly reported = new Set<string>()
   private lastSuccess = Date.now()
+  /** Whether a poll has ever succeeded, and whether the operator was warned of the current run of failures. */
+  private watching = false
+  private warned = false
+  private lastMap = ''
 
   constructor(private readonly opts: WatchOptions) {}
 
@@ -101,10 +119,18 @@ export class PeerWatch {
       try {
         await this.poll()
         this.lastSuccess = Date.now()
+        if (this.warned) this.opts.log('tbmesh up: watching Nebula\'s tunnels again')
+        this.warned = false
       } catch (error) {
         this.connection?.close()
         this.connection = undefined
         lastError = (error as Error).message
+        this.opts.trace?.(`poll failed: ${lastError}`)
+        // Before the first success the debug server may simply not listen yet; the blind limit still applies.
+        if (this.watching && !this.warned && Date.now() - this.lastSuccess >= QUIET_FAILURES_MS) {
+          this.warned = true
+          this.opts.warn(`cannot read Nebula's tunnels (${lastError}); retrying`)
+        }
         if (Date.now() - this.lastSuccess > blindLimit) {
           this.opts.onBlind(`Nebula's debug server on 127.0.0.1:${this.opts.port} did not answer for ${Math.round(blindLimit / 1000)} s (${lastError})`)
           return
@@ -140,6 +166,8 @@ export class PeerWatch {
     // `-by-index` exists from Nebula 1.7 (1.6.1 ignores the flag but cannot list replaced tunnels anyway).
     this.byIndex = major > 1 || (major === 1 && minor >= 7)
     this.connection = connection
+    if (!this.watching) this.opts.log(`tbmesh up: watching the tunnels of Nebula ${version} over its debug server on 127.0.0.1:${this.opts.port}`)
+    this.watching = true
     return connection
   }
 
@@ -149,6 +177,7 @@ export class PeerWatch {
     const primaries = parseHostmap(await connection.exec('list-hostmap -json'))
     const all = this.byIndex ? parseHostmap(await connection.exec('list-hostmap -json -by-index')) : primaries
     const primary = new Set(primaries.map((t) => t.localIndex))
+    if (this.opts.trace) this.traceMap(all, primary)
     const policy = this.opts.policy()
     const fresh: FoundViolation[] = []
     const toClose = new Set<string>()
@@ -165,7 +194,26 @@ export class PeerWatch {
       fresh.push({violation, tunnel, observedAt, lastGood})
     }
     // Closing first is what ends the flow at once; the blocklist and reload (the caller's) keep it ended.
-    for (const address of toClose) await connection.exec(`close-tunnel ${address}`)
-    if (fresh.length > 0) await this.opts.onViolations(fresh)
+    let closeError: unknown
+    for (const address of toClose) {
+      try {
+        await connection.exec(`close-tunnel ${address}`)
+      } catch (error) {
+        closeError ??= error
+      }
+    }
+    if (fresh.length > 0) {
+      this.opts.onViolations(fresh).catch(() => {
+        for (const f of fresh) this.reported.delete(f.violation.fingerprint)
+      })
+    }
+    if (closeError) throw closeError
+  }
+
+  /** Traces the hostmap when it changed: `localIndex:address:name:P|s` per tunnel (P = primary for its address). */
+  private traceMap(all: Tunnel[], primary: Set<number>): void {
+    const map = [...all].sort((a, b) => a.localIndex - b.localIndex).map((t) => `${t.localIndex}:${t.addresses.join('+')}:${t.certificate?.name ?? '-'}:${primary.has(t.localIndex) ? 'P' : 's'}`).join(' ')
+    if (map !== this.lastMap) this.opts.trace!(`hostmap ${map || '(empty)'}`)
+    this.lastMap = map
   }
 }

@@ -50,6 +50,9 @@ interface Evidence {fingerprint: string; issuer: {caFingerprint: string; slug?: 
 
 const BUILDS: NebulaBuildName[] = ['oldest', 'newest']
 
+/** For failure messages: `tbmesh up`'s own lines in a node's output (start, watch, debug trace, warnings, violations) and the handshakes Nebula logged. */
+const upLines = (output: string): string => output.split('\n').filter((l) => /^(tbmesh up|Warning:)|SSH server|ssh user|Taking new handshake|Handshake message received/.test(l)).join('\n')
+
 describe('an ACME rogue holding umb-1\'s address', () => {
   let lab: Lab | undefined
   let dir: string
@@ -109,7 +112,8 @@ describe('an ACME rogue holding umb-1\'s address', () => {
     const config = opts.config ?? join(installed(label), 'nebula', 'config.yml')
     if (!opts.up) return lab!.startNebula(label, config, {cwd: '/', tunDev: 'nebula1', binary: build.nebula})
     const command = [process.execPath, BIN, 'up', '--dir', installed(label), '--nebula', build.nebula, '--run-dir', join(dir, which, `run-${label}`), '--pid-file', join(dir, which, `${label}.pid`)]
-    return lab!.startNebula(label, config, {cwd: '/', tunDev: 'nebula1', command})
+    // DEBUG: up traces the hostmap as its watcher sees it (in the failure messages below).
+    return lab!.startNebula(label, config, {cwd: '/', tunDev: 'nebula1', command, env: {DEBUG: '1'}})
   }
 
   /** The rogue's config: open firewall, the trust bundle of every member, Globex and the lighthouse in the static host map. */
@@ -175,13 +179,13 @@ describe('an ACME rogue holding umb-1\'s address', () => {
     try {
       const captured = s.capture!.flowLines()
       const late = captured.filter((l) => l.at > s.attackAt + CAPTURE_LIMIT_MS)
-      expect(late, `the rogue still read the flow after ${CAPTURE_LIMIT_MS} ms\n${s.nebula.globex!.output().slice(-4000)}`).toEqual([])
+      expect(late, `the rogue still read the flow after ${CAPTURE_LIMIT_MS} ms (attack at ${new Date(s.attackAt).toISOString()})\n${upLines(s.nebula.globex!.output())}\n${s.nebula.globex!.output().slice(-4000)}`).toEqual([])
       // Again: data Globex sent once the rogue was cut off.
       const back = s.receiver.received().filter((l) => l.sentAt > s.attackAt + CAPTURE_LIMIT_MS && l.at <= s.attackAt + RECOVERY_LIMIT_MS)
-      expect(back.length, `umb-1 received nothing sent after ${CAPTURE_LIMIT_MS} ms within ${RECOVERY_LIMIT_MS} ms\n${await lab!.diagnostics()}`).toBeGreaterThan(0)
+      expect(back.length, `umb-1 received nothing sent after ${CAPTURE_LIMIT_MS} ms within ${RECOVERY_LIMIT_MS} ms\n${upLines(s.nebula.globex!.output())}\n${await lab!.diagnostics()}`).toBeGreaterThan(0)
 
-      const files = await readdir(join(installed('globex'), 'evidence'))
-      expect(files).toHaveLength(1)
+      const files = await readdir(join(installed('globex'), 'evidence')).catch(() => [])
+      expect(files, `no evidence record\n${upLines(s.nebula.globex!.output())}`).toHaveLength(1)
       const evidence = JSON.parse(await readFile(join(installed('globex'), 'evidence', files[0]), 'utf8')) as Evidence
       expect(evidence).toMatchObject({fingerprint: rogueFingerprint, issuer: {caFingerprint: ca.acme.caFingerprint, slug: 'acme', organization: 'ACME'}, addresses: [node.umbrella.overlayIp]})
       expect(evidence.underlay).toMatch(new RegExp(`^${lab!.host('rogue').underlayIp.replaceAll('.', '\\.')}:\\d+$`))

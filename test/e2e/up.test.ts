@@ -13,6 +13,7 @@
 
 import {mkdir, readdir, readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
@@ -106,7 +107,10 @@ describe('tbmesh up on real Nebula nodes (single CA)', () => {
       await listener.close()
     }
     expect(umbrella.output()).toMatch(/tbmesh up: nebula \(pid \d+\) runs umbrella-1 .*single CA/)
+    expect(umbrella.output()).toMatch(/tbmesh up: watching the tunnels of Nebula \d+\.\d+\.\d+ over its debug server on 127\.0\.0\.1:\d+/)
 
+    // A reload restarts Nebula's debug server: up reconnects without a warning.
+    const beforeReload = umbrella.outputLength()
     await umbrella.reload()
 
     // Nebula is up's child: its environment has no tbmesh variable, although up's has two.
@@ -116,6 +120,16 @@ describe('tbmesh up on real Nebula nodes (single CA)', () => {
     expect(environ).not.toContain(SECRET)
     expect(await readFile(`/proc/${umbrella.pid}/environ`, 'utf8')).toContain(SECRET)
     for (const p of [lighthouse, umbrella]) expect(p.output()).not.toMatch(/PRIVATE KEY|rpcpassword/i)
+
+    // Nebula frozen for 3 s: up warns once that it cannot read the tunnels, and says when it can again.
+    await sleep(1500)
+    expect(umbrella.output().slice(beforeReload - (umbrella.outputLength() - umbrella.output().length))).not.toContain('cannot read Nebula')
+    const beforeFreeze = umbrella.outputLength()
+    process.kill(Number(children[0]), 'SIGSTOP')
+    await sleep(3000)
+    process.kill(Number(children[0]), 'SIGCONT')
+    await umbrella.waitForLog(/Warning: cannot read Nebula's tunnels \(.+\); retrying/, {since: beforeFreeze})
+    await umbrella.waitForLog(/tbmesh up: watching Nebula's tunnels again/, {since: beforeFreeze, timeoutMs: 10_000})
 
     // Killing Nebula ends up with Nebula's status, 128 + 9, and up cleans after itself.
     process.kill(Number(children[0]), 'SIGKILL')
