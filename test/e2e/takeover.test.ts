@@ -185,7 +185,7 @@ describe('an ACME rogue holding umb-1\'s address', () => {
       expect(back.length, `umb-1 received nothing sent after ${CAPTURE_LIMIT_MS} ms within ${RECOVERY_LIMIT_MS} ms\n${upLines(s.nebula.globex!.output())}\n${await lab!.diagnostics()}`).toBeGreaterThan(0)
 
       const files = await readdir(join(installed('globex'), 'evidence')).catch(() => [])
-      expect(files, `no evidence record\n${upLines(s.nebula.globex!.output())}`).toHaveLength(1)
+      expect(files, `no evidence record (the rogue captured ${captured.length} line(s) of the flow)\n${upLines(s.nebula.globex!.output())}`).toHaveLength(1)
       const evidence = JSON.parse(await readFile(join(installed('globex'), 'evidence', files[0]), 'utf8')) as Evidence
       expect(evidence).toMatchObject({fingerprint: rogueFingerprint, issuer: {caFingerprint: ca.acme.caFingerprint, slug: 'acme', organization: 'ACME'}, addresses: [node.umbrella.overlayIp]})
       expect(evidence.underlay).toMatch(new RegExp(`^${lab!.host('rogue').underlayIp.replaceAll('.', '\\.')}:\\d+$`))
