@@ -65,6 +65,25 @@ describe('parseHostmap', () => {
     expect(tunnels[0].certificate!.pem).toBe(pem)
   })
 
+  it.each(['CURVE25519', 'P256'])('rebuilds a v2 certificate (%s) byte for byte from the report, as the newest nebula-cert prints it', async (curve) => {
+    // The debug server's `cert` is the certificate's own JSON form, the one `nebula-cert print -json` writes.
+    const build = await nebulaBuild('newest')
+    const dir = await mkdtemp(join(tmpdir(), 'tbmesh-hostmap-v2-'))
+    try {
+      const file = (name: string) => join(dir, name)
+      await execa(build.nebulaCert, ['ca', '-version', '2', '-curve', curve, '-name', 'ca', '-out-crt', file('ca.crt'), '-out-key', file('ca.key')])
+      await execa(build.nebulaCert, ['sign', '-version', '2', '-ca-crt', file('ca.crt'), '-ca-key', file('ca.key'), '-name', 'peer', '-networks', '10.9.0.2/16',
+        '-unsafe-networks', '10.9.5.0/24', '-groups', 'org:acme', '-out-crt', file('peer.crt'), '-out-key', file('peer.key')])
+      const printed = JSON.parse((await execa(build.nebulaCert, ['print', '-json', '-path', file('peer.crt')])).stdout) as Array<{version: number}>
+      expect(printed[0].version).toBe(2)
+      const [t] = parseHostmap(JSON.stringify([{localIndex: 7, vpnAddrs: ['10.9.0.2'], currentRemote: '192.0.2.11:4242', currentRelaysToMe: [], cert: printed[0]}]))
+      expect(t.certificate).toMatchObject({name: 'peer', networks: ['10.9.0.2/16'], unsafeNetworks: ['10.9.5.0/24'], groups: ['org:acme'], version: 2})
+      expect(t.certificate!.pem).toBe(await readFile(file('peer.crt'), 'utf8'))
+    } finally {
+      await rm(dir, {recursive: true, force: true})
+    }
+  })
+
   it('gives no certificate text when the report does not rebuild to the fingerprint Nebula computed', async () => {
     const text = await readFile(join(FIXTURES, 'list-hostmap-1.6.1.json'), 'utf8')
     const changed = text.replace(/"name":"b"/, '"name":"c"')

@@ -31,7 +31,7 @@ export interface PeerCertificate {
   notAfter: string
   /** Format version: 1 or 2. */
   version: number
-  /** The certificate itself (PEM) when it could be rebuilt byte for byte from the report (v1), else undefined. */
+  /** The certificate itself (PEM) when it could be rebuilt byte for byte from the report, else undefined. */
   pem?: string
 }
 
@@ -110,23 +110,26 @@ function peerCertificate(cert: Json, i: number): PeerCertificate {
     notAfter: String(d.notAfter ?? ''),
     version: typeof cert.version === 'number' ? cert.version : 1,
   }
-  const rebuilt = rebuildV1(cert, peer)
+  const rebuilt = rebuild(cert, peer)
   return rebuilt ? {...peer, pem: certificateToPem(rebuilt)} : peer
 }
 
 /**
- * The v1 certificate the report describes, rebuilt from its details and signature; undefined unless its fingerprint is
- * the one Nebula reported (so only the exact certificate is ever returned).
+ * The certificate the report describes, rebuilt from its details, public key and signature (v1: key and curve inside
+ * `details`; v2: beside it, as `nebula-cert print -json` shows them, `CertificatePrintJson`); undefined unless its
+ * fingerprint is the one Nebula reported (so only the exact certificate is ever returned).
  */
-function rebuildV1(cert: Json, peer: PeerCertificate): NebulaCertificate | undefined {
-  if (peer.version !== 1 || typeof cert.signature !== 'string') return undefined
+function rebuild(cert: Json, peer: PeerCertificate): NebulaCertificate | undefined {
+  if ((peer.version !== 1 && peer.version !== 2) || typeof cert.signature !== 'string') return undefined
   const d = cert.details as Json
+  const keyAndCurve = peer.version === 1 ? d : cert
   const seconds = (v: unknown) => (typeof v === 'string' ? Date.parse(v) / 1000 : Number.NaN)
-  const curve = d.curve === undefined || d.curve === 'CURVE25519' ? 'CURVE25519' : d.curve === 'P256' ? 'P256' : undefined
-  if (!curve || typeof d.publicKey !== 'string' || !/^([0-9a-f]{2})*$/.test(d.publicKey) || !/^([0-9a-f]{2})*$/.test(cert.signature)) return undefined
+  const curve = keyAndCurve.curve === undefined || keyAndCurve.curve === 'CURVE25519' ? 'CURVE25519' : keyAndCurve.curve === 'P256' ? 'P256' : undefined
+  const publicKey = keyAndCurve.publicKey
+  if (!curve || typeof publicKey !== 'string' || !/^([0-9a-f]{2})*$/.test(publicKey) || !/^([0-9a-f]{2})*$/.test(cert.signature)) return undefined
   try {
     const certificate: NebulaCertificate = {
-      version: 1,
+      version: peer.version,
       details: {
         name: peer.name,
         ips: peer.networks,
@@ -134,7 +137,7 @@ function rebuildV1(cert: Json, peer: PeerCertificate): NebulaCertificate | undef
         groups: peer.groups,
         notBefore: seconds(d.notBefore),
         notAfter: seconds(d.notAfter),
-        publicKey: Buffer.from(d.publicKey, 'hex'),
+        publicKey: Buffer.from(publicKey, 'hex'),
         isCA: d.isCa === true,
         issuer: peer.issuer,
         curve,
