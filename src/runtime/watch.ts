@@ -79,10 +79,13 @@ export class PeerWatch {
   /** Fingerprints reported in this run (never reported twice). */
   private readonly reported = new Set<string>()
   private lastSuccess = Date.now()
-  /** Whether a poll has ever succeeded, and whether the operator was warned of the current run of failures. */
+  /** Whether a poll has ever succeeded (the operator was told the watch began). */
   private watching = false
+  /** Whether the operator was warned of the current run of failed polls. */
   private warned = false
   private lastMap = ''
+  /** What Nebula's `version` command answered. */
+  private version = ''
 
   constructor(private readonly opts: WatchOptions) {}
 
@@ -119,6 +122,8 @@ export class PeerWatch {
       try {
         await this.poll()
         this.lastSuccess = Date.now()
+        if (!this.watching) this.opts.log(`tbmesh up: watching the tunnels of Nebula ${this.version} over its debug server on 127.0.0.1:${this.opts.port}`)
+        this.watching = true
         if (this.warned) this.opts.log('tbmesh up: watching Nebula\'s tunnels again')
         this.warned = false
       } catch (error) {
@@ -166,8 +171,7 @@ export class PeerWatch {
     // `-by-index` exists from Nebula 1.7 (1.6.1 ignores the flag but cannot list replaced tunnels anyway).
     this.byIndex = major > 1 || (major === 1 && minor >= 7)
     this.connection = connection
-    if (!this.watching) this.opts.log(`tbmesh up: watching the tunnels of Nebula ${version} over its debug server on 127.0.0.1:${this.opts.port}`)
-    this.watching = true
+    this.version = version
     return connection
   }
 
@@ -210,9 +214,10 @@ export class PeerWatch {
     if (closeError) throw closeError
   }
 
-  /** Traces the hostmap when it changed: `localIndex:address:name:P|s` per tunnel (P = primary for its address). */
+  /** Traces the hostmap when it changed: `localIndex:address:"name":P|s` per tunnel (P = primary for its address). */
   private traceMap(all: Tunnel[], primary: Set<number>): void {
-    const map = [...all].sort((a, b) => a.localIndex - b.localIndex).map((t) => `${t.localIndex}:${t.addresses.join('+')}:${t.certificate?.name ?? '-'}:${primary.has(t.localIndex) ? 'P' : 's'}`).join(' ')
+    const entry = (t: Tunnel) => `${t.localIndex}:${t.addresses.join('+')}:${JSON.stringify(t.certificate?.name ?? null)}:${primary.has(t.localIndex) ? 'P' : 's'}`
+    const map = [...all].sort((a, b) => a.localIndex - b.localIndex).map((t) => entry(t)).join(' ')
     if (map !== this.lastMap) this.opts.trace!(`hostmap ${map || '(empty)'}`)
     this.lastMap = map
   }
