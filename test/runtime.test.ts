@@ -237,8 +237,8 @@ firewall:
   afterAll(async () => {
     await rm(dir, {recursive: true, force: true})
   })
-  const render = (epoch: number, pins: Parameters<typeof renderRuntimeConfig>[1]['pins'] = []) =>
-    renderRuntimeConfig(installed, {pki: {ca: ca.pem, cert: certificateToPem(host.cert), key: host.key}, blocklist: ['b'.repeat(64)], sshd: {port: 40_123, hostKeyFile: join(dir, 'host_key'), clientPublicKey: keys.clientPublic}, epoch, pins})
+  const render = (epoch: number, pins: Parameters<typeof renderRuntimeConfig>[1]['pins'] = [], closed = false) =>
+    renderRuntimeConfig(installed, {pki: {ca: ca.pem, cert: certificateToPem(host.cert), key: host.key}, blocklist: ['b'.repeat(64)], sshd: {port: 40_123, hostKeyFile: join(dir, 'host_key'), clientPublicKey: keys.clientPublic}, epoch, pins, closed})
 
   it('adds the node\'s own settings to the installed config', () => {
     const config = yaml.parse(render(1, [{address: '10.42.1.1', good: '192.0.2.11:4242', badIp: '192.0.2.13'}]))
@@ -250,14 +250,20 @@ firewall:
     expect(config.lighthouse.remote_allow_ranges).toEqual({'10.42.1.1/32': {'192.0.2.13/32': false}})
     // A new epoch changes the firewall section, which is what makes Nebula re-check its conntrack on reload.
     expect(yaml.parse(render(2)).firewall).not.toEqual(yaml.parse(render(1)).firewall)
+    // Until up watches Nebula: no rule in either direction, the rest of the firewall section as installed.
+    const closed = yaml.parse(render(0, [], true)).firewall
+    expect(closed).toMatchObject({inbound: [], outbound: [], tbmesh_epoch: 0})
+    expect(yaml.parse(installed).firewall.outbound).not.toEqual([])
   })
 
-  it.each(['oldest', 'newest'] as const)('passes nebula -test (%s build)', async (which) => {
+  it.each(['oldest', 'newest'] as const)('passes nebula -test (%s build), closed and open', async (which) => {
     const build = await nebulaBuild(which)
-    const file = join(dir, `${which}.yml`)
-    await writeFile(file, render(3, [{address: '10.42.1.1', good: '192.0.2.11:4242', badIp: '192.0.2.13'}]), {mode: 0o600})
-    const result = await execa(build.nebula, ['-test', '-config', file], {reject: false, all: true})
-    expect(result.exitCode, result.all).toBe(0)
+    for (const closed of [true, false]) {
+      const file = join(dir, `${which}-${closed}.yml`)
+      await writeFile(file, render(3, [{address: '10.42.1.1', good: '192.0.2.11:4242', badIp: '192.0.2.13'}], closed), {mode: 0o600})
+      const result = await execa(build.nebula, ['-test', '-config', file], {reject: false, all: true})
+      expect(result.exitCode, result.all).toBe(0)
+    }
   })
 })
 

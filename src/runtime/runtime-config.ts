@@ -6,6 +6,8 @@
  * - `pki.blocklist`: the installed blocklist plus the node's local one (the fingerprints of its evidence records);
  * - `sshd`: Nebula's debug server on 127.0.0.1 with this run's host key (a file: inline keys need Nebula 1.11) and
  *   client key (`debug-ssh.ts`);
+ * - `firewall.inbound` and `outbound` empty (Nebula then passes nothing) until `up` first saw the hostmap: a node is
+ *   never reachable, nor reaches anyone, unwatched;
  * - `firewall.tbmesh_epoch`: a counter `up` raises when it blocks a certificate: any change below `firewall` makes
  *   Nebula install a new rule set on reload (`reloadFirewall` in slackhq/nebula `interface.go`), and entries of
  *   Nebula's conntrack are then re-checked against the peer's current certificate instead of being trusted;
@@ -40,6 +42,8 @@ export interface RuntimeAdditions {
   sshd: {port: number; hostKeyFile: string; clientPublicKey: string}
   epoch: number
   pins: readonly Pin[]
+  /** True until `up` watches Nebula: no firewall rule, so Nebula carries no packet in or out. */
+  closed: boolean
 }
 
 /**
@@ -60,7 +64,7 @@ export function renderRuntimeConfig(installed: string, add: RuntimeAdditions): s
     host_key: add.sshd.hostKeyFile,
     authorized_users: [{user: DEBUG_USER, keys: [add.sshd.clientPublicKey]}],
   }
-  plain.firewall = {...plain.firewall, tbmesh_epoch: add.epoch}
+  plain.firewall = {...plain.firewall, tbmesh_epoch: add.epoch, ...(add.closed ? {inbound: [], outbound: []} : {})}
   if (add.pins.length > 0) {
     const hostMap: Record<string, string[]> = {...plain.static_host_map}
     const ranges: Record<string, Record<string, boolean>> = {...plain.lighthouse?.remote_allow_ranges}

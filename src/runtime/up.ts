@@ -3,9 +3,10 @@
  * holds only addresses of the block of the member whose CA signed its certificate (`policy.ts`).
  *
  * Order at start: read the installation; write the runtime config (`runtime-config.ts`) and this run's debug-server
- * host key into the run directory (0700); load the underlay guard when the installation has one (`nft -f`; if it fails,
- * Nebula is not started); start Nebula on the runtime config with an environment of its own; watch its tunnels
- * (`watch.ts`).
+ * host key into the run directory (0700), with Nebula's firewall closed; load the underlay guard when the installation
+ * has one (`nft -f`; if it fails, Nebula is not started); start Nebula on the runtime config with an environment of
+ * its own; watch its tunnels (`watch.ts`); once the first look at them succeeded, open the firewall (the installed
+ * rules) with a reload. Nebula never carries a packet unwatched.
  *
  * On a violation: the watcher closes the offending tunnel; then here, in one step, the certificate's fingerprint joins
  * the local blocklist, the firewall epoch goes up, the address is pinned to its legitimate peer, the runtime config is
@@ -105,6 +106,8 @@ export async function up(opts: UpOptions): Promise<UpResult> {
   }
   await loadEvidence()
   let epoch = 0
+  // Closed (no firewall rule) until the watcher's first look at the hostmap succeeded.
+  let closed = true
   const pins = new Map<string, Pin & {expires: number}>()
   const writeConfig = async (): Promise<void> => {
     const now = Date.now()
@@ -115,6 +118,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
       sshd: {port, hostKeyFile, clientPublicKey: keys.clientPublic},
       epoch,
       pins: [...pins.values()],
+      closed,
     })
     await writeAtomic(hostKeyFile, keys.hostPrivate, 0o600)
     await writeAtomic(configFile, text, 0o600)
@@ -153,6 +157,13 @@ export async function up(opts: UpOptions): Promise<UpResult> {
     intervalMs: opts.intervalMs,
     policy: () => node.policy,
     isBlocked: (fp) => records.has(fp),
+    onWatching() {
+      serial(async () => {
+        closed = false
+        await writeConfig()
+        signalNebula('SIGHUP')
+      }).catch(() => opts.warn('Nebula\'s firewall stays closed: the runtime config could not be written (reload or restart tbmesh up)'))
+    },
     log: opts.log,
     warn: opts.warn,
     ...(opts.trace ? {trace: opts.trace} : {}),

@@ -53,6 +53,8 @@ export interface WatchOptions {
   intervalMs?: number
   /** Milliseconds without a successful poll before {@link WatchOptions.onBlind}. Default 10 000. */
   blindLimitMs?: number
+  /** Called once, after the first poll that succeeded (the caller opens Nebula's firewall). */
+  onWatching: () => void
   /** One line for the operator: the watch began, or began again after a warning. */
   log: (line: string) => void
   /** One line for the operator (warnings). */
@@ -122,8 +124,11 @@ export class PeerWatch {
       try {
         await this.poll()
         this.lastSuccess = Date.now()
-        if (!this.watching) this.opts.log(`tbmesh up: watching the tunnels of Nebula ${this.version} over its debug server on 127.0.0.1:${this.opts.port}`)
-        this.watching = true
+        if (!this.watching) {
+          this.watching = true
+          this.opts.log(`tbmesh up: watching the tunnels of Nebula ${this.version} over its debug server on 127.0.0.1:${this.opts.port}`)
+          this.opts.onWatching()
+        }
         if (this.warned) this.opts.log('tbmesh up: watching Nebula\'s tunnels again')
         this.warned = false
       } catch (error) {

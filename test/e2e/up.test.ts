@@ -140,13 +140,24 @@ describe('tbmesh up on real Nebula nodes (single CA)', () => {
     expect(await lighthouse.exited).toEqual({exitCode: 0, signal: null})
   })
 
-  it('stops Nebula and exits 1 when it cannot watch it (fail closed)', async () => {
+  it('carries nothing while it cannot watch Nebula, then stops it and exits 1 (fail closed)', async () => {
     // A real nebula whose debug server listens elsewhere than up was told: up can never connect.
     const wrapper = join(dir, 'nebula-elsewhere.sh')
     await writeFile(wrapper, '#!/bin/sh\nsed "s/listen: 127.0.0.1:[0-9]*/listen: 127.0.0.1:1/" "$2" > "$2.elsewhere" && exec nebula -config "$2.elsewhere"\n', {mode: 0o755})
-    const up = await lab!.startNebula('umbrella', join(installDir('umbrella'), 'nebula', 'config.yml'), {cwd: '/', tunDev: 'nebula1', command: [...upCommand('umbrella'), '--nebula', wrapper]})
-    expect(await up.exited).toEqual({exitCode: 1, signal: null})
-    expect(up.output()).toMatch(/did not answer for 10 s .*stopped Nebula rather than run it unwatched/)
-    expect((await lab!.run('umbrella', ['ip', '-o', 'link', 'show'])).stdout).not.toContain('nebula1')
+    const lighthouse = await lab!.startNebula('lighthouse', join(installDir('lighthouse'), 'nebula', 'config.yml'), {cwd: '/', tunDev: 'nebula1'})
+    try {
+      const up = await lab!.startNebula('umbrella', join(installDir('umbrella'), 'nebula', 'config.yml'), {cwd: '/', tunDev: 'nebula1', command: [...upCommand('umbrella'), '--nebula', wrapper]})
+      // Nebula runs, the tunnel comes up, but its firewall has no rule until up watches it: the lighthouse's pings die
+      // (with the installed rules, which allow ICMP, they are answered).
+      const ping = await lab!.run('lighthouse', ['ping', '-n', '-c', '6', '-i', '0.5', '-W', '1', node.umbrella.overlayIp], {reject: false})
+      expect(ping.stdout).toMatch(/ 0 received/)
+      expect(up.isRunning()).toBe(true)
+      expect(await up.exited).toEqual({exitCode: 1, signal: null})
+      expect(up.output()).toMatch(/did not answer for 10 s .*stopped Nebula rather than run it unwatched/)
+      expect(up.output()).not.toContain('watching the tunnels')
+      expect((await lab!.run('umbrella', ['ip', '-o', 'link', 'show'])).stdout).not.toContain('nebula1')
+    } finally {
+      await lighthouse.stop()
+    }
   }, 60_000)
 })
