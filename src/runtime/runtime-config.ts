@@ -6,8 +6,8 @@
  * - `pki.blocklist`: the installed blocklist plus the node's local one (the fingerprints of its evidence records);
  * - `sshd`: Nebula's debug server on 127.0.0.1 with this run's host key (a file: inline keys need Nebula 1.11) and
  *   client key (`debug-ssh.ts`);
- * - `firewall.inbound` and `outbound` empty (Nebula then passes nothing) until `up` first saw the hostmap: a node is
- *   never reachable, nor reaches anyone, unwatched;
+ * - `firewall.inbound` and `outbound` empty (Nebula then passes no packet to or from this node; relaying for others
+ *   and handshakes are not the firewall's) until `up` first saw the hostmap;
  * - `firewall.tbmesh_epoch`: a counter `up` raises when it blocks a certificate: any change below `firewall` makes
  *   Nebula install a new rule set on reload (`reloadFirewall` in slackhq/nebula `interface.go`), and entries of
  *   Nebula's conntrack are then re-checked against the peer's current certificate instead of being trusted;
@@ -42,7 +42,7 @@ export interface RuntimeAdditions {
   sshd: {port: number; hostKeyFile: string; clientPublicKey: string}
   epoch: number
   pins: readonly Pin[]
-  /** True until `up` watches Nebula: no firewall rule, so Nebula carries no packet in or out. */
+  /** True until `up` watches Nebula: no firewall rule, so no packet to or from this node passes. */
   closed: boolean
 }
 

@@ -6,7 +6,8 @@
  * host key into the run directory (0700), with Nebula's firewall closed; load the underlay guard when the installation
  * has one (`nft -f`; if it fails, Nebula is not started); start Nebula on the runtime config with an environment of
  * its own; watch its tunnels (`watch.ts`); once the first look at them succeeded, open the firewall (the installed
- * rules) with a reload. Nebula never carries a packet unwatched.
+ * rules) with a reload: no packet to or from this node passes before `up` first saw the tunnels (afterwards `up` is
+ * blind at most 10 s, during a debug-server restart or a hang, before it stops Nebula).
  *
  * On a violation: the watcher closes the offending tunnel; then here, in one step, the certificate's fingerprint joins
  * the local blocklist, the firewall epoch goes up, the address is pinned to its legitimate peer, the runtime config is
@@ -26,7 +27,7 @@ import {exists, writeAtomic} from '../lib/files.js'
 import {startChild} from '../lib/spawn.js'
 import {safeLine} from '../lib/text.js'
 import {generateDebugKeys} from './debug-ssh.js'
-import {EVIDENCE_DIR, type EvidenceRecord, readEvidence, writeEvidence} from './evidence.js'
+import {EVIDENCE_DIR, evidenceFileName, type EvidenceRecord, readEvidence, writeEvidence} from './evidence.js'
 import {type InstalledNode, readInstalledNode} from './installation.js'
 import {findNebula, freeLoopbackPort, loadGuard, nebulaCommand} from './process.js'
 import {type Pin, renderRuntimeConfig} from './runtime-config.js'
@@ -190,7 +191,10 @@ export async function up(opts: UpOptions): Promise<UpResult> {
         }
         signalNebula('SIGHUP')
         for (const {f, record} of fresh) {
-          const file = await writeEvidence(node.dir, record)
+          // The certificate is blocked from here on; a record that cannot be written now is written again on the next
+          // reload (below), so that the block survives a restart.
+          const file = path.join(node.dir, EVIDENCE_DIR, evidenceFileName(record))
+          await writeEvidence(node.dir, record).catch((error: Error) => opts.warn(`cannot write the evidence record ${file} (${error.message}); it is written again at the next reload`))
           violations.push({
             fingerprint: record.fingerprint,
             issuer: record.issuer.organization ?? record.issuer.caFingerprint,
@@ -219,7 +223,8 @@ export async function up(opts: UpOptions): Promise<UpResult> {
       } catch (error) {
         opts.warn(`reload: ${error instanceof UserError ? error.line : (error as Error).message}; Nebula keeps the previous installation`)
       }
-      // An install that swapped the directory while a record was being written may have left it behind.
+      // An install that swapped the directory while a record was being written may have left it behind, and a record
+      // may have failed to be written at all.
       for (const v of violations) if (!(await exists(path.join(node.dir, EVIDENCE_DIR, path.basename(v.evidence))))) await writeEvidence(node.dir, records.get(v.fingerprint)!)
       await loadEvidence()
       if (await exists(path.join(node.dir, ...UNDERLAY_GUARD.split('/')))) await loadGuard(path.join(node.dir, ...UNDERLAY_GUARD.split('/'))).catch((error: Error) => opts.warn(`the underlay guard did not reload: ${error.message}; the previous one stays loaded`))

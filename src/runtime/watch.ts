@@ -11,7 +11,7 @@
  * The defence itself is the caller's ({@link WatchOptions.onViolations}: blocklist and reload); this module closes the
  * offending tunnels first (that is what stops the flow at once), and again for as long as a blocked certificate holds a
  * primary tunnel (on 1.6.1 the debug server restarts before the new blocklist is in force). Polling goes on while the
- * caller handles a batch (a slow disk must not stop the watch); a batch the caller could not handle is reported again.
+ * caller handles a batch (a slow disk must not stop the watch); a batch the caller could not block is reported again.
  *
  * The operator hears when the watch begins (and Nebula's version), when Nebula could not be read for a second or more,
  * and when it can be again; with `trace` set, every change of the hostmap and every failed poll (for `DEBUG`).
@@ -19,6 +19,7 @@
 
 import {setTimeout as sleep} from 'node:timers/promises'
 
+import {quoted, safeLine} from '../lib/text.js'
 import {DebugConnection, type DebugKeys} from './debug-ssh.js'
 import {parseHostmap, type Tunnel} from './hostmap.js'
 import {checkTunnel, type PeerPolicy, type PeerViolation} from './policy.js'
@@ -43,8 +44,9 @@ export interface WatchOptions {
   /** Whether a fingerprint is already blocked by `up` (those are closed again, not reported again). */
   isBlocked: (fingerprint: string) => boolean
   /**
-   * Called with every batch of new violations, after their primary tunnels were closed. When it rejects, the batch's
-   * certificates count as not reported, so the next poll that sees them reports them again.
+   * Called with every batch of new violations, after their primary tunnels were closed. When it rejects (nothing of the
+   * batch was blocked), the batch's certificates count as not reported, so the next poll that sees them reports them
+   * again.
    */
   onViolations: (found: FoundViolation[]) => Promise<void>
   /** Called when Nebula could not be observed for `blindLimitMs` (the caller stops Nebula: fail closed). */
@@ -134,7 +136,7 @@ export class PeerWatch {
       } catch (error) {
         this.connection?.close()
         this.connection = undefined
-        lastError = (error as Error).message
+        lastError = safeLine((error as Error).message)
         this.opts.trace?.(`poll failed: ${lastError}`)
         // Before the first success the debug server may simply not listen yet; the blind limit still applies.
         if (this.watching && !this.warned && Date.now() - this.lastSuccess >= QUIET_FAILURES_MS) {
@@ -221,7 +223,7 @@ export class PeerWatch {
 
   /** Traces the hostmap when it changed: `localIndex:address:"name":P|s` per tunnel (P = primary for its address). */
   private traceMap(all: Tunnel[], primary: Set<number>): void {
-    const entry = (t: Tunnel) => `${t.localIndex}:${t.addresses.join('+')}:${JSON.stringify(t.certificate?.name ?? null)}:${primary.has(t.localIndex) ? 'P' : 's'}`
+    const entry = (t: Tunnel) => `${t.localIndex}:${t.addresses.join('+')}:${t.certificate ? quoted(t.certificate.name) : '-'}:${primary.has(t.localIndex) ? 'P' : 's'}`
     const map = [...all].sort((a, b) => a.localIndex - b.localIndex).map((t) => entry(t)).join(' ')
     if (map !== this.lastMap) this.opts.trace!(`hostmap ${map || '(empty)'}`)
     this.lastMap = map

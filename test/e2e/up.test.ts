@@ -3,10 +3,12 @@
  * runs there; its address check holds by construction):
  *
  * - the underlay guard is loaded before Nebula starts, and a guard that does not load keeps Nebula from starting;
- * - both nodes under `up` carry TCP between them; SIGHUP reaches Nebula; up prints no secret;
+ * - both nodes under `up` carry TCP and ICMP between them once `up` watches; SIGHUP reaches Nebula; up prints no
+ *   secret; a reload brings no warning, a frozen Nebula one, and up says when it watches again;
  * - Nebula's environment holds nothing of tbmesh's (the passphrase variables of the parent do not reach it);
  * - up exits with Nebula's status (128 + 9 when Nebula is killed) and removes its pid file and runtime files;
- * - up stops Nebula and exits 1 when it cannot reach Nebula's debug server (fail closed).
+ * - while up cannot reach Nebula's debug server, Nebula's firewall stays closed (the lighthouse's pings die over an
+ *   established tunnel); up then stops Nebula and exits 1 (fail closed).
  *
  * Fails (never skips) when it cannot run: it needs root, iproute2, nft, /dev/net/tun and nebula.
  */
@@ -108,6 +110,9 @@ describe('tbmesh up on real Nebula nodes (single CA)', () => {
     }
     expect(umbrella.output()).toMatch(/tbmesh up: nebula \(pid \d+\) runs umbrella-1 .*single CA/)
     expect(umbrella.output()).toMatch(/tbmesh up: watching the tunnels of Nebula \d+\.\d+\.\d+ over its debug server on 127\.0\.0\.1:\d+/)
+    // Once up watches, the installed rules are in force: ICMP is answered (the same ping dies in the last test).
+    const ping = await lab!.run('lighthouse', ['ping', '-n', '-c', '3', '-i', '0.3', '-W', '1', node.umbrella.overlayIp], {reject: false})
+    expect(ping.stdout).toMatch(/ [1-3] received/)
 
     // A reload restarts Nebula's debug server: up reconnects without a warning.
     const beforeReload = umbrella.outputLength()
@@ -123,7 +128,7 @@ describe('tbmesh up on real Nebula nodes (single CA)', () => {
 
     // Nebula frozen for 3 s: up warns once that it cannot read the tunnels, and says when it can again.
     await sleep(1500)
-    expect(umbrella.output().slice(beforeReload - (umbrella.outputLength() - umbrella.output().length))).not.toContain('cannot read Nebula')
+    expect(umbrella.output().slice(Math.max(0, beforeReload - (umbrella.outputLength() - umbrella.output().length)))).not.toContain('cannot read Nebula')
     const beforeFreeze = umbrella.outputLength()
     process.kill(Number(children[0]), 'SIGSTOP')
     await sleep(3000)
@@ -151,6 +156,8 @@ describe('tbmesh up on real Nebula nodes (single CA)', () => {
       // (with the installed rules, which allow ICMP, they are answered).
       const ping = await lab!.run('lighthouse', ['ping', '-n', '-c', '6', '-i', '0.5', '-W', '1', node.umbrella.overlayIp], {reject: false})
       expect(ping.stdout).toMatch(/ 0 received/)
+      // ... over an established tunnel: the two nodes did handshake.
+      expect(lighthouse.output()).toMatch(/Handshake message (received|sent).*umbrella-1/)
       expect(up.isRunning()).toBe(true)
       expect(await up.exited).toEqual({exitCode: 1, signal: null})
       expect(up.output()).toMatch(/did not answer for 10 s .*stopped Nebula rather than run it unwatched/)
