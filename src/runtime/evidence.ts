@@ -66,9 +66,14 @@ export function evidenceFileName(record: EvidenceRecord): string {
   return `${time}-${record.fingerprint}.json`
 }
 
+/** Where `record` is kept in the installation `dir`: `DIR/evidence/<name>`. */
+export function evidencePath(dir: string, record: EvidenceRecord): string {
+  return path.join(dir, EVIDENCE_DIR, evidenceFileName(record))
+}
+
 /** Writes `record` durably into `DIR/evidence/` (created 0700 when missing); returns its path. Throws UserError when it cannot. */
 export async function writeEvidence(dir: string, record: EvidenceRecord): Promise<string> {
-  const file = path.join(dir, EVIDENCE_DIR, evidenceFileName(record))
+  const file = evidencePath(dir, record)
   await writeAtomic(file, `${JSON.stringify(record, null, 2)}\n`, 0o644)
   return file
 }

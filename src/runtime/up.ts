@@ -27,7 +27,7 @@ import {exists, writeAtomic} from '../lib/files.js'
 import {startChild} from '../lib/spawn.js'
 import {safeLine} from '../lib/text.js'
 import {generateDebugKeys} from './debug-ssh.js'
-import {EVIDENCE_DIR, evidenceFileName, type EvidenceRecord, readEvidence, writeEvidence} from './evidence.js'
+import {EVIDENCE_DIR, evidencePath, type EvidenceRecord, readEvidence, writeEvidence} from './evidence.js'
 import {type InstalledNode, readInstalledNode} from './installation.js'
 import {findNebula, freeLoopbackPort, loadGuard, nebulaCommand} from './process.js'
 import {type Pin, renderRuntimeConfig} from './runtime-config.js'
@@ -193,7 +193,7 @@ export async function up(opts: UpOptions): Promise<UpResult> {
         for (const {f, record} of fresh) {
           // The certificate is blocked from here on; a record that cannot be written now is written again on the next
           // reload (below), so that the block survives a restart.
-          const file = path.join(node.dir, EVIDENCE_DIR, evidenceFileName(record))
+          const file = evidencePath(node.dir, record)
           await writeEvidence(node.dir, record).catch((error: Error) => opts.warn(`cannot write the evidence record ${file} (${error.message}); it is written again at the next reload`))
           violations.push({
             fingerprint: record.fingerprint,
